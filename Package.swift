@@ -1,0 +1,37 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Libellula: DragonFly BSD's LWKT SMP design as a Swift library OS.
+// Library targets carry no unsafeFlags so that other packages can depend on them; hot
+// state lives behind raw pointers, where no dynamic exclusivity check applies.
+let package = Package(
+    name: "Libellula",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "LWKT", targets: ["LWKT"]),
+        .library(name: "Slab", targets: ["Slab"]),
+        .library(name: "VFS", targets: ["VFS"]),
+        .executable(name: "libellula", targets: ["libellula"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(name: "CLibellula"),
+        .target(name: "LWKT", dependencies: ["CLibellula"]),
+        .target(name: "Slab", dependencies: ["LWKT", "CLibellula"]),
+        .target(name: "VFS", dependencies: ["LWKT"]),
+        .executableTarget(
+            name: "libellula",
+            dependencies: [
+                "LWKT", "Slab", "VFS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
+        ),
+        .testTarget(name: "LWKTTests", dependencies: ["LWKT", "CLibellula"]),
+        .testTarget(name: "SlabTests", dependencies: ["Slab", "LWKT"]),
+        .testTarget(name: "VFSTests", dependencies: ["VFS", "LWKT"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,101 @@
+// Thin C wrappers for what Swift's Glibc module does not export. No logic lives here.
+#ifndef CLIBELLULA_H
+#define CLIBELLULA_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <time.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Pins the calling thread to one CPU core. Returns 0 or an errno value.
+int lb_pin_self(int core);
+/// The core the calling thread runs on now (sched_getcpu), or -1.
+int lb_getcpu(void);
+/// The kernel thread id of the calling thread.
+int lb_gettid(void);
+/// Number of online processors.
+int lb_online_cores(void);
+/// Sets the calling thread's name (at most 15 bytes are kept).
+void lb_set_thread_name(const char *name);
+
+/// FUTEX_WAIT_PRIVATE with an optional relative timeout in nanoseconds (< 0: none).
+long lb_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
+/// FUTEX_WAKE_PRIVATE.
+long lb_futex_wake(uint32_t *addr, int count);
+
+/// eventfd(initval, EFD_CLOEXEC | EFD_NONBLOCK).
+int lb_eventfd(void);
+/// Adds 1 to an eventfd counter.
+int lb_eventfd_signal(int fd);
+/// Reads (and resets) an eventfd counter; returns 0 when it was already zero.
+uint64_t lb_eventfd_drain(int fd);
+
+/// epoll_create1(EPOLL_CLOEXEC).
+int lb_epoll_create(void);
+/// epoll_ctl; op is 1 add, 2 delete, 3 modify. Returns 0 or -errno.
+int lb_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
+/// epoll_wait into parallel arrays of events and data, with a timeout in nanoseconds
+/// (< 0: forever, 0: poll); returns the count or -errno.
+int lb_epoll_wait(int epfd, uint32_t *events, uint64_t *data, int max, int64_t timeout_ns);
+
+/// Event bits, re-exported with stable names.
+extern const uint32_t LB_EPOLLIN, LB_EPOLLOUT, LB_EPOLLERR, LB_EPOLLHUP, LB_EPOLLRDHUP,
+                      LB_EPOLLET, LB_EPOLLONESHOT;
+
+/// membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) after registration; 0 on success.
+int lb_membarrier(void);
+
+/// Monotonic clock in nanoseconds (vDSO, about 20 ns).
+static inline uint64_t lb_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/// Time-stamp counter where the processor has one; otherwise the monotonic clock.
+static inline uint64_t lb_cycles(void) {
+#if defined(__x86_64__)
+    uint32_t lo, hi;
+    __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+#else
+    return lb_now_ns();
+#endif
+}
+
+/// A spin-wait hint to the processor.
+static inline void lb_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/// A compiler-only fence: stops the compiler moving memory accesses across it.
+static inline void lb_compiler_fence(void) { __asm__ __volatile__("" ::: "memory"); }
+
+/// The per-thread "current CPU" pointer, set by each CPU's OS thread at start.
+extern __thread void *lb_tls_current_cpu;
+static inline void *lb_current_cpu(void) { return lb_tls_current_cpu; }
+static inline void lb_set_current_cpu(void *cpu) { lb_tls_current_cpu = cpu; }
+
+/// Statistics counters: written by one thread, read by any. Relaxed atomics, so a reader
+/// never sees a torn value and the writer pays a plain add.
+static inline void lb_counter_add(int64_t *p, int64_t v) {
+    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+}
+static inline int64_t lb_counter_load(const int64_t *p) {
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+static inline void lb_counter_store(int64_t *p, int64_t v) {
+    __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,131 @@
+import CLibellula
+
+extension CPU {
+    /// The CPU's scheduler loop (DragonFly's `lwkt_switch` plus its idle thread): drain the
+    /// doorbell, run the highest-priority ready job, look at timers and descriptors every
+    /// few jobs, and when nothing is ready spin for a while and then sleep in epoll with a
+    /// protocol that cannot lose a wakeup.
+    func runLoop() {
+        lb_set_current_cpu(UnsafeMutableRawPointer(local))
+        lb_set_thread_name("lwkt-\(name)")
+        osThreadID = lb_gettid()
+        if system.configuration.pin {
+            let c = id % max(1, LWKT.onlineCores)
+            if lb_pin_self(Int32(c)) == 0 { core = c }
+        }
+        system.cpuStarted()
+
+        let l = local
+        let s = signals
+        let jobsPerPoll = system.configuration.jobsPerPoll
+        let spinNanos = UInt64(max(0, system.spinNanos))
+        let tickNanos = max(Int64(1_000), system.tickNanos)
+        var jobsSincePoll = 0
+        var burstStart = lb_now_ns()
+
+        while true {
+            if s.pointee.doorbell.load(ordering: .relaxed) != 0 {
+                l.pointee.critCount += 1
+                drainIPIs()
+                l.pointee.critCount -= 1
+            }
+            if let (job, band) = l.pointee.runq.pop() {
+                run(job, band: band)
+                if l.pointee.yielders.count > 0 { resumeYielders() }
+                jobsSincePoll &+= 1
+                if jobsSincePoll >= jobsPerPoll {
+                    jobsSincePoll = 0
+                    kernel.fireDueTimers(cpu: self, now: lb_now_ns())
+                    if !kernel.registeredFDs.isEmpty { kernel.pollEvents(cpu: self, timeout: 0) }
+                }
+                continue
+            }
+            jobsSincePoll = 0
+            // Nothing ready: timers and descriptors first.
+            var now = lb_now_ns()
+            if kernel.fireDueTimers(cpu: self, now: now) > 0 { continue }
+            if !kernel.registeredFDs.isEmpty && kernel.pollEvents(cpu: self, timeout: 0) > 0 { continue }
+            if s.pointee.stop.load(ordering: .acquiring) != 0 {
+                kernel.cancelEverything(cpu: self)
+                if l.pointee.runq.readyMask == 0 && s.pointee.doorbell.load(ordering: .sequentiallyConsistent) == 0 {
+                    break
+                }
+                continue
+            }
+            counters.add(.busyNanos, Int64(now &- burstStart))
+            // Spin, watching the doorbell, for the configured window.
+            if spinNanos > 0 {
+                let until = now &+ spinNanos
+                let nextTimer = kernel.timers.nextDeadline() ?? UInt64.max
+                var spins = 0
+                while s.pointee.doorbell.load(ordering: .relaxed) == 0 {
+                    lb_cpu_relax()
+                    spins &+= 1
+                    if spins & 63 == 0 {
+                        now = lb_now_ns()
+                        if now >= until || now >= nextTimer { break }
+                    }
+                }
+                counters.add(.idleSpins)
+                if s.pointee.doorbell.load(ordering: .relaxed) != 0 {
+                    burstStart = lb_now_ns()
+                    continue
+                }
+            }
+            // Announce sleep, then look once more: a sender that missed the flag has
+            // already rung the doorbell, one that sees it will wake us.
+            s.pointee.sleeping.store(1, ordering: .sequentiallyConsistent)
+            if s.pointee.doorbell.load(ordering: .sequentiallyConsistent) != 0
+                || s.pointee.stop.load(ordering: .sequentiallyConsistent) != 0 {
+                s.pointee.sleeping.store(0, ordering: .sequentiallyConsistent)
+                burstStart = lb_now_ns()
+                continue
+            }
+            now = lb_now_ns()
+            var timeout = tickNanos
+            if let next = kernel.timers.nextDeadline() {
+                timeout = next <= now ? 0 : min(timeout, Int64(clamping: next &- now))
+            }
+            counters.add(.sleeps)
+            kernel.pollEvents(cpu: self, timeout: timeout)
+            s.pointee.sleeping.store(0, ordering: .sequentiallyConsistent)
+            burstStart = lb_now_ns()
+            counters.add(.sleepNanos, Int64(burstStart &- now))
+        }
+        counters.add(.busyNanos, Int64(lb_now_ns() &- burstStart))
+        lb_set_current_cpu(nil)
+        system.cpuExited()
+    }
+
+    @inline(__always)
+    func run(_ q: QueuedJob, band: Int) {
+        let l = local
+        l.pointee.currentBand = band
+        counters.add(band)
+        let stats = l.pointee.threads.lookup(UInt(bitPattern: q.job))
+        l.pointee.runningThreadStats = stats
+        let t0: UInt64 = stats == nil ? 0 : lb_cycles()
+        let job = unsafeBitCast(q.job, to: UnownedJob.self)
+        if q.tag & 1 != 0 {
+            counters.add(.actorJobs)
+            job.runSynchronously(isolatedTo: unownedSerial, taskExecutor: unownedTask)
+        } else {
+            job.runSynchronously(on: unownedTask)
+        }
+        // The thread may have exited inside the job; it clears this pointer when it does.
+        if let st = l.pointee.runningThreadStats {
+            lb_counter_add(st, 1)
+            lb_counter_add(st + 1, Int64(bitPattern: lb_cycles() &- t0))
+            l.pointee.runningThreadStats = nil
+        }
+    }
+
+    func resumeYielders() {
+        let l = local
+        let n = l.pointee.yielders.count
+        l.pointee.yielders.count = 0
+        for i in 0..<n {
+            (l.pointee.yielders.items + i).move().resume()
+        }
+    }
+}

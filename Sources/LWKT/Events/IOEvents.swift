@@ -1,0 +1,25 @@
+import CLibellula
+
+/// Readiness events of a file descriptor, as epoll reports them.
+public struct IOEvents: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    public static let readable = IOEvents(rawValue: LB_EPOLLIN)
+    public static let writable = IOEvents(rawValue: LB_EPOLLOUT)
+    public static let error = IOEvents(rawValue: LB_EPOLLERR)
+    public static let hangup = IOEvents(rawValue: LB_EPOLLHUP)
+    public static let readHangup = IOEvents(rawValue: LB_EPOLLRDHUP)
+}
+
+/// A thread waiting for events on a descriptor registered with its CPU's epoll.
+final class IOWaiter: @unchecked Sendable {
+    let fd: Int32
+    let interest: IOEvents
+    var continuation: UnsafeContinuation<IOEvents, any Error>?
+    var cancelled = false
+    init(fd: Int32, interest: IOEvents) {
+        self.fd = fd
+        self.interest = interest
+    }
+}

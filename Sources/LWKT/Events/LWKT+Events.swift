@@ -1,0 +1,53 @@
+import CLibellula
+
+extension LWKT {
+    /// Waits until `fd` has one of `events` (or an error or hang-up), using the epoll of
+    /// the caller's CPU: the descriptor is owned by that CPU from now on, and the CPU's
+    /// loop wakes this thread when the kernel reports readiness. Tokens are released
+    /// while waiting. Throws `CancellationError` if cancelled or unregistered meanwhile.
+    public static func wait(for events: IOEvents, on fd: Int32) async throws -> IOEvents {
+        let cpu = try currentCPU("LWKT.wait(for:on:)")
+        try Task.checkCancellation()
+        let waiter = IOWaiter(fd: fd, interest: events)
+        let held = LWKTThread.currentThread.map { Token.releaseAll(of: $0) } ?? false
+        defer { }
+        let ready: IOEvents
+        do {
+            ready = try await withTaskCancellationHandler {
+                try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<IOEvents, any Error>) in
+                    if waiter.cancelled {
+                        c.resume(throwing: CancellationError())
+                        return
+                    }
+                    waiter.continuation = c
+                    do {
+                        try cpu.kernel.register(waiter, cpu: cpu)
+                    } catch {
+                        waiter.continuation = nil
+                        c.resume(throwing: error)
+                    }
+                }
+            } onCancel: {
+                cpu.sendIPI(cancelIOIPI, Unmanaged.passRetained(waiter).toOpaque(), 0)
+            }
+        } catch {
+            if held, let t = LWKTThread.currentThread { await Token.reacquireAll(of: t) }
+            throw error
+        }
+        if held, let t = LWKTThread.currentThread { await Token.reacquireAll(of: t) }
+        return ready
+    }
+
+    /// Removes `fd` from the current CPU's epoll (call it before closing a descriptor you
+    /// waited on); threads still waiting on it get `CancellationError`.
+    public static func unregister(fd: Int32) throws {
+        let cpu = try currentCPU("LWKT.unregister(fd:)")
+        cpu.kernel.unregister(fd: fd, cpu: cpu)
+    }
+}
+
+let cancelIOIPI: IPIFunction = { arg, _ in
+    guard let arg, let l = CPU.currentLocal else { return }
+    let w = Unmanaged<IOWaiter>.fromOpaque(arg).takeRetainedValue()
+    l.pointee.cpu._withUnsafeGuaranteedRef { cpu in cpu.kernel.cancelIO(w, cpu: cpu) }
+}

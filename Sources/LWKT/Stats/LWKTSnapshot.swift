@@ -1,0 +1,81 @@
+import CLibellula
+
+/// A point-in-time copy of every counter of a system, for `libellula stat` and the
+/// statistics pages. Reading it takes no lock on any CPU.
+public struct LWKTSnapshot: Codable, Sendable {
+    /// One CPU's counters and queue lengths.
+    public struct CPUStats: Codable, Sendable {
+        public var id: Int
+        public var name: String
+        public var core: Int
+        public var osThreadID: Int32
+        public var counters: [String: Int64]
+        public var runQueue: [Int]
+        public var sleepers: Int?
+        public var timers: Int?
+    }
+
+    /// One LWKT thread's counters.
+    public struct ThreadStats: Codable, Sendable {
+        public var name: String
+        public var cpu: Int
+        public var priority: String
+        public var runs: Int64
+        public var runTimeNanos: Int64
+        public var migrations: Int64
+    }
+
+    public var uptimeNanos: UInt64
+    public var cpuCount: Int
+    public var cpus: [CPUStats]
+    /// Messages sent on each ring, `[source][target]`.
+    public var ipiMatrix: [[Int]]
+    public var threads: [ThreadStats]
+    public var giant: [Giant.Coverage]
+    public var giantToken: TokenStats
+
+    /// A token's counters.
+    public struct TokenStats: Codable, Sendable {
+        public var name: String
+        public var acquisitions: Int
+        public var contentions: Int
+        public var heldNanos: Int
+    }
+
+    /// The sum of one counter over all CPUs.
+    public func total(_ c: CPUCounter) -> Int64 {
+        cpus.reduce(0) { $0 + ($1.counters[c.name] ?? 0) }
+    }
+}
+
+extension LWKTSystem {
+    /// Copies every counter now.
+    public func snapshot() -> LWKTSnapshot {
+        let cpuStats = cpus.map { cpu -> LWKTSnapshot.CPUStats in
+            var counters: [String: Int64] = [:]
+            for c in CPUCounter.allCases { counters[c.name] = cpu.counters.load(c) }
+            let rq = (0..<LWKTPriority.bandCount).map { b in
+                lb_counter_load(UnsafePointer(cpu.jobCounterAddress(band: b)))
+            }
+            _ = rq
+            return LWKTSnapshot.CPUStats(id: cpu.id, name: cpu.name, core: cpu.core, osThreadID: cpu.osThreadID,
+                                         counters: counters, runQueue: [], sleepers: nil, timers: nil)
+        }
+        let threads = liveThreads.map {
+            LWKTSnapshot.ThreadStats(name: $0.name, cpu: $0.cpuID, priority: "\($0.priority)", runs: $0.runs,
+                                     runTimeNanos: $0.runTimeNanos, migrations: $0.migrations)
+        }.sorted { ($0.cpu, $0.name) < ($1.cpu, $1.name) }
+        let g = Giant.token
+        return LWKTSnapshot(uptimeNanos: lb_now_ns() &- bootTime, cpuCount: cpuCount, cpus: cpuStats,
+                            ipiMatrix: crossbar.matrix(), threads: threads, giant: Giant.coverage(),
+                            giantToken: .init(name: g.name, acquisitions: g.acquisitions,
+                                              contentions: g.contentions, heldNanos: g.heldNanos))
+    }
+}
+
+extension CPU {
+    func jobCounterAddress(band: Int) -> UnsafeMutablePointer<Int64> { counters.base + band }
+
+    /// One counter of this CPU.
+    public func counter(_ c: CPUCounter) -> Int64 { counters.load(c) }
+}

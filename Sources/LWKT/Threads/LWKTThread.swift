@@ -1,0 +1,118 @@
+import CLibellula
+import Synchronization
+
+/// A lightweight kernel thread: a Swift task bound to one CPU's executor with a fixed LWKT
+/// priority. It never migrates unless it asks to (``LWKT/migrate(to:_:)``), and the CPU
+/// counts its runs and run time.
+public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
+    /// The thread's name.
+    public let name: String
+    /// Its fixed priority band.
+    public let priority: LWKTPriority
+    /// The system it belongs to.
+    public let system: LWKTSystem
+    /// The CPU it was spawned on.
+    public let homeCPU: Int
+    let currentCPU = Atomic<Int>(-1)
+    /// Per-thread counters: runs, run cycles, migrations.
+    let stats: UnsafeMutablePointer<Int64>
+    let task = Mutex<Task<Void, Never>?>(nil)
+    let finished = Atomic<Bool>(false)
+    /// Tokens held, innermost last (only the thread itself touches this).
+    var tokens: [HeldToken] = []
+    var taskKey: UInt = 0
+
+    @TaskLocal static var currentThread: LWKTThread?
+
+    init(name: String, priority: LWKTPriority, system: LWKTSystem, home: Int) {
+        self.name = name
+        self.priority = priority
+        self.system = system
+        self.homeCPU = home
+        stats = .allocate(capacity: 4)
+        stats.initialize(repeating: 0, count: 4)
+    }
+
+    deinit { stats.deallocate() }
+
+    /// The LWKT thread running the caller, if any.
+    public static var current: LWKTThread? { currentThread }
+
+    /// Creates a thread on `cpu` and makes it runnable.
+    ///
+    /// - Parameters:
+    ///   - cpu: the CPU it runs on.
+    ///   - priority: its LWKT band; within a band threads run round robin.
+    ///   - name: a name for reports.
+    ///   - body: what it runs. It is cancelled at shutdown and should return then.
+    @discardableResult
+    public static func spawn(on cpu: CPU, priority: LWKTPriority = .kernel, name: String,
+                             _ body: @escaping @Sendable () async -> Void) -> LWKTThread {
+        let t = LWKTThread(name: name, priority: priority, system: cpu.system, home: cpu.id)
+        cpu.system.register(t)
+        let task = Task(executorPreference: cpu.taskExecutor, priority: priority.taskPriority) {
+            await LWKTThread.$currentThread.withValue(t) {
+                t.attach()
+                if t.system.isRunning { await body() }
+                t.detach()
+            }
+            t.finished.store(true, ordering: .releasing)
+            t.task.withLock { $0 = nil }
+            t.system.unregister(t)
+        }
+        t.task.withLock { $0 = task }
+        if !cpu.system.isRunning { task.cancel() }
+        return t
+    }
+
+    /// Registers the running task with the current CPU's thread table.
+    func attach() {
+        guard let l = CPU.currentLocal else { return }
+        let key: UInt = withUnsafeCurrentTask { ut in
+            guard let ut else { return 0 }
+            return unsafeBitCast(ut, to: UInt.self)
+        }
+        taskKey = key
+        if key != 0 { l.pointee.threads.insert(key, stats) }
+        let id = l.pointee.cpu._withUnsafeGuaranteedRef { $0.id }
+        currentCPU.store(id, ordering: .relaxed)
+        l.pointee.cpu._withUnsafeGuaranteedRef { $0.counters.add(.threadsSpawned) }
+    }
+
+    /// Removes the running task from the current CPU's thread table.
+    func detach() {
+        guard let l = CPU.currentLocal else { return }
+        if taskKey != 0 { l.pointee.threads.remove(taskKey) }
+        if l.pointee.runningThreadStats == stats {
+            lb_counter_add(stats, 1)
+            l.pointee.runningThreadStats = nil
+        }
+        l.pointee.cpu._withUnsafeGuaranteedRef { $0.counters.add(.threadsExited) }
+    }
+
+    /// Waits until the thread's body has returned.
+    public func join() async {
+        let t = task.withLock { $0 }
+        await t?.value
+    }
+
+    /// Requests cancellation; the LWKT wait it is in (or its next one) ends with `CancellationError`.
+    public func cancel() { task.withLock { $0 }?.cancel() }
+
+    /// Whether the body has returned.
+    public var isFinished: Bool { finished.load(ordering: .acquiring) }
+
+    /// The CPU it runs on now (it changes only by explicit migration).
+    public var cpuID: Int { let c = currentCPU.load(ordering: .relaxed); return c < 0 ? homeCPU : c }
+
+    /// How many times the CPU ran a job of this thread.
+    public var runs: Int64 { lb_counter_load(stats) }
+
+    /// The time its jobs ran, in nanoseconds.
+    public var runTimeNanos: Int64 { Int64(Double(lb_counter_load(stats + 1)) / system.cyclesPerNano) }
+
+    /// How many times it migrated.
+    public var migrations: Int64 { lb_counter_load(stats + 2) }
+
+    public var description: String { "LWKTThread(\(name) on cpu\(cpuID), \(priority))" }
+}

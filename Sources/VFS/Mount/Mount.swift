@@ -1,0 +1,39 @@
+import Glibc
+import Synchronization
+
+/// A file system mounted in the namespace. Its root record hangs below the record it covers
+/// (`covered`), so `..` from the root of a mounted file system climbs to the covered
+/// record's parent.
+public final class Mount: @unchecked Sendable {
+    /// The mounted file system.
+    public let fileSystem: any FileSystem
+    /// `st_dev` of every node of this mount.
+    public let deviceID: UInt64
+    /// Whether cached names must be checked with the file system before use.
+    let revalidates: Bool
+    /// The root record of the mounted file system (set right after creation).
+    var root: NCRecord!
+    unowned(unsafe) var fastRoot: NCRecord?
+    /// The record this mount covers; `nil` for the root mount.
+    var covered: NCRecord?
+    unowned(unsafe) var fastCovered: NCRecord?
+    /// Holds on records of this mount (open files, working directories, roots).
+    let holds = Atomic<Int>(0)
+    /// Serialises renames on this file system, so that two renames cannot together make a cycle.
+    let renameLock: UnsafeMutablePointer<pthread_mutex_t>
+    /// Set when the mount has been taken out of the namespace.
+    var unmounted = false
+
+    init(fileSystem: any FileSystem) {
+        self.fileSystem = fileSystem
+        self.deviceID = fileSystem.deviceID
+        self.revalidates = fileSystem.changesBehindCache
+        renameLock = .allocate(capacity: 1)
+        pthread_mutex_init(renameLock, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(renameLock)
+        renameLock.deallocate()
+    }
+}

@@ -1,0 +1,135 @@
+import Glibc
+import Synchronization
+
+/// One record of the namecache: a name in a directory, which is either *unresolved* (the file
+/// system has not been asked yet), *positive* (it names a node) or *negative* (the name does
+/// not exist).
+///
+/// Records form one connected tree: every record but a mount's root has its parent, and the
+/// tree continues through mount points (`Mount.covered`). The namespace is locked through
+/// records, not nodes: a create, remove or rename of a name holds that name's record lock,
+/// even while the record is negative.
+///
+/// Fields that describe the topology (name, parent, state, node, flags, hash links) change
+/// only inside a namecache write section; lock-free readers read them inside read sections.
+public final class NCRecord: @unchecked Sendable {
+    /// Resolution state.
+    public enum State: UInt8, Sendable { case unresolved, positive, negative }
+
+    // Hot, read-mostly fields first: everything a cached lookup touches.
+    unowned(unsafe) var hashNext: NCRecord?
+    var hash: UInt64
+    unowned(unsafe) var fastParent: NCRecord?
+    var nameBytes: UnsafeMutablePointer<UInt8>
+    var nameLength: Int
+    var nameCapacity: Int
+    var state: State
+    var flags: UInt32
+    unowned(unsafe) var fastNode: (any FSNode)?
+    unowned(unsafe) var fastMountedHere: Mount?
+    unowned(unsafe) let mount: Mount
+
+    /// Unique, never reused; orders lock acquisition.
+    let id: UInt64
+
+    // Ownership and slow-path fields.
+    var parent: NCRecord?
+    var node: (any FSNode)?
+    var mountedHere: Mount?
+    var children: [ObjectIdentifier: NCRecord] = [:]
+    unowned(unsafe) var negativePrev: NCRecord?
+    unowned(unsafe) var negativeNext: NCRecord?
+    var onNegativeList = false
+
+    /// Holds by open files, working directories and roots; the namecache never evicts a held record.
+    let refs = Atomic<Int>(0)
+    private let lockStorage: UnsafeMutablePointer<pthread_mutex_t>
+
+    static let isDirectory: UInt32 = 1 << 0
+    static let isSymlink: UInt32 = 1 << 1
+    static let worldSearchable: UInt32 = 1 << 2
+    static let destroyed: UInt32 = 1 << 3
+    static let isMountRoot: UInt32 = 1 << 4
+
+    init(id: UInt64, name: UnsafeRawBufferPointer, hash: UInt64, parent: NCRecord?, mount: Mount) {
+        self.id = id
+        self.hash = hash
+        self.nameCapacity = max(name.count, 16)
+        self.nameBytes = .allocate(capacity: nameCapacity)
+        self.nameLength = name.count
+        if let base = name.baseAddress, name.count > 0 {
+            nameBytes.update(from: base.assumingMemoryBound(to: UInt8.self), count: name.count)
+        }
+        self.state = .unresolved
+        self.flags = 0
+        self.parent = parent
+        self.fastParent = parent
+        self.mount = mount
+        lockStorage = .allocate(capacity: 1)
+        pthread_mutex_init(lockStorage, nil)
+    }
+
+    deinit {
+        nameBytes.deallocate()
+        pthread_mutex_destroy(lockStorage)
+        lockStorage.deallocate()
+    }
+
+    /// The record's name as bytes.
+    public var name: [UInt8] { Array(UnsafeBufferPointer(start: nameBytes, count: nameLength)) }
+
+    /// Whether the record has been removed from the namespace (unlinked, renamed over, evicted).
+    public var isDestroyed: Bool { flags & Self.destroyed != 0 }
+    var isDirectory: Bool { flags & Self.isDirectory != 0 }
+    var isSymlink: Bool { flags & Self.isSymlink != 0 }
+
+    /// Compares the record's name with `bytes`.
+    @inline(__always)
+    func nameEquals(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+        count == nameLength && memcmp(nameBytes, bytes, count) == 0
+    }
+
+    func nameEquals(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBufferPointer { b in
+            guard let base = b.baseAddress else { return nameLength == 0 }
+            return nameEquals(base, b.count)
+        }
+    }
+
+    func setName(_ bytes: [UInt8], hash: UInt64) {
+        if bytes.count > nameCapacity {
+            nameBytes.deallocate()
+            nameCapacity = bytes.count
+            nameBytes = .allocate(capacity: nameCapacity)
+        }
+        bytes.withUnsafeBufferPointer { b in
+            if let base = b.baseAddress { nameBytes.update(from: base, count: b.count) }
+        }
+        nameLength = bytes.count
+        self.hash = hash
+    }
+
+    // MARK: record lock
+
+    /// Takes the record's namespace lock, blocking.
+    func lock() { pthread_mutex_lock(lockStorage) }
+    /// Takes the lock if it is free.
+    func tryLock() -> Bool { pthread_mutex_trylock(lockStorage) == 0 }
+    /// Releases the lock.
+    func unlock() { pthread_mutex_unlock(lockStorage) }
+
+    // MARK: holds
+
+    /// Adds a hold (an open file, a working directory): the record will not be evicted and its
+    /// mount cannot be unmounted.
+    func hold() {
+        refs.wrappingAdd(1, ordering: .relaxed)
+        mount.holds.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    /// Releases a hold taken with `hold()`.
+    func drop() {
+        refs.wrappingSubtract(1, ordering: .relaxed)
+        mount.holds.wrappingSubtract(1, ordering: .relaxed)
+    }
+}

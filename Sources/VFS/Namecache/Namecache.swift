@@ -1,0 +1,471 @@
+import Glibc
+import Synchronization
+
+/// Statistics of the namecache.
+public struct NamecacheStatistics: Sendable, Equatable {
+    /// Components found positive in the cache.
+    public var hits: Int
+    /// Components found negative in the cache (answered ENOENT without asking the file system).
+    public var negativeHits: Int
+    /// Components not in the cache: a new unresolved record was made.
+    public var misses: Int
+    /// Calls into a file system to resolve or revalidate a name.
+    public var resolves: Int
+    /// Records reclaimed to keep negative entries within their bound.
+    public var evictions: Int
+    /// Path lookups answered entirely by the lock-free path.
+    public var fastLookups: Int
+    /// Path lookups that took the locked path.
+    public var slowLookups: Int
+    /// Records in the hash table now.
+    public var records: Int
+    /// Positive records now.
+    public var positives: Int
+    /// Negative records now.
+    public var negatives: Int
+}
+
+/// The namecache: a hash of records by (parent, name) over one connected tree of records.
+///
+/// Lookups of cached names run inside read sections of a `ReadGate`; they take no lock and
+/// allocate nothing. Changes to the topology (a new record, a resolution, a rename, a removal)
+/// run inside short write sections. Namespace operations serialise on record locks, taken
+/// one blocking and the rest with try-lock (see `lockAll`), so that no set of operations can
+/// deadlock.
+public final class Namecache: @unchecked Sendable {
+    let gate = ReadGate()
+    private var buckets: UnsafeMutablePointer<Unmanaged<NCRecord>?>
+    private var bucketMask: Int
+    private let nextID = Atomic<UInt64>(1)
+
+    private let recordCount = Atomic<Int>(0)
+    private let positiveCount = Atomic<Int>(0)
+    private let negativeCount = Atomic<Int>(0)
+    unowned(unsafe) private var negativeHead: NCRecord?
+    unowned(unsafe) private var negativeTail: NCRecord?
+
+    /// Negative records are kept within `max(minimumNegatives, positives × negativeRatio)`.
+    public let negativeRatio: Int
+    /// The floor of the negative bound.
+    public let minimumNegatives: Int
+
+    /// Creates an empty namecache.
+    public init(negativeRatio: Int = 1, minimumNegatives: Int = 1024, initialBuckets: Int = 1 << 14) {
+        self.negativeRatio = max(negativeRatio, 0)
+        self.minimumNegatives = max(minimumNegatives, 1)
+        var n = 16
+        while n < initialBuckets { n <<= 1 }
+        buckets = .allocate(capacity: n)
+        buckets.initialize(repeating: nil, count: n)
+        bucketMask = n - 1
+    }
+
+    deinit {
+        buckets.deinitialize(count: bucketMask + 1)
+        buckets.deallocate()
+    }
+
+    /// Current statistics.
+    public var statistics: NamecacheStatistics {
+        NamecacheStatistics(
+            hits: gate.total(.hits), negativeHits: gate.total(.negativeHits), misses: gate.total(.misses),
+            resolves: gate.total(.resolves), evictions: gate.total(.evictions),
+            fastLookups: gate.total(.fastLookups), slowLookups: gate.total(.slowLookups),
+            records: recordCount.load(ordering: .relaxed), positives: positiveCount.load(ordering: .relaxed),
+            negatives: negativeCount.load(ordering: .relaxed))
+    }
+
+    // MARK: hashing and probing (read or write section)
+
+    /// FNV-1a over the name bytes, then over the parent's id.
+    @inline(__always)
+    static func hash(parentID: UInt64, _ bytes: UnsafePointer<UInt8>, _ count: Int) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for i in 0..<count {
+            h = (h ^ UInt64(bytes[i])) &* 0x0000_0100_0000_01b3
+        }
+        h = (h ^ parentID) &* 0x0000_0100_0000_01b3
+        return h ^ (h >> 29)
+    }
+
+    static func hash(parentID: UInt64, _ bytes: [UInt8]) -> UInt64 {
+        bytes.withUnsafeBufferPointer { b in
+            guard let base = b.baseAddress else { return hash(parentID: parentID, UnsafePointer(bitPattern: 1)!, 0) }
+            return hash(parentID: parentID, base, b.count)
+        }
+    }
+
+    /// Finds the live record for (parent, name). Must run inside a read or write section.
+    @inline(__always)
+    func probe(_ parent: NCRecord, _ bytes: UnsafePointer<UInt8>, _ count: Int, hash: UInt64) -> Unmanaged<NCRecord>? {
+        var cursor = buckets[Int(truncatingIfNeeded: hash) & bucketMask]
+        while let u = cursor {
+            let hit: Bool = u._withUnsafeGuaranteedRef { r in
+                r.hash == hash && r.fastParent === parent && r.nameEquals(bytes, count)
+            }
+            if hit { return u }
+            cursor = u._withUnsafeGuaranteedRef { r in r.hashNext.map { Unmanaged.passUnretained($0) } }
+        }
+        return nil
+    }
+
+    func probe(_ parent: NCRecord, _ name: [UInt8]) -> NCRecord? {
+        let h = Self.hash(parentID: parent.id, name)
+        return name.withUnsafeBufferPointer { b -> NCRecord? in
+            guard let base = b.baseAddress else { return nil }
+            return probe(parent, base, b.count, hash: h)?.takeUnretainedValue()
+        }
+    }
+
+    // MARK: topology changes (write section)
+
+    private func hashInsert(_ r: NCRecord) {
+        let i = Int(truncatingIfNeeded: r.hash) & bucketMask
+        r.hashNext = buckets[i]?.takeUnretainedValue()
+        buckets[i] = Unmanaged.passUnretained(r)
+        recordCount.wrappingAdd(1, ordering: .relaxed)
+        if recordCount.load(ordering: .relaxed) > 2 * (bucketMask + 1) { grow() }
+    }
+
+    private func hashRemove(_ r: NCRecord) {
+        let i = Int(truncatingIfNeeded: r.hash) & bucketMask
+        var prev: NCRecord? = nil
+        var cursor = buckets[i]?.takeUnretainedValue()
+        while let c = cursor {
+            if c === r {
+                if let p = prev { p.hashNext = c.hashNext } else {
+                    buckets[i] = c.hashNext.map { Unmanaged.passUnretained($0) }
+                }
+                c.hashNext = nil
+                recordCount.wrappingSubtract(1, ordering: .relaxed)
+                return
+            }
+            prev = c
+            cursor = c.hashNext
+        }
+    }
+
+    private func grow() {
+        let oldCount = bucketMask + 1
+        let newCount = oldCount * 2
+        let nb = UnsafeMutablePointer<Unmanaged<NCRecord>?>.allocate(capacity: newCount)
+        nb.initialize(repeating: nil, count: newCount)
+        for i in 0..<oldCount {
+            var cursor = buckets[i]?.takeUnretainedValue()
+            while let c = cursor {
+                cursor = c.hashNext
+                let j = Int(truncatingIfNeeded: c.hash) & (newCount - 1)
+                c.hashNext = nb[j]?.takeUnretainedValue()
+                nb[j] = Unmanaged.passUnretained(c)
+            }
+        }
+        buckets.deinitialize(count: oldCount)
+        buckets.deallocate()
+        buckets = nb
+        bucketMask = newCount - 1
+    }
+
+    private func negativeListAppend(_ r: NCRecord) {
+        guard !r.onNegativeList else { return }
+        r.onNegativeList = true
+        r.negativeNext = nil
+        r.negativePrev = negativeTail
+        if let t = negativeTail { t.negativeNext = r } else { negativeHead = r }
+        negativeTail = r
+        negativeCount.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    private func negativeListRemove(_ r: NCRecord) {
+        guard r.onNegativeList else { return }
+        r.onNegativeList = false
+        if let p = r.negativePrev { p.negativeNext = r.negativeNext } else { negativeHead = r.negativeNext }
+        if let n = r.negativeNext { n.negativePrev = r.negativePrev } else { negativeTail = r.negativePrev }
+        r.negativePrev = nil
+        r.negativeNext = nil
+        negativeCount.wrappingSubtract(1, ordering: .relaxed)
+    }
+
+    private func clearResolution(_ r: NCRecord) {
+        switch r.state {
+        case .positive: positiveCount.wrappingSubtract(1, ordering: .relaxed)
+        case .negative: negativeListRemove(r)
+        case .unresolved: break
+        }
+        r.state = .unresolved
+        r.node = nil
+        r.fastNode = nil
+        r.flags &= ~(NCRecord.isDirectory | NCRecord.isSymlink | NCRecord.worldSearchable)
+    }
+
+    private func applyResolution(_ r: NCRecord, node: (any FSNode)?, worldSearchable: Bool) {
+        clearResolution(r)
+        if let node {
+            r.node = node
+            r.fastNode = node
+            r.state = .positive
+            switch node.type {
+            case .directory: r.flags |= NCRecord.isDirectory
+            case .symlink: r.flags |= NCRecord.isSymlink
+            default: break
+            }
+            if worldSearchable { r.flags |= NCRecord.worldSearchable }
+            positiveCount.wrappingAdd(1, ordering: .relaxed)
+        } else {
+            r.state = .negative
+            negativeListAppend(r)
+        }
+    }
+
+    /// Takes a record out of the namespace: out of the hash and its parent's children. Its
+    /// descendants go with it. The record keeps its name and parent link, so holders (open
+    /// files, a working directory) can still find `..` and report ENOENT for getcwd.
+    private func destroyLocked(_ r: NCRecord) {
+        var stack: [NCRecord] = [r]
+        while let c = stack.popLast() {
+            if c.isDestroyed { continue }
+            c.flags |= NCRecord.destroyed
+            if c.fastParent != nil { hashRemove(c) }
+            if c.state == .negative { negativeListRemove(c) }
+            if c.state == .positive { positiveCount.wrappingSubtract(1, ordering: .relaxed) }
+            for (_, child) in c.children { stack.append(child) }
+            c.children.removeAll()
+        }
+        if let p = r.parent { p.children[ObjectIdentifier(r)] = nil }
+    }
+
+    private func newRecord(parent: NCRecord, name: [UInt8], hash: UInt64) -> NCRecord {
+        let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        return name.withUnsafeBytes { NCRecord(id: id, name: $0, hash: hash, parent: parent, mount: parent.mount) }
+    }
+
+    private func linkLocked(_ r: NCRecord, under parent: NCRecord) {
+        parent.children[ObjectIdentifier(r)] = r
+        hashInsert(r)
+    }
+
+    // MARK: public-facing internal operations
+
+    /// Makes the root record of a mount.
+    func makeMountRoot(for mount: Mount) -> NCRecord {
+        let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        let r = [UInt8]().withUnsafeBytes { NCRecord(id: id, name: $0, hash: 0, parent: nil, mount: mount) }
+        r.state = .positive
+        r.node = mount.fileSystem.rootNode
+        r.fastNode = r.node
+        r.flags = NCRecord.isDirectory | NCRecord.isMountRoot
+        if let a = try? mount.fileSystem.attributes(of: mount.fileSystem.rootNode), a.mode & 0o001 != 0 {
+            r.flags |= NCRecord.worldSearchable
+        }
+        positiveCount.wrappingAdd(1, ordering: .relaxed)
+        return r
+    }
+
+    /// The record for `name` under `parent`, made unresolved if there is none. The result may be
+    /// destroyed by the time the caller locks it; callers re-check after locking.
+    func lookupOrCreate(_ parent: NCRecord, _ name: [UInt8]) -> NCRecord {
+        let h = Self.hash(parentID: parent.id, name)
+        let found: NCRecord? = gate.read { () -> NCRecord? in
+            name.withUnsafeBufferPointer { b -> NCRecord? in
+                guard let base = b.baseAddress else { return nil }
+                return probe(parent, base, b.count, hash: h)?.takeUnretainedValue()
+            }
+        }
+        if let found {
+            switch found.state {
+            case .positive: gate.count(.hits)
+            case .negative: gate.count(.negativeHits)
+            case .unresolved: break
+            }
+            return found
+        }
+        let fresh = newRecord(parent: parent, name: name, hash: h)
+        return gate.write { () -> NCRecord in
+            if let again = probe(parent, name) { return again }
+            gate.count(.misses)
+            linkLocked(fresh, under: parent)
+            return fresh
+        }
+    }
+
+    /// Records the file system's answer for a locked record.
+    func setResolved(_ r: NCRecord, node: (any FSNode)?, worldSearchable: Bool) {
+        gate.write { () in
+            guard !r.isDestroyed else { return }
+            applyResolution(r, node: node, worldSearchable: worldSearchable)
+            if node == nil { trimNegativesLocked() }
+        }
+    }
+
+    /// Updates the world-searchable flag of a directory record after a mode change.
+    func setWorldSearchable(_ r: NCRecord, _ on: Bool) {
+        gate.write { () in
+            if on { r.flags |= NCRecord.worldSearchable } else { r.flags &= ~NCRecord.worldSearchable }
+        }
+    }
+
+    /// Takes a locked record out of the namespace and puts a fresh record with the same name in
+    /// its place: negative when `negative`, else unresolved. Returns the fresh record.
+    @discardableResult
+    func replace(_ r: NCRecord, negative: Bool) -> NCRecord? {
+        guard let parent = r.parent else { return nil }
+        let name = r.name
+        return gate.write { () -> NCRecord? in
+            guard !r.isDestroyed else { return probe(parent, name) }
+            destroyLocked(r)
+            let fresh = newRecord(parent: parent, name: name, hash: r.hash)
+            linkLocked(fresh, under: parent)
+            if negative {
+                applyResolution(fresh, node: nil, worldSearchable: false)
+                trimNegativesLocked()
+            }
+            return fresh
+        }
+    }
+
+    /// Moves the locked record `source` to the name of the locked record `target`, which is
+    /// destroyed; the source's old name gets a fresh negative record. Keeps the source record,
+    /// its node and its children: open files and working directories below it stay valid.
+    func move(_ source: NCRecord, over target: NCRecord) {
+        guard let newParent = target.parent, let oldParent = source.parent else { return }
+        let newName = target.name
+        let oldName = source.name
+        gate.write { () in
+            destroyLocked(target)
+            hashRemove(source)
+            oldParent.children[ObjectIdentifier(source)] = nil
+            source.setName(newName, hash: target.hash)
+            source.parent = newParent
+            source.fastParent = newParent
+            linkLocked(source, under: newParent)
+            let hole = newRecord(parent: oldParent, name: oldName, hash: Self.hash(parentID: oldParent.id, oldName))
+            linkLocked(hole, under: oldParent)
+            applyResolution(hole, node: nil, worldSearchable: false)
+            trimNegativesLocked()
+        }
+    }
+
+    /// Marks `r` as covered by `mount`.
+    func setMounted(_ r: NCRecord, _ mount: Mount?) {
+        gate.write { () in
+            r.mountedHere = mount
+            r.fastMountedHere = mount
+        }
+    }
+
+    /// Runs `body` inside a write section (for process state that lock-free readers read).
+    func exclusive<R>(_ body: () -> R) -> R {
+        gate.write { () -> R in body() }
+    }
+
+    /// Drops every unheld child record below `r` (used after unmount and for stale host directories).
+    func purgeChildren(of r: NCRecord) {
+        gate.write { () in
+            for (_, c) in r.children { destroyLocked(c) }
+        }
+    }
+
+    // MARK: negative bound
+
+    /// The current limit on negative records.
+    public var negativeLimit: Int {
+        max(minimumNegatives, positiveCount.load(ordering: .relaxed) * negativeRatio)
+    }
+
+    /// Reclaims the oldest negative records beyond the limit. Runs inside a write section; a
+    /// record that is held or locked by someone is rotated to the tail instead.
+    private func trimNegativesLocked() {
+        var budget = 32
+        while negativeCount.load(ordering: .relaxed) > negativeLimit, budget > 0, let victim = negativeHead {
+            budget -= 1
+            if victim.refs.load(ordering: .relaxed) == 0, victim.children.isEmpty, victim.tryLock() {
+                destroyLocked(victim)
+                victim.unlock()
+                gate.count(.evictions)
+            } else {
+                negativeListRemove(victim)
+                negativeListAppend(victim)
+            }
+        }
+    }
+
+    // MARK: locking several records
+
+    /// Locks every record in `records` (duplicates allowed). One lock is taken blocking, the
+    /// rest with try-lock; on a failure everything is released and the contended lock is waited
+    /// for before trying again. No thread ever blocks while holding a record lock, so record
+    /// locks cannot deadlock, whatever the order of the input.
+    func lockAll(_ records: [NCRecord]) {
+        var uniq: [NCRecord] = []
+        for r in records where !uniq.contains(where: { $0 === r }) { uniq.append(r) }
+        uniq.sort { $0.id < $1.id }
+        var first = 0
+        while true {
+            uniq[first].lock()
+            var taken = [first]
+            var blocker: Int? = nil
+            for i in uniq.indices where i != first {
+                if uniq[i].tryLock() { taken.append(i) } else { blocker = i; break }
+            }
+            guard let b = blocker else { return }
+            for i in taken { uniq[i].unlock() }
+            first = b
+            sched_yield()
+        }
+    }
+
+    /// Unlocks records locked with `lockAll`.
+    func unlockAll(_ records: [NCRecord]) {
+        var uniq: [NCRecord] = []
+        for r in records where !uniq.contains(where: { $0 === r }) { uniq.append(r) }
+        for r in uniq { r.unlock() }
+    }
+
+    // MARK: checking
+
+    /// Checks the topology: every record in the hash is its parent's child, reaches a mount root
+    /// through live parents, and is found again by probing. Returns a description of each
+    /// problem (empty when the tree is sound).
+    public func checkTopology() -> [String] {
+        var problems: [String] = []
+        gate.write { () in
+            var seen = 0
+            for i in 0...bucketMask {
+                var cursor = buckets[i]?.takeUnretainedValue()
+                while let c = cursor {
+                    seen += 1
+                    if c.isDestroyed { problems.append("destroyed record \(c.id) in hash") }
+                    guard let p = c.parent else { problems.append("record \(c.id) without parent in hash"); break }
+                    if p.children[ObjectIdentifier(c)] !== c { problems.append("record \(c.id) missing from parent's children") }
+                    if p.isDestroyed { problems.append("record \(c.id) under destroyed parent") }
+                    var up: NCRecord? = c
+                    var steps = 0
+                    while let u = up, u.parent != nil {
+                        up = u.parent
+                        steps += 1
+                        if steps > 100_000 { problems.append("cycle above record \(c.id)"); break }
+                    }
+                    if let top = up, top.flags & NCRecord.isMountRoot == 0 { problems.append("record \(c.id) does not reach a mount root") }
+                    if probe(p, c.name) !== c { problems.append("record \(c.id) not found by probe") }
+                    cursor = c.hashNext
+                }
+            }
+            if seen != recordCount.load(ordering: .relaxed) { problems.append("record count \(recordCount.load(ordering: .relaxed)) but \(seen) in hash") }
+        }
+        return problems
+    }
+
+    /// The number of held records reachable in the hash (for leak checks).
+    public func heldRecordCount() -> Int {
+        var n = 0
+        gate.write { () in
+            for i in 0...bucketMask {
+                var cursor = buckets[i]?.takeUnretainedValue()
+                while let c = cursor {
+                    if c.refs.load(ordering: .relaxed) != 0 { n += 1 }
+                    cursor = c.hashNext
+                }
+            }
+        }
+        return n
+    }
+}
