@@ -1,0 +1,377 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CLibellula
+import Synchronization
+
+/// Lifetime guard shared with in-flight notifications; never freed, so a late passive
+/// IPI can always read it and see that its allocator is gone.
+struct SlabControl {
+    let raw: UnsafeMutableRawPointer
+
+    static func make(arenas: UnsafeMutableRawPointer) -> SlabControl {
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+        let atomics = raw.bindMemory(to: Atomic<Int>.self, capacity: 2)
+        atomics.initialize(to: Atomic(0))
+        (atomics + 1).initialize(to: Atomic(0))
+        raw.storeBytes(of: arenas, toByteOffset: 16, as: UnsafeMutableRawPointer.self)
+        return SlabControl(raw: raw)
+    }
+
+    var closed: UnsafeMutablePointer<Atomic<Int>> { raw.assumingMemoryBound(to: Atomic<Int>.self) }
+    var inFlight: UnsafeMutablePointer<Atomic<Int>> { raw.assumingMemoryBound(to: Atomic<Int>.self) + 1 }
+    var arenas: UnsafeMutableRawPointer { raw.load(fromByteOffset: 16, as: UnsafeMutableRawPointer.self) }
+}
+
+/// DragonFly's per-CPU slab allocator (`kmalloc`/`kfree`) as a library.
+///
+/// Each CPU owns an arena of 128 KiB zones, one list per size class. A thread that is a
+/// CPU of the allocator's system allocates from and frees to its own arena without a lock
+/// or an atomic instruction. A chunk freed on another thread goes back to its zone's
+/// remote list with one compare-and-swap; the owner is told (through its mailbox and, on
+/// a ``SlabAllocator`` made for an `LWKTSystem`, a passive IPI) only when a zone it took
+/// off its list gets its first chunk back. Threads that are not CPUs allocate from a
+/// shared pool behind a lock, and may free any chunk.
+///
+/// Wholly free zones are parked on the CPU's free-zone list and given back to the OS only
+/// from the allocation path once more than ``SlabConfiguration/freeZoneThreshold`` are
+/// parked. Requests of ``SizeClass/zoneLimit`` bytes or more are mapped directly.
+public final class SlabAllocator: @unchecked Sendable {
+    /// What a zero-byte allocation returns (DragonFly's `ZERO_LENGTH_PTR`); freeing it is
+    /// a no-op.
+    @inline(__always)
+    public static var zeroLengthPointer: UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(bitPattern: UInt.max &- 7).unsafelyUnwrapped
+    }
+
+    /// Number of per-CPU arenas.
+    public let cpuCount: Int
+    /// The configuration in force.
+    public let configuration: SlabConfiguration
+    /// The type charged when no type is given (no limit).
+    public let defaultType: MallocType
+
+    let arenas: UnsafeMutableRawPointer      // cpuCount + 1 arenas; the last is the shared pool
+    let regionBase: UInt
+    let regionSize: UInt
+    let region: ZoneRegion
+    let big = BigBlockTable()
+    let debug: Bool
+    let sharedLock = Mutex<Void>(())
+    let control: SlabControl
+    let typeList: Mutex<[MallocType]>
+    let cpuKeyTable: UnsafeMutablePointer<UInt>   // open addressing: key, index pairs
+    let cpuKeyMask: Int
+    /// Remote chunks freed by threads that are not CPUs, per class (atomic adds).
+    let foreignFrees: UnsafeMutablePointer<Atomic<Int>>
+    /// Wakes sleepers waiting on a type; set by the LWKT glue.
+    let wake: (@Sendable (MallocType) -> Void)?
+
+    /// Index of the shared pool's arena and of the type slot for foreign frees.
+    @inline(__always) var sharedIndex: Int { cpuCount }
+    @inline(__always) var foreignSlot: Int { cpuCount &+ 1 }
+
+    /// Creates an allocator with `cpuCount` arenas that are driven explicitly through
+    /// ``arena(_:)`` handles (for hosts that run their own per-CPU threads, and tests).
+    /// Remote frees are posted to the owner's mailbox, which the owner drains when it runs
+    /// out of zones and on ``SlabArenaHandle/poll()``.
+    public convenience init(cpuCount: Int, configuration: SlabConfiguration = .init()) {
+        self.init(cpuKeys: Array(repeating: 0, count: max(1, cpuCount)), configuration: configuration,
+                  notify: nil, wake: nil)
+    }
+
+    /// Creates an allocator whose arena `i` belongs to the thread on which
+    /// `lb_current_cpu()` reads `cpuKeys[i]` (0: only reachable through handles).
+    init(cpuKeys: [UInt], configuration: SlabConfiguration, notify: ArenaNotify?,
+         wake: (@Sendable (MallocType) -> Void)?) {
+        cpuCount = cpuKeys.count
+        self.configuration = configuration
+        debug = configuration.debug
+        self.wake = wake
+        guard let region = ZoneRegion(requestedBytes: configuration.zoneRegionBytes) else {
+            SlabDebug.fail(.outOfMemory, "cannot reserve address space for zones")
+        }
+        self.region = region
+        regionBase = region.base
+        regionSize = UInt(region.size)
+
+        let arenaBytes = Arena.stride * (cpuKeys.count + 1)
+        arenas = UnsafeMutableRawPointer.allocate(byteCount: arenaBytes, alignment: 128)
+        control = SlabControl.make(arenas: arenas)
+        let unmanagedRegion = Unmanaged.passUnretained(region)
+        for i in 0...cpuKeys.count {
+            let shared = i == cpuKeys.count
+            Arena.initialize(arenas.advanced(by: i * Arena.stride), header: ArenaHeader(
+                index: i, freeZones: nil, freeZoneCount: 0,
+                freeZoneThreshold: configuration.freeZoneThreshold,
+                ownerKey: shared ? 0 : cpuKeys[i], notify: shared ? nil : notify,
+                notifyContext: control.raw,
+                region: unmanagedRegion, debug: configuration.debug))
+        }
+
+        var tableSize = 4
+        while tableSize < 2 * cpuKeys.count { tableSize *= 2 }
+        cpuKeyMask = tableSize - 1
+        cpuKeyTable = UnsafeMutablePointer<UInt>.allocate(capacity: 2 * tableSize)
+        cpuKeyTable.initialize(repeating: 0, count: 2 * tableSize)
+        for (i, key) in cpuKeys.enumerated() where key != 0 {
+            var slot = Self.hash(key) & (tableSize - 1)
+            while cpuKeyTable[2 * slot] != 0 { slot = (slot + 1) & (tableSize - 1) }
+            cpuKeyTable[2 * slot] = key
+            cpuKeyTable[2 * slot + 1] = UInt(i)
+        }
+
+        foreignFrees = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: SizeClass.count)
+        for i in 0..<SizeClass.count { (foreignFrees + i).initialize(to: Atomic(0)) }
+
+        let slots = cpuKeys.count + 2
+        let def = MallocType(name: "default", limit: Int.max, index: 0, arenaSlots: slots)
+        defaultType = def
+        typeList = Mutex([def])
+    }
+
+    deinit {
+        // Turn away notifications still in flight, wait for any running one, then unmap.
+        control.closed.pointee.store(1, ordering: .sequentiallyConsistent)
+        while control.inFlight.pointee.load(ordering: .sequentiallyConsistent) != 0 { sched_yield() }
+        arenas.deallocate()
+        cpuKeyTable.deallocate()
+        foreignFrees.deallocate()
+        // `control` is leaked on purpose (a few bytes): late IPIs read it.
+    }
+
+    @inline(__always)
+    static func hash(_ key: UInt) -> Int {
+        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40)
+    }
+
+    /// The arena index of the calling thread, or nil when it is not one of our CPUs.
+    @inline(__always)
+    func currentArenaIndex() -> Int? {
+        let key = UInt(bitPattern: lb_current_cpu())
+        if key == 0 { return nil }
+        var slot = Self.hash(key) & cpuKeyMask
+        while true {
+            let k = cpuKeyTable[2 &* slot]
+            if k == key { return Int(bitPattern: cpuKeyTable[2 &* slot &+ 1]) }
+            if k == 0 { return nil }
+            slot = (slot &+ 1) & cpuKeyMask
+        }
+    }
+
+    @inline(__always)
+    func arena(at index: Int) -> Arena { Arena(arenas.advanced(by: index &* Arena.stride)) }
+
+    /// A handle on arena `index` (`0 ..< cpuCount`), for callers that know which CPU they
+    /// run as. Its operations must only be used from that one thread at a time.
+    public func arena(_ index: Int) -> SlabArenaHandle {
+        precondition(index >= 0 && index < cpuCount, "arena index out of range")
+        return SlabArenaHandle(allocator: self, index: index)
+    }
+
+    /// Creates a malloc type with a byte limit (`Int.max`: none).
+    public func makeType(name: String, limit: Int = .max) -> MallocType {
+        typeList.withLock { list in
+            let t = MallocType(name: name, limit: limit, index: list.count, arenaSlots: cpuCount + 2)
+            list.append(t)
+            return t
+        }
+    }
+
+    // MARK: - Allocation
+
+    /// Allocates `size` bytes for `type` (the ``defaultType`` when nil).
+    ///
+    /// On one of the allocator's CPUs this takes no lock; elsewhere it uses the shared
+    /// pool. Returns ``zeroLengthPointer`` for a size of 0. When the type is at its limit
+    /// or no memory can be had, it returns nil if `flags` has ``SlabFlags/mayReturnNil``
+    /// (or ``SlabFlags/waitUntilFreed``), and otherwise aborts with a report, as
+    /// DragonFly's `kmalloc` panics.
+    @inline(__always)
+    public func allocate(_ size: Int, type: MallocType? = nil, flags: SlabFlags = []) -> UnsafeMutableRawPointer? {
+        if let index = currentArenaIndex() {
+            return allocate(size, type: type ?? defaultType, flags: flags, arenaIndex: index)
+        }
+        return sharedLock.withLock { _ in
+            allocate(size, type: type ?? defaultType, flags: flags, arenaIndex: sharedIndex)
+        }
+    }
+
+    /// The allocation itself, as arena `arenaIndex` (whose thread, or lock, the caller has).
+    @inline(__always)
+    func allocate(_ size: Int, type: MallocType, flags: SlabFlags, arenaIndex: Int) -> UnsafeMutableRawPointer? {
+        if _slowPath(UInt(bitPattern: size &- 1) >= UInt(SizeClass.zoneLimit &- 1)) || _slowPath(size & 4095 == 0 && size > 8192) {
+            return allocateUnusual(size, type: type, flags: flags, arenaIndex: arenaIndex)
+        }
+        if _slowPath(!type.underLimit()) {
+            return failure(.limitExceeded, size: size, type: type, flags: flags)
+        }
+        let (sizeClass, chunkSize) = SizeClass.index(forSize: size)
+        guard let p = arena(at: arenaIndex).allocate(sizeClass: sizeClass, zero: flags.contains(.zero)) else {
+            return failure(.outOfMemory, size: size, type: type, flags: flags)
+        }
+        type.chargeAllocation(slot: arenaIndex, bytes: chunkSize)
+        return p
+    }
+
+    /// Zero-sized, negative and big requests.
+    @inline(never)
+    func allocateUnusual(_ size: Int, type: MallocType, flags: SlabFlags, arenaIndex: Int) -> UnsafeMutableRawPointer? {
+        if size == 0 { return Self.zeroLengthPointer }
+        if size < 0 { return failure(.invalidSize, size: size, type: type, flags: flags) }
+        if !type.underLimit() { return failure(.limitExceeded, size: size, type: type, flags: flags) }
+        // Hysteresis work belongs to the allocation path, big requests included.
+        if arenaIndex < cpuCount || arenaIndex == sharedIndex {
+            let a = arena(at: arenaIndex)
+            if a.header.pointee.freeZoneCount > a.header.pointee.freeZoneThreshold { a.releaseExcessZones() }
+        }
+        guard let (p, bytes) = big.allocate(bytes: size, typeIndex: type.index) else {
+            return failure(.outOfMemory, size: size, type: type, flags: flags)
+        }
+        type.chargeAllocation(slot: arenaIndex, bytes: bytes)
+        return p
+    }
+
+    @inline(never)
+    func failure(_ kind: SlabDebug.Failure, size: Int, type: MallocType, flags: SlabFlags) -> UnsafeMutableRawPointer? {
+        if !flags.isDisjoint(with: [.mayReturnNil, .waitUntilFreed]) { return nil }
+        switch kind {
+        case .limitExceeded:
+            SlabDebug.fail(kind, "type \"\(type.name)\" holds \(type.exactBytes()) bytes, limit \(type.limit); request of \(size) bytes (pass .mayReturnNil or .waitUntilFreed to handle this)")
+        default:
+            SlabDebug.fail(kind, "request of \(size) bytes for type \"\(type.name)\"")
+        }
+    }
+
+    // MARK: - Free
+
+    /// Frees memory from ``allocate(_:type:flags:)``; `type` must be the type it was
+    /// allocated with. Any thread may free any chunk. Freeing a pointer this allocator
+    /// never handed out aborts with a report; in debug mode so does a double free.
+    @inline(__always)
+    public func free(_ p: UnsafeMutableRawPointer, type: MallocType? = nil) {
+        free(p, type: type ?? defaultType, arenaIndex: currentArenaIndex())
+    }
+
+    /// The free itself, as arena `arenaIndex` (nil: a thread that is not a CPU).
+    @inline(__always)
+    func free(_ p: UnsafeMutableRawPointer, type: MallocType, arenaIndex: Int?) {
+        if _slowPath(UInt(bitPattern: p) &- regionBase >= regionSize) {
+            freeUnusual(p, type: type, arenaIndex: arenaIndex)
+            return
+        }
+        let z = ZoneLayout.header(of: p)
+        if _slowPath(z.pointee.magic != ZoneLayout.liveMagic) {
+            SlabDebug.fail(.invalidFree, "\(SlabDebug.hex(p)) is not in a live zone (zone magic 0x\(String(z.pointee.magic, radix: 16)))")
+        }
+        let owner = Int(z.pointee.ownerIndex)
+        let bytes = z.pointee.chunkSize
+        if let me = arenaIndex {
+            if owner == me {
+                arena(at: me).freeLocal(p, zone: z)
+                type.chargeFree(slot: me, bytes: bytes, remote: false)
+            } else {
+                type.chargeFree(slot: me, bytes: bytes, remote: true)
+                countRemote(arenaIndex: me, sizeClass: Int(z.pointee.classIndex))
+                Arena.remoteFree(p, zone: z, debug: debug)
+            }
+        } else if owner == sharedIndex {
+            sharedLock.withLock { _ in
+                arena(at: sharedIndex).freeLocal(p, zone: z)
+                type.chargeFree(slot: sharedIndex, bytes: bytes, remote: false)
+            }
+        } else {
+            type.chargeForeignFree(bytes: bytes)
+            foreignFrees[Int(z.pointee.classIndex)].add(1, ordering: .relaxed)
+            Arena.remoteFree(p, zone: z, debug: debug)
+        }
+        if _slowPath(type.waiters.load(ordering: .relaxed) != 0) { wake?(type) }
+    }
+
+    @inline(__always)
+    func countRemote(arenaIndex: Int, sizeClass: Int) {
+        let a = arena(at: arenaIndex)
+        counterAdd(a.counter(sizeClass, .frees), 1)
+        counterAdd(a.counter(.remoteFreesSent), 1)
+    }
+
+    @inline(never)
+    func freeUnusual(_ p: UnsafeMutableRawPointer, type: MallocType, arenaIndex: Int?) {
+        if p == Self.zeroLengthPointer { return }
+        guard let block = big.free(p) else {
+            SlabDebug.fail(.invalidFree, "\(SlabDebug.hex(p)) is neither a zone chunk nor a live big allocation")
+        }
+        if let me = arenaIndex {
+            type.chargeFree(slot: me, bytes: block.bytes, remote: false)
+        } else {
+            type.chargeForeignFree(bytes: block.bytes)
+        }
+        if type.waiters.load(ordering: .relaxed) != 0 { wake?(type) }
+    }
+
+    /// The usable size of an allocation: its chunk size, or the mapped bytes of a big one.
+    public func usableSize(_ p: UnsafeRawPointer) -> Int? {
+        if p == UnsafeRawPointer(Self.zeroLengthPointer) { return 0 }
+        if UInt(bitPattern: p) &- regionBase < regionSize {
+            let z = ZoneLayout.header(of: p)
+            return z.pointee.magic == ZoneLayout.liveMagic ? z.pointee.chunkSize : nil
+        }
+        return big.lookup(p)?.bytes
+    }
+
+    /// Resizes an allocation (`krealloc`): the same pointer when the new size falls in the
+    /// same class or page count, otherwise a new allocation with the old contents copied.
+    /// A nil pointer allocates; a size of 0 frees and returns nil.
+    public func reallocate(_ p: UnsafeMutableRawPointer?, to size: Int, type: MallocType? = nil,
+                           flags: SlabFlags = []) -> UnsafeMutableRawPointer? {
+        guard let p, p != Self.zeroLengthPointer else { return allocate(size, type: type, flags: flags) }
+        if size == 0 {
+            free(p, type: type)
+            return nil
+        }
+        guard let old = usableSize(p) else {
+            SlabDebug.fail(.invalidFree, "reallocate of \(SlabDebug.hex(p)), which is not a live allocation")
+        }
+        if size > 0 && size < SizeClass.zoneLimit && old < SizeClass.zoneLimit
+            && SizeClass.index(forSize: size).chunkSize == old { return p }
+        if size >= SizeClass.zoneLimit && old >= SizeClass.zoneLimit
+            && (size + BigBlockTable.pageSize - 1) / BigBlockTable.pageSize * BigBlockTable.pageSize == old { return p }
+        guard let q = allocate(size, type: type, flags: flags.subtracting(.zero)) else { return nil }
+        q.copyMemory(from: p, byteCount: min(old, size))
+        free(p, type: type)
+        return q
+    }
+
+    /// Gives back to the OS every zone parked on the calling CPU's free-zone list (or the
+    /// shared pool's, off a CPU), ignoring the threshold.
+    public func trim() {
+        if let i = currentArenaIndex() {
+            arena(at: i).drainMailbox()
+            arena(at: i).releaseAllFreeZones()
+        } else {
+            sharedLock.withLock { _ in
+                arena(at: sharedIndex).drainMailbox()
+                arena(at: sharedIndex).releaseAllFreeZones()
+            }
+        }
+    }
+
+    /// Drains the calling CPU's mailbox of remotely freed zones (what the passive IPI does).
+    public func poll() {
+        if let i = currentArenaIndex() { arena(at: i).drainMailbox() }
+        else { sharedLock.withLock { _ in arena(at: sharedIndex).drainMailbox() } }
+    }
+
+    /// The passive-IPI entry point: drains arena `index`'s mailbox on its own CPU.
+    static let notificationHandler: @convention(c) (UnsafeMutableRawPointer?, Int) -> Void = { ctx, index in
+        guard let ctx else { return }
+        let control = SlabControl(raw: ctx)
+        control.inFlight.pointee.add(1, ordering: .sequentiallyConsistent)
+        if control.closed.pointee.load(ordering: .sequentiallyConsistent) == 0 {
+            Arena(control.arenas.advanced(by: index * Arena.stride)).drainMailbox()
+        }
+        control.inFlight.pointee.subtract(1, ordering: .sequentiallyConsistent)
+    }
+}

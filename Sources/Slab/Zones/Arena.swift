@@ -1,0 +1,420 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+
+/// Function that tells an arena's owner its mailbox has zones: `(context, arena index)`.
+typealias ArenaNotify = @convention(c) (UnsafeMutableRawPointer?, Int) -> Void
+
+/// The owner-only scalar state at the start of an arena block.
+struct ArenaHeader {
+    var index: Int
+    var freeZones: UnsafeMutablePointer<ZoneHeader>?
+    var freeZoneCount: Int
+    var freeZoneThreshold: Int
+    /// `lb_current_cpu()` on the owner's thread; 0 for the shared pool.
+    var ownerKey: UInt
+    var notify: ArenaNotify?
+    var notifyContext: UnsafeMutableRawPointer?
+    var region: Unmanaged<ZoneRegion>
+    var debug: Bool
+}
+
+/// One CPU's slab state ("SLGlobalData"): a list of zones with free chunks per size class,
+/// the wholly free zones it keeps, a mailbox where remote freers post zones that got
+/// chunks back while off their list, and counters.
+///
+/// An arena is a view on raw memory. All of its operations run on the owning thread only
+/// (or under the shared pool's lock), except ``remoteFree(_:zone:)`` which any thread may
+/// call for a chunk it holds.
+struct Arena {
+    let raw: UnsafeMutableRawPointer
+
+    // Block layout (bytes).
+    static let headsOffset = 128
+    static let tailsOffset = headsOffset + 8 * SizeClass.count          // 704
+    static let mailboxOffset = tailsOffset + 8 * SizeClass.count        // 1280
+    static let classCountersOffset = mailboxOffset + 64                 // 1344
+    static let classCounterCount = 4
+    static let arenaCountersOffset = classCountersOffset + 8 * classCounterCount * SizeClass.count
+    static let arenaCounterCount = 8
+    static let stride = (arenaCountersOffset + 8 * arenaCounterCount + 127) & ~127
+
+    /// Per-size-class counters.
+    enum ClassCounter: Int { case allocations = 0, frees, zonesHeld, remoteChunksReclaimed }
+    /// Per-arena counters.
+    enum ArenaCounter: Int {
+        case zonesFromRegion = 0, zonesReused, zonesReleased, notificationsHandled
+        case remoteFreesSent, mailboxPosts, exhaustions, freeZonesParked
+    }
+
+    @inline(__always) init(_ raw: UnsafeMutableRawPointer) { self.raw = raw }
+
+    static func initialize(_ raw: UnsafeMutableRawPointer, header: ArenaHeader) {
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: stride)
+        raw.bindMemory(to: ArenaHeader.self, capacity: 1).initialize(to: header)
+        raw.advanced(by: headsOffset).bindMemory(to: UnsafeMutablePointer<ZoneHeader>?.self, capacity: 2 * SizeClass.count)
+        raw.advanced(by: mailboxOffset).bindMemory(to: Atomic<UInt>.self, capacity: 1)
+        raw.advanced(by: classCountersOffset).bindMemory(
+            to: Atomic<Int>.self, capacity: classCounterCount * SizeClass.count + arenaCounterCount)
+    }
+
+    @inline(__always) var header: UnsafeMutablePointer<ArenaHeader> { raw.assumingMemoryBound(to: ArenaHeader.self) }
+    @inline(__always) var heads: UnsafeMutablePointer<UnsafeMutablePointer<ZoneHeader>?> {
+        raw.advanced(by: Self.headsOffset).assumingMemoryBound(to: UnsafeMutablePointer<ZoneHeader>?.self)
+    }
+    @inline(__always) var tails: UnsafeMutablePointer<UnsafeMutablePointer<ZoneHeader>?> {
+        raw.advanced(by: Self.tailsOffset).assumingMemoryBound(to: UnsafeMutablePointer<ZoneHeader>?.self)
+    }
+    @inline(__always) var mailbox: UnsafeMutablePointer<Atomic<UInt>> {
+        raw.advanced(by: Self.mailboxOffset).assumingMemoryBound(to: Atomic<UInt>.self)
+    }
+    @inline(__always) func counter(_ sizeClass: Int, _ c: ClassCounter) -> UnsafeMutablePointer<Atomic<Int>> {
+        raw.advanced(by: Self.classCountersOffset &+ (sizeClass &* Self.classCounterCount &+ c.rawValue) &* 8)
+            .assumingMemoryBound(to: Atomic<Int>.self)
+    }
+    @inline(__always) func counter(_ c: ArenaCounter) -> UnsafeMutablePointer<Atomic<Int>> {
+        raw.advanced(by: Self.arenaCountersOffset &+ c.rawValue &* 8).assumingMemoryBound(to: Atomic<Int>.self)
+    }
+
+    // MARK: - Allocation
+
+    /// A chunk of class `sizeClass`, or nil when no zone can be had.
+    @inline(__always)
+    func allocate(sizeClass: Int, zero: Bool) -> UnsafeMutableRawPointer? {
+        let h = header
+        if _slowPath(h.pointee.freeZoneCount > h.pointee.freeZoneThreshold) { releaseExcessZones() }
+        if let z = heads[sizeClass] {
+            return take(z, sizeClass: sizeClass, zero: zero)
+        }
+        return allocateSlow(sizeClass: sizeClass, zero: zero)
+    }
+
+    @inline(__always)
+    func take(_ z: UnsafeMutablePointer<ZoneHeader>, sizeClass: Int, zero: Bool) -> UnsafeMutableRawPointer {
+        let c: UnsafeMutableRawPointer
+        let size = z.pointee.chunkSize
+        if let f = z.pointee.localFree {
+            let next = f.load(as: UnsafeMutableRawPointer?.self)
+            if _slowPath(header.pointee.debug) { checkReused(z, f, next: next) }
+            z.pointee.localFree = next
+            c = f
+            if zero { c.initializeMemory(as: UInt8.self, repeating: 0, count: size) }
+        } else {
+            c = z.pointee.bump
+            z.pointee.bump = c.advanced(by: size)
+            if zero && !z.pointee.bumpZeroed { c.initializeMemory(as: UInt8.self, repeating: 0, count: size) }
+        }
+        let left = z.pointee.freeCount &- 1
+        z.pointee.freeCount = left
+        if _slowPath(left == 0) { exhausted(z, sizeClass: sizeClass) }
+        if _slowPath(header.pointee.debug) { markAllocated(z, c) }
+        counterAdd(counter(sizeClass, .allocations), 1)
+        return c
+    }
+
+    @inline(never)
+    func allocateSlow(sizeClass: Int, zero: Bool) -> UnsafeMutableRawPointer? {
+        drainMailbox()
+        if let z = heads[sizeClass] { return take(z, sizeClass: sizeClass, zero: zero) }
+        releaseExcessZones()
+        let h = header
+        let z: UnsafeMutablePointer<ZoneHeader>
+        let zeroed: Bool
+        if let parked = h.pointee.freeZones {
+            h.pointee.freeZones = parked.pointee.next
+            h.pointee.freeZoneCount -= 1
+            counterAdd(counter(.freeZonesParked), -1)
+            z = parked
+            zeroed = false
+            counterAdd(counter(.zonesReused), 1)
+        } else {
+            guard let (fresh, isZero) = h.pointee.region.takeUnretainedValue().obtain() else { return nil }
+            z = fresh.bindMemory(to: ZoneHeader.self, capacity: 1)
+            zeroed = isZero
+            counterAdd(counter(.zonesFromRegion), 1)
+        }
+        initializeZone(z, sizeClass: sizeClass, zeroed: zeroed)
+        pushFront(z, sizeClass: sizeClass)
+        counterAdd(counter(sizeClass, .zonesHeld), 1)
+        return take(z, sizeClass: sizeClass, zero: zero)
+    }
+
+    func initializeZone(_ z: UnsafeMutablePointer<ZoneHeader>, sizeClass: Int, zeroed: Bool) {
+        let h = header
+        let size = SizeClass.chunkSize(ofClass: sizeClass)
+        let offset = ZoneLayout.baseOffset(chunkSize: size, debug: h.pointee.debug)
+        let capacity = (ZoneLayout.zoneSize - offset) / size
+        let zoneRaw = UnsafeMutableRawPointer(z)
+        let base = zoneRaw.advanced(by: offset)
+        z.initialize(to: ZoneHeader(
+            localFree: nil, freeCount: capacity, bump: base, bumpEnd: base.advanced(by: capacity * size),
+            chunkSize: size, next: nil, prev: nil, arena: raw,
+            ownerKey: h.pointee.ownerKey, capacity: capacity, base: base, magic: ZoneLayout.liveMagic,
+            classIndex: Int32(sizeClass), ownerIndex: Int32(h.pointee.index),
+            listed: false, notifyPending: false, bumpZeroed: zeroed))
+        zoneRaw.advanced(by: ZoneLayout.remoteOffset).bindMemory(to: Atomic<UInt>.self, capacity: 1)
+            .initialize(to: Atomic(0))
+        ZoneLayout.mailboxLink(z).pointee = 0
+        if h.pointee.debug {
+            zoneRaw.advanced(by: ZoneLayout.bitmapOffset).initializeMemory(
+                as: UInt8.self, repeating: 0, count: ZoneLayout.bitmapBytes)
+            _ = zoneRaw.advanced(by: ZoneLayout.bitmapOffset).bindMemory(
+                to: Atomic<UInt64>.self, capacity: ZoneLayout.bitmapBytes / 8)
+        }
+    }
+
+    /// The zone handed out its last local chunk: pull in remote frees, or take it off
+    /// the list and arm it so the next remote free posts it back.
+    @inline(never)
+    func exhausted(_ z: UnsafeMutablePointer<ZoneHeader>, sizeClass: Int) {
+        counterAdd(counter(.exhaustions), 1)
+        let head = ZoneLayout.remoteHead(z)
+        while true {
+            let chain = head.pointee.exchange(0, ordering: .acquiring) & ~ZoneLayout.armed
+            if chain != 0 {
+                splice(z, chain: chain, sizeClass: sizeClass)
+                return
+            }
+            if z.pointee.notifyPending {
+                unlink(z, sizeClass: sizeClass)
+                return
+            }
+            if head.pointee.compareExchange(expected: 0, desired: ZoneLayout.armed, ordering: .acquiringAndReleasing).exchanged {
+                unlink(z, sizeClass: sizeClass)
+                return
+            }
+        }
+    }
+
+    /// Moves a chain of remotely freed chunks onto the zone's local list.
+    func splice(_ z: UnsafeMutablePointer<ZoneHeader>, chain: UInt, sizeClass: Int) {
+        guard let first = UnsafeMutableRawPointer(bitPattern: chain) else { return }
+        var n = 1
+        var last = first
+        let debug = header.pointee.debug
+        while let next = last.load(as: UnsafeMutableRawPointer?.self) {
+            if debug { checkChunkAddress(z, next, what: .writeAfterFree, context: "corrupt link in a remote-free list") }
+            last = next
+            n += 1
+        }
+        last.storeBytes(of: z.pointee.localFree, as: UnsafeMutableRawPointer?.self)
+        z.pointee.localFree = first
+        z.pointee.freeCount += n
+        counterAdd(counter(sizeClass, .remoteChunksReclaimed), n)
+    }
+
+    // MARK: - Free
+
+    /// Frees a chunk of a zone this arena owns.
+    @inline(__always)
+    func freeLocal(_ c: UnsafeMutableRawPointer, zone z: UnsafeMutablePointer<ZoneHeader>) {
+        let sizeClass = Int(z.pointee.classIndex)
+        if _slowPath(header.pointee.debug) { markFreed(z, c) }
+        c.storeBytes(of: z.pointee.localFree, as: UnsafeMutableRawPointer?.self)
+        z.pointee.localFree = c
+        let free = z.pointee.freeCount &+ 1
+        z.pointee.freeCount = free
+        counterAdd(counter(sizeClass, .frees), 1)
+        if _slowPath(!z.pointee.listed) {
+            relistAfterLocalFree(z, sizeClass: sizeClass)
+        } else if _slowPath(free == z.pointee.capacity) {
+            parkIfFree(z, sizeClass: sizeClass)
+        }
+    }
+
+    @inline(never)
+    func relistAfterLocalFree(_ z: UnsafeMutablePointer<ZoneHeader>, sizeClass: Int) {
+        pushBack(z, sizeClass: sizeClass)
+        if !z.pointee.notifyPending {
+            let head = ZoneLayout.remoteHead(z)
+            if !head.pointee.compareExchange(expected: ZoneLayout.armed, desired: 0, ordering: .acquiringAndReleasing).exchanged {
+                // A remote freer consumed the mark: its post is on the way.
+                z.pointee.notifyPending = true
+            }
+        }
+        parkIfFree(z, sizeClass: sizeClass)
+    }
+
+    /// Pushes a chunk of someone else's zone onto that zone's remote list: one
+    /// compare-and-swap. The free that finds the zone armed posts it to the owner's
+    /// mailbox, and the post that finds the mailbox empty notifies the owner.
+    static func remoteFree(_ c: UnsafeMutableRawPointer, zone z: UnsafeMutablePointer<ZoneHeader>, debug: Bool) {
+        if debug { Arena(z.pointee.arena).markFreed(z, c) }
+        let owner = Arena(z.pointee.arena)   // read while our chunk keeps the zone alive
+        let head = ZoneLayout.remoteHead(z)
+        var old = head.pointee.load(ordering: .relaxed)
+        while true {
+            c.storeBytes(of: old & ~ZoneLayout.armed, as: UInt.self)
+            let (done, seen) = head.pointee.compareExchange(
+                expected: old, desired: UInt(bitPattern: c), ordering: .releasing)
+            if done { break }
+            old = seen
+        }
+        if _slowPath(old == ZoneLayout.armed) { owner.post(z) }
+    }
+
+    /// Posts a zone to this (owner) arena's mailbox; notifies on empty → non-empty.
+    @inline(never)
+    func post(_ z: UnsafeMutablePointer<ZoneHeader>) {
+        let box = mailbox
+        let link = ZoneLayout.mailboxLink(z)
+        var old = box.pointee.load(ordering: .relaxed)
+        while true {
+            link.pointee = old
+            let (done, seen) = box.pointee.compareExchange(expected: old, desired: UInt(bitPattern: z), ordering: .releasing)
+            if done { break }
+            old = seen
+        }
+        counter(.mailboxPosts).pointee.add(1, ordering: .relaxed)
+        if old == 0, let notify = header.pointee.notify {
+            notify(header.pointee.notifyContext, header.pointee.index)
+        }
+    }
+
+    /// Takes every zone posted to the mailbox and puts their remote chunks back to use.
+    /// Owner only; also what the passive IPI runs.
+    func drainMailbox() {
+        let box = mailbox
+        if box.pointee.load(ordering: .relaxed) == 0 { return }
+        var next = box.pointee.exchange(0, ordering: .acquiring)
+        while let z = UnsafeMutablePointer<ZoneHeader>(bitPattern: next) {
+            next = ZoneLayout.mailboxLink(z).pointee
+            reclaim(z)
+        }
+    }
+
+    /// Handles one posted zone.
+    func reclaim(_ z: UnsafeMutablePointer<ZoneHeader>) {
+        counterAdd(counter(.notificationsHandled), 1)
+        let sizeClass = Int(z.pointee.classIndex)
+        z.pointee.notifyPending = false
+        let head = ZoneLayout.remoteHead(z)
+        while true {
+            let chain = head.pointee.exchange(0, ordering: .acquiring) & ~ZoneLayout.armed
+            if chain != 0 { splice(z, chain: chain, sizeClass: sizeClass) }
+            if z.pointee.freeCount > 0 {
+                if !z.pointee.listed { pushBack(z, sizeClass: sizeClass) }
+                parkIfFree(z, sizeClass: sizeClass)
+                return
+            }
+            if head.pointee.compareExchange(expected: 0, desired: ZoneLayout.armed, ordering: .acquiringAndReleasing).exchanged {
+                return
+            }
+        }
+    }
+
+    // MARK: - Zone lists and hysteresis
+
+    /// A wholly free zone goes to the free-zone list, unless it is its class's last zone
+    /// or a notification for it is still on the way.
+    func parkIfFree(_ z: UnsafeMutablePointer<ZoneHeader>, sizeClass: Int) {
+        guard z.pointee.freeCount == z.pointee.capacity, z.pointee.listed, !z.pointee.notifyPending else { return }
+        if heads[sizeClass] == z && z.pointee.next == nil { return }
+        unlink(z, sizeClass: sizeClass)
+        counterAdd(counter(sizeClass, .zonesHeld), -1)
+        let h = header
+        z.pointee.magic = ZoneLayout.parkedMagic
+        z.pointee.next = h.pointee.freeZones
+        h.pointee.freeZones = z
+        h.pointee.freeZoneCount += 1
+        counterAdd(counter(.freeZonesParked), 1)
+    }
+
+    /// Gives free zones above the threshold back to the OS. Allocation path only.
+    @inline(never)
+    func releaseExcessZones() {
+        let h = header
+        while h.pointee.freeZoneCount > h.pointee.freeZoneThreshold, let z = h.pointee.freeZones {
+            h.pointee.freeZones = z.pointee.next
+            h.pointee.freeZoneCount -= 1
+            counterAdd(counter(.freeZonesParked), -1)
+            z.pointee.magic = 0
+            h.pointee.region.takeUnretainedValue().release(UnsafeMutableRawPointer(z))
+            counterAdd(counter(.zonesReleased), 1)
+        }
+    }
+
+    /// Gives every parked zone back to the OS (an explicit trim).
+    func releaseAllFreeZones() {
+        let h = header
+        let keep = h.pointee.freeZoneThreshold
+        h.pointee.freeZoneThreshold = 0
+        releaseExcessZones()
+        h.pointee.freeZoneThreshold = keep
+    }
+
+    func pushFront(_ z: UnsafeMutablePointer<ZoneHeader>, sizeClass: Int) {
+        z.pointee.prev = nil
+        z.pointee.next = heads[sizeClass]
+        if let old = heads[sizeClass] { old.pointee.prev = z } else { tails[sizeClass] = z }
+        heads[sizeClass] = z
+        z.pointee.listed = true
+    }
+
+    func pushBack(_ z: UnsafeMutablePointer<ZoneHeader>, sizeClass: Int) {
+        z.pointee.next = nil
+        z.pointee.prev = tails[sizeClass]
+        if let old = tails[sizeClass] { old.pointee.next = z } else { heads[sizeClass] = z }
+        tails[sizeClass] = z
+        z.pointee.listed = true
+    }
+
+    func unlink(_ z: UnsafeMutablePointer<ZoneHeader>, sizeClass: Int) {
+        if let p = z.pointee.prev { p.pointee.next = z.pointee.next } else { heads[sizeClass] = z.pointee.next }
+        if let n = z.pointee.next { n.pointee.prev = z.pointee.prev } else { tails[sizeClass] = z.pointee.prev }
+        z.pointee.next = nil
+        z.pointee.prev = nil
+        z.pointee.listed = false
+    }
+
+    // MARK: - Debug checks
+
+    /// Index of chunk `c` in zone `z`, after checking it is a chunk boundary inside the
+    /// part of the zone ever handed out.
+    func checkChunkAddress(_ z: UnsafeMutablePointer<ZoneHeader>, _ c: UnsafeRawPointer,
+                           what: SlabDebug.Failure, context: String) {
+        let offset = UInt(bitPattern: c) &- UInt(bitPattern: z.pointee.base)
+        let size = UInt(z.pointee.chunkSize)
+        if UInt(bitPattern: c) & ZoneLayout.zoneMask != UInt(bitPattern: z)
+            || offset % size != 0 || UnsafeRawPointer(c) >= UnsafeRawPointer(z.pointee.bump) {
+            SlabDebug.fail(what, "\(context): \(SlabDebug.hex(c)) is not a chunk handed out by zone \(SlabDebug.hex(z)) (chunk size \(size))")
+        }
+    }
+
+    func markAllocated(_ z: UnsafeMutablePointer<ZoneHeader>, _ c: UnsafeMutableRawPointer) {
+        let i = (UInt(bitPattern: c) - UInt(bitPattern: z.pointee.base)) / UInt(z.pointee.chunkSize)
+        let word = ZoneLayout.bitmap(z).advanced(by: Int(i / 64))
+        let bit: UInt64 = 1 << (i % 64)
+        let before = word.pointee.bitwiseOr(bit, ordering: .relaxed).oldValue
+        if before & bit != 0 {
+            SlabDebug.fail(.writeAfterFree, "chunk \(SlabDebug.hex(c)) handed out twice (free list corrupted)")
+        }
+    }
+
+    func markFreed(_ z: UnsafeMutablePointer<ZoneHeader>, _ c: UnsafeMutableRawPointer) {
+        checkChunkAddress(z, c, what: .invalidFree, context: "free")
+        let i = (UInt(bitPattern: c) - UInt(bitPattern: z.pointee.base)) / UInt(z.pointee.chunkSize)
+        let word = ZoneLayout.bitmap(z).advanced(by: Int(i / 64))
+        let bit: UInt64 = 1 << (i % 64)
+        let before = word.pointee.bitwiseAnd(~bit, ordering: .relaxed).oldValue
+        if before & bit == 0 {
+            SlabDebug.fail(.doubleFree, "chunk \(SlabDebug.hex(c)) of \(z.pointee.chunkSize) bytes was already free")
+        }
+        SlabDebug.poison(c, bytes: z.pointee.chunkSize)
+    }
+
+    func checkReused(_ z: UnsafeMutablePointer<ZoneHeader>, _ c: UnsafeMutableRawPointer, next: UnsafeMutableRawPointer?) {
+        if let next {
+            checkChunkAddress(z, next, what: .writeAfterFree,
+                              context: "free-list link of \(SlabDebug.hex(c)) overwritten")
+        }
+        if let off = SlabDebug.firstPoisonMismatch(c, bytes: z.pointee.chunkSize) {
+            let value = c.load(fromByteOffset: off, as: UInt64.self)
+            SlabDebug.fail(.writeAfterFree,
+                "chunk \(SlabDebug.hex(c)) (\(z.pointee.chunkSize) bytes) was modified after it was freed: byte offset \(off) holds 0x\(String(value, radix: 16)), expected the poison 0x\(String(SlabDebug.poisonWord, radix: 16))")
+        }
+    }
+}
