@@ -1,0 +1,74 @@
+import Glibc
+import Synchronization
+
+/// A namespace: a namecache over a root file system and the file systems mounted in it.
+/// Processes (`VFSProcess`) look paths up and operate on files through it.
+public final class VirtualFileSystem: @unchecked Sendable {
+    /// The namecache shared by every mount of this namespace.
+    public let namecache: Namecache
+    /// The mount at `/`.
+    public let rootMount: Mount
+    private let mounts = Mutex<[Mount]>([])
+
+    /// Creates a namespace whose `/` is `rootFileSystem`.
+    public init(rootFileSystem: any FileSystem, namecache: Namecache = Namecache()) {
+        self.namecache = namecache
+        let m = Mount(fileSystem: rootFileSystem)
+        let r = namecache.makeMountRoot(for: m)
+        m.root = r
+        m.fastRoot = r
+        rootMount = m
+        mounts.withLock { $0.append(m) }
+    }
+
+    /// The root record of the namespace.
+    public var rootRecord: NCRecord { rootMount.root }
+
+    /// A new process context at `/` with the given credentials.
+    public func makeProcess(credentials: Credentials = .root) -> VFSProcess {
+        VFSProcess(vfs: self, credentials: credentials)
+    }
+
+    /// Mounts `fileSystem` on the directory `path` (resolved by `process`). Only the superuser may mount.
+    public func mount(_ fileSystem: any FileSystem, at path: String, by process: VFSProcess) throws(VFSError) {
+        guard process.credentials.uid == 0 else { throw .perm }
+        let res = try process.nlookup(Array(path.utf8), follow: true)
+        let covered = res.record
+        guard covered.isDirectory else { throw .notdir }
+        covered.lock()
+        defer { covered.unlock() }
+        guard !covered.isDestroyed, covered.mountedHere == nil else { throw .busy }
+        let m = Mount(fileSystem: fileSystem)
+        let r = namecache.makeMountRoot(for: m)
+        m.root = r
+        m.fastRoot = r
+        m.covered = covered
+        m.fastCovered = covered
+        covered.hold()
+        namecache.setMounted(covered, m)
+        mounts.withLock { $0.append(m) }
+    }
+
+    /// Unmounts the file system mounted at `path`: EBUSY while a file is open in it, a process
+    /// has its working directory or root in it, or another file system is mounted inside it.
+    public func unmount(_ path: String, by process: VFSProcess) throws(VFSError) {
+        guard process.credentials.uid == 0 else { throw .perm }
+        let res = try process.nlookup(Array(path.utf8), follow: true)
+        let root = res.record
+        guard root.flags & NCRecord.isMountRoot != 0, let covered = root.mount.covered else { throw .inval }
+        let m = root.mount
+        covered.lock()
+        defer { covered.unlock() }
+        guard covered.mountedHere === m else { throw .inval }
+        let nested = mounts.withLock { list in list.contains { $0.covered?.mount === m } }
+        if nested || m.holds.load(ordering: .relaxed) != 0 { throw .busy }
+        namecache.setMounted(covered, nil)
+        namecache.purgeChildren(of: root)
+        covered.drop()
+        m.unmounted = true
+        mounts.withLock { list in list.removeAll { $0 === m } }
+    }
+
+    /// The mounts of this namespace, root first.
+    public var mountList: [Mount] { mounts.withLock { $0 } }
+}

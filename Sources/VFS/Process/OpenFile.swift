@@ -1,0 +1,50 @@
+import Glibc
+import Synchronization
+
+/// An open file of a process: the record it was opened through (held, so unmount reports
+/// EBUSY), the file system's open file and the file offset.
+public final class OpenFile: @unchecked Sendable {
+    let record: NCRecord
+    let file: any FSOpenFile
+    let readable: Bool
+    let writable: Bool
+    let append: Bool
+    let isDirectory: Bool
+    private var offsetValue: Int64 = 0
+    private let offsetLock: UnsafeMutablePointer<pthread_mutex_t> = {
+        let p = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(p, nil)
+        return p
+    }()
+    private let closed = Atomic<Bool>(false)
+
+    init(record: NCRecord, file: any FSOpenFile, readable: Bool, writable: Bool, append: Bool, isDirectory: Bool) {
+        self.record = record
+        self.file = file
+        self.readable = readable
+        self.writable = writable
+        self.append = append
+        self.isDirectory = isDirectory
+        record.hold()
+    }
+
+    func close() {
+        if closed.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged {
+            file.close()
+            record.drop()
+        }
+    }
+
+    /// Runs `body` with the file offset locked.
+    func withOffset<R>(_ body: (inout Int64) throws(VFSError) -> R) throws(VFSError) -> R {
+        pthread_mutex_lock(offsetLock)
+        defer { pthread_mutex_unlock(offsetLock) }
+        return try body(&offsetValue)
+    }
+
+    deinit {
+        close()
+        pthread_mutex_destroy(offsetLock)
+        offsetLock.deallocate()
+    }
+}

@@ -1,0 +1,104 @@
+import Glibc
+import Synchronization
+
+/// A process context: credentials, working directory, root (chroot) and jail root, and a
+/// table of open files. Every path operation of the VFS is a method of a process.
+///
+/// The directory fields are read by lock-free lookups and change only inside namecache write
+/// sections; one process may be used from several threads at once.
+public final class VFSProcess: @unchecked Sendable {
+    /// The namespace this process lives in.
+    public let vfs: VirtualFileSystem
+    var cwd: NCRecord
+    var root: NCRecord
+    var jailRoot: NCRecord
+    unowned(unsafe) var fastCwd: NCRecord
+    unowned(unsafe) var fastRoot: NCRecord
+    unowned(unsafe) var fastJail: NCRecord
+    var fastUID: UInt32
+    private var creds: Credentials
+    let files = Mutex<[Int32: OpenFile]>([:])
+
+    init(vfs: VirtualFileSystem, credentials: Credentials) {
+        self.vfs = vfs
+        let r = vfs.rootRecord
+        cwd = r; root = r; jailRoot = r
+        fastCwd = r; fastRoot = r; fastJail = r
+        creds = credentials
+        fastUID = credentials.uid
+        r.hold(); r.hold(); r.hold()
+    }
+
+    deinit {
+        closeAll()
+        cwd.drop(); root.drop(); jailRoot.drop()
+    }
+
+    var namecache: Namecache { vfs.namecache }
+
+    /// The process's credentials.
+    public var credentials: Credentials {
+        get { namecache.gate.read { creds } }
+        set {
+            namecache.exclusive {
+                creds = newValue
+                fastUID = newValue.uid
+            }
+        }
+    }
+
+    /// A child process: same credentials, directories and (shared) open files.
+    public func fork() -> VFSProcess {
+        let (c, r, j, cr) = snapshot()
+        let p = VFSProcess(vfs: vfs, credentials: cr.credentials)
+        p.replaceDirectories(cwd: c, root: r, jail: j)
+        let table = files.withLock { $0 }
+        p.files.withLock { $0 = table }
+        return p
+    }
+
+    struct Context { let credentials: Credentials }
+
+    /// cwd, root, jail root and credentials, read together.
+    func snapshot() -> (NCRecord, NCRecord, NCRecord, Context) {
+        namecache.gate.read { (cwd, root, jailRoot, Context(credentials: creds)) }
+    }
+
+    func replaceDirectories(cwd newCwd: NCRecord? = nil, root newRoot: NCRecord? = nil, jail newJail: NCRecord? = nil) {
+        newCwd?.hold(); newRoot?.hold(); newJail?.hold()
+        var old: [NCRecord] = []
+        namecache.exclusive {
+            if let c = newCwd { old.append(cwd); cwd = c; fastCwd = c }
+            if let r = newRoot { old.append(root); root = r; fastRoot = r }
+            if let j = newJail { old.append(jailRoot); jailRoot = j; fastJail = j }
+        }
+        for o in old { o.drop() }
+    }
+
+    /// Closes every open file. An open file shared with a forked process stays open there.
+    public func closeAll() {
+        let all = files.withLock { t -> [OpenFile] in
+            let v = Array(t.values)
+            t.removeAll()
+            return v
+        }
+        _ = all.count
+    }
+
+    // MARK: descriptors
+
+    func install(_ f: OpenFile) throws(VFSError) -> Int32 {
+        try files.withLock { (t: inout [Int32: OpenFile]) throws(VFSError) -> Int32 in
+            var fd: Int32 = 0
+            while t[fd] != nil { fd += 1 }
+            if fd >= 65536 { throw .mfile }
+            t[fd] = f
+            return fd
+        }
+    }
+
+    func file(_ fd: Int32) throws(VFSError) -> OpenFile {
+        guard let f = files.withLock({ $0[fd] }) else { throw .badf }
+        return f
+    }
+}
