@@ -185,6 +185,8 @@ public final class CPU: @unchecked Sendable {
             ring.pointee.cachedRindex = ring.pointee.rindex.load(ordering: .acquiring)
             if w &- ring.pointee.cachedRindex >= high {
                 stall(ring: ring, target: target, low: inIPI ? IPIRing.nestedLowWater : IPIRing.lowWater)
+                // IPI functions run while stalled may have sent on this same ring.
+                w = ring.pointee.localWindex
             }
         }
         ring.pointee.slots[w & IPIRing.mask] = IPISlot(function: function, arg: arg, arg2: arg2)
@@ -276,10 +278,12 @@ public final class CPU: @unchecked Sendable {
         // Whatever is batched for anyone must be visible, or a peer could wait on us.
         if l.pointee.batchDepth > 0 { flushBatch() }
         publish(ring: ring, to: target, wake: true)
-        ring.pointee.drainRequest.store(low, ordering: .releasing)
-        let w = ring.pointee.localWindex
+        // Nested stalls on the same ring (from IPI functions run while draining) must not
+        // clear the outer stall's request: keep the old value and put it back.
+        let previousRequest = ring.pointee.drainRequest.exchange(low, ordering: .acquiringAndReleasing)
         var spins = 0
         while true {
+            let w = ring.pointee.localWindex
             let r = ring.pointee.rindex.load(ordering: .acquiring)
             if w &- r <= low {
                 ring.pointee.cachedRindex = r
@@ -295,7 +299,7 @@ public final class CPU: @unchecked Sendable {
                 target.wakeIfSleeping(counters: counters)
             }
         }
-        ring.pointee.drainRequest.store(0, ordering: .releasing)
+        ring.pointee.drainRequest.store(previousRequest, ordering: .releasing)
     }
 
     /// Drains incoming rings whose stalled senders published a drain request, down to the

@@ -92,7 +92,7 @@ public final class LWKTSystem: @unchecked Sendable {
         return cpuTable[id].takeUnretainedValue()
     }
 
-    @inline(__always)
+    @usableFromInline @inline(__always)
     func cpuUnchecked(_ id: Int) -> CPU { cpuTable[id].takeUnretainedValue() }
 
     @inline(__always)
@@ -207,5 +207,31 @@ public final class LWKTSystem: @unchecked Sendable {
 
 /// Standard error as a `TextOutputStream`.
 struct StandardError: TextOutputStream {
-    mutating func write(_ string: String) { fputs(string, stderr) }
+    mutating func write(_ string: String) {
+        var s = string
+        s.withUTF8 { b in _ = Glibc.write(2, b.baseAddress, b.count) }
+    }
+}
+
+extension LWKTSystem {
+    /// Runs `body` as an LWKT thread on CPU `cpu` and returns its result: a convenient
+    /// way in from code that is not on a CPU (tests, `main`).
+    public func run<R: Sendable>(on cpu: Int, priority: LWKTPriority = .kernel, name: String = "run",
+                                 _ body: @escaping @Sendable () async throws -> R) async throws -> R {
+        let target = try self.cpu(cpu)
+        guard isRunning else { throw LWKTError.shutDown }
+        let box = ResultBox<R>()
+        let t = LWKTThread.spawn(on: target, priority: priority, name: name) {
+            do { box.set(.success(try await body())) } catch { box.set(.failure(error)) }
+        }
+        await t.join()
+        guard let r = box.get() else { throw LWKTError.shutDown }
+        return try r.get()
+    }
+}
+
+final class ResultBox<R: Sendable>: @unchecked Sendable {
+    private let m = Mutex<Result<R, any Error>?>(nil)
+    func set(_ r: Result<R, any Error>) { m.withLock { $0 = r } }
+    func get() -> Result<R, any Error>? { m.withLock { $0 } }
 }

@@ -6,7 +6,7 @@ public typealias IPIFunction = @convention(c) (UnsafeMutableRawPointer?, Int) ->
 
 /// One slot of a ring: a function and its two arguments (24 bytes, no allocation).
 @usableFromInline
-struct IPISlot {
+struct IPISlot: @unchecked Sendable {
     @usableFromInline var function: IPIFunction?
     @usableFromInline var arg: UnsafeMutableRawPointer?
     @usableFromInline var arg2: Int

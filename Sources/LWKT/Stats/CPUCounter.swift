@@ -41,9 +41,10 @@ public enum CPUCounter: Int, CaseIterable, Sendable, Codable {
 }
 
 /// A fixed block of `Int64` counters in raw memory, one block per CPU or per object.
+@usableFromInline
 struct CounterBlock: @unchecked Sendable {
-    let base: UnsafeMutablePointer<Int64>
-    let count: Int
+    @usableFromInline let base: UnsafeMutablePointer<Int64>
+    @usableFromInline let count: Int
 
     init(count: Int) {
         self.count = count
@@ -53,10 +54,10 @@ struct CounterBlock: @unchecked Sendable {
 
     func deallocate() { base.deallocate() }
 
-    @inline(__always) func add(_ i: Int, _ v: Int64 = 1) { lb_counter_add(base + i, v) }
-    @inline(__always) func load(_ i: Int) -> Int64 { lb_counter_load(base + i) }
-    @inline(__always) func store(_ i: Int, _ v: Int64) { lb_counter_store(base + i, v) }
+    @usableFromInline @inline(__always) func add(_ i: Int, _ v: Int64 = 1) { lb_counter_add(base + i, v) }
+    @usableFromInline @inline(__always) func load(_ i: Int) -> Int64 { lb_counter_load(base + i) }
+    @usableFromInline @inline(__always) func store(_ i: Int, _ v: Int64) { lb_counter_store(base + i, v) }
 
-    @inline(__always) func add(_ c: CPUCounter, _ v: Int64 = 1) { add(c.rawValue, v) }
-    @inline(__always) func load(_ c: CPUCounter) -> Int64 { load(c.rawValue) }
+    @usableFromInline @inline(__always) func add(_ c: CPUCounter, _ v: Int64 = 1) { add(c.rawValue, v) }
+    @usableFromInline @inline(__always) func load(_ c: CPUCounter) -> Int64 { load(c.rawValue) }
 }

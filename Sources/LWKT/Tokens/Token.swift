@@ -163,16 +163,22 @@ public final class Token: @unchecked Sendable, CustomStringConvertible {
         }
     }
 
+    /// Waits for a contended token: spin a little, then give the CPU away. Before giving
+    /// it away the thread drops every token it holds (as DragonFly's switch does) and takes
+    /// them all back afterwards, so two threads taking A→B and B→A cannot deadlock.
     func takeSlow(_ mode: TokenMode, key: UInt, holdsOthers: Bool) async {
         var tries = 0
+        let thread = LWKTThread.currentThread
         while !tryTake(mode, key: key, holdsOthers: holdsOthers, request: true) {
             tries &+= 1
             if tries < 64 {
                 lb_cpu_relax()
                 if tries & 15 == 0 { CPU.processPending() }
-            } else {
-                await LWKT.park()
+                continue
             }
+            let dropped = thread.map { Token.releaseAll(of: $0) } ?? false
+            await LWKT.park()
+            if dropped, let thread { await Token.reacquireAll(of: thread) }
         }
     }
 
@@ -195,16 +201,30 @@ public final class Token: @unchecked Sendable, CustomStringConvertible {
         return true
     }
 
-    /// Takes back every token on `thread`'s stack, outermost first.
+    /// Takes back every token on `thread`'s stack, outermost first, all or nothing (DragonFly's
+    /// `lwkt_getalltokens`): if one is contended, those already taken are dropped again and
+    /// the thread gives the CPU away before it retries.
     static func reacquireAll(of thread: LWKTThread) async {
         let key = UInt(bitPattern: ObjectIdentifier(thread))
-        var holdsOthers = false
-        for h in thread.tokens where !h.nested {
-            if !h.token.tryTake(h.mode, key: key, holdsOthers: holdsOthers, request: false) {
-                h.token.contentionCount.add(1, ordering: .relaxed)
-                await h.token.takeSlow(h.mode, key: key, holdsOthers: holdsOthers)
+        let physical = thread.tokens.filter { !$0.nested }
+        if physical.isEmpty { return }
+        var spins = 0
+        while true {
+            var taken = 0
+            var holdsOthers = false
+            for h in physical {
+                if !h.token.tryTake(h.mode, key: key, holdsOthers: holdsOthers, request: true) { break }
+                taken += 1
+                holdsOthers = true
             }
-            holdsOthers = true
+            if taken == physical.count { return }
+            for h in physical[0..<taken].reversed() { h.token.drop(h.mode) }
+            spins &+= 1
+            if spins < 64 {
+                lb_cpu_relax()
+            } else {
+                await LWKT.park()
+            }
         }
     }
 
