@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CLibellula
+import LWKT
 import Synchronization
 
 /// Lifetime guard shared with in-flight notifications; never freed, so a late passive
@@ -23,6 +24,11 @@ struct SlabControl {
     var closed: UnsafeMutablePointer<Atomic<Int>> { raw.assumingMemoryBound(to: Atomic<Int>.self) }
     var inFlight: UnsafeMutablePointer<Atomic<Int>> { raw.assumingMemoryBound(to: Atomic<Int>.self) + 1 }
     var arenas: UnsafeMutableRawPointer { raw.load(fromByteOffset: 16, as: UnsafeMutableRawPointer.self) }
+    /// The LWKT system (unretained; the allocator keeps it alive), or nil.
+    var system: UnsafeMutableRawPointer? {
+        get { raw.load(fromByteOffset: 24, as: UnsafeMutableRawPointer?.self) }
+        nonmutating set { raw.storeBytes(of: newValue, toByteOffset: 24, as: UnsafeMutableRawPointer?.self) }
+    }
 }
 
 /// DragonFly's per-CPU slab allocator (`kmalloc`/`kfree`) as a library.
@@ -62,8 +68,13 @@ public final class SlabAllocator: @unchecked Sendable {
     let sharedLock = Mutex<Void>(())
     let control: SlabControl
     let typeList: Mutex<[MallocType]>
-    let cpuKeyTable: UnsafeMutablePointer<UInt>   // open addressing: key, index pairs
+    /// Open-addressing table from `lb_current_cpu()` values to arena index + 1 (or
+    /// `UInt.max`: "not one of ours"). Each key is inserted, once, by the thread it names.
+    let cpuKeyTable: UnsafeMutablePointer<Atomic<UInt>>
     let cpuKeyMask: Int
+    let cpuKeyNegatives = Atomic<Int>(0)
+    /// The LWKT system whose CPUs own the arenas (nil: arenas driven through handles).
+    public let system: LWKTSystem?
     /// Remote chunks freed by threads that are not CPUs, per class (atomic adds).
     let foreignFrees: UnsafeMutablePointer<Atomic<Int>>
     /// Wakes sleepers waiting on a type; set by the LWKT glue.
@@ -78,15 +89,15 @@ public final class SlabAllocator: @unchecked Sendable {
     /// Remote frees are posted to the owner's mailbox, which the owner drains when it runs
     /// out of zones and on ``SlabArenaHandle/poll()``.
     public convenience init(cpuCount: Int, configuration: SlabConfiguration = .init()) {
-        self.init(cpuKeys: Array(repeating: 0, count: max(1, cpuCount)), configuration: configuration,
-                  notify: nil, wake: nil)
+        self.init(cpuCount: max(1, cpuCount), system: nil, configuration: configuration, notify: nil, wake: nil)
     }
 
-    /// Creates an allocator whose arena `i` belongs to the thread on which
-    /// `lb_current_cpu()` reads `cpuKeys[i]` (0: only reachable through handles).
-    init(cpuKeys: [UInt], configuration: SlabConfiguration, notify: ArenaNotify?,
+    /// Creates an allocator with `cpuCount` arenas; with a system, arena `i` belongs to the
+    /// thread of `system.cpus[i]`.
+    init(cpuCount: Int, system: LWKTSystem?, configuration: SlabConfiguration, notify: ArenaNotify?,
          wake: (@Sendable (MallocType) -> Void)?) {
-        cpuCount = cpuKeys.count
+        self.cpuCount = cpuCount
+        self.system = system
         self.configuration = configuration
         debug = configuration.debug
         self.wake = wake
@@ -97,36 +108,31 @@ public final class SlabAllocator: @unchecked Sendable {
         regionBase = region.base
         regionSize = UInt(region.size)
 
-        let arenaBytes = Arena.stride * (cpuKeys.count + 1)
+        let arenaBytes = Arena.stride * (cpuCount + 1)
         arenas = UnsafeMutableRawPointer.allocate(byteCount: arenaBytes, alignment: 128)
         control = SlabControl.make(arenas: arenas)
+        control.system = system.map { Unmanaged.passUnretained($0).toOpaque() }
         let unmanagedRegion = Unmanaged.passUnretained(region)
-        for i in 0...cpuKeys.count {
-            let shared = i == cpuKeys.count
+        for i in 0...cpuCount {
+            let shared = i == cpuCount
             Arena.initialize(arenas.advanced(by: i * Arena.stride), header: ArenaHeader(
                 index: i, freeZones: nil, freeZoneCount: 0,
                 freeZoneThreshold: configuration.freeZoneThreshold,
-                ownerKey: shared ? 0 : cpuKeys[i], notify: shared ? nil : notify,
+                ownerKey: 0, notify: shared ? nil : notify,
                 notifyContext: control.raw,
                 region: unmanagedRegion, debug: configuration.debug))
         }
 
-        var tableSize = 4
-        while tableSize < 2 * cpuKeys.count { tableSize *= 2 }
+        var tableSize = 64
+        while tableSize < 4 * cpuCount { tableSize *= 2 }
         cpuKeyMask = tableSize - 1
-        cpuKeyTable = UnsafeMutablePointer<UInt>.allocate(capacity: 2 * tableSize)
-        cpuKeyTable.initialize(repeating: 0, count: 2 * tableSize)
-        for (i, key) in cpuKeys.enumerated() where key != 0 {
-            var slot = Self.hash(key) & (tableSize - 1)
-            while cpuKeyTable[2 * slot] != 0 { slot = (slot + 1) & (tableSize - 1) }
-            cpuKeyTable[2 * slot] = key
-            cpuKeyTable[2 * slot + 1] = UInt(i)
-        }
+        cpuKeyTable = UnsafeMutablePointer<Atomic<UInt>>.allocate(capacity: 2 * tableSize)
+        for i in 0..<(2 * tableSize) { (cpuKeyTable + i).initialize(to: Atomic(0)) }
 
         foreignFrees = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: SizeClass.count)
         for i in 0..<SizeClass.count { (foreignFrees + i).initialize(to: Atomic(0)) }
 
-        let slots = cpuKeys.count + 2
+        let slots = cpuCount + 2
         let def = MallocType(name: "default", limit: Int.max, index: 0, arenaSlots: slots)
         defaultType = def
         typeList = Mutex([def])
@@ -154,11 +160,44 @@ public final class SlabAllocator: @unchecked Sendable {
         if key == 0 { return nil }
         var slot = Self.hash(key) & cpuKeyMask
         while true {
-            let k = cpuKeyTable[2 &* slot]
-            if k == key { return Int(bitPattern: cpuKeyTable[2 &* slot &+ 1]) }
-            if k == 0 { return nil }
+            let k = cpuKeyTable[2 &* slot].load(ordering: .relaxed)
+            if k == key {
+                let v = cpuKeyTable[2 &* slot &+ 1].load(ordering: .relaxed)
+                return v == UInt.max ? nil : Int(bitPattern: v &- 1)
+            }
+            if k == 0 { return learnCurrentCPU(key: key) }
             slot = (slot &+ 1) & cpuKeyMask
         }
+    }
+
+    /// First call on a thread that is a CPU of some system: record whether it is one of
+    /// ours (and which), so later calls find it with one probe.
+    @inline(never)
+    func learnCurrentCPU(key: UInt) -> Int? {
+        var index: Int? = nil
+        if let system, let cpu = CPU.current, cpu.system === system, cpu.id < cpuCount {
+            index = cpu.id
+        } else if cpuKeyNegatives.load(ordering: .relaxed) * 2 > cpuKeyMask {
+            return nil   // table half full of strangers: stop caching them
+        } else {
+            cpuKeyNegatives.add(1, ordering: .relaxed)
+        }
+        var slot = Self.hash(key) & cpuKeyMask
+        while true {
+            // Only this thread ever inserts or reads its own key, so the value can follow
+            // the key claim without ordering.
+            let (won, seen) = cpuKeyTable[2 &* slot].compareExchange(expected: 0, desired: key, ordering: .relaxed)
+            if won || seen == key {
+                cpuKeyTable[2 &* slot &+ 1].store(index.map { UInt($0) &+ 1 } ?? UInt.max, ordering: .relaxed)
+                break
+            }
+            slot = (slot &+ 1) & cpuKeyMask
+        }
+        if let index {
+            // Zones made from now on by this arena know their owner's key.
+            arena(at: index).header.pointee.ownerKey = key
+        }
+        return index
     }
 
     @inline(__always)
@@ -202,7 +241,7 @@ public final class SlabAllocator: @unchecked Sendable {
     /// The allocation itself, as arena `arenaIndex` (whose thread, or lock, the caller has).
     @inline(__always)
     func allocate(_ size: Int, type: MallocType, flags: SlabFlags, arenaIndex: Int) -> UnsafeMutableRawPointer? {
-        if _slowPath(UInt(bitPattern: size &- 1) >= UInt(SizeClass.zoneLimit &- 1)) || _slowPath(size & 4095 == 0 && size > 8192) {
+        if _slowPath(size <= 0) || _slowPath(SizeClass.mapsDirectly(size)) {
             return allocateUnusual(size, type: type, flags: flags, arenaIndex: arenaIndex)
         }
         if _slowPath(!type.underLimit()) {

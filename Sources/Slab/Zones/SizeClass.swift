@@ -10,6 +10,13 @@ public enum SizeClass {
     /// Requests of this many bytes or more are mapped directly instead of coming from a zone.
     public static let zoneLimit = 16 * 1024
 
+    /// Whether a request of `size` bytes bypasses the zones and is mapped on its own:
+    /// `size >= zoneLimit`, or (as in DragonFly) a whole number of pages above two pages.
+    @inlinable @inline(__always)
+    public static func mapsDirectly(_ size: Int) -> Bool {
+        size >= zoneLimit || (size & 4095 == 0 && size > 8192)
+    }
+
     /// The class index and rounded chunk size for a request of `size` bytes
     /// (`1 ..< zoneLimit`).
     @inlinable @inline(__always)
