@@ -6,7 +6,11 @@ extension VFSProcess {
     public func open(_ path: String, _ flags: OpenFlags = .readOnly, mode: UInt32 = 0o644) throws(VFSError) -> Int32 {
         let bytes = Array(path.utf8)
         let creating = flags.contains(.create)
-        if creating && bytes.last == UInt8(ascii: "/") { throw .isdir }
+        if creating && bytes.last == UInt8(ascii: "/") {
+            // Linux walks to the last component first (its errors win), then refuses.
+            _ = try nlookup(bytes, follow: false, allowNegative: true, entry: true)
+            throw .isdir
+        }
         let follow = !(flags.contains(.noFollow) || (creating && flags.contains(.exclusive)))
         for _ in 0..<10_000 {
             let res = try nlookup(bytes, follow: follow, allowNegative: creating)

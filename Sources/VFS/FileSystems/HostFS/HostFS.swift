@@ -1,0 +1,192 @@
+import Glibc
+import Synchronization
+
+/// A pass-through file system over a host directory, built on the `openat` family. Every
+/// node holds an `O_PATH` descriptor, so operations address the host object itself rather
+/// than a path that could change.
+///
+/// The host directory may change behind the VFS (`changesBehindCache` is true): before a
+/// cached name is used, the VFS asks `revalidate`, which compares the host's current answer
+/// (`fstatat`, not following links) with the cached one by device and inode. A negative
+/// entry is therefore never trusted past one lookup, and a renamed or removed host file is
+/// never served under its old name.
+///
+/// Objects are created with exactly the requested mode (the host umask is undone) and, when
+/// the host process may, owned by the caller's uid and gid.
+public final class HostFS: FileSystem, @unchecked Sendable {
+    private static let deviceCounter = Atomic<UInt64>(0x4846_0000)
+    private let root: HostFSNode
+    public let deviceID: UInt64
+    public var rootNode: any FSNode { root }
+    public var changesBehindCache: Bool { true }
+    private let hostIsRoot = geteuid() == 0
+
+    /// Opens `hostPath` (a directory) as the root of the file system.
+    public init(hostPath: String) throws(VFSError) {
+        let fd = Glibc.open(hostPath, O_PATH | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw .current }
+        var st = stat()
+        if fstat(fd, &st) != 0 { let e = VFSError.current; Glibc.close(fd); throw e }
+        root = HostFSNode(fd: fd, st: st)
+        deviceID = Self.deviceCounter.wrappingAdd(1, ordering: .relaxed).newValue
+    }
+
+    static func fileType(_ mode: mode_t) -> FileType {
+        switch mode & S_IFMT {
+        case S_IFDIR: .directory
+        case S_IFREG: .regular
+        case S_IFLNK: .symlink
+        default: .other
+        }
+    }
+
+    static func attributes(_ st: stat, device: UInt64) -> FileAttributes {
+        FileAttributes(
+            type: fileType(st.st_mode), mode: UInt32(st.st_mode) & 0o7777, uid: st.st_uid, gid: st.st_gid,
+            nlink: UInt32(st.st_nlink), size: Int64(st.st_size), device: device, inode: UInt64(st.st_ino),
+            atime: Timespec(seconds: Int64(st.st_atim.tv_sec), nanoseconds: Int64(st.st_atim.tv_nsec)),
+            mtime: Timespec(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: Int64(st.st_mtim.tv_nsec)),
+            ctime: Timespec(seconds: Int64(st.st_ctim.tv_sec), nanoseconds: Int64(st.st_ctim.tv_nsec)))
+    }
+
+    private func host(_ node: any FSNode) throws(VFSError) -> HostFSNode {
+        guard let n = node as? HostFSNode else { throw .xdev }
+        return n
+    }
+
+    private func cName(_ name: [UInt8]) -> [CChar] {
+        name.map { CChar(bitPattern: $0) } + [0]
+    }
+
+    private func openNode(_ name: [UInt8], in dir: HostFSNode) throws(VFSError) -> HostFSNode? {
+        let fd = openat(dir.fd, cName(name), O_PATH | O_NOFOLLOW | O_CLOEXEC)
+        if fd < 0 {
+            let e = VFSError.current
+            if e == .noent { return nil }
+            throw e
+        }
+        var st = stat()
+        if fstat(fd, &st) != 0 { let e = VFSError.current; Glibc.close(fd); throw e }
+        return HostFSNode(fd: fd, st: st)
+    }
+
+    public func resolve(_ name: [UInt8], in directory: any FSNode) throws(VFSError) -> (any FSNode)? {
+        try openNode(name, in: try host(directory))
+    }
+
+    public func revalidate(_ name: [UInt8], in directory: any FSNode, cached: (any FSNode)?) -> Bool {
+        guard let d = directory as? HostFSNode else { return false }
+        var st = stat()
+        if fstatat(d.fd, cName(name), &st, AT_SYMLINK_NOFOLLOW) != 0 {
+            return cached == nil && Glibc.errno == ENOENT
+        }
+        guard let c = cached as? HostFSNode else { return false }
+        return c.hostInode == UInt64(st.st_ino) && c.hostDevice == UInt64(st.st_dev) && c.type == Self.fileType(st.st_mode)
+    }
+
+    public func attributes(of node: any FSNode) throws(VFSError) -> FileAttributes {
+        let n = try host(node)
+        var st = stat()
+        if fstat(n.fd, &st) != 0 { throw .current }
+        return Self.attributes(st, device: deviceID)
+    }
+
+    public func setAttributes(of node: any FSNode, _ change: AttributeChange) throws(VFSError) {
+        let n = try host(node)
+        if let size = change.size {
+            if n.type == .directory { throw .isdir }
+            if Glibc.truncate(n.procPath, off_t(size)) != 0 { throw .current }
+        }
+        if change.uid != nil || change.gid != nil {
+            if fchownat(n.fd, "", change.uid ?? UInt32.max, change.gid ?? UInt32.max, AT_EMPTY_PATH) != 0 { throw .current }
+        }
+        if let mode = change.mode {
+            if n.type == .symlink { throw .other }
+            if fchmodat(AT_FDCWD, n.procPath, mode_t(mode & 0o7777), 0) != 0 { throw .current }
+        }
+        if change.atime != nil || change.mtime != nil {
+            func ts(_ t: Timespec?) -> timespec {
+                guard let t else { return timespec(tv_sec: 0, tv_nsec: UTIME_OMIT) }
+                return timespec(tv_sec: Int(t.seconds), tv_nsec: Int(t.nanoseconds))
+            }
+            var times = [ts(change.atime), ts(change.mtime)]
+            if utimensat(AT_FDCWD, n.procPath, &times, 0) != 0 { throw .current }
+        }
+    }
+
+    private func finishCreate(_ name: [UInt8], in d: HostFSNode, mode: UInt32?, credentials: Credentials) throws(VFSError) -> any FSNode {
+        if let mode { _ = fchmodat(d.fd, cName(name), mode_t(mode), 0) }
+        if hostIsRoot && (credentials.uid != 0 || credentials.gid != 0) {
+            _ = fchownat(d.fd, cName(name), credentials.uid, credentials.gid, AT_SYMLINK_NOFOLLOW)
+        }
+        guard let n = try openNode(name, in: d) else { throw .noent }
+        return n
+    }
+
+    public func create(_ name: [UInt8], in directory: any FSNode, mode: UInt32, credentials: Credentials) throws(VFSError) -> any FSNode {
+        let d = try host(directory)
+        let fd = openat(d.fd, cName(name), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, mode_t(mode))
+        if fd < 0 { throw .current }
+        Glibc.close(fd)
+        return try finishCreate(name, in: d, mode: mode, credentials: credentials)
+    }
+
+    public func makeDirectory(_ name: [UInt8], in directory: any FSNode, mode: UInt32, credentials: Credentials) throws(VFSError) -> any FSNode {
+        let d = try host(directory)
+        if mkdirat(d.fd, cName(name), mode_t(mode)) != 0 { throw .current }
+        return try finishCreate(name, in: d, mode: mode, credentials: credentials)
+    }
+
+    public func makeSymlink(_ name: [UInt8], in directory: any FSNode, target: [UInt8], credentials: Credentials) throws(VFSError) -> any FSNode {
+        let d = try host(directory)
+        if symlinkat(cName(target), d.fd, cName(name)) != 0 { throw .current }
+        return try finishCreate(name, in: d, mode: nil, credentials: credentials)
+    }
+
+    public func link(_ node: any FSNode, as name: [UInt8], in directory: any FSNode) throws(VFSError) {
+        let n = try host(node), d = try host(directory)
+        if linkat(n.fd, "", d.fd, cName(name), AT_EMPTY_PATH) == 0 { return }
+        if linkat(AT_FDCWD, n.procPath, d.fd, cName(name), AT_SYMLINK_FOLLOW) != 0 { throw .current }
+    }
+
+    public func unlink(_ name: [UInt8], in directory: any FSNode, node: any FSNode) throws(VFSError) {
+        let d = try host(directory)
+        if unlinkat(d.fd, cName(name), 0) != 0 { throw .current }
+    }
+
+    public func removeDirectory(_ name: [UInt8], in directory: any FSNode, node: any FSNode) throws(VFSError) {
+        let d = try host(directory)
+        if unlinkat(d.fd, cName(name), AT_REMOVEDIR) != 0 {
+            let e = VFSError.current
+            throw e == .exist ? .notempty : e
+        }
+    }
+
+    public func rename(_ name: [UInt8], in directory: any FSNode, to newName: [UInt8], in newDirectory: any FSNode) throws(VFSError) {
+        let d = try host(directory), nd = try host(newDirectory)
+        if renameat(d.fd, cName(name), nd.fd, cName(newName)) != 0 {
+            let e = VFSError.current
+            throw e == .exist ? .notempty : e
+        }
+    }
+
+    public func readSymlink(_ node: any FSNode) throws(VFSError) -> [UInt8] {
+        let n = try host(node)
+        var buf = [UInt8](repeating: 0, count: PathLimits.pathMax)
+        let len = buf.withUnsafeMutableBytes { b -> Int in
+            guard let base = b.baseAddress else { return -1 }
+            return readlinkat(n.fd, "", base.assumingMemoryBound(to: CChar.self), b.count)
+        }
+        if len < 0 { throw .current }
+        return Array(buf[0..<len])
+    }
+
+    public func open(_ node: any FSNode, name: [UInt8], in directory: (any FSNode)?, read: Bool, write: Bool) throws(VFSError) -> any FSOpenFile {
+        let n = try host(node)
+        var flags: Int32 = O_CLOEXEC
+        if n.type == .directory { flags |= O_RDONLY | O_DIRECTORY } else if read && write { flags |= O_RDWR } else if write { flags |= O_WRONLY } else { flags |= O_RDONLY }
+        let fd = Glibc.open(n.procPath, flags)
+        if fd < 0 { throw .current }
+        return HostFSOpenFile(fd: fd, device: deviceID)
+    }
+}

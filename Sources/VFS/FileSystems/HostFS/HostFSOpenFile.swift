@@ -1,0 +1,66 @@
+import Glibc
+
+/// An open file of `HostFS`: a host descriptor opened for reading and/or writing.
+final class HostFSOpenFile: FSOpenFile, @unchecked Sendable {
+    let fd: Int32
+    let device: UInt64
+
+    init(fd: Int32, device: UInt64) {
+        self.fd = fd
+        self.device = device
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(VFSError) -> Int {
+        let n = Glibc.pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+        if n < 0 { throw .current }
+        return n
+    }
+
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64, append: Bool) throws(VFSError) -> (count: Int, end: Int64) {
+        var off = offset
+        if append {
+            var st = stat()
+            if fstat(fd, &st) != 0 { throw .current }
+            off = Int64(st.st_size)
+        }
+        let n = Glibc.pwrite(fd, buffer.baseAddress, buffer.count, off_t(off))
+        if n < 0 { throw .current }
+        return (n, off + Int64(n))
+    }
+
+    func attributes() throws(VFSError) -> FileAttributes {
+        var st = stat()
+        if fstat(fd, &st) != 0 { throw .current }
+        return HostFS.attributes(st, device: device)
+    }
+
+    func truncate(to length: Int64) throws(VFSError) {
+        if Glibc.ftruncate(fd, off_t(length)) != 0 { throw .current }
+    }
+
+    func readDirectory() throws(VFSError) -> [DirectoryEntry] {
+        let dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd < 0 { throw .current }
+        guard let dir = fdopendir(dfd) else { let e = VFSError.current; Glibc.close(dfd); throw e }
+        defer { closedir(dir) }
+        var out: [DirectoryEntry] = []
+        while let ent = Glibc.readdir(dir) {
+            let name = withUnsafeBytes(of: ent.pointee.d_name) { raw -> String in
+                let bytes = raw.prefix { $0 != 0 }
+                return String(decoding: bytes, as: UTF8.self)
+            }
+            if name == "." || name == ".." { continue }
+            let t: FileType
+            switch Int32(ent.pointee.d_type) {
+            case Int32(DT_DIR): t = .directory
+            case Int32(DT_REG): t = .regular
+            case Int32(DT_LNK): t = .symlink
+            default: t = .other
+            }
+            out.append(DirectoryEntry(name: name, inode: UInt64(ent.pointee.d_ino), type: t))
+        }
+        return out
+    }
+
+    func close() { Glibc.close(fd) }
+}
