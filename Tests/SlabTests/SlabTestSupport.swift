@@ -52,3 +52,8 @@ final class BatchQueue: @unchecked Sendable {
     func push(_ b: PointerBatch) { items.withLock { $0.append(b) } }
     func pop() -> PointerBatch? { items.withLock { $0.isEmpty ? nil : $0.removeFirst() } }
 }
+
+/// An atomic integer shared between test tasks.
+final class SharedCounter: Sendable {
+    let value = Atomic<Int>(0)
+}
