@@ -13,10 +13,8 @@ public final class Mount: @unchecked Sendable {
     let revalidates: Bool
     /// The root record of the mounted file system (set right after creation).
     var root: NCRecord!
-    unowned(unsafe) var fastRoot: NCRecord?
     /// The record this mount covers; `nil` for the root mount.
     var covered: NCRecord?
-    unowned(unsafe) var fastCovered: NCRecord?
     /// Holds on records of this mount (open files, working directories, roots).
     let holds = Atomic<Int>(0)
     /// Serialises renames on this file system, so that two renames cannot together make a cycle.

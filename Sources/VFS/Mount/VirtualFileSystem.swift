@@ -16,7 +16,6 @@ public final class VirtualFileSystem: @unchecked Sendable {
         let m = Mount(fileSystem: rootFileSystem)
         let r = namecache.makeMountRoot(for: m)
         m.root = r
-        m.fastRoot = r
         rootMount = m
         mounts.withLock { $0.append(m) }
     }
@@ -41,9 +40,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
         let m = Mount(fileSystem: fileSystem)
         let r = namecache.makeMountRoot(for: m)
         m.root = r
-        m.fastRoot = r
         m.covered = covered
-        m.fastCovered = covered
         covered.hold()
         namecache.setMounted(covered, m)
         mounts.withLock { $0.append(m) }

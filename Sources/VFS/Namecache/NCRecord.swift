@@ -16,17 +16,14 @@ public final class NCRecord: @unchecked Sendable {
     /// Resolution state.
     public enum State: UInt8, Sendable { case unresolved, positive, negative }
 
-    // Hot, read-mostly fields first: everything a cached lookup touches.
-    unowned(unsafe) var hashNext: NCRecord?
+    /// What a cached lookup reads, mirrored by `syncHot()`.
+    let hot: UnsafeMutablePointer<NCHot>
     var hash: UInt64
-    unowned(unsafe) var fastParent: NCRecord?
     var nameBytes: UnsafeMutablePointer<UInt8>
     var nameLength: Int
     var nameCapacity: Int
     var state: State
     var flags: UInt32
-    unowned(unsafe) var fastNode: (any FSNode)?
-    unowned(unsafe) var fastMountedHere: Mount?
     unowned(unsafe) let mount: Mount
 
     /// Unique, never reused; orders lock acquisition.
@@ -63,13 +60,37 @@ public final class NCRecord: @unchecked Sendable {
         self.state = .unresolved
         self.flags = 0
         self.parent = parent
-        self.fastParent = parent
         self.mount = mount
         lockStorage = .allocate(capacity: 1)
         pthread_mutex_init(lockStorage, nil)
+        hot = .allocate(capacity: 1)
+        hot.initialize(to: NCHot(hashNext: nil, hash: hash, parent: parent?.hot, name: nameBytes, nameLength: nameLength,
+                                 id: id, flags: 0, state: .unresolved, nodeType: .other, revalidates: mount.revalidates,
+                                 mountedRoot: nil, device: mount.deviceID, memNode: nil, owner: nil))
+        hot.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
+    }
+
+    /// Copies the fields a cached lookup reads into `hot`. Called inside namecache write
+    /// sections (or before the record is published).
+    func syncHot() {
+        hot.pointee.hash = hash
+        hot.pointee.parent = parent?.hot
+        hot.pointee.name = nameBytes
+        hot.pointee.nameLength = nameLength
+        hot.pointee.flags = flags
+        hot.pointee.state = state
+        hot.pointee.nodeType = node?.type ?? .other
+        hot.pointee.mountedRoot = mountedHere?.root.hot
+        if let n = node, ObjectIdentifier(type(of: n)) == ObjectIdentifier(MemFSNode.self) {
+            hot.pointee.memNode = Unmanaged.passUnretained(n as AnyObject).toOpaque()
+        } else {
+            hot.pointee.memNode = nil
+        }
     }
 
     deinit {
+        hot.deinitialize(count: 1)
+        hot.deallocate()
         nameBytes.deallocate()
         pthread_mutex_destroy(lockStorage)
         lockStorage.deallocate()

@@ -34,8 +34,8 @@ public struct NamecacheStatistics: Sendable, Equatable {
 /// deadlock.
 public final class Namecache: @unchecked Sendable {
     let gate = ReadGate()
-    private var buckets: UnsafeMutablePointer<Unmanaged<NCRecord>?>
-    private var bucketMask: Int
+    /// The hash table header (buckets of `NCHot` chains), in plain memory.
+    let table: UnsafeMutablePointer<NCTable>
     private let nextID = Atomic<UInt64>(1)
 
     private let recordCount = Atomic<Int>(0)
@@ -55,14 +55,17 @@ public final class Namecache: @unchecked Sendable {
         self.minimumNegatives = max(minimumNegatives, 1)
         var n = 16
         while n < initialBuckets { n <<= 1 }
-        buckets = .allocate(capacity: n)
-        buckets.initialize(repeating: nil, count: n)
-        bucketMask = n - 1
+        let b = UnsafeMutablePointer<UnsafeMutablePointer<NCHot>?>.allocate(capacity: n)
+        b.initialize(repeating: nil, count: n)
+        table = .allocate(capacity: 1)
+        table.initialize(to: NCTable(buckets: b, mask: n - 1))
     }
 
     deinit {
-        buckets.deinitialize(count: bucketMask + 1)
-        buckets.deallocate()
+        table.pointee.buckets.deinitialize(count: table.pointee.mask + 1)
+        table.pointee.buckets.deallocate()
+        table.deinitialize(count: 1)
+        table.deallocate()
     }
 
     /// Current statistics.
@@ -95,74 +98,78 @@ public final class Namecache: @unchecked Sendable {
         }
     }
 
-    /// Finds the live record for (parent, name). Must run inside a read or write section.
+    /// Finds the hot part of the live record for (parent, name). Must run inside a read or write
+    /// section. Touches no reference count.
     @inline(__always)
-    func probe(_ parent: NCRecord, _ bytes: UnsafePointer<UInt8>, _ count: Int, hash: UInt64) -> Unmanaged<NCRecord>? {
-        var cursor = buckets[Int(truncatingIfNeeded: hash) & bucketMask]
-        while let u = cursor {
-            let hit: Bool = u._withUnsafeGuaranteedRef { r in
-                r.hash == hash && r.fastParent === parent && r.nameEquals(bytes, count)
+    static func probe(_ table: UnsafeMutablePointer<NCTable>, _ parent: UnsafeMutablePointer<NCHot>,
+                      _ bytes: UnsafePointer<UInt8>, _ count: Int, hash: UInt64) -> UnsafeMutablePointer<NCHot>? {
+        var cursor = table.pointee.buckets[Int(truncatingIfNeeded: hash) & table.pointee.mask]
+        while let h = cursor {
+            if h.pointee.hash == hash && h.pointee.parent == parent && h.pointee.nameLength == count
+                && memcmp(h.pointee.name, bytes, count) == 0 {
+                return h
             }
-            if hit { return u }
-            cursor = u._withUnsafeGuaranteedRef { r in r.hashNext.map { Unmanaged.passUnretained($0) } }
+            cursor = h.pointee.hashNext
         }
         return nil
     }
 
+    /// The record for (parent, name), inside a read or write section.
     func probe(_ parent: NCRecord, _ name: [UInt8]) -> NCRecord? {
         let h = Self.hash(parentID: parent.id, name)
         return name.withUnsafeBufferPointer { b -> NCRecord? in
             guard let base = b.baseAddress else { return nil }
-            return probe(parent, base, b.count, hash: h)?.takeUnretainedValue()
+            guard let hot = Self.probe(table, parent.hot, base, b.count, hash: h), let owner = hot.pointee.owner else { return nil }
+            return Unmanaged<NCRecord>.fromOpaque(owner).takeUnretainedValue()
         }
     }
 
     // MARK: topology changes (write section)
 
     private func hashInsert(_ r: NCRecord) {
-        let i = Int(truncatingIfNeeded: r.hash) & bucketMask
-        r.hashNext = buckets[i]?.takeUnretainedValue()
-        buckets[i] = Unmanaged.passUnretained(r)
+        r.syncHot()
+        let i = Int(truncatingIfNeeded: r.hash) & table.pointee.mask
+        r.hot.pointee.hashNext = table.pointee.buckets[i]
+        table.pointee.buckets[i] = r.hot
         recordCount.wrappingAdd(1, ordering: .relaxed)
-        if recordCount.load(ordering: .relaxed) > 2 * (bucketMask + 1) { grow() }
+        if recordCount.load(ordering: .relaxed) > 2 * (table.pointee.mask + 1) { grow() }
     }
 
     private func hashRemove(_ r: NCRecord) {
-        let i = Int(truncatingIfNeeded: r.hash) & bucketMask
-        var prev: NCRecord? = nil
-        var cursor = buckets[i]?.takeUnretainedValue()
+        let i = Int(truncatingIfNeeded: r.hot.pointee.hash) & table.pointee.mask
+        var prev: UnsafeMutablePointer<NCHot>? = nil
+        var cursor = table.pointee.buckets[i]
         while let c = cursor {
-            if c === r {
-                if let p = prev { p.hashNext = c.hashNext } else {
-                    buckets[i] = c.hashNext.map { Unmanaged.passUnretained($0) }
-                }
-                c.hashNext = nil
+            if c == r.hot {
+                if let p = prev { p.pointee.hashNext = c.pointee.hashNext } else { table.pointee.buckets[i] = c.pointee.hashNext }
+                c.pointee.hashNext = nil
                 recordCount.wrappingSubtract(1, ordering: .relaxed)
                 return
             }
             prev = c
-            cursor = c.hashNext
+            cursor = c.pointee.hashNext
         }
     }
 
     private func grow() {
-        let oldCount = bucketMask + 1
+        let oldCount = table.pointee.mask + 1
         let newCount = oldCount * 2
-        let nb = UnsafeMutablePointer<Unmanaged<NCRecord>?>.allocate(capacity: newCount)
+        let nb = UnsafeMutablePointer<UnsafeMutablePointer<NCHot>?>.allocate(capacity: newCount)
         nb.initialize(repeating: nil, count: newCount)
+        let ob = table.pointee.buckets
         for i in 0..<oldCount {
-            var cursor = buckets[i]?.takeUnretainedValue()
+            var cursor = ob[i]
             while let c = cursor {
-                cursor = c.hashNext
-                let j = Int(truncatingIfNeeded: c.hash) & (newCount - 1)
-                c.hashNext = nb[j]?.takeUnretainedValue()
-                nb[j] = Unmanaged.passUnretained(c)
+                cursor = c.pointee.hashNext
+                let j = Int(truncatingIfNeeded: c.pointee.hash) & (newCount - 1)
+                c.pointee.hashNext = nb[j]
+                nb[j] = c
             }
         }
-        buckets.deinitialize(count: oldCount)
-        buckets.deallocate()
-        buckets = nb
-        bucketMask = newCount - 1
+        ob.deinitialize(count: oldCount)
+        ob.deallocate()
+        table.pointee.buckets = nb
+        table.pointee.mask = newCount - 1
     }
 
     private func negativeListAppend(_ r: NCRecord) {
@@ -193,15 +200,14 @@ public final class Namecache: @unchecked Sendable {
         }
         r.state = .unresolved
         r.node = nil
-        r.fastNode = nil
         r.flags &= ~(NCRecord.isDirectory | NCRecord.isSymlink | NCRecord.worldSearchable)
+        r.syncHot()
     }
 
     private func applyResolution(_ r: NCRecord, node: (any FSNode)?, worldSearchable: Bool) {
         clearResolution(r)
         if let node {
             r.node = node
-            r.fastNode = node
             r.state = .positive
             switch node.type {
             case .directory: r.flags |= NCRecord.isDirectory
@@ -214,6 +220,7 @@ public final class Namecache: @unchecked Sendable {
             r.state = .negative
             negativeListAppend(r)
         }
+        r.syncHot()
     }
 
     /// Takes a record out of the namespace: out of the hash and its parent's children. Its
@@ -224,7 +231,8 @@ public final class Namecache: @unchecked Sendable {
         while let c = stack.popLast() {
             if c.isDestroyed { continue }
             c.flags |= NCRecord.destroyed
-            if c.fastParent != nil { hashRemove(c) }
+            c.syncHot()
+            if c.parent != nil { hashRemove(c) }
             if c.state == .negative { negativeListRemove(c) }
             if c.state == .positive { positiveCount.wrappingSubtract(1, ordering: .relaxed) }
             for (_, child) in c.children { stack.append(child) }
@@ -251,11 +259,11 @@ public final class Namecache: @unchecked Sendable {
         let r = [UInt8]().withUnsafeBytes { NCRecord(id: id, name: $0, hash: 0, parent: nil, mount: mount) }
         r.state = .positive
         r.node = mount.fileSystem.rootNode
-        r.fastNode = r.node
         r.flags = NCRecord.isDirectory | NCRecord.isMountRoot
         if let a = try? mount.fileSystem.attributes(of: mount.fileSystem.rootNode), a.mode & 0o001 != 0 {
             r.flags |= NCRecord.worldSearchable
         }
+        r.syncHot()
         positiveCount.wrappingAdd(1, ordering: .relaxed)
         return r
     }
@@ -264,12 +272,7 @@ public final class Namecache: @unchecked Sendable {
     /// destroyed by the time the caller locks it; callers re-check after locking.
     func lookupOrCreate(_ parent: NCRecord, _ name: [UInt8]) -> NCRecord {
         let h = Self.hash(parentID: parent.id, name)
-        let found: NCRecord? = gate.read { () -> NCRecord? in
-            name.withUnsafeBufferPointer { b -> NCRecord? in
-                guard let base = b.baseAddress else { return nil }
-                return probe(parent, base, b.count, hash: h)?.takeUnretainedValue()
-            }
-        }
+        let found: NCRecord? = gate.read { () -> NCRecord? in probe(parent, name) }
         if let found {
             switch found.state {
             case .positive: gate.count(.hits)
@@ -300,6 +303,7 @@ public final class Namecache: @unchecked Sendable {
     func setWorldSearchable(_ r: NCRecord, _ on: Bool) {
         gate.write { () in
             if on { r.flags |= NCRecord.worldSearchable } else { r.flags &= ~NCRecord.worldSearchable }
+            r.syncHot()
         }
     }
 
@@ -335,7 +339,6 @@ public final class Namecache: @unchecked Sendable {
             oldParent.children[ObjectIdentifier(source)] = nil
             source.setName(newName, hash: target.hash)
             source.parent = newParent
-            source.fastParent = newParent
             linkLocked(source, under: newParent)
             let hole = newRecord(parent: oldParent, name: oldName, hash: Self.hash(parentID: oldParent.id, oldName))
             linkLocked(hole, under: oldParent)
@@ -348,7 +351,7 @@ public final class Namecache: @unchecked Sendable {
     func setMounted(_ r: NCRecord, _ mount: Mount?) {
         gate.write { () in
             r.mountedHere = mount
-            r.fastMountedHere = mount
+            r.syncHot()
         }
     }
 
@@ -429,9 +432,11 @@ public final class Namecache: @unchecked Sendable {
         var problems: [String] = []
         gate.write { () in
             var seen = 0
-            for i in 0...bucketMask {
-                var cursor = buckets[i]?.takeUnretainedValue()
-                while let c = cursor {
+            for i in 0...table.pointee.mask {
+                var cursor = table.pointee.buckets[i]
+                while let ch = cursor, let owner = ch.pointee.owner {
+                    let c = Unmanaged<NCRecord>.fromOpaque(owner).takeUnretainedValue()
+                    cursor = ch.pointee.hashNext
                     seen += 1
                     if c.isDestroyed { problems.append("destroyed record \(c.id) in hash") }
                     guard let p = c.parent else { problems.append("record \(c.id) without parent in hash"); break }
@@ -446,7 +451,9 @@ public final class Namecache: @unchecked Sendable {
                     }
                     if let top = up, top.flags & NCRecord.isMountRoot == 0 { problems.append("record \(c.id) does not reach a mount root") }
                     if probe(p, c.name) !== c { problems.append("record \(c.id) not found by probe") }
-                    cursor = c.hashNext
+                    if ch.pointee.parent != p.hot || ch.pointee.flags != c.flags || ch.pointee.state != c.state {
+                        problems.append("record \(c.id) hot fields out of date")
+                    }
                 }
             }
             if seen != recordCount.load(ordering: .relaxed) { problems.append("record count \(recordCount.load(ordering: .relaxed)) but \(seen) in hash") }
@@ -458,11 +465,11 @@ public final class Namecache: @unchecked Sendable {
     public func heldRecordCount() -> Int {
         var n = 0
         gate.write { () in
-            for i in 0...bucketMask {
-                var cursor = buckets[i]?.takeUnretainedValue()
-                while let c = cursor {
-                    if c.refs.load(ordering: .relaxed) != 0 { n += 1 }
-                    cursor = c.hashNext
+            for i in 0...table.pointee.mask {
+                var cursor = table.pointee.buckets[i]
+                while let ch = cursor, let owner = ch.pointee.owner {
+                    if Unmanaged<NCRecord>.fromOpaque(owner).takeUnretainedValue().refs.load(ordering: .relaxed) != 0 { n += 1 }
+                    cursor = ch.pointee.hashNext
                 }
             }
         }

@@ -24,8 +24,8 @@ final class ReadGate: @unchecked Sendable {
         case hits = 1, negativeHits, misses, resolves, evictions, fastLookups, slowLookups
     }
 
-    private let slots: UnsafeMutablePointer<Atomic<Int>>
-    private let closed = Atomic<Int>(0)
+    let slots: UnsafeMutablePointer<Atomic<Int>>
+    let closedFlag: UnsafeMutablePointer<Atomic<Int>>
     private let writerLock: UnsafeMutablePointer<pthread_mutex_t>
 
     init() {
@@ -35,7 +35,12 @@ final class ReadGate: @unchecked Sendable {
         for i in 0..<n { (slots + i).initialize(to: Atomic(0)) }
         writerLock = .allocate(capacity: 1)
         pthread_mutex_init(writerLock, nil)
+        closedFlag = .allocate(capacity: 1)
+        closedFlag.initialize(to: Atomic(0))
     }
+
+    /// A reference-count-free view of the reader side, for hot paths.
+    var view: ReadGateView { ReadGateView(slots: slots, closed: closedFlag) }
 
     deinit {
         let n = Self.slotCount * Self.stride
@@ -43,6 +48,8 @@ final class ReadGate: @unchecked Sendable {
         UnsafeMutableRawPointer(slots).deallocate()
         pthread_mutex_destroy(writerLock)
         writerLock.deallocate()
+        closedFlag.deinitialize(count: 1)
+        closedFlag.deallocate()
     }
 
     /// The slot of the calling thread, from a hash of its pthread handle.
@@ -60,10 +67,10 @@ final class ReadGate: @unchecked Sendable {
         let p = slots + s * Self.stride
         while true {
             p.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
-            if closed.load(ordering: .sequentiallyConsistent) == 0 { return s }
+            if closedFlag.pointee.load(ordering: .sequentiallyConsistent) == 0 { return s }
             p.pointee.wrappingSubtract(1, ordering: .releasing)
             var spins = 0
-            while closed.load(ordering: .acquiring) != 0 {
+            while closedFlag.pointee.load(ordering: .acquiring) != 0 {
                 spins += 1
                 if spins > 64 { sched_yield() }
             }
@@ -88,7 +95,7 @@ final class ReadGate: @unchecked Sendable {
     /// anything a reader could hold, and must not enter a read section.
     func write<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
         pthread_mutex_lock(writerLock)
-        closed.store(1, ordering: .sequentiallyConsistent)
+        closedFlag.pointee.store(1, ordering: .sequentiallyConsistent)
         for s in 0..<Self.slotCount {
             let p = slots + s * Self.stride
             var spins = 0
@@ -98,7 +105,7 @@ final class ReadGate: @unchecked Sendable {
             }
         }
         defer {
-            closed.store(0, ordering: .releasing)
+            closedFlag.pointee.store(0, ordering: .releasing)
             pthread_mutex_unlock(writerLock)
         }
         return try body()
@@ -124,5 +131,40 @@ final class ReadGate: @unchecked Sendable {
             sum &+= (slots + s * Self.stride + c.rawValue).pointee.load(ordering: .relaxed)
         }
         return sum
+    }
+}
+
+/// The reader side of a `ReadGate` as two plain pointers: entering and leaving a read section
+/// through it touches no reference count.
+struct ReadGateView {
+    let slots: UnsafeMutablePointer<Atomic<Int>>
+    let closed: UnsafeMutablePointer<Atomic<Int>>
+
+    @inline(__always)
+    func enterRead() -> Int {
+        let t = UInt(pthread_self())
+        let s = Int(truncatingIfNeeded: ((t >> 6) &* 0x9E37_79B9_7F4A_7C15) >> 58) & (ReadGate.slotCount - 1)
+        let p = slots + s * ReadGate.stride
+        while true {
+            p.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            if closed.pointee.load(ordering: .sequentiallyConsistent) == 0 { return s }
+            p.pointee.wrappingSubtract(1, ordering: .releasing)
+            var spins = 0
+            while closed.pointee.load(ordering: .acquiring) != 0 {
+                spins += 1
+                if spins > 64 { sched_yield() }
+            }
+        }
+    }
+
+    @inline(__always)
+    func exitRead(_ slot: Int) {
+        (slots + slot * ReadGate.stride).pointee.wrappingSubtract(1, ordering: .releasing)
+    }
+
+    @inline(__always)
+    func count(_ c: ReadGate.Counter, slot: Int, by n: Int = 1) {
+        let p = slots + slot * ReadGate.stride + c.rawValue
+        p.pointee.store(p.pointee.load(ordering: .relaxed) &+ n, ordering: .relaxed)
     }
 }

@@ -12,10 +12,13 @@ public final class VFSProcess: @unchecked Sendable {
     var cwd: NCRecord
     var root: NCRecord
     var jailRoot: NCRecord
-    unowned(unsafe) var fastCwd: NCRecord
-    unowned(unsafe) var fastRoot: NCRecord
-    unowned(unsafe) var fastJail: NCRecord
+    // What the lock-free walk reads, as plain pointers (no reference counting).
+    var fastCwd: UnsafeMutablePointer<NCHot>
+    var fastRoot: UnsafeMutablePointer<NCHot>
+    var fastJail: UnsafeMutablePointer<NCHot>
     var fastUID: UInt32
+    let gateView: ReadGateView
+    let table: UnsafeMutablePointer<NCTable>
     private var creds: Credentials
     let files = Mutex<[Int32: OpenFile]>([:])
 
@@ -23,7 +26,9 @@ public final class VFSProcess: @unchecked Sendable {
         self.vfs = vfs
         let r = vfs.rootRecord
         cwd = r; root = r; jailRoot = r
-        fastCwd = r; fastRoot = r; fastJail = r
+        fastCwd = r.hot; fastRoot = r.hot; fastJail = r.hot
+        gateView = vfs.namecache.gate.view
+        table = vfs.namecache.table
         creds = credentials
         fastUID = credentials.uid
         r.hold(); r.hold(); r.hold()
@@ -68,9 +73,9 @@ public final class VFSProcess: @unchecked Sendable {
         newCwd?.hold(); newRoot?.hold(); newJail?.hold()
         var old: [NCRecord] = []
         namecache.exclusive {
-            if let c = newCwd { old.append(cwd); cwd = c; fastCwd = c }
-            if let r = newRoot { old.append(root); root = r; fastRoot = r }
-            if let j = newJail { old.append(jailRoot); jailRoot = j; fastJail = j }
+            if let c = newCwd { old.append(cwd); cwd = c; fastCwd = c.hot }
+            if let r = newRoot { old.append(root); root = r; fastRoot = r.hot }
+            if let j = newJail { old.append(jailRoot); jailRoot = j; fastJail = j.hot }
         }
         for o in old { o.drop() }
     }

@@ -1,0 +1,179 @@
+import Glibc
+import Synchronization
+import VFS
+
+/// `libellula bench vfs`: cached path lookups through the namecache against the host kernel's
+/// `stat()` on the same tree, negative lookups, and lookup throughput on one and two threads.
+enum VFSBench {
+    static func run(reporter: BenchReporter, quick: Bool) async throws {
+        let iterations = quick ? 40_000 : 200_000
+        let kernelIterations = quick ? 10_000 : 40_000
+        let depths = [1, 2, 4, 8, 16]
+
+        // The same tree in the VFS (MemFS) and on the host: c1/c2/.../c16, with a file f at every level.
+        let vfs = VirtualFileSystem(rootFileSystem: MemFS())
+        let p = vfs.makeProcess()
+        let hostDir = try makeHostDir()
+        defer { removeHostTree(hostDir) }
+        let hostFD = Glibc.open(hostDir, O_RDONLY | O_DIRECTORY)
+        defer { Glibc.close(hostFD) }
+        try p.close(try p.open("/f", [.create, .writeOnly]))
+        Glibc.close(Glibc.open(hostDir + "/f", O_CREAT | O_WRONLY, 0o644))
+        var dir = ""
+        for level in 1...15 {
+            dir += "/c\(level)"
+            try p.mkdir(dir)
+            Glibc.mkdir(hostDir + dir, 0o755)
+            let fd = try p.open(dir + "/f", [.create, .writeOnly])
+            try p.close(fd)
+            Glibc.close(Glibc.open(hostDir + dir + "/f", O_CREAT | O_WRONLY, 0o644))
+        }
+
+        /// Path of `depth` components ending in a file (or in `leaf`).
+        func path(_ depth: Int, leaf: String = "f") -> String {
+            var s = ""
+            for level in 0..<(depth - 1) { s += "/c\(level + 1)" }
+            return s + "/" + leaf
+        }
+
+        for d in depths {
+            let vpath = path(d)
+            let hpath = String(vpath.dropFirst())
+            _ = try p.stat(vpath) // warm the cache
+            let kernel = time(kernelIterations) { _ = kernelStat(hostFD, hpath) }
+            let vstat = time(iterations) { _ = try? p.stat(vpath) }
+            let vlookup = time(iterations) { _ = try? p.lookup(vpath) }
+            reporter.report("vfs cached stat, depth \(d)", unit: "ns/lookup", value: vstat, baseline: "kernel stat()", baselineValue: kernel)
+            reporter.report("vfs cached stat, depth \(d), per component", unit: "ns", value: vstat / Double(d), baseline: "kernel stat()", baselineValue: kernel / Double(d))
+            reporter.report("vfs cached lookup (no attributes), depth \(d)", unit: "ns/lookup", value: vlookup, baseline: "kernel stat()", baselineValue: kernel)
+        }
+        for d in depths {
+            let vpath = path(d, leaf: "missing")
+            let hpath = String(vpath.dropFirst())
+            _ = try? p.stat(vpath)
+            let kernel = time(kernelIterations) { _ = kernelStat(hostFD, hpath) }
+            let vneg = time(iterations) { _ = try? p.stat(vpath) }
+            reporter.report("vfs negative stat (ENOENT), depth \(d)", unit: "ns/lookup", value: vneg, baseline: "kernel stat() ENOENT", baselineValue: kernel)
+        }
+
+        // Throughput on one and two threads, the same file and a different file per thread.
+        let seconds = quick ? 0.2 : 0.5
+        let fileA = path(4), fileB = path(4, leaf: "c4/f")
+        _ = try p.stat(fileB)
+        for same in [true, false] {
+            let kind = same ? "same file" : "different files"
+            let one = throughput(threads: 1, seconds: seconds) { _ in p.fork() } body: { proc, _ in _ = try? proc.stat(fileA) }
+            let two = throughput(threads: 2, seconds: seconds) { i in (p.fork(), same || i == 0 ? fileA : fileB) } body: { ctx, _ in
+                _ = try? ctx.0.stat(ctx.1)
+            }
+            reporter.report("vfs cached stat depth 4, 1 thread, \(kind)", unit: "lookups/s", value: one)
+            reporter.report("vfs cached stat depth 4, 2 threads, \(kind)", unit: "lookups/s", value: two, baseline: "1 thread", baselineValue: one)
+        }
+        let hostA = String(fileA.dropFirst())
+        let kOne = throughput(threads: 1, seconds: seconds) { _ in () } body: { _, _ in _ = kernelStat(hostFD, hostA) }
+        let kTwo = throughput(threads: 2, seconds: seconds) { _ in () } body: { _, _ in _ = kernelStat(hostFD, hostA) }
+        reporter.report("kernel stat() depth 4, 2 threads, same file", unit: "lookups/s", value: kTwo, baseline: "1 thread", baselineValue: kOne)
+
+        let s = vfs.namecache.statistics
+        reporter.report("namecache hits (components)", unit: "count", value: Double(s.hits))
+        reporter.report("namecache lookups on the lock-free path", unit: "count", value: Double(s.fastLookups))
+        reporter.report("namecache lookups on the locked path", unit: "count", value: Double(s.slowLookups))
+    }
+
+    // MARK: helpers
+
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// Mean nanoseconds per call of `body`, best of three runs.
+    static func time(_ n: Int, _ body: () -> Void) -> Double {
+        var best = Double.infinity
+        for _ in 0..<3 {
+            let t0 = now()
+            for _ in 0..<n { body() }
+            best = min(best, Double(now() - t0) / Double(n))
+        }
+        return best
+    }
+
+    static func kernelStat(_ dirfd: Int32, _ rel: String) -> Int32 {
+        var st = stat()
+        return fstatat(dirfd, rel, &st, 0)
+    }
+
+    final class Shared<C>: @unchecked Sendable {
+        let stop = Atomic<Bool>(false)
+        let total = Atomic<Int>(0)
+        let ready = Atomic<Int>(0)
+        let contexts: [C]
+        init(_ c: [C]) { contexts = c }
+    }
+
+    final class Job: @unchecked Sendable {
+        let run: () -> Void
+        init(_ run: @escaping () -> Void) { self.run = run }
+    }
+
+    /// Calls per second summed over `threads` OS threads running `body` for `seconds`.
+    static func throughput<C>(threads: Int, seconds: Double, make: (Int) -> C, body: @escaping (C, Int) -> Void) -> Double {
+        let shared = Shared((0..<threads).map(make))
+        var tids: [pthread_t] = []
+        for i in 0..<threads {
+            let job = Job {
+                let ctx = shared.contexts[i]
+                shared.ready.wrappingAdd(1, ordering: .relaxed)
+                while shared.ready.load(ordering: .relaxed) < threads {}
+                var n = 0
+                while !shared.stop.load(ordering: .relaxed) {
+                    for _ in 0..<256 { body(ctx, i) }
+                    n += 256
+                }
+                shared.total.wrappingAdd(n, ordering: .relaxed)
+            }
+            var t = pthread_t()
+            _ = pthread_create(&t, nil, { arg in
+                guard let arg else { return nil }
+                Unmanaged<Job>.fromOpaque(arg).takeRetainedValue().run()
+                return nil
+            }, Unmanaged.passRetained(job).toOpaque())
+            tids.append(t)
+        }
+        while shared.ready.load(ordering: .relaxed) < threads { sched_yield() }
+        let t0 = now()
+        usleep(UInt32(seconds * 1_000_000))
+        shared.stop.store(true, ordering: .relaxed)
+        for t in tids { pthread_join(t, nil) }
+        let elapsed = Double(now() - t0) / 1e9
+        return Double(shared.total.load(ordering: .relaxed)) / elapsed
+    }
+
+    static func makeHostDir() throws -> String {
+        var template = Array("/tmp/libellula-vfsbench-XXXXXX".utf8CString)
+        let ok = template.withUnsafeMutableBufferPointer { b -> Bool in
+            guard let base = b.baseAddress else { return false }
+            return mkdtemp(base) != nil
+        }
+        guard ok else { throw VFSError.current }
+        return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    static func removeHostTree(_ path: String) {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        if st.st_mode & S_IFMT == S_IFDIR, let d = opendir(path) {
+            var names: [String] = []
+            while let e = readdir(d) {
+                let n = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if n != "." && n != ".." { names.append(n) }
+            }
+            closedir(d)
+            for n in names { removeHostTree(path + "/" + n) }
+            Glibc.rmdir(path)
+        } else {
+            Glibc.unlink(path)
+        }
+    }
+}
