@@ -24,7 +24,7 @@ let package = Package(
         .executableTarget(
             name: "libellula",
             dependencies: [
-                "LWKT", "Slab", "VFS",
+                "CLibellula", "LWKT", "Slab", "VFS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]

@@ -129,7 +129,7 @@ public final class CPU: @unchecked Sendable {
         l.pointee.deferred = 0
         l.pointee.critCount += 1
         _ = drainIPIs()
-        kernel.fireDueTimers(cpu: self, now: lb_now_ns())
+        if !kernel.timers.isEmpty { kernel.fireDueTimers(cpu: self, now: lb_now_ns()) }
         l.pointee.critCount -= 1
         if l.pointee.deferred != 0 {
             l.pointee.deferred = 0
@@ -321,7 +321,10 @@ public final class CPU: @unchecked Sendable {
                 ran += drainRing(ring, limit: request)
             }
         }
-        if ran > 0 { counters.add(.ipiNestedDrains) }
+        if ran > 0 {
+            counters.add(.ipiNestedDrains)
+            counters.add(.ipiReceived, Int64(ran))
+        }
         return ran
     }
 
@@ -349,11 +352,8 @@ public final class CPU: @unchecked Sendable {
     @usableFromInline @discardableResult
     func drainIPIs() -> Int {
         let s = signals
+        if s.pointee.doorbell.load(ordering: .relaxed) == 0 { return 0 }
         counters.add(.doorbellPolls)
-        if s.pointee.doorbell.load(ordering: .relaxed) == 0 {
-            counters.add(.doorbellEmpty)
-            return 0
-        }
         s.pointee.doorbell.store(0, ordering: .sequentiallyConsistent)
         let l = local
         l.pointee.processingIPI += 1
@@ -369,8 +369,7 @@ public final class CPU: @unchecked Sendable {
                 ran += drainRing(ring, limit: 0)
                 let bit = UInt64(1) << UInt64(b)
                 word.pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent)
-                if ring.pointee.windex.load(ordering: .sequentiallyConsistent)
-                    != ring.pointee.rindex.load(ordering: .relaxed) {
+                if ring.pointee.windex.load(ordering: .sequentiallyConsistent) != ring.pointee.localRindex {
                     word.pointee.bitwiseOr(bit, ordering: .sequentiallyConsistent)
                     s.pointee.doorbell.store(1, ordering: .sequentiallyConsistent)
                 }
@@ -385,23 +384,26 @@ public final class CPU: @unchecked Sendable {
     }
 
     /// Runs the messages of one incoming ring until it holds `limit` or fewer. Safe to
-    /// re-enter: the read index is re-read after every function, since a function may
-    /// send, stall and drain this same ring in a nested call.
+    /// re-enter: the consumer's own index is advanced before each function runs, since a
+    /// function may send, stall and drain this same ring in a nested call. The index the
+    /// producer reads is published every 32 messages and on the way out.
     @usableFromInline @inline(__always)
     func drainRing(_ ring: UnsafeMutablePointer<IPIRing>, limit: Int) -> Int {
         var ran = 0
         var w = ring.pointee.windex.load(ordering: .acquiring)
         while true {
-            let r = ring.pointee.rindex.load(ordering: .relaxed)
+            let r = ring.pointee.localRindex
             if w &- r <= limit {
                 w = ring.pointee.windex.load(ordering: .acquiring)
                 if w &- r <= limit { break }
             }
             let slot = ring.pointee.slots[r & IPIRing.mask]
-            ring.pointee.rindex.store(r &+ 1, ordering: .releasing)
+            ring.pointee.localRindex = r &+ 1
+            if (r &+ 1) & 31 == 0 { ring.pointee.rindex.store(r &+ 1, ordering: .releasing) }
             slot.function?(slot.arg, slot.arg2)
             ran &+= 1
         }
+        if ran > 0 { ring.pointee.rindex.store(ring.pointee.localRindex, ordering: .releasing) }
         return ran
     }
 

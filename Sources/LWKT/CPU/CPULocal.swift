@@ -81,20 +81,32 @@ struct ThreadTable {
         values[i] = value
     }
 
+    /// Removes `key` with backward-shift deletion (no tombstones, no allocation).
     mutating func remove(_ key: UInt) {
-        guard lookup(key) != nil else { return }
-        // Rebuild without the key: removals are rare (thread exit or migration).
-        let oldKeys = keys, oldValues = values, oldCap = capacity
-        keys = .allocate(capacity: oldCap)
-        keys.initialize(repeating: 0, count: oldCap)
-        values = .allocate(capacity: oldCap)
-        values.initialize(repeating: nil, count: oldCap)
-        count = 0
-        for i in 0..<oldCap where oldKeys[i] != 0 && oldKeys[i] != key {
-            if let v = oldValues[i] { insert(oldKeys[i], v) }
+        guard count > 0 else { return }
+        let mask = capacity - 1
+        var i = Int(truncatingIfNeeded: (key >> 4) &* 0x9E37_79B9_7F4A_7C15) & mask
+        while keys[i] != key {
+            if keys[i] == 0 { return }
+            i = (i + 1) & mask
         }
-        oldKeys.deallocate()
-        oldValues.deallocate()
+        keys[i] = 0
+        values[i] = nil
+        count -= 1
+        var j = (i + 1) & mask
+        while keys[j] != 0 {
+            let home = Int(truncatingIfNeeded: (keys[j] >> 4) &* 0x9E37_79B9_7F4A_7C15) & mask
+            // Move j back to the hole at i unless its home lies cyclically in (i, j].
+            let between = i <= j ? (home > i && home <= j) : (home > i || home <= j)
+            if !between {
+                keys[i] = keys[j]
+                values[i] = values[j]
+                keys[j] = 0
+                values[j] = nil
+                i = j
+            }
+            j = (j + 1) & mask
+        }
     }
 
     private mutating func rehash(_ newCapacity: Int) {

@@ -41,9 +41,13 @@ struct IPIRing: ~Copyable {
     var pad0: (Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     // Consumer line.
     @usableFromInline let rindex = Atomic<Int>(0)
+    /// The consumer's own read position. `rindex` (what the producer sees) is published
+    /// from it every few messages and whenever the consumer stops, so the producer's
+    /// polling does not steal the line on every message.
+    @usableFromInline var localRindex = 0
     /// Set by a stalled producer: the level it needs the ring drained to (0: none).
     @usableFromInline let drainRequest = Atomic<Int>(0)
-    var pad1: (Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    var pad1: (Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     @usableFromInline let slots: UnsafeMutablePointer<IPISlot>
 
     init() {

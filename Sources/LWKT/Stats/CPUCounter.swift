@@ -17,7 +17,6 @@ public enum CPUCounter: Int, CaseIterable, Sendable, Codable {
     case ipiNestedDrains
     case inboxReceived
     case doorbellPolls
-    case doorbellEmpty
     case criticalDeferrals
     case idleSpins
     case sleeps

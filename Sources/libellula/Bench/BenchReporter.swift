@@ -41,11 +41,11 @@ final class BenchReporter: @unchecked Sendable {
             encoder.outputFormatting = [.sortedKeys]
             if let data = try? encoder.encode(result), let line = String(data: data, encoding: .utf8) {
                 print(line)
-                fflush(stdout)
+                flushStandardOutput()
             }
         } else {
             print(Self.format(result))
-            fflush(stdout)
+            flushStandardOutput()
         }
     }
 
@@ -68,4 +68,10 @@ final class BenchReporter: @unchecked Sendable {
         if v >= 100 { return String(format: "%12.1f", v) }
         return String(format: "%12.3f", v)
     }
+}
+
+/// Flushes standard output (so rows appear while a long suite runs).
+func flushStandardOutput() {
+    _ = FileHandle.standardOutput
+    fflush(nil)
 }
