@@ -58,6 +58,7 @@ public final class SlabAllocator: @unchecked Sendable {
     public let configuration: SlabConfiguration
     /// The type charged when no type is given (no limit).
     public let defaultType: MallocType
+    let defaultTypeRef: Unmanaged<MallocType>
 
     let arenas: UnsafeMutableRawPointer      // cpuCount + 1 arenas; the last is the shared pool
     let regionBase: UInt
@@ -133,8 +134,9 @@ public final class SlabAllocator: @unchecked Sendable {
         for i in 0..<SizeClass.count { (foreignFrees + i).initialize(to: Atomic(0)) }
 
         let slots = cpuCount + 2
-        let def = MallocType(name: "default", limit: Int.max, index: 0, arenaSlots: slots)
+        let def = MallocType(name: "default", limit: Int.max, index: 0, arenaSlots: slots, accounted: false)
         defaultType = def
+        defaultTypeRef = Unmanaged.passUnretained(def)
         typeList = Mutex([def])
     }
 
@@ -228,14 +230,18 @@ public final class SlabAllocator: @unchecked Sendable {
     /// or no memory can be had, it returns nil if `flags` has ``SlabFlags/mayReturnNil``
     /// (or ``SlabFlags/waitUntilFreed``), and otherwise aborts with a report, as
     /// DragonFly's `kmalloc` panics.
-    @inline(__always)
     public func allocate(_ size: Int, type: MallocType? = nil, flags: SlabFlags = []) -> UnsafeMutableRawPointer? {
+        // Borrow the type (no reference-count traffic on the hot path).
+        if let type { return allocate(size, resolvedType: type, flags: flags) }
+        return defaultTypeRef._withUnsafeGuaranteedRef { allocate(size, resolvedType: $0, flags: flags) }
+    }
+
+    @inline(__always)
+    func allocate(_ size: Int, resolvedType type: MallocType, flags: SlabFlags) -> UnsafeMutableRawPointer? {
         if let index = currentArenaIndex() {
-            return allocate(size, type: type ?? defaultType, flags: flags, arenaIndex: index)
+            return allocate(size, type: type, flags: flags, arenaIndex: index)
         }
-        return sharedLock.withLock { _ in
-            allocate(size, type: type ?? defaultType, flags: flags, arenaIndex: sharedIndex)
-        }
+        return sharedLock.withLock { _ in allocate(size, type: type, flags: flags, arenaIndex: sharedIndex) }
     }
 
     /// The allocation itself, as arena `arenaIndex` (whose thread, or lock, the caller has).
@@ -289,9 +295,30 @@ public final class SlabAllocator: @unchecked Sendable {
     /// Frees memory from ``allocate(_:type:flags:)``; `type` must be the type it was
     /// allocated with. Any thread may free any chunk. Freeing a pointer this allocator
     /// never handed out aborts with a report; in debug mode so does a double free.
-    @inline(__always)
     public func free(_ p: UnsafeMutableRawPointer, type: MallocType? = nil) {
-        free(p, type: type ?? defaultType, arenaIndex: currentArenaIndex())
+        if let type { return freeFromCurrentThread(p, type: type) }
+        defaultTypeRef._withUnsafeGuaranteedRef { freeFromCurrentThread(p, type: $0) }
+    }
+
+    /// A free on the current thread: the owning CPU recognises its zone by the key stored
+    /// in it (one compare, no table lookup); everyone else resolves who they are.
+    @inline(__always)
+    func freeFromCurrentThread(_ p: UnsafeMutableRawPointer, type: MallocType) {
+        if _slowPath(UInt(bitPattern: p) &- regionBase >= regionSize) {
+            freeUnusual(p, type: type, arenaIndex: currentArenaIndex())
+            return
+        }
+        let z = ZoneLayout.header(of: p)
+        let key = UInt(bitPattern: lb_current_cpu())
+        if _fastPath(key != 0 && z.pointee.ownerKey == key && z.pointee.magic == ZoneLayout.liveMagic) {
+            let me = Int(z.pointee.ownerIndex)
+            let bytes = z.pointee.chunkSize
+            arena(at: me).freeLocal(p, zone: z)
+            type.chargeFree(slot: me, bytes: bytes, remote: false)
+            if _slowPath(type.waiters.load(ordering: .relaxed) != 0) { wake?(type) }
+            return
+        }
+        free(p, type: type, arenaIndex: currentArenaIndex())
     }
 
     /// The free itself, as arena `arenaIndex` (nil: a thread that is not a CPU).
@@ -409,7 +436,7 @@ public final class SlabAllocator: @unchecked Sendable {
         let control = SlabControl(raw: ctx)
         control.inFlight.pointee.add(1, ordering: .sequentiallyConsistent)
         if control.closed.pointee.load(ordering: .sequentiallyConsistent) == 0 {
-            Arena(control.arenas.advanced(by: index * Arena.stride)).drainMailbox()
+            Arena(control.arenas.advanced(by: index * Arena.stride)).handleNotification()
         }
         control.inFlight.pointee.subtract(1, ordering: .sequentiallyConsistent)
     }

@@ -123,11 +123,27 @@ extension SlabAllocator {
             released += s.zonesReturnedToOS
             cpus.append(s)
         }
-        let types = typeList.withLock { $0 }.map { t in
+        var types = typeList.withLock { $0 }.map { t in
             MallocTypeStatistics(
                 name: t.name, limit: t.limit == .max ? nil : t.limit, bytesInUse: t.sum(.bytes),
                 inUse: t.sum(.inUse), allocations: t.sum(.calls), frees: t.sum(.frees),
                 remoteFrees: t.sum(.remoteFrees))
+        }
+        // The default type keeps no counters: it holds whatever the others do not.
+        if let i = types.firstIndex(where: { $0.name == defaultType.name && $0.limit == nil }) {
+            let others = types.indices.filter { $0 != i }.map { types[$0] }
+            func sumOthers(_ k: KeyPath<MallocTypeStatistics, Int>) -> Int { others.reduce(0) { $0 + $1[keyPath: k] } }
+            let bytes = classes.reduce(0) { $0 + $1.inUse * $1.chunkSize } + big.liveBytes.load(ordering: .relaxed)
+            let inUse = classes.reduce(0) { $0 + $1.inUse } + big.liveBlocks.load(ordering: .relaxed)
+            let allocs = classes.reduce(0) { $0 + $1.allocations } + big.mmapCalls.load(ordering: .relaxed)
+            let frees = classes.reduce(0) { $0 + $1.frees } + big.munmapCalls.load(ordering: .relaxed)
+            let remote = cpus.reduce(0) { $0 + $1.remoteFreesSent }
+                + (0..<SizeClass.count).reduce(0) { $0 + foreignFrees[$1].load(ordering: .relaxed) }
+            types[i].bytesInUse = bytes - sumOthers(\.bytesInUse)
+            types[i].inUse = inUse - sumOthers(\.inUse)
+            types[i].allocations = allocs - sumOthers(\.allocations)
+            types[i].frees = frees - sumOthers(\.frees)
+            types[i].remoteFrees = max(0, remote - sumOthers(\.remoteFrees))
         }
         return SlabStatistics(
             cpuCount: cpuCount, zoneSize: ZoneLayout.zoneSize, debug: debug, sizeClasses: classes,

@@ -22,6 +22,9 @@ public final class MallocType: @unchecked Sendable {
     let foldBytes: Int
     /// Allocations sleeping until usage drops under the limit.
     let waiters = Atomic<Int>(0)
+    /// False for the allocator's default type, which keeps no counters of its own: its
+    /// numbers are what the size classes and big blocks hold beyond the other types.
+    let accounted: Bool
 
     static let slotStride = 64
 
@@ -29,7 +32,8 @@ public final class MallocType: @unchecked Sendable {
         case bytes = 0, inUse, calls, frees, remoteFrees, pendingLoose
     }
 
-    init(name: String, limit: Int, index: Int, arenaSlots: Int) {
+    init(name: String, limit: Int, index: Int, arenaSlots: Int, accounted: Bool = true) {
+        self.accounted = accounted
         self.name = name
         self.limit = max(0, limit)
         self.index = index
@@ -53,6 +57,7 @@ public final class MallocType: @unchecked Sendable {
     /// Charges an allocation of `bytes` to `slot` (the caller is the slot's only writer).
     @inline(__always)
     func chargeAllocation(slot: Int, bytes: Int) {
+        if !accounted { return }
         counterAdd(counter(slot, .bytes), bytes)
         counterAdd(counter(slot, .inUse), 1)
         counterAdd(counter(slot, .calls), 1)
@@ -69,6 +74,7 @@ public final class MallocType: @unchecked Sendable {
     /// Charges a free of `bytes` to `slot` (the caller is the slot's only writer).
     @inline(__always)
     func chargeFree(slot: Int, bytes: Int, remote: Bool) {
+        if !accounted { return }
         counterAdd(counter(slot, .bytes), -bytes)
         counterAdd(counter(slot, .inUse), -1)
         counterAdd(counter(slot, .frees), 1)
@@ -77,6 +83,7 @@ public final class MallocType: @unchecked Sendable {
 
     /// Charges a free from a thread that owns no slot (atomic adds on the last slot).
     func chargeForeignFree(bytes: Int) {
+        if !accounted { return }
         let slot = slotCount - 1
         counter(slot, .bytes).pointee.subtract(bytes, ordering: .relaxed)
         counter(slot, .inUse).pointee.subtract(1, ordering: .relaxed)
@@ -102,6 +109,7 @@ public final class MallocType: @unchecked Sendable {
     /// limit; otherwise recomputes the exact sum and stores it back as the loose total.
     @inline(__always)
     func underLimit() -> Bool {
+        if !accounted { return true }
         if looseBytes.load(ordering: .relaxed) < limit { return true }
         return underLimitSlow()
     }

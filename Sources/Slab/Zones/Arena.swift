@@ -56,7 +56,7 @@ struct Arena {
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: stride)
         raw.bindMemory(to: ArenaHeader.self, capacity: 1).initialize(to: header)
         raw.advanced(by: headsOffset).bindMemory(to: UnsafeMutablePointer<ZoneHeader>?.self, capacity: 2 * SizeClass.count)
-        raw.advanced(by: mailboxOffset).bindMemory(to: Atomic<UInt>.self, capacity: 1)
+        raw.advanced(by: mailboxOffset).bindMemory(to: Atomic<UInt>.self, capacity: 2)
         raw.advanced(by: classCountersOffset).bindMemory(
             to: Atomic<Int>.self, capacity: classCounterCount * SizeClass.count + arenaCounterCount)
     }
@@ -71,6 +71,11 @@ struct Arena {
     @inline(__always) var mailbox: UnsafeMutablePointer<Atomic<UInt>> {
         raw.advanced(by: Self.mailboxOffset).assumingMemoryBound(to: Atomic<UInt>.self)
     }
+    /// Set while a notification (passive IPI) is on its way to the owner, so a busy
+    /// owner's ring never fills with them: at most one is outstanding per arena.
+    @inline(__always) var notifyOutstanding: UnsafeMutablePointer<Atomic<UInt>> {
+        raw.advanced(by: Self.mailboxOffset + 8).assumingMemoryBound(to: Atomic<UInt>.self)
+    }
     @inline(__always) func counter(_ sizeClass: Int, _ c: ClassCounter) -> UnsafeMutablePointer<Atomic<Int>> {
         raw.advanced(by: Self.classCountersOffset &+ (sizeClass &* Self.classCounterCount &+ c.rawValue) &* 8)
             .assumingMemoryBound(to: Atomic<Int>.self)
@@ -84,8 +89,6 @@ struct Arena {
     /// A chunk of class `sizeClass`, or nil when no zone can be had.
     @inline(__always)
     func allocate(sizeClass: Int, zero: Bool) -> UnsafeMutableRawPointer? {
-        let h = header
-        if _slowPath(h.pointee.freeZoneCount > h.pointee.freeZoneThreshold) { releaseExcessZones() }
         if let z = heads[sizeClass] {
             return take(z, sizeClass: sizeClass, zero: zero)
         }
@@ -171,6 +174,9 @@ struct Arena {
     @inline(never)
     func exhausted(_ z: UnsafeMutablePointer<ZoneHeader>, sizeClass: Int) {
         counterAdd(counter(.exhaustions), 1)
+        // Hysteresis is settled on the allocation path: here (once per zone's worth of
+        // allocations) and whenever a new zone is needed.
+        if header.pointee.freeZoneCount > header.pointee.freeZoneThreshold { releaseExcessZones() }
         let head = ZoneLayout.remoteHead(z)
         while true {
             let chain = head.pointee.exchange(0, ordering: .acquiring) & ~ZoneLayout.armed
@@ -264,22 +270,33 @@ struct Arena {
         var old = box.pointee.load(ordering: .relaxed)
         while true {
             link.pointee = old
-            let (done, seen) = box.pointee.compareExchange(expected: old, desired: UInt(bitPattern: z), ordering: .releasing)
+            let (done, seen) = box.pointee.compareExchange(expected: old, desired: UInt(bitPattern: z), ordering: .sequentiallyConsistent)
             if done { break }
             old = seen
         }
         counter(.mailboxPosts).pointee.add(1, ordering: .relaxed)
-        if old == 0, let notify = header.pointee.notify {
+        if old == 0, let notify = header.pointee.notify,
+           notifyOutstanding.pointee.exchange(1, ordering: .sequentiallyConsistent) == 0 {
             notify(header.pointee.notifyContext, header.pointee.index)
         }
     }
 
+    /// What the passive IPI runs on the owner: allow the next notification, then drain.
+    func handleNotification() {
+        notifyOutstanding.pointee.store(0, ordering: .sequentiallyConsistent)
+        reclaimChain(mailbox.pointee.exchange(0, ordering: .sequentiallyConsistent))
+    }
+
     /// Takes every zone posted to the mailbox and puts their remote chunks back to use.
-    /// Owner only; also what the passive IPI runs.
+    /// Owner only.
     func drainMailbox() {
         let box = mailbox
         if box.pointee.load(ordering: .relaxed) == 0 { return }
-        var next = box.pointee.exchange(0, ordering: .acquiring)
+        reclaimChain(box.pointee.exchange(0, ordering: .acquiring))
+    }
+
+    func reclaimChain(_ first: UInt) {
+        var next = first
         while let z = UnsafeMutablePointer<ZoneHeader>(bitPattern: next) {
             next = ZoneLayout.mailboxLink(z).pointee
             reclaim(z)
