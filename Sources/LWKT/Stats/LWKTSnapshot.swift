@@ -10,9 +10,6 @@ public struct LWKTSnapshot: Codable, Sendable {
         public var core: Int
         public var osThreadID: Int32
         public var counters: [String: Int64]
-        public var runQueue: [Int]
-        public var sleepers: Int?
-        public var timers: Int?
     }
 
     /// One LWKT thread's counters.
@@ -54,12 +51,8 @@ extension LWKTSystem {
         let cpuStats = cpus.map { cpu -> LWKTSnapshot.CPUStats in
             var counters: [String: Int64] = [:]
             for c in CPUCounter.allCases { counters[c.name] = cpu.counters.load(c) }
-            let rq = (0..<LWKTPriority.bandCount).map { b in
-                lb_counter_load(UnsafePointer(cpu.jobCounterAddress(band: b)))
-            }
-            _ = rq
             return LWKTSnapshot.CPUStats(id: cpu.id, name: cpu.name, core: cpu.core, osThreadID: cpu.osThreadID,
-                                         counters: counters, runQueue: [], sleepers: nil, timers: nil)
+                                         counters: counters)
         }
         let threads = liveThreads.map {
             LWKTSnapshot.ThreadStats(name: $0.name, cpu: $0.cpuID, priority: "\($0.priority)", runs: $0.runs,
@@ -74,8 +67,6 @@ extension LWKTSystem {
 }
 
 extension CPU {
-    func jobCounterAddress(band: Int) -> UnsafeMutablePointer<Int64> { counters.base + band }
-
     /// One counter of this CPU.
     public func counter(_ c: CPUCounter) -> Int64 { counters.load(c) }
 }

@@ -14,9 +14,6 @@ final class BenchBox: @unchecked Sendable {
     var pingTarget: CPU?
     var pongTarget: CPU?
     var ctx: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
-    static func from(_ p: UnsafeMutableRawPointer?) -> BenchBox? {
-        p.map { Unmanaged<BenchBox>.fromOpaque($0).takeUnretainedValue() }
-    }
 }
 
 /// A raw argument carried into a `@Sendable` closure.
@@ -89,7 +86,7 @@ enum LWKTBench {
     static let pongIPI: IPIFunction = { arg, _ in
         guard let arg else { return }
         Unmanaged<BenchBox>.fromOpaque(arg)._withUnsafeGuaranteedRef { b in
-            b.flag.add(1, ordering: .releasing)
+            _ = b.flag.add(1, ordering: .releasing)
         }
     }
 
