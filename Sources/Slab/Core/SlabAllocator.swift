@@ -117,11 +117,11 @@ public final class SlabAllocator: @unchecked Sendable {
         for i in 0...cpuCount {
             let shared = i == cpuCount
             Arena.initialize(arenas.advanced(by: i * Arena.stride), header: ArenaHeader(
-                index: i, freeZones: nil, freeZoneCount: 0,
-                freeZoneThreshold: configuration.freeZoneThreshold,
+                freeZoneCount: 0, freeZoneThreshold: configuration.freeZoneThreshold,
+                debug: configuration.debug, index: i, freeZones: nil,
                 ownerKey: 0, notify: shared ? nil : notify,
                 notifyContext: control.raw,
-                region: unmanagedRegion, debug: configuration.debug))
+                region: unmanagedRegion))
         }
 
         var tableSize = 64
@@ -231,56 +231,56 @@ public final class SlabAllocator: @unchecked Sendable {
     /// (or ``SlabFlags/waitUntilFreed``), and otherwise aborts with a report, as
     /// DragonFly's `kmalloc` panics.
     public func allocate(_ size: Int, type: MallocType? = nil, flags: SlabFlags = []) -> UnsafeMutableRawPointer? {
-        // Borrow the type (no reference-count traffic on the hot path).
-        if let type { return allocate(size, resolvedType: type, flags: flags) }
-        return defaultTypeRef._withUnsafeGuaranteedRef { allocate(size, resolvedType: $0, flags: flags) }
-    }
-
-    @inline(__always)
-    func allocate(_ size: Int, resolvedType type: MallocType, flags: SlabFlags) -> UnsafeMutableRawPointer? {
         if let index = currentArenaIndex() {
             return allocate(size, type: type, flags: flags, arenaIndex: index)
         }
-        return sharedLock.withLock { _ in allocate(size, type: type, flags: flags, arenaIndex: sharedIndex) }
+        return allocateShared(size, type: type, flags: flags)
+    }
+
+    /// Allocation from the locked pool of threads that are not CPUs.
+    @inline(never)
+    func allocateShared(_ size: Int, type: MallocType?, flags: SlabFlags) -> UnsafeMutableRawPointer? {
+        sharedLock.withLock { _ in allocate(size, type: type, flags: flags, arenaIndex: sharedIndex) }
     }
 
     /// The allocation itself, as arena `arenaIndex` (whose thread, or lock, the caller has).
     @inline(__always)
-    func allocate(_ size: Int, type: MallocType, flags: SlabFlags, arenaIndex: Int) -> UnsafeMutableRawPointer? {
+    func allocate(_ size: Int, type: MallocType?, flags: SlabFlags, arenaIndex: Int) -> UnsafeMutableRawPointer? {
         if _slowPath(size <= 0) || _slowPath(SizeClass.mapsDirectly(size)) {
             return allocateUnusual(size, type: type, flags: flags, arenaIndex: arenaIndex)
         }
-        if _slowPath(!type.underLimit()) {
+        if let type, _slowPath(!type.underLimit()) {
             return failure(.limitExceeded, size: size, type: type, flags: flags)
         }
         let (sizeClass, chunkSize) = SizeClass.index(forSize: size)
         guard let p = arena(at: arenaIndex).allocate(sizeClass: sizeClass, zero: flags.contains(.zero)) else {
             return failure(.outOfMemory, size: size, type: type, flags: flags)
         }
-        type.chargeAllocation(slot: arenaIndex, bytes: chunkSize)
+        type?.chargeAllocation(slot: arenaIndex, bytes: chunkSize)
         return p
     }
 
     /// Zero-sized, negative and big requests.
     @inline(never)
-    func allocateUnusual(_ size: Int, type: MallocType, flags: SlabFlags, arenaIndex: Int) -> UnsafeMutableRawPointer? {
+    func allocateUnusual(_ size: Int, type: MallocType?, flags: SlabFlags, arenaIndex: Int) -> UnsafeMutableRawPointer? {
         if size == 0 { return Self.zeroLengthPointer }
         if size < 0 { return failure(.invalidSize, size: size, type: type, flags: flags) }
-        if !type.underLimit() { return failure(.limitExceeded, size: size, type: type, flags: flags) }
+        if let type, !type.underLimit() { return failure(.limitExceeded, size: size, type: type, flags: flags) }
         // Hysteresis work belongs to the allocation path, big requests included.
         if arenaIndex < cpuCount || arenaIndex == sharedIndex {
             let a = arena(at: arenaIndex)
             if a.header.pointee.freeZoneCount > a.header.pointee.freeZoneThreshold { a.releaseExcessZones() }
         }
-        guard let (p, bytes) = big.allocate(bytes: size, typeIndex: type.index) else {
+        guard let (p, bytes) = big.allocate(bytes: size, typeIndex: type?.index ?? 0) else {
             return failure(.outOfMemory, size: size, type: type, flags: flags)
         }
-        type.chargeAllocation(slot: arenaIndex, bytes: bytes)
+        type?.chargeAllocation(slot: arenaIndex, bytes: bytes)
         return p
     }
 
     @inline(never)
-    func failure(_ kind: SlabDebug.Failure, size: Int, type: MallocType, flags: SlabFlags) -> UnsafeMutableRawPointer? {
+    func failure(_ kind: SlabDebug.Failure, size: Int, type: MallocType?, flags: SlabFlags) -> UnsafeMutableRawPointer? {
+        let type = type ?? defaultType
         if !flags.isDisjoint(with: [.mayReturnNil, .waitUntilFreed]) { return nil }
         switch kind {
         case .limitExceeded:
@@ -296,14 +296,13 @@ public final class SlabAllocator: @unchecked Sendable {
     /// allocated with. Any thread may free any chunk. Freeing a pointer this allocator
     /// never handed out aborts with a report; in debug mode so does a double free.
     public func free(_ p: UnsafeMutableRawPointer, type: MallocType? = nil) {
-        if let type { return freeFromCurrentThread(p, type: type) }
-        defaultTypeRef._withUnsafeGuaranteedRef { freeFromCurrentThread(p, type: $0) }
+        freeFromCurrentThread(p, type: type)
     }
 
     /// A free on the current thread: the owning CPU recognises its zone by the key stored
     /// in it (one compare, no table lookup); everyone else resolves who they are.
     @inline(__always)
-    func freeFromCurrentThread(_ p: UnsafeMutableRawPointer, type: MallocType) {
+    func freeFromCurrentThread(_ p: UnsafeMutableRawPointer, type: MallocType?) {
         if _slowPath(UInt(bitPattern: p) &- regionBase >= regionSize) {
             freeUnusual(p, type: type, arenaIndex: currentArenaIndex())
             return
@@ -314,16 +313,23 @@ public final class SlabAllocator: @unchecked Sendable {
             let me = Int(z.pointee.ownerIndex)
             let bytes = z.pointee.chunkSize
             arena(at: me).freeLocal(p, zone: z)
-            type.chargeFree(slot: me, bytes: bytes, remote: false)
-            if _slowPath(type.waiters.load(ordering: .relaxed) != 0) { wake?(type) }
+            if let type {
+                type.chargeFree(slot: me, bytes: bytes, remote: false)
+                if _slowPath(type.waiters.load(ordering: .relaxed) != 0) { wake?(type) }
+            }
             return
         }
+        freeSlow(p, type: type)
+    }
+
+    @inline(never)
+    func freeSlow(_ p: UnsafeMutableRawPointer, type: MallocType?) {
         free(p, type: type, arenaIndex: currentArenaIndex())
     }
 
     /// The free itself, as arena `arenaIndex` (nil: a thread that is not a CPU).
     @inline(__always)
-    func free(_ p: UnsafeMutableRawPointer, type: MallocType, arenaIndex: Int?) {
+    func free(_ p: UnsafeMutableRawPointer, type: MallocType?, arenaIndex: Int?) {
         if _slowPath(UInt(bitPattern: p) &- regionBase >= regionSize) {
             freeUnusual(p, type: type, arenaIndex: arenaIndex)
             return
@@ -337,23 +343,23 @@ public final class SlabAllocator: @unchecked Sendable {
         if let me = arenaIndex {
             if owner == me {
                 arena(at: me).freeLocal(p, zone: z)
-                type.chargeFree(slot: me, bytes: bytes, remote: false)
+                type?.chargeFree(slot: me, bytes: bytes, remote: false)
             } else {
-                type.chargeFree(slot: me, bytes: bytes, remote: true)
+                type?.chargeFree(slot: me, bytes: bytes, remote: true)
                 countRemote(arenaIndex: me, sizeClass: Int(z.pointee.classIndex))
                 Arena.remoteFree(p, zone: z, debug: debug)
             }
         } else if owner == sharedIndex {
             sharedLock.withLock { _ in
                 arena(at: sharedIndex).freeLocal(p, zone: z)
-                type.chargeFree(slot: sharedIndex, bytes: bytes, remote: false)
+                type?.chargeFree(slot: sharedIndex, bytes: bytes, remote: false)
             }
         } else {
-            type.chargeForeignFree(bytes: bytes)
+            type?.chargeForeignFree(bytes: bytes)
             foreignFrees[Int(z.pointee.classIndex)].add(1, ordering: .relaxed)
             Arena.remoteFree(p, zone: z, debug: debug)
         }
-        if _slowPath(type.waiters.load(ordering: .relaxed) != 0) { wake?(type) }
+        if let type, _slowPath(type.waiters.load(ordering: .relaxed) != 0) { wake?(type) }
     }
 
     @inline(__always)
@@ -364,11 +370,12 @@ public final class SlabAllocator: @unchecked Sendable {
     }
 
     @inline(never)
-    func freeUnusual(_ p: UnsafeMutableRawPointer, type: MallocType, arenaIndex: Int?) {
+    func freeUnusual(_ p: UnsafeMutableRawPointer, type: MallocType?, arenaIndex: Int?) {
         if p == Self.zeroLengthPointer { return }
         guard let block = big.free(p) else {
             SlabDebug.fail(.invalidFree, "\(SlabDebug.hex(p)) is neither a zone chunk nor a live big allocation")
         }
+        guard let type else { return }
         if let me = arenaIndex {
             type.chargeFree(slot: me, bytes: block.bytes, remote: false)
         } else {

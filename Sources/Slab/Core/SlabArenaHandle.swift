@@ -12,17 +12,13 @@ public struct SlabArenaHandle: @unchecked Sendable {
     /// Allocates as this arena; see ``SlabAllocator/allocate(_:type:flags:)``.
     @inline(__always)
     public func allocate(_ size: Int, type: MallocType? = nil, flags: SlabFlags = []) -> UnsafeMutableRawPointer? {
-        if let type { return allocator.allocate(size, type: type, flags: flags, arenaIndex: index) }
-        return allocator.defaultTypeRef._withUnsafeGuaranteedRef {
-            allocator.allocate(size, type: $0, flags: flags, arenaIndex: index)
-        }
+        allocator.allocate(size, type: type, flags: flags, arenaIndex: index)
     }
 
     /// Frees as this arena: a local free for its own chunks, a remote free otherwise.
     @inline(__always)
     public func free(_ p: UnsafeMutableRawPointer, type: MallocType? = nil) {
-        if let type { return allocator.free(p, type: type, arenaIndex: index) }
-        allocator.defaultTypeRef._withUnsafeGuaranteedRef { allocator.free(p, type: $0, arenaIndex: index) }
+        allocator.free(p, type: type, arenaIndex: index)
     }
 
     /// Takes back the zones other threads posted to this arena's mailbox.

@@ -10,16 +10,17 @@ typealias ArenaNotify = @convention(c) (UnsafeMutableRawPointer?, Int) -> Void
 
 /// The owner-only scalar state at the start of an arena block.
 struct ArenaHeader {
-    var index: Int
-    var freeZones: UnsafeMutablePointer<ZoneHeader>?
+    // Read on every allocation: kept together at the front.
     var freeZoneCount: Int
     var freeZoneThreshold: Int
+    var debug: Bool
+    var index: Int
+    var freeZones: UnsafeMutablePointer<ZoneHeader>?
     /// `lb_current_cpu()` on the owner's thread; 0 for the shared pool.
     var ownerKey: UInt
     var notify: ArenaNotify?
     var notifyContext: UnsafeMutableRawPointer?
     var region: Unmanaged<ZoneRegion>
-    var debug: Bool
 }
 
 /// One CPU's slab state ("SLGlobalData"): a list of zones with free chunks per size class,
@@ -89,6 +90,10 @@ struct Arena {
     /// A chunk of class `sizeClass`, or nil when no zone can be had.
     @inline(__always)
     func allocate(sizeClass: Int, zero: Bool) -> UnsafeMutableRawPointer? {
+        // Hysteresis is settled on the allocation path only (never in free, which may run
+        // in an IPI): give back what is parked above the threshold.
+        let h = header
+        if _slowPath(h.pointee.freeZoneCount > h.pointee.freeZoneThreshold) { releaseExcessZones() }
         if let z = heads[sizeClass] {
             return take(z, sizeClass: sizeClass, zero: zero)
         }
@@ -174,9 +179,7 @@ struct Arena {
     @inline(never)
     func exhausted(_ z: UnsafeMutablePointer<ZoneHeader>, sizeClass: Int) {
         counterAdd(counter(.exhaustions), 1)
-        // Hysteresis is settled on the allocation path: here (once per zone's worth of
-        // allocations) and whenever a new zone is needed.
-        if header.pointee.freeZoneCount > header.pointee.freeZoneThreshold { releaseExcessZones() }
+
         let head = ZoneLayout.remoteHead(z)
         while true {
             let chain = head.pointee.exchange(0, ordering: .acquiring) & ~ZoneLayout.armed
@@ -226,7 +229,8 @@ struct Arena {
         counterAdd(counter(sizeClass, .frees), 1)
         if _slowPath(!z.pointee.listed) {
             relistAfterLocalFree(z, sizeClass: sizeClass)
-        } else if _slowPath(free == z.pointee.capacity) {
+        } else if _slowPath(free == z.pointee.capacity)
+                    && !(z.pointee.next == nil && heads[sizeClass] == z) {
             parkIfFree(z, sizeClass: sizeClass)
         }
     }

@@ -38,7 +38,9 @@ enum SlabBench {
             load("jemalloc", h, "malloc", "free")
         } else {
             let why = dlerror().map { String(cString: $0) } ?? "unknown"
-            print("slab bench: libjemalloc.so.2 not loadable (\(why)); skipping jemalloc")
+            // Debian's jemalloc uses initial-exec TLS; dlopen needs spare static TLS space.
+            print("slab bench: libjemalloc.so.2 not loadable (\(why)); skipping jemalloc."
+                  + " Run with GLIBC_TUNABLES=glibc.rtld.optional_static_tls=16384 to include it.")
         }
         return list
     }
@@ -120,8 +122,9 @@ enum SlabBench {
         let osCalls = try await system.run(on: 0) { () -> Double in
             var held: [UnsafeMutableRawPointer] = []
             held.reserveCapacity(600)
-            let before = slab.statistics().osMemoryCalls
-            for _ in 0..<cycles {
+            var before = 0
+            for cycle in -1..<cycles {
+                if cycle == 0 { before = slab.statistics().osMemoryCalls }   // after one warm-up cycle
                 for _ in 0..<513 { if let p = slab.allocate(256) { held.append(p) } }   // a zone holds 511
                 for p in held { slab.free(p) }
                 held.removeAll(keepingCapacity: true)
