@@ -12,6 +12,7 @@ final class CPUKernel: @unchecked Sendable {
     var ioWaiters: [Int32: [IOWaiter]] = [:]
     var registeredFDs: Set<Int32> = []
     var spareInbox: [IPISlot] = []
+    var waiterPool: [SleepWaiter] = []
     let eventBits = UnsafeMutablePointer<UInt32>.allocate(capacity: 64)
     let eventData = UnsafeMutablePointer<UInt64>.allocate(capacity: 64)
 
@@ -46,6 +47,23 @@ final class CPUKernel: @unchecked Sendable {
     }
 
     // MARK: Sleep queues
+
+    /// A sleep record for `channel`, from the pool when one is free.
+    func takeWaiter(channel: UInt) -> SleepWaiter {
+        let w = waiterPool.popLast() ?? SleepWaiter(channel: channel)
+        w.channel = channel
+        w.generation &+= 1
+        w.cancelled = false
+        w.queued = false
+        w.timer = nil
+        w.continuation = nil
+        return w
+    }
+
+    /// Gives a finished sleep record back to the pool.
+    func returnWaiter(_ w: SleepWaiter) {
+        if waiterPool.count < 256 && !w.queued { waiterPool.append(w) }
+    }
 
     func insertSleeper(_ w: SleepWaiter, cpu: CPU) {
         let slot = WaitChannel(rawValue: w.channel).map { $0.slot(CPUKernel.sleepSlots) } ?? 0
@@ -111,7 +129,8 @@ final class CPUKernel: @unchecked Sendable {
         }
     }
 
-    func cancelSleeper(_ w: SleepWaiter, cpu: CPU) {
+    func cancelSleeper(_ w: SleepWaiter, generation: Int, cpu: CPU) {
+        guard w.generation == generation else { return }   // a late cancel of an earlier use
         w.cancelled = true
         guard w.queued else { return }
         removeSleeper(w, cpu: cpu)
@@ -221,7 +240,7 @@ final class CPUKernel: @unchecked Sendable {
             }
         }
         for slot in 0..<sleepBuckets.count {
-            for w in sleepBuckets[slot] { cancelSleeper(w, cpu: cpu) }
+            for w in sleepBuckets[slot] { cancelSleeper(w, generation: w.generation, cpu: cpu) }
         }
         for fd in Array(ioWaiters.keys) { unregister(fd: fd, cpu: cpu) }
     }

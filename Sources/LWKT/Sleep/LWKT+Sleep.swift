@@ -5,17 +5,29 @@ extension LWKT {
     /// Sleeps on `channel` until a ``wakeup(_:)`` or ``wakeupOne(_:)`` names it, the
     /// timeout expires, or the task is cancelled (DragonFly's `tsleep`). The sleeper is
     /// queued on its own CPU; its CPU's bit in the channel's slot mask tells wakers which
-    /// CPUs to send an IPI to. Tokens held are released while asleep.
-    ///
-    /// - Parameter condition: an interlock (DragonFly's `tsleep_interlock`): evaluated after
-    ///   the thread is queued and visible to wakers; if it is already true the call returns
-    ///   `.woken` at once, so a wakeup that raced with the decision to sleep is never lost.
+    /// CPUs to send an IPI to. Tokens held are released while asleep. Without a timeout
+    /// it allocates nothing (sleep records are pooled per CPU).
+    public static func tsleep(on channel: WaitChannel, timeout: Duration? = nil) async throws -> SleepResult {
+        try await tsleep(on: channel, timeout: timeout, interlocked: false, until: { false })
+    }
+
+    /// ``tsleep(on:timeout:)`` with an interlock condition (DragonFly's `tsleep_interlock`):
+    /// `condition` is evaluated after the thread is queued and visible to wakers; if it is
+    /// already true the call returns `.woken` at once, so a wakeup that raced with the
+    /// decision to sleep is never lost. Allocates nothing without a timeout.
     public static func tsleep(on channel: WaitChannel, timeout: Duration? = nil,
-                              until condition: (() -> Bool)? = nil) async throws -> SleepResult {
+                              until condition: () -> Bool) async throws -> SleepResult {
+        try await tsleep(on: channel, timeout: timeout, interlocked: true, until: condition)
+    }
+
+    static func tsleep(on channel: WaitChannel, timeout: Duration?, interlocked: Bool,
+                       until condition: () -> Bool) async throws -> SleepResult {
         let cpu = try currentCPU("LWKT.tsleep")
         try Task.checkCancellation()
         cpu.counters.add(.tsleeps)
-        let waiter = SleepWaiter(channel: channel.rawValue)
+        let waiter = cpu.kernel.takeWaiter(channel: channel.rawValue)
+        let generation = waiter.generation
+        defer { cpu.kernel.returnWaiter(waiter) }
         let deadline: UInt64? = timeout.map { lb_now_ns() &+ UInt64(max(0, $0.nanoseconds)) }
         let held = LWKTThread.currentThread.map { Token.releaseAll(of: $0) } ?? false
         let result: SleepResult
@@ -28,7 +40,7 @@ extension LWKT {
                     }
                     waiter.continuation = c
                     cpu.kernel.insertSleeper(waiter, cpu: cpu)
-                    if let condition, condition() {
+                    if interlocked && condition() {
                         cpu.kernel.removeSleeper(waiter, cpu: cpu)
                         waiter.continuation = nil
                         c.resume(returning: .woken)
@@ -41,7 +53,7 @@ extension LWKT {
                     }
                 }
             } onCancel: {
-                cpu.sendIPI(cancelSleepIPI, Unmanaged.passRetained(waiter).toOpaque(), 0)
+                cpu.sendIPI(cancelSleepIPI, Unmanaged.passRetained(waiter).toOpaque(), generation)
             }
         } catch {
             if held, let t = LWKTThread.currentThread { await Token.reacquireAll(of: t) }
@@ -134,8 +146,8 @@ let wakeupIPI: IPIFunction = { arg, arg2 in
 }
 
 /// Ends a cancelled `tsleep` on the sleeper's CPU.
-let cancelSleepIPI: IPIFunction = { arg, _ in
+let cancelSleepIPI: IPIFunction = { arg, generation in
     guard let arg, let l = CPU.currentLocal else { return }
     let w = Unmanaged<SleepWaiter>.fromOpaque(arg).takeRetainedValue()
-    l.pointee.cpu._withUnsafeGuaranteedRef { cpu in cpu.kernel.cancelSleeper(w, cpu: cpu) }
+    l.pointee.cpu._withUnsafeGuaranteedRef { cpu in cpu.kernel.cancelSleeper(w, generation: generation, cpu: cpu) }
 }

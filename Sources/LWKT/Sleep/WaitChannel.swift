@@ -35,11 +35,14 @@ public enum SleepResult: Sendable, Equatable {
 }
 
 /// A thread sleeping on a channel, queued on its CPU's sleep queue.
+/// Records are pooled per CPU and reused, so a `tsleep` without a timeout allocates
+/// nothing; `generation` tells a late cancellation for an earlier use to do nothing.
 final class SleepWaiter: @unchecked Sendable {
-    let channel: UInt
+    var channel: UInt
     var continuation: UnsafeContinuation<SleepResult, any Error>?
     var timer: TimerNode?
     var queued = false
     var cancelled = false
+    var generation = 0
     init(channel: UInt) { self.channel = channel }
 }
