@@ -1,9 +1,8 @@
 import Synchronization
 
 extension LWKT {
-    @usableFromInline static let sendClearBits: UInt32 =
-        MessageFlags.done.rawValue | MessageFlags.reply.rawValue | MessageFlags.sync.rawValue
-        | MessageFlags.waiting.rawValue | MessageFlags.abortCalled.rawValue
+    /// The bits a new request clears: done, reply, sync, waiting, abortCalled.
+    @inlinable static var sendClearBits: UInt32 { 0x1 | 0x2 | 0x8 | 0x20 | 0x1000 }
 
     /// Sends `msg` to `port` asynchronously (DragonFly's `lwkt_sendmsg`): the reply arrives on
     /// the message's reply port. If the port's agent completes the message at once, it is
@@ -31,7 +30,7 @@ extension LWKT {
     ///
     /// - Throws: ``PortError/messageInUse`` if the message is not done or is queued.
     @inlinable
-    public static func doMsg(_ msg: Message, to port: Port) async throws(PortError) -> Int32 {
+    nonisolated(nonsending) public static func doMsg(_ msg: Message, to port: Port) async throws(PortError) -> Int32 {
         let s = msg.state
         let f = s.pointee.flags.load(ordering: .acquiring)
         guard f & (MessageFlags.done.rawValue | MessageFlags.queued.rawValue) == MessageFlags.done.rawValue else {
@@ -100,7 +99,7 @@ extension LWKT {
     ///
     /// - Throws: ``PortError/dropable`` for a dropable message, ``PortError/notOwner`` if the
     ///   reply port is a thread port owned by another CPU.
-    public static func waitMsg(_ msg: Message) async throws(PortError) -> Int32 {
+    nonisolated(nonsending) public static func waitMsg(_ msg: Message) async throws(PortError) -> Int32 {
         let s = msg.state
         let f = s.pointee.flags.load(ordering: .acquiring)
         if f & MessageFlags.dropable.rawValue != 0 { throw .dropable }
@@ -140,7 +139,7 @@ extension LWKT {
     /// are released while waiting.
     ///
     /// - Throws: as ``getPort(_:)``.
-    public static func waitPort(_ port: Port) async throws(PortError) -> Message {
+    nonisolated(nonsending) public static func waitPort(_ port: Port) async throws(PortError) -> Message {
         if let m = try port.dequeue() { return m }
         let held = LWKTThread.currentThread.map { Token.releaseAll(of: $0) } ?? false
         var got: Message? = nil

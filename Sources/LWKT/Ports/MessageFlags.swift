@@ -5,22 +5,22 @@ public struct MessageFlags: OptionSet, Sendable, Hashable, CustomStringConvertib
     @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
 
     /// Complete. Set on a fresh message, cleared by a send, set again by the reply.
-    public static let done = MessageFlags(rawValue: 0x1)
+    @inlinable public static var done: MessageFlags { MessageFlags(rawValue: 0x1) }
     /// A reply has started or arrived; stays set so a receiver can tell replies from requests.
-    public static let reply = MessageFlags(rawValue: 0x2)
+    @inlinable public static var reply: MessageFlags { MessageFlags(rawValue: 0x2) }
     /// Sitting on some port's queue.
-    public static let queued = MessageFlags(rawValue: 0x4)
+    @inlinable public static var queued: MessageFlags { MessageFlags(rawValue: 0x4) }
     /// The originator waits on this very message (``LWKT/doMsg(_:to:)``): the reply signals
     /// it instead of queueing it.
-    public static let sync = MessageFlags(rawValue: 0x8)
+    @inlinable public static var sync: MessageFlags { MessageFlags(rawValue: 0x8) }
     /// Somebody is suspended in ``LWKT/waitMsg(_:)`` on this message.
-    public static let waiting = MessageFlags(rawValue: 0x20)
+    @inlinable public static var waiting: MessageFlags { MessageFlags(rawValue: 0x20) }
     /// ``LWKT/dropMsg(_:)`` may pull the message back off its target's queue.
-    public static let dropable = MessageFlags(rawValue: 0x40)
+    @inlinable public static var dropable: MessageFlags { MessageFlags(rawValue: 0x40) }
     /// ``LWKT/abortMsg(_:)`` may call the message's ``Message/abortRequested()``.
-    public static let abortable = MessageFlags(rawValue: 0x80)
+    @inlinable public static var abortable: MessageFlags { MessageFlags(rawValue: 0x80) }
     /// The abort hook has run for the current request (at most once per request).
-    public static let abortCalled = MessageFlags(rawValue: 0x1000)
+    @inlinable public static var abortCalled: MessageFlags { MessageFlags(rawValue: 0x1000) }
 
     public var description: String {
         let names: [(MessageFlags, String)] = [(.done, "done"), (.reply, "reply"), (.queued, "queued"),
@@ -33,13 +33,13 @@ public struct MessageFlags: OptionSet, Sendable, Hashable, CustomStringConvertib
 /// Status codes a port's agent returns, in the errno style DragonFly uses.
 public enum MessageStatus {
     /// The agent kept the message and will reply later (DragonFly's `EASYNC`).
-    public static let async: Int32 = 99
+    @inlinable public static var async: Int32 { 99 }
     /// Success.
-    public static let ok: Int32 = 0
+    @inlinable public static var ok: Int32 { 0 }
     /// ``LWKT/dropMsg(_:)`` found nothing to drop.
-    public static let noEntry: Int32 = 2
+    @inlinable public static var noEntry: Int32 { 2 }
     /// The port cannot take requests (a reply-only port).
-    public static let invalid: Int32 = 22
+    @inlinable public static var invalid: Int32 { 22 }
 }
 
 /// Misuse of the message API, reported instead of asserting.

@@ -1,3 +1,4 @@
+import CLibellula
 import Synchronization
 
 /// The agent of a function or serializer port: it handles one message and returns its
@@ -51,7 +52,14 @@ public final class Port: @unchecked Sendable, CustomStringConvertible {
     /// The owning CPU of a thread port, or the CPU a function or serializer port is pinned
     /// to; `nil` for ports usable anywhere.
     public let cpu: CPU?
-    @usableFromInline let handler: PortHandler?
+    let handler: PortHandler?
+    /// The function port's handler (a no-op for other kinds), called without unwrapping.
+    @usableFromInline let agent: PortHandler
+    /// Whether this is a function port (checked on the fast path without loading `kind`).
+    @usableFromInline let isFunction: Bool
+    /// The owner-state pointer of the CPU the port is pinned to, compared with the caller's
+    /// without touching the `CPU` object.
+    @usableFromInline let pinnedLocal: UnsafeMutableRawPointer?
     let replyHandler: ReplyHandler?
     let local: UnsafeMutablePointer<ThreadPortState>
     let shared: Mutex<SharedPortState>
@@ -62,6 +70,9 @@ public final class Port: @unchecked Sendable, CustomStringConvertible {
         self.name = name
         self.cpu = cpu
         self.handler = handler
+        self.agent = handler ?? { _ in MessageStatus.invalid }
+        self.isFunction = kind == .function
+        self.pinnedLocal = cpu.map { UnsafeMutableRawPointer($0.local) }
         self.replyHandler = replyHandler
         local = .allocate(capacity: 1)
         local.initialize(to: ThreadPortState())
@@ -117,8 +128,9 @@ public final class Port: @unchecked Sendable, CustomStringConvertible {
 
     /// The port's counters.
     public var statistics: PortStatistics {
-        PortStatistics(name: name, puts: counters.total(.puts),
-                       synchronousCompletions: counters.total(.sync),
+        PortStatistics(name: name,
+                       puts: counters.total(.puts) &+ counters.total(.sync) &+ counters.total(.fastAsync),
+                       synchronousCompletions: counters.total(.sync) &+ counters.total(.syncSlow),
                        queued: counters.total(.queued), replies: counters.total(.replies),
                        aborts: counters.total(.aborts))
     }
@@ -139,12 +151,15 @@ public final class Port: @unchecked Sendable, CustomStringConvertible {
     @inlinable @inline(__always)
     func put(_ msg: Message) -> Int32 {
         msg.state.pointee.target = Unmanaged.passUnretained(self)
-        counters.add(.puts)
-        if kind == .function, cpu == nil || cpu?.isCurrent == true, let handler {
-            let r = handler(msg)
-            if r != MessageStatus.async { counters.add(.sync) }
+        let here = lb_current_cpu()
+        let row = counters.row(here)
+        if isFunction, pinnedLocal == nil || pinnedLocal == here {
+            let r = agent(msg)
+            // One counter per put: `puts` is summed from these two and the slow path's.
+            PortCounters.bump(row, r != MessageStatus.async ? .sync : .fastAsync, counters)
             return r
         }
+        PortCounters.bump(row, .puts, counters)
         return putSlow(msg)
     }
 
@@ -152,7 +167,7 @@ public final class Port: @unchecked Sendable, CustomStringConvertible {
     func putSlow(_ msg: Message) -> Int32 {
         switch kind {
         case .function:
-            guard let cpu else { return MessageStatus.invalid }
+            guard let cpu, !cpu.isCurrent else { return putFunctionHere(msg) }
             sendRemote(cpu, runHandlerIPI, msg)
             return MessageStatus.async
         case .thread:
@@ -172,11 +187,19 @@ public final class Port: @unchecked Sendable, CustomStringConvertible {
                 return MessageStatus.async
             }
             let r = serialize(msg)
-            if r != MessageStatus.async { counters.add(.sync) }
+            if r != MessageStatus.async { counters.add(.syncSlow) }
             return r
         case .replyOnly:
             return MessageStatus.invalid
         }
+    }
+
+    /// Runs a function port's handler in the caller's context (the fast path's fallback).
+    func putFunctionHere(_ msg: Message) -> Int32 {
+        guard let handler else { return MessageStatus.invalid }
+        let r = handler(msg)
+        if r != MessageStatus.async { counters.add(.syncSlow) }
+        return r
     }
 
     /// Passes `msg` to `cpu` through the crossbar, with a reference to it and to this port.

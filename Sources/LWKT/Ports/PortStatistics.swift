@@ -23,7 +23,9 @@ public struct PortStatistics: Codable, Sendable, Equatable {
 struct PortCounters: @unchecked Sendable {
     @usableFromInline static let slots = 64
     @usableFromInline static let stride = 8
-    @usableFromInline enum Kind: Int { case puts = 0, sync, queued, replies, aborts }
+    /// `puts` counts slow-path puts; `sync` and `fastAsync` count fast-path puts by outcome;
+    /// `syncSlow` counts slow-path synchronous completions (already counted in `puts`).
+    @usableFromInline enum Kind: Int { case puts = 0, sync, queued, replies, aborts, fastAsync, syncSlow }
 
     @usableFromInline let base: UnsafeMutablePointer<Int64>
     let foreign: UnsafeMutablePointer<Atomic<Int64>>
@@ -42,14 +44,24 @@ struct PortCounters: @unchecked Sendable {
 
     @inlinable @inline(__always)
     func add(_ k: Kind) {
-        if let l = CPU.currentLocal {
-            let id = l.pointee.cpu._withUnsafeGuaranteedRef { $0.id }
-            if id < Self.slots {
-                lb_counter_add(base + (id &* Self.stride &+ k.rawValue), 1)
-                return
-            }
+        Self.bump(row(lb_current_cpu()), k, self)
+    }
+
+    /// The calling CPU's row, or `nil` off the CPUs (then ``bump(_:_:_:)`` goes atomic).
+    @inlinable @inline(__always)
+    func row(_ raw: UnsafeMutableRawPointer?) -> UnsafeMutablePointer<Int64>? {
+        guard let raw else { return nil }
+        let id = raw.assumingMemoryBound(to: CPULocal.self).pointee.cpu._withUnsafeGuaranteedRef { $0.id }
+        return id < Self.slots ? base + id &* Self.stride : nil
+    }
+
+    @inlinable @inline(__always)
+    static func bump(_ row: UnsafeMutablePointer<Int64>?, _ k: Kind, _ c: PortCounters) {
+        if let row {
+            lb_counter_add(row + k.rawValue, 1)
+        } else {
+            c.addForeign(k)
         }
-        addForeign(k)
     }
 
     @usableFromInline
