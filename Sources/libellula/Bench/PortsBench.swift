@@ -137,7 +137,7 @@ enum PortsBench {
                         baseline: "actor call, other CPU (pinned)", baselineValue: actorOther)
         reporter.report("doMsg cpu0→cpu1 round trip (thread port)", unit: "ns", value: threadRT,
                         baseline: "CheckedContinuation hand-off", baselineValue: contRT)
-        reporter.report("doMsg cpu0→cpu1 round trip (pinned function port)", unit: "ns", value: pinnedRT,
+        reporter.report("doMsg cpu0→cpu1 round trip (pinned fn port)", unit: "ns", value: pinnedRT,
                         baseline: "actor call, other CPU (pinned)", baselineValue: actorOther)
 
         // Throughput: a window of asynchronous sends, replies to the sender's own port.
