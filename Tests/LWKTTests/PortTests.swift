@@ -206,6 +206,21 @@ struct PortTests {
             }
             #expect(got == [0, 1, 2])
             #expect(port.statistics.puts == 3 && port.statistics.queued == 3)
+            // A second waiter on the same thread port is refused instead of stranded.
+            let refused = try await system.run(on: 0) { () -> Bool in
+                let first = LWKTThread.spawn(on: system.cpus[0], name: "first-waiter") {
+                    _ = try? await LWKT.waitPort(port)
+                }
+                await LWKT.yield()
+                try await waitUntil("first waiter parked", seconds: 10) { port.local.pointee.waiter != nil }
+                var refused = false
+                do { _ = try await LWKT.waitPort(port) } catch { refused = (error as? PortError) == .notOwner }
+                let wake = IntMsg(9)
+                _ = try LWKT.beginDoMsg(wake, to: port)
+                await first.join()
+                return refused
+            }
+            #expect(refused)
         }
     }
 

@@ -138,22 +138,28 @@ extension LWKT {
     /// Waits for the next message on `port` and takes it (DragonFly's `lwkt_waitport`). Tokens
     /// are released while waiting.
     ///
-    /// - Throws: as ``getPort(_:)``.
+    /// - Throws: as ``getPort(_:)``; ``PortError/notOwner`` also when another task already
+    ///   waits on the same thread port.
     nonisolated(nonsending) public static func waitPort(_ port: Port) async throws(PortError) -> Message {
         if let m = try port.dequeue() { return m }
         let held = LWKTThread.currentThread.map { Token.releaseAll(of: $0) } ?? false
         var got: Message? = nil
+        var failure: PortError? = nil
         while true {
-            await port.waitForMessage()
+            guard await port.waitForMessage() else {
+                failure = .notOwner
+                break
+            }
             do {
                 got = try port.dequeue()
             } catch {
-                if held, let t = LWKTThread.currentThread { await Token.reacquireAll(of: t) }
-                throw error
+                failure = error
+                break
             }
             if got != nil { break }
         }
         if held, let t = LWKTThread.currentThread { await Token.reacquireAll(of: t) }
+        if let failure { throw failure }
         guard let got else { throw .unsupported }
         return got
     }

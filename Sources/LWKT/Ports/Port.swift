@@ -363,17 +363,24 @@ public final class Port: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// Suspends until this port's queue may hold a message (spurious returns allowed).
-    func waitForMessage() async {
+    /// Returns `false` at once if another task already waits on this thread port.
+    func waitForMessage() async -> Bool {
         switch kind {
         case .thread:
+            var busy = false
             await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
                 let ready = CPU.critical { () -> Bool in
                     if !local.pointee.queue.isEmpty { return true }
+                    if local.pointee.waiter != nil {
+                        busy = true
+                        return true
+                    }
                     local.pointee.waiter = c
                     return false
                 }
                 if ready { c.resume() }
             }
+            return !busy
         case .spin:
             await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
                 let ready = shared.withLock { s -> Bool in
@@ -383,8 +390,9 @@ public final class Port: @unchecked Sendable, CustomStringConvertible {
                 }
                 if ready { c.resume() }
             }
+            return true
         default:
-            return
+            return true
         }
     }
 }
