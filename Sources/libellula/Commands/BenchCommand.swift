@@ -9,7 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
         discussion: "Each row compares Libellula with the alternative a user would pick, measured in the same run."
     )
 
-    static let suites = ["ipi", "wake", "spawn", "switch", "slab", "vfs", "all"]
+    static let suites = ["ipi", "wake", "spawn", "switch", "ports", "slab", "vfs", "all"]
 
     @Argument(help: "The suite to run.")
     var suite: String
@@ -28,7 +28,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     func run() async throws {
         let reporter = BenchReporter(json: json)
-        let everything = ["ipi", "wake", "spawn", "switch", "slab", "vfs"]
+        let everything = ["ipi", "wake", "spawn", "switch", "ports", "slab", "vfs"]
         for s in suite == "all" ? everything : [suite] {
             if !json { print("== \(s) ==") }
             switch s {
@@ -36,6 +36,7 @@ struct BenchCommand: AsyncParsableCommand {
             case "wake": try await LWKTBench.wake(reporter: reporter, quick: quick)
             case "spawn": try await LWKTBench.spawn(reporter: reporter, quick: quick)
             case "switch": try await LWKTBench.switchSuite(reporter: reporter, quick: quick)
+            case "ports": try await PortsBench.ports(reporter: reporter, quick: quick)
             case "slab": try await SlabBench.run(reporter: reporter, quick: quick)
             case "vfs": try await VFSBench.run(reporter: reporter, quick: quick)
             default: break
