@@ -9,7 +9,8 @@ final class CPUKernel: @unchecked Sendable {
     /// Sleep queues, one bucket per slot of the system's sleep-slot table.
     var sleepBuckets: [[SleepWaiter]]
     var sleepers = 0
-    var ioWaiters: [Int32: [IOWaiter]] = [:]
+    var ioWaiters: [Int32: IOWaiter] = [:]
+    var ioPool: [IOWaiter] = []
     var registeredFDs: Set<Int32> = []
     var spareInbox: [IPISlot] = []
     var waiterPool: [SleepWaiter] = []
@@ -142,30 +143,71 @@ final class CPUKernel: @unchecked Sendable {
 
     // MARK: Descriptors
 
+    /// A wait record for `fd`, from the pool when one is free.
+    func takeIOWaiter(fd: Int32, interest: IOEvents) -> IOWaiter {
+        let w = ioPool.popLast() ?? IOWaiter(fd: fd, interest: interest)
+        w.fd = fd
+        w.interest = interest
+        w.generation &+= 1
+        w.cancelled = false
+        w.continuation = nil
+        w.next = nil
+        return w
+    }
+
+    /// Gives a finished wait record back to the pool.
+    func returnIOWaiter(_ w: IOWaiter) {
+        if ioPool.count < 256 && w.continuation == nil { w.next = nil; ioPool.append(w) }
+    }
+
+    /// Queues `w` on its descriptor (waiters of one fd form a linked list, so registering
+    /// allocates nothing) and arms the epoll registration.
     func register(_ w: IOWaiter, cpu: CPU) throws {
-        var list = ioWaiters[w.fd] ?? []
-        list.append(w)
-        ioWaiters[w.fd] = list
-        try arm(fd: w.fd, cpu: cpu)
+        w.next = ioWaiters[w.fd]
+        ioWaiters[w.fd] = w
+        do {
+            try arm(fd: w.fd, cpu: cpu)
+        } catch {
+            unlink(w)
+            throw error
+        }
+    }
+
+    private func unlink(_ w: IOWaiter) {
+        guard var cur = ioWaiters[w.fd] else { return }
+        if cur === w {
+            if let n = w.next { ioWaiters[w.fd] = n } else { ioWaiters.removeValue(forKey: w.fd) }
+            w.next = nil
+            return
+        }
+        while let n = cur.next {
+            if n === w {
+                cur.next = w.next
+                w.next = nil
+                return
+            }
+            cur = n
+        }
     }
 
     /// (Re)arms a one-shot epoll registration for the union of the fd's waiters' interests.
     func arm(fd: Int32, cpu: CPU) throws {
-        guard let list = ioWaiters[fd], !list.isEmpty else { return }
-        var interest: UInt32 = LB_EPOLLONESHOT | LB_EPOLLRDHUP
-        for w in list { interest |= w.interest.rawValue }
+        guard var w = ioWaiters[fd] else { return }
+        var interest: UInt32 = LB_EPOLLONESHOT | LB_EPOLLRDHUP | w.interest.rawValue
+        while let n = w.next {
+            interest |= n.interest.rawValue
+            w = n
+        }
+        let data = UInt64(UInt32(bitPattern: fd))
         var rc: Int32
         if registeredFDs.contains(fd) {
-            rc = lb_epoll_ctl(cpu.epollFD, 3, fd, interest, UInt64(UInt32(bitPattern: fd)))
-            if rc == -ENOENT { rc = lb_epoll_ctl(cpu.epollFD, 1, fd, interest, UInt64(UInt32(bitPattern: fd))) }
+            rc = lb_epoll_ctl(cpu.epollFD, 3, fd, interest, data)
+            if rc == -ENOENT { rc = lb_epoll_ctl(cpu.epollFD, 1, fd, interest, data) }
         } else {
-            rc = lb_epoll_ctl(cpu.epollFD, 1, fd, interest, UInt64(UInt32(bitPattern: fd)))
-            if rc == -EEXIST { rc = lb_epoll_ctl(cpu.epollFD, 3, fd, interest, UInt64(UInt32(bitPattern: fd))) }
+            rc = lb_epoll_ctl(cpu.epollFD, 1, fd, interest, data)
+            if rc == -EEXIST { rc = lb_epoll_ctl(cpu.epollFD, 3, fd, interest, data) }
         }
-        if rc != 0 {
-            ioWaiters[fd]?.removeAll { w in list.contains { $0 === w } }
-            throw LWKTError.systemCall("epoll_ctl", -rc)
-        }
+        if rc != 0 { throw LWKTError.systemCall("epoll_ctl", -rc) }
         registeredFDs.insert(fd)
     }
 
@@ -173,25 +215,24 @@ final class CPUKernel: @unchecked Sendable {
         if registeredFDs.remove(fd) != nil {
             _ = lb_epoll_ctl(cpu.epollFD, 2, fd, 0, 0)
         }
-        if let list = ioWaiters.removeValue(forKey: fd) {
-            for w in list {
-                if let c = w.continuation {
-                    w.continuation = nil
-                    c.resume(throwing: CancellationError())
-                }
+        var w = ioWaiters.removeValue(forKey: fd)
+        while let cur = w {
+            w = cur.next
+            cur.next = nil
+            if let c = cur.continuation {
+                cur.continuation = nil
+                c.resume(throwing: CancellationError())
             }
         }
     }
 
-    func cancelIO(_ w: IOWaiter, cpu: CPU) {
+    func cancelIO(_ w: IOWaiter, generation: Int, cpu: CPU) {
+        guard w.generation == generation else { return }   // a late cancel of an earlier use
         w.cancelled = true
-        guard var list = ioWaiters[w.fd], let i = list.firstIndex(where: { $0 === w }) else { return }
-        list.remove(at: i)
-        ioWaiters[w.fd] = list.isEmpty ? nil : list
-        if let c = w.continuation {
-            w.continuation = nil
-            c.resume(throwing: CancellationError())
-        }
+        guard let c = w.continuation else { return }
+        unlink(w)
+        w.continuation = nil
+        c.resume(throwing: CancellationError())
     }
 
     /// Polls the CPU's epoll once; `timeout` in nanoseconds (< 0 forever, 0 poll).
@@ -210,21 +251,38 @@ final class CPUKernel: @unchecked Sendable {
             let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
             let ready = IOEvents(rawValue: eventBits[i])
             delivered += 1
-            guard let list = ioWaiters[fd] else { continue }
-            var keep: [IOWaiter] = []
+            guard let head = ioWaiters.removeValue(forKey: fd) else { continue }
             let failing = !ready.intersection([.error, .hangup]).isEmpty
-            for w in list {
-                if failing || !ready.intersection(w.interest.union(.readHangup)).isEmpty {
-                    if let c = w.continuation {
-                        w.continuation = nil
+            var keep: IOWaiter? = nil
+            var w: IOWaiter? = head
+            while let cur = w {
+                w = cur.next
+                cur.next = nil
+                if failing || !ready.intersection(cur.interest.union(.readHangup)).isEmpty {
+                    if let c = cur.continuation {
+                        cur.continuation = nil
                         c.resume(returning: ready)
                     }
                 } else {
-                    keep.append(w)
+                    cur.next = keep
+                    keep = cur
                 }
             }
-            ioWaiters[fd] = keep.isEmpty ? nil : keep
-            if !keep.isEmpty { try? arm(fd: fd, cpu: cpu) }
+            if let keep {
+                ioWaiters[fd] = keep
+                do { try arm(fd: fd, cpu: cpu) } catch {
+                    // The descriptor went bad under its waiters: tell them.
+                    var k: IOWaiter? = ioWaiters.removeValue(forKey: fd)
+                    while let cur = k {
+                        k = cur.next
+                        cur.next = nil
+                        if let c = cur.continuation {
+                            cur.continuation = nil
+                            c.resume(returning: .error)
+                        }
+                    }
+                }
+            }
         }
         if delivered > 0 { cpu.counters.add(.ioEvents, Int64(delivered)) }
         return delivered

@@ -13,11 +13,16 @@ public struct IOEvents: OptionSet, Sendable, Hashable {
 }
 
 /// A thread waiting for events on a descriptor registered with its CPU's epoll.
+/// Records are pooled per CPU (a wait allocates nothing); `generation` tells a late
+/// cancellation for an earlier use to do nothing.
 final class IOWaiter: @unchecked Sendable {
-    let fd: Int32
-    let interest: IOEvents
+    var fd: Int32
+    var interest: IOEvents
     var continuation: UnsafeContinuation<IOEvents, any Error>?
     var cancelled = false
+    var generation = 0
+    /// The next waiter on the same descriptor.
+    var next: IOWaiter?
     init(fd: Int32, interest: IOEvents) {
         self.fd = fd
         self.interest = interest

@@ -8,9 +8,10 @@ extension LWKT {
     public static func wait(for events: IOEvents, on fd: Int32) async throws -> IOEvents {
         let cpu = try currentCPU("LWKT.wait(for:on:)")
         try Task.checkCancellation()
-        let waiter = IOWaiter(fd: fd, interest: events)
+        let waiter = cpu.kernel.takeIOWaiter(fd: fd, interest: events)
+        let generation = waiter.generation
+        defer { cpu.kernel.returnIOWaiter(waiter) }
         let held = LWKTThread.currentThread.map { Token.releaseAll(of: $0) } ?? false
-        defer { }
         let ready: IOEvents
         do {
             ready = try await withTaskCancellationHandler {
@@ -28,7 +29,7 @@ extension LWKT {
                     }
                 }
             } onCancel: {
-                cpu.sendIPI(cancelIOIPI, Unmanaged.passRetained(waiter).toOpaque(), 0)
+                cpu.sendIPI(cancelIOIPI, Unmanaged.passRetained(waiter).toOpaque(), generation)
             }
         } catch {
             if held, let t = LWKTThread.currentThread { await Token.reacquireAll(of: t) }
@@ -46,8 +47,8 @@ extension LWKT {
     }
 }
 
-let cancelIOIPI: IPIFunction = { arg, _ in
+let cancelIOIPI: IPIFunction = { arg, generation in
     guard let arg, let l = CPU.currentLocal else { return }
     let w = Unmanaged<IOWaiter>.fromOpaque(arg).takeRetainedValue()
-    l.pointee.cpu._withUnsafeGuaranteedRef { cpu in cpu.kernel.cancelIO(w, cpu: cpu) }
+    l.pointee.cpu._withUnsafeGuaranteedRef { cpu in cpu.kernel.cancelIO(w, generation: generation, cpu: cpu) }
 }
