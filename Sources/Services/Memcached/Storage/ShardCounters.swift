@@ -2,12 +2,21 @@
 /// asking the owner for a copy (a message), never by reading them directly. Names follow
 /// memcached's `stats` output where memcached has the counter.
 public struct ShardCounters: Sendable, Equatable {
+    /// Key lookups (`cmd_get`), and how many hit, missed, or found an expired or flushed item.
     public var cmdGet = 0, getHits = 0, getMisses = 0, getExpired = 0, getFlushed = 0
+    /// Store commands (`cmd_set`) and touches, with their hits and misses.
     public var cmdSet = 0, cmdTouch = 0, touchHits = 0, touchMisses = 0
+    /// Deletes that found their key, and those that did not.
     public var deleteHits = 0, deleteMisses = 0
+    /// incr/decr hits and misses.
     public var incrHits = 0, incrMisses = 0, decrHits = 0, decrMisses = 0
+    /// cas commands: stored, key missing, and CAS id mismatched (`cas_badval`).
     public var casHits = 0, casMisses = 0, casBadval = 0
+    /// Flushes, LRU evictions, items that expired or were evicted before their first read,
+    /// and expired items whose memory was reclaimed.
     public var cmdFlush = 0, evictions = 0, expiredUnfetched = 0, evictedUnfetched = 0, reclaimed = 0
+    /// Items held now and ever stored, their key and value bytes, the bytes they are charged
+    /// against the memory limit (slab chunk sizes), and stores refused for lack of memory.
     public var currItems = 0, totalItems = 0, bytes = 0, chargedBytes = 0, outOfMemory = 0
     /// Connections accepted on this CPU, and open now.
     public var totalConnections = 0, currConnections = 0
@@ -20,6 +29,7 @@ public struct ShardCounters: Sendable, Equatable {
     /// Messages this CPU served for connections on other CPUs.
     public var remoteServed = 0
 
+    /// All counters zero.
     public init() {}
 
     /// Adds every counter of `o` to this one.
