@@ -136,3 +136,64 @@ public final class MemcachedService: @unchecked Sendable {
         return t
     }
 }
+
+extension MemcachedService {
+    /// Measures what a cross-CPU request adds: from CPU 0, `iterations` GET hits of a key
+    /// owned by CPU 0 (run in place) and of a key owned by another CPU (sent to its shard
+    /// port with `doMsg` and answered there), each writing its response to a reused
+    /// buffer. Returns nanoseconds per local and per remote GET. Needs 2 or more CPUs.
+    public func measureHop(iterations: Int = 200_000) async throws -> (local: Double, remote: Double) {
+        guard stores.count >= 2 else { return (0, 0) }
+        let service = self
+        return try await system.run(on: 0) { () -> (Double, Double) in
+            var keys: [[UInt8]] = [[], []]
+            var i = 0
+            while keys[0].isEmpty || keys[1].isEmpty {
+                let k = Array("hop\(i)".utf8)
+                let o = k.withUnsafeBytes { service.owner(keyHash($0.baseAddress.unsafelyUnwrapped, $0.count)) }
+                if o == 0 && keys[0].isEmpty { keys[0] = k }
+                if o != 0 && keys[1].isEmpty { keys[1] = k }
+                i += 1
+            }
+            let out = OutputBuffer()
+            let value: [UInt8] = Array(repeating: 0x78, count: 32)
+            var result: [Double] = []
+            for which in 0..<2 {
+                let key = keys[which]
+                let owner = key.withUnsafeBytes { service.owner(keyHash($0.baseAddress.unsafelyUnwrapped, $0.count)) }
+                let req = ShardRequest(target: out)
+                let kp = UnsafeMutableRawPointer.allocate(byteCount: key.count, alignment: 8)
+                let vp = UnsafeMutableRawPointer.allocate(byteCount: value.count, alignment: 8)
+                defer { kp.deallocate(); vp.deallocate() }
+                kp.copyMemory(from: key, byteCount: key.count)
+                vp.copyMemory(from: value, byteCount: value.count)
+                var op = KeyOp()
+                op.key = UnsafeRawPointer(kp)
+                op.keyLength = key.count
+                op.hash = keyHash(kp, key.count)
+                op.now = Int64(time(nil))
+                op.kind = .set
+                op.value = UnsafeRawPointer(vp)
+                op.valueLength = value.count
+                req.kind = .single
+                req.op = op
+                _ = try await LWKT.doMsg(req, to: service.ports[owner])
+                op.kind = .get
+                req.op = op
+                let t0 = ContinuousClock.now
+                for _ in 0..<iterations {
+                    out.count = 0
+                    if owner == 0 {
+                        CommandExecutor.execute(&op, store: service.stores[0], out: out)
+                    } else {
+                        _ = try await LWKT.doMsg(req, to: service.ports[owner])
+                    }
+                }
+                let d = ContinuousClock.now - t0
+                let ns = Double(d.components.seconds) * 1e9 + Double(d.components.attoseconds) / 1e9
+                result.append(ns / Double(iterations))
+            }
+            return (result[0], result[1])
+        }
+    }
+}
