@@ -21,10 +21,11 @@ let package = Package(
         .target(name: "LWKT", dependencies: ["CLibellula"]),
         .target(name: "Slab", dependencies: ["LWKT", "CLibellula"]),
         .target(name: "VFS", dependencies: ["LWKT"]),
+        .target(name: "Services", dependencies: ["LWKT", "Slab", "VFS", "CLibellula"]),
         .executableTarget(
             name: "libellula",
             dependencies: [
-                "CLibellula", "LWKT", "Slab", "VFS",
+                "CLibellula", "LWKT", "Slab", "VFS", "Services",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
@@ -32,6 +33,7 @@ let package = Package(
         .testTarget(name: "LWKTTests", dependencies: ["LWKT", "CLibellula"]),
         .testTarget(name: "SlabTests", dependencies: ["Slab", "LWKT"]),
         .testTarget(name: "VFSTests", dependencies: ["VFS", "LWKT"]),
+        .testTarget(name: "ServicesTests", dependencies: ["Services", "LWKT", "Slab"]),
     ],
     swiftLanguageModes: [.v6]
 )

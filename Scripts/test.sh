@@ -20,4 +20,18 @@ if [ "${#need[@]}" -gt 0 ]; then
   fi
 fi
 
+# Python packages the tests need (pymemcache from PyPI), installed when missing.
+if [ -f Scripts/test-pip-deps.txt ] && command -v python3 >/dev/null; then
+  missing=0
+  while read -r mod; do
+    [ -z "$mod" ] || [ "${mod#\#}" != "$mod" ] && continue
+    python3 -c "import $mod" 2>/dev/null || missing=1
+  done < Scripts/test-pip-deps.txt
+  if [ "$missing" = 1 ]; then
+    python3 -m pip install -q -r Scripts/test-pip-deps.txt 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages -r Scripts/test-pip-deps.txt \
+      || echo "test.sh: could not install Scripts/test-pip-deps.txt; tests that need it will skip" >&2
+  fi
+fi
+
 exec swift test "$@"

@@ -1,0 +1,199 @@
+import LWKT
+import Slab
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A memcached-protocol cache on an LWKT system, sharded the DragonFly way: every key is
+/// owned by the CPU its hash names, and only that CPU touches the key's item. Connections
+/// live on the CPU that accepted them; an operation on a key owned elsewhere travels to the
+/// owner's shard port as a message (`doMsg`) and the reply comes back the same way, while
+/// the connection's CPU goes on running other work.
+///
+/// Items live in the slab (one arena per CPU); the memory limit is divided evenly among
+/// the CPUs, each evicting from its own LRU list.
+public final class MemcachedService: @unchecked Sendable {
+    /// The LWKT system the service runs on.
+    public let system: LWKTSystem
+    /// The address it listens on.
+    public let address: String
+    /// The TCP port it listens on (the one the kernel picked, if 0 was asked for).
+    public private(set) var port: UInt16 = 0
+    /// The memory limit for items, in bytes, across all CPUs.
+    public let memoryLimit: Int
+    /// The largest value accepted, in bytes.
+    public let maxValueSize: Int
+    /// The version string reported by `version` and `stats`.
+    public static let version = "1.6.18-libellula"
+
+    let slab: SlabAllocator
+    let stores: [ItemStore]
+    let ports: [Port]
+    let startTime: Int64
+    var listenFDs: [Int32] = []
+    let threads = Mutex<[ObjectIdentifier: LWKTThread]>([:])
+    let stopping = Atomic<Bool>(false)
+
+    init(system: LWKTSystem, address: String, memoryLimit: Int, maxValueSize: Int) {
+        self.system = system
+        self.address = address
+        self.memoryLimit = memoryLimit
+        self.maxValueSize = maxValueSize
+        slab = SlabAllocator(system: system)
+        let type = slab.makeType(name: "memcached-items")
+        let n = system.cpuCount
+        let perCPU = max(64 * 1024, memoryLimit / n)
+        var s: [ItemStore] = []
+        var p: [Port] = []
+        for i in 0..<n {
+            let store = ItemStore(cpuID: i, cpuCount: n, slab: slab, type: type, limit: perCPU, maxItemSize: maxValueSize)
+            s.append(store)
+            p.append(Port.function(name: "memcached-shard\(i)", on: system.cpus[i]) { msg in
+                let req = unsafeDowncast(msg, to: ShardRequest.self)
+                store.counters.remoteServed += 1
+                req.run(on: store)
+                return MessageStatus.ok
+            })
+        }
+        stores = s
+        ports = p
+        startTime = Int64(time(nil))
+    }
+
+    /// Starts the cache: one nonblocking `SO_REUSEPORT` listening socket per CPU, each
+    /// accepting and serving its connections on its own CPU.
+    ///
+    /// - Parameters:
+    ///   - system: the booted LWKT system.
+    ///   - address: an IPv4 address to listen on, such as `127.0.0.1`.
+    ///   - port: the TCP port; 0 picks a free one (read it back from ``port``).
+    ///   - memoryLimit: bytes of items to keep before evicting (memcached's `-m`).
+    ///   - maxValueSize: the largest value accepted (memcached's `-I`, 1 MiB by default).
+    public static func start(system: LWKTSystem, address: String = "127.0.0.1", port: UInt16 = 11211,
+                             memoryLimit: Int = 64 << 20, maxValueSize: Int = 1 << 20) async throws -> MemcachedService {
+        let service = MemcachedService(system: system, address: address, memoryLimit: memoryLimit, maxValueSize: maxValueSize)
+        var bound = port
+        for _ in 0..<system.cpuCount {
+            let fd = try Listener.open(address: address, port: bound)
+            if bound == 0 { bound = try Listener.localPort(fd) }
+            service.listenFDs.append(fd)
+        }
+        service.port = bound
+        for (i, fd) in service.listenFDs.enumerated() {
+            let t = LWKTThread.spawn(on: system.cpus[i], priority: .kernel, name: "memcached-listen\(i)") {
+                await Listener.acceptLoop(fd: fd, service: service, cpu: i)
+            }
+            service.track(t)
+        }
+        return service
+    }
+
+    /// Stops listening, closes every connection and waits for their threads to end.
+    public func stop() async {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let list = threads.withLock { Array($0.values) }
+        for t in list { t.cancel() }
+        for t in list { await t.join() }
+        for fd in listenFDs { close(fd) }
+        listenFDs = []
+    }
+
+    func track(_ t: LWKTThread) {
+        threads.withLock { $0[ObjectIdentifier(t)] = t }
+    }
+
+    func untrack(_ t: LWKTThread) {
+        _ = threads.withLock { $0.removeValue(forKey: ObjectIdentifier(t)) }
+    }
+
+    /// The owner CPU of a key hash.
+    @inline(__always) func owner(_ hash: UInt64) -> Int {
+        Int(truncatingIfNeeded: ((hash >> 32) &* UInt64(stores.count)) >> 32)
+    }
+
+    /// The owner CPU of `key` (for tests and tools).
+    public func owner(ofKey key: String) -> Int {
+        var k = key
+        return k.withUTF8 { b in b.baseAddress.map { owner(keyHash($0, b.count)) } ?? 0 }
+    }
+
+    /// Per-CPU counters, each read by its own CPU (a message to each).
+    public func perCPUCounters() async throws -> [ShardCounters] {
+        var result: [ShardCounters] = []
+        for i in 0..<stores.count {
+            let store = stores[i]
+            let c = try await system.run(on: i) { () -> ShardCounters in store.counters }
+            result.append(c)
+        }
+        return result
+    }
+
+    /// Totals over all CPUs.
+    public func totals() async throws -> ShardCounters {
+        var t = ShardCounters()
+        for c in try await perCPUCounters() { t.add(c) }
+        return t
+    }
+}
+
+extension MemcachedService {
+    /// Measures what a cross-CPU request adds: from CPU 0, `iterations` GET hits of a key
+    /// owned by CPU 0 (run in place) and of a key owned by another CPU (sent to its shard
+    /// port with `doMsg` and answered there), each writing its response to a reused
+    /// buffer. Returns nanoseconds per local and per remote GET. Needs 2 or more CPUs.
+    public func measureHop(iterations: Int = 200_000) async throws -> (local: Double, remote: Double) {
+        guard stores.count >= 2 else { return (0, 0) }
+        let service = self
+        return try await system.run(on: 0) { () -> (Double, Double) in
+            var keys: [[UInt8]] = [[], []]
+            var i = 0
+            while keys[0].isEmpty || keys[1].isEmpty {
+                let k = Array("hop\(i)".utf8)
+                let o = k.withUnsafeBytes { service.owner(keyHash($0.baseAddress.unsafelyUnwrapped, $0.count)) }
+                if o == 0 && keys[0].isEmpty { keys[0] = k }
+                if o != 0 && keys[1].isEmpty { keys[1] = k }
+                i += 1
+            }
+            let out = OutputBuffer()
+            let value: [UInt8] = Array(repeating: 0x78, count: 32)
+            var result: [Double] = []
+            for which in 0..<2 {
+                let key = keys[which]
+                let owner = key.withUnsafeBytes { service.owner(keyHash($0.baseAddress.unsafelyUnwrapped, $0.count)) }
+                let req = ShardRequest(target: out)
+                let kp = UnsafeMutableRawPointer.allocate(byteCount: key.count, alignment: 8)
+                let vp = UnsafeMutableRawPointer.allocate(byteCount: value.count, alignment: 8)
+                defer { kp.deallocate(); vp.deallocate() }
+                kp.copyMemory(from: key, byteCount: key.count)
+                vp.copyMemory(from: value, byteCount: value.count)
+                var op = KeyOp()
+                op.key = UnsafeRawPointer(kp)
+                op.keyLength = key.count
+                op.hash = keyHash(kp, key.count)
+                op.now = Int64(time(nil))
+                op.kind = .set
+                op.value = UnsafeRawPointer(vp)
+                op.valueLength = value.count
+                req.kind = .single
+                req.op = op
+                _ = try await LWKT.doMsg(req, to: service.ports[owner])
+                op.kind = .get
+                req.op = op
+                let t0 = ContinuousClock.now
+                for _ in 0..<iterations {
+                    out.count = 0
+                    if owner == 0 {
+                        CommandExecutor.execute(&op, store: service.stores[0], out: out)
+                    } else {
+                        _ = try await LWKT.doMsg(req, to: service.ports[owner])
+                    }
+                }
+                let d = ContinuousClock.now - t0
+                let ns = Double(d.components.seconds) * 1e9 + Double(d.components.attoseconds) / 1e9
+                result.append(ns / Double(iterations))
+            }
+            return (result[0], result[1])
+        }
+    }
+}

@@ -1,0 +1,68 @@
+/// The counters of one shard (one CPU), written only on that CPU. Other CPUs read them by
+/// asking the owner for a copy (a message), never by reading them directly. Names follow
+/// memcached's `stats` output where memcached has the counter.
+public struct ShardCounters: Sendable, Equatable {
+    /// Key lookups (`cmd_get`), and how many hit, missed, or found an expired or flushed item.
+    public var cmdGet = 0, getHits = 0, getMisses = 0, getExpired = 0, getFlushed = 0
+    /// Store commands (`cmd_set`) and touches, with their hits and misses.
+    public var cmdSet = 0, cmdTouch = 0, touchHits = 0, touchMisses = 0
+    /// Deletes that found their key, and those that did not.
+    public var deleteHits = 0, deleteMisses = 0
+    /// incr/decr hits and misses.
+    public var incrHits = 0, incrMisses = 0, decrHits = 0, decrMisses = 0
+    /// cas commands: stored, key missing, and CAS id mismatched (`cas_badval`).
+    public var casHits = 0, casMisses = 0, casBadval = 0
+    /// Flushes, LRU evictions, items that expired or were evicted before their first read,
+    /// and expired items whose memory was reclaimed.
+    public var cmdFlush = 0, evictions = 0, expiredUnfetched = 0, evictedUnfetched = 0, reclaimed = 0
+    /// Items held now and ever stored, their key and value bytes, the bytes they are charged
+    /// against the memory limit (slab chunk sizes), and stores refused for lack of memory.
+    public var currItems = 0, totalItems = 0, bytes = 0, chargedBytes = 0, outOfMemory = 0
+    /// Connections accepted on this CPU, and open now.
+    public var totalConnections = 0, currConnections = 0
+    /// Bytes read from and written to this CPU's connections.
+    public var bytesRead = 0, bytesWritten = 0
+    /// Key operations whose owner was this CPU and whose connection was too.
+    public var localRequests = 0
+    /// Messages this CPU's connections sent to other CPUs (one per owner per command).
+    public var remoteSent = 0
+    /// Messages this CPU served for connections on other CPUs.
+    public var remoteServed = 0
+
+    /// All counters zero.
+    public init() {}
+
+    /// Adds every counter of `o` to this one.
+    public mutating func add(_ o: ShardCounters) {
+        cmdGet += o.cmdGet; getHits += o.getHits; getMisses += o.getMisses
+        getExpired += o.getExpired; getFlushed += o.getFlushed
+        cmdSet += o.cmdSet; cmdTouch += o.cmdTouch; touchHits += o.touchHits; touchMisses += o.touchMisses
+        deleteHits += o.deleteHits; deleteMisses += o.deleteMisses
+        incrHits += o.incrHits; incrMisses += o.incrMisses; decrHits += o.decrHits; decrMisses += o.decrMisses
+        casHits += o.casHits; casMisses += o.casMisses; casBadval += o.casBadval
+        cmdFlush += o.cmdFlush; evictions += o.evictions; expiredUnfetched += o.expiredUnfetched
+        evictedUnfetched += o.evictedUnfetched; reclaimed += o.reclaimed
+        currItems += o.currItems; totalItems += o.totalItems; bytes += o.bytes
+        chargedBytes += o.chargedBytes; outOfMemory += o.outOfMemory
+        totalConnections += o.totalConnections; currConnections += o.currConnections
+        bytesRead += o.bytesRead; bytesWritten += o.bytesWritten
+        localRequests += o.localRequests; remoteSent += o.remoteSent; remoteServed += o.remoteServed
+    }
+
+    /// The counters as memcached-style `(name, value)` pairs.
+    public var pairs: [(String, Int)] {
+        [("cmd_get", cmdGet), ("cmd_set", cmdSet), ("cmd_flush", cmdFlush), ("cmd_touch", cmdTouch),
+         ("get_hits", getHits), ("get_misses", getMisses), ("get_expired", getExpired),
+         ("get_flushed", getFlushed), ("delete_misses", deleteMisses), ("delete_hits", deleteHits),
+         ("incr_misses", incrMisses), ("incr_hits", incrHits), ("decr_misses", decrMisses),
+         ("decr_hits", decrHits), ("cas_misses", casMisses), ("cas_hits", casHits),
+         ("cas_badval", casBadval), ("touch_hits", touchHits), ("touch_misses", touchMisses),
+         ("bytes_read", bytesRead), ("bytes_written", bytesWritten),
+         ("curr_connections", currConnections), ("total_connections", totalConnections),
+         ("curr_items", currItems), ("total_items", totalItems), ("bytes", bytes),
+         ("expired_unfetched", expiredUnfetched), ("evicted_unfetched", evictedUnfetched),
+         ("evictions", evictions), ("reclaimed", reclaimed),
+         ("local_requests", localRequests), ("remote_requests_sent", remoteSent),
+         ("remote_requests_served", remoteServed)]
+    }
+}

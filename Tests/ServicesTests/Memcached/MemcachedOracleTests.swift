@@ -1,0 +1,48 @@
+import Foundation
+import Glibc
+import Testing
+@testable import Services
+
+/// Differential and client-library tests: they need python3 (and pymemcache), and Debian's
+/// memcached as the oracle. Scripts/test.sh installs them; without them these tests skip.
+@Suite(.serialized) struct MemcachedOracleTests {
+    static let hasPython = which("python3") != nil
+    static let hasMemcached = which("memcached") != nil
+    static let hasPymemcache = hasPython && pythonHas("pymemcache")
+
+    @Test(.enabled(if: hasPython && hasMemcached,
+                   "needs python3 and Debian's memcached (apt-get install memcached; Scripts/test.sh does it)"))
+    func sameResponsesAsMemcached() async throws {
+        guard let mc = which("memcached"), let py = which("python3") else { return }
+        let port = freePort()
+        let oracle = Process()
+        oracle.executableURL = URL(fileURLWithPath: mc)
+        oracle.arguments = ["-l", "127.0.0.1", "-p", "\(port)", "-U", "0", "-t", "2", "-m", "64"] + (getuid() == 0 ? ["-u", "root"] : [])
+        oracle.standardOutput = FileHandle.nullDevice
+        oracle.standardError = FileHandle.nullDevice
+        try oracle.run()
+        defer { kill(oracle.processIdentifier, SIGKILL); oracle.waitUntilExit() }
+        // Wait (bounded) until the oracle accepts connections.
+        var up = false
+        for _ in 0..<100 where !up {
+            if (try? TestClient(port: port)) != nil { up = true } else { usleep(20_000) }
+        }
+        try #require(up, "memcached did not start on port \(port)")
+        try await withService { s in
+            let (status, output) = try await runProcess(py, ["\(memcachedScripts)/oracle.py", "127.0.0.1:\(port)", "127.0.0.1:\(s.port)"])
+            #expect(status == 0, "oracle differences:\n\(output)")
+            #expect(output.contains(" 0 mismatches"))
+        }
+    }
+
+    @Test(.enabled(if: hasPymemcache,
+                   "needs python3 with pymemcache (pip install -r Scripts/test-pip-deps.txt; Scripts/test.sh does it)"))
+    func pymemcacheEveryCommand() async throws {
+        guard let py = which("python3") else { return }
+        try await withService { s in
+            let (status, output) = try await runProcess(py, ["\(memcachedScripts)/pymemcache_check.py", "127.0.0.1:\(s.port)"])
+            #expect(status == 0, "pymemcache:\n\(output)")
+            #expect(output.contains("checks passed"))
+        }
+    }
+}

@@ -1,0 +1,209 @@
+import Foundation
+import Glibc
+import LWKT
+import Testing
+@testable import Services
+
+@Suite(.serialized) struct MemcachedServiceTests {
+    @Test func basicCommandsRoundTrip() async throws {
+        try await withService { s in
+            let c = try TestClient(port: s.port)
+            #expect(c.roundTrip("set a 5 0 3\r\nabc\r\nget a\r\n") == "STORED\r\nVALUE a 5 3\r\nabc\r\nEND\r\n")
+            #expect(c.roundTrip("incr a 1\r\n") == "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n")
+            #expect(c.roundTrip("set n 0 0 2\r\n10\r\ndecr n 1\r\nget n\r\n") == "STORED\r\n9\r\nVALUE n 0 2\r\n9 \r\nEND\r\n")
+            #expect(c.roundTrip("delete a\r\ndelete a\r\n") == "DELETED\r\nNOT_FOUND\r\n")
+            #expect(c.roundTrip("version\r\n").hasPrefix("VERSION "))
+        }
+    }
+
+    /// Garbage never crashes the server or hangs the connection: each line gets an answer
+    /// and the connection still works afterwards.
+    @Test func malformedCommands() async throws {
+        try await withService { s in
+            let c = try TestClient(port: s.port)
+            let cases: [(String, String)] = [
+                ("\r\n", "ERROR\r\n"),
+                ("bogus\r\n", "ERROR\r\n"),
+                ("get\r\n", "ERROR\r\n"),
+                ("set\r\n", "ERROR\r\n"),
+                ("set k x 0 1\r\n", "CLIENT_ERROR bad command line format\r\n"),
+                ("set k 0 0 -5\r\n", "CLIENT_ERROR bad command line format\r\n"),
+                ("set k 0 0 99999999999999999999\r\n", "CLIENT_ERROR bad command line format\r\n"),
+                ("set k 0 0 1\r\nxyz\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\n"),
+                ("incr k -1\r\n", "CLIENT_ERROR invalid numeric delta argument\r\n"),
+                ("touch k abc\r\n", "CLIENT_ERROR invalid exptime argument\r\n"),
+                ("delete k 7\r\n", "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"),
+                ("mg k !\r\n", "CLIENT_ERROR invalid flag\r\n"),
+                ("ms k zz\r\n", "CLIENT_ERROR bad command line format\r\n"),
+                ("ma k Dx\r\n", "CLIENT_ERROR bad token in command line format\r\n"),
+                ("\u{0}\u{1}\u{2}\r\n", "ERROR\r\n"),
+                ("get " + String(repeating: "k", count: 251) + "\r\n", "CLIENT_ERROR bad command line format\r\n"),
+            ]
+            for (input, expected) in cases {
+                #expect(c.roundTrip(input) == expected, "input \(input.debugDescription)")
+            }
+            #expect(c.roundTrip("set ok 0 0 2\r\nok\r\nget ok\r\n") == "STORED\r\nVALUE ok 0 2\r\nok\r\nEND\r\n")
+        }
+    }
+
+    @Test func lineTooLongClosesConnection() async throws {
+        try await withService { s in
+            let c = try TestClient(port: s.port)
+            c.send(String(repeating: "x", count: 300 * 1024))
+            let r = c.read(until: "\r\n")
+            #expect(r == "CLIENT_ERROR line too long\r\n")
+            let d = try TestClient(port: s.port)
+            #expect(d.roundTrip("get x\r\n") == "END\r\n")
+        }
+    }
+
+    @Test func oversizedValueIsSwallowed() async throws {
+        try await withService { s in
+            let c = try TestClient(port: s.port)
+            let big = String(repeating: "v", count: (1 << 20) + 10)
+            #expect(c.roundTrip("set big 0 0 \(big.utf8.count)\r\n\(big)\r\nget big\r\n") == "SERVER_ERROR object too large for cache\r\nEND\r\n")
+            let ok = String(repeating: "w", count: 1_000_000)
+            #expect(c.roundTrip("set big 0 0 \(ok.utf8.count)\r\n\(ok)\r\n") == "STORED\r\n")
+            c.send("get big\r\n")
+            let r = c.read(until: "END\r\n")
+            #expect(r.utf8.count == 1_000_000 + "VALUE big 0 1000000\r\n\r\nEND\r\n".utf8.count)
+        }
+    }
+
+    /// Commands that arrive a byte at a time are answered exactly as whole ones.
+    @Test func partialReads() async throws {
+        try await withService { s in
+            let c = try TestClient(port: s.port)
+            let cmd = Array("set p 1 0 5\r\nhello\r\nget p\r\nmg p v f\r\nmn\r\n".utf8)
+            for b in cmd {
+                c.send([b])
+                usleep(1000)
+            }
+            #expect(c.read(until: "MN\r\n") == "STORED\r\nVALUE p 1 5\r\nhello\r\nEND\r\nVA 5 f1\r\nhello\r\nMN\r\n")
+        }
+    }
+
+    /// A client that pipelines many large gets and does not read for a while does not stop
+    /// the CPU from serving others; it gets everything when it reads.
+    @Test func slowClientDoesNotBlockOthers() async throws {
+        try await withService(cpus: 1) { s in
+            let slow = try TestClient(port: s.port)
+            let value = String(repeating: "s", count: 256 * 1024)
+            #expect(slow.roundTrip("set big 0 0 \(value.utf8.count)\r\n\(value)\r\n") == "STORED\r\n")
+            for _ in 0..<40 { slow.send("get big\r\n") }
+            // 10 MiB of responses are now queued behind a reader that does not read.
+            let fast = try TestClient(port: s.port)
+            for i in 0..<50 {
+                #expect(fast.roundTrip("set f\(i) 0 0 1\r\nx\r\nget f\(i)\r\n") == "STORED\r\nVALUE f\(i) 0 1\r\nx\r\nEND\r\n")
+            }
+            let all = slow.read(until: "END\r\n", count: 40)
+            #expect(all.utf8.count == 40 * (value.utf8.count + "VALUE big 0 262144\r\n\r\nEND\r\n".utf8.count))
+        }
+    }
+
+    @Test func expiry() async throws {
+        try await withService { s in
+            let c = try TestClient(port: s.port)
+            let now = Int(Date().timeIntervalSince1970)
+            #expect(c.roundTrip("set neg 0 -1 1\r\nx\r\nget neg\r\n") == "STORED\r\nEND\r\n")
+            #expect(c.roundTrip("set past 0 \(now - 10) 1\r\nx\r\nget past\r\n") == "STORED\r\nEND\r\n")
+            #expect(c.roundTrip("set fut 0 \(now + 100) 1\r\nx\r\nget fut\r\n") == "STORED\r\nVALUE fut 0 1\r\nx\r\nEND\r\n")
+            #expect(c.roundTrip("set rel 0 1 1\r\nx\r\nget rel\r\n") == "STORED\r\nVALUE rel 0 1\r\nx\r\nEND\r\n")
+            #expect(c.roundTrip("mg fut t\r\n").hasPrefix("HD t"))
+            try await Task.sleep(for: .milliseconds(2100))
+            #expect(c.roundTrip("get rel fut\r\n") == "VALUE fut 0 1\r\nx\r\nEND\r\n")
+        }
+    }
+
+    /// Under a small memory limit the LRU tail is evicted per CPU; the newest keys survive.
+    @Test func evictionUnderSmallMemoryLimit() async throws {
+        try await withService(memory: 1 << 20) { s in
+            let c = try TestClient(port: s.port)
+            let value = String(repeating: "e", count: 1000)
+            var batch = ""
+            for i in 0..<3000 {
+                batch += "set e\(i) 0 0 1000 noreply\r\n\(value)\r\n"
+                if i % 100 == 99 { c.send(batch); batch = "" }
+            }
+            #expect(c.roundTrip("get e2999\r\n").hasPrefix("VALUE e2999 0 1000\r\n"))
+            #expect(c.roundTrip("get e0\r\n") == "END\r\n")
+            let t = try await s.totals()
+            #expect(t.evictions > 0)
+            #expect(t.chargedBytes <= 1 << 20)
+            #expect(t.currItems < 3000 && t.currItems > 100)
+            c.send("stats\r\n")
+            let stats = c.read(until: "END\r\n")
+            #expect(stats.contains("STAT evictions "))
+            c.send("stats items\r\n")
+            #expect(c.read(until: "END\r\n").contains(":evicted "))
+        }
+    }
+
+    /// Requests for keys owned by the other CPU travel there as messages: the connection's
+    /// CPU counts them as sent, the owner as served, and the answers are the same.
+    @Test func crossCPURequestsAreCounted() async throws {
+        try await withService(cpus: 2) { s in
+            var remoteKeys: [[String]] = [[], []]
+            var i = 0
+            while remoteKeys[0].count < 20 || remoteKeys[1].count < 20 {
+                let k = "x\(i)"
+                remoteKeys[s.owner(ofKey: k)].append(k)
+                i += 1
+            }
+            let before = try await s.perCPUCounters()
+            let c = try TestClient(port: s.port)
+            for o in 0..<2 {
+                for k in remoteKeys[o].prefix(20) {
+                    #expect(c.roundTrip("set \(k) 0 0 2\r\n\(o)\(o)\r\nget \(k)\r\n") == "STORED\r\nVALUE \(k) 0 2\r\n\(o)\(o)\r\nEND\r\n")
+                }
+            }
+            // Multi-key get across owners, answered in the order asked.
+            let order = zip(remoteKeys[0].prefix(20), remoteKeys[1].prefix(20)).flatMap { [$0.1, $0.0] }
+            var expected = ""
+            for k in order { expected += "VALUE \(k) 0 2\r\n\(s.owner(ofKey: k))\(s.owner(ofKey: k))\r\n" }
+            #expect(c.roundTrip("get \(order.joined(separator: " "))\r\n") == expected + "END\r\n")
+            let after = try await s.perCPUCounters()
+            let sent = (0..<2).map { after[$0].remoteSent - before[$0].remoteSent }
+            let served = (0..<2).map { after[$0].remoteServed - before[$0].remoteServed }
+            let local = (0..<2).map { after[$0].localRequests - before[$0].localRequests }
+            // One connection lives on one CPU: 40 single-key remote requests plus one
+            // batched multi-get message.
+            #expect(sent.reduce(0, +) == 41)
+            #expect(served.reduce(0, +) == 41)
+            #expect(sent.filter { $0 > 0 }.count == 1)
+            if let conn = sent.firstIndex(where: { $0 > 0 }) {
+                #expect(served[1 - conn] == 41)
+                #expect(local[conn] == 40 + 20)
+            }
+            #expect(after[0].getHits + after[1].getHits - before[0].getHits - before[1].getHits == 80)
+            c.send("stats cpus\r\n")
+            let text = c.read(until: "END\r\n")
+            #expect(text.contains("STAT cpu0:remote_requests_served "))
+            #expect(text.contains("STAT cpu1:remote_requests_sent "))
+        }
+    }
+
+    /// Many connections on both CPUs hammering the same keys stay consistent.
+    @Test func concurrentConnections() async throws {
+        try await withService(cpus: 2) { s in
+            let port = s.port
+            try await withThrowingTaskGroup(of: Void.self) { g in
+                for t in 0..<8 {
+                    g.addTask {
+                        let c = try TestClient(port: port)
+                        for i in 0..<200 {
+                            _ = c.roundTrip("incr ctr 1\r\n")
+                            let r = c.roundTrip("set k\(t)_\(i) 0 0 1\r\nv\r\nget k\(t)_\(i)\r\n")
+                            if r != "STORED\r\nVALUE k\(t)_\(i) 0 1\r\nv\r\nEND\r\n" { throw TestError("bad reply \(r)") }
+                        }
+                    }
+                }
+                let c = try TestClient(port: port)
+                #expect(c.roundTrip("set ctr 0 0 1\r\n0\r\n") == "STORED\r\n")
+                try await g.waitForAll()
+            }
+            let t = try await s.totals()
+            #expect(t.currItems >= 1600)
+        }
+    }
+}
