@@ -1,0 +1,4 @@
+/// Placeholder replaced below.
+enum StatsPage {
+    static func render(_ s: ServerStatistics) -> String { "" }
+}
