@@ -94,7 +94,7 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
                 if over {
                     await Self.reject(box.value, core: core)
                 } else if let h = HTTPConnectionHandler(conn: box.value, core: core) {
-                    await h.run()
+                    await core.giantEntry.run { await h.run() }
                 } else {
                     await Self.reject(box.value, core: core)
                 }
@@ -134,11 +134,13 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
     func statistics(address: SocketAddress) -> ServerStatistics {
         var snap = system.snapshot()
         let threadCount = snap.threads.count
+        var perCPU = [Int](repeating: 0, count: system.cpuCount)
+        for t in snap.threads where t.cpu >= 0 && t.cpu < perCPU.count { perCPU[t.cpu] += 1 }
         if snap.threads.count > 64 { snap.threads = Array(snap.threads.prefix(64)) }
         return ServerStatistics(lwkt: snap, slab: core.slab.statistics(),
                                 namecache: .init(core.vfs.namecache.statistics),
                                 http: core.counters.enumerated().map { $1.snapshot(cpu: $0) },
-                                address: "\(address)", threadCount: threadCount)
+                                address: "\(address)", threadCount: threadCount, threadsPerCPU: perCPU)
     }
 }
 

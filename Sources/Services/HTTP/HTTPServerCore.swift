@@ -16,6 +16,8 @@ final class HTTPServerCore: @unchecked Sendable {
     let processes: [VFSProcess]
     let counters: [HTTPCounters]
     let logger: Logger
+    /// The connection handlers' entry in Giant's coverage report (they run MP-safe).
+    let giantEntry = Giant.register("http.connection", mpSafe: true)
     /// Renders statistics; set by the server.
     var statistics: (@Sendable () -> ServerStatistics)?
 

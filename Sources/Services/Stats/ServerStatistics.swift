@@ -16,6 +16,8 @@ public struct ServerStatistics: Codable, Sendable {
     public var address: String
     /// Threads listed in `lwkt.threads` before it was cut short.
     public var threadCount: Int
+    /// Live LWKT threads per CPU (the length of each CPU's thread table).
+    public var threadsPerCPU: [Int]
 
     /// The namecache's counters in a codable form.
     public struct NamecacheCounters: Codable, Sendable, Equatable {
