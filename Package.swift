@@ -39,7 +39,7 @@ let package = Package(
         .testTarget(name: "LWKTTests", dependencies: ["LWKT", "CLibellula"]),
         .testTarget(name: "SlabTests", dependencies: ["Slab", "LWKT"]),
         .testTarget(name: "VFSTests", dependencies: ["VFS", "LWKT"]),
-        .testTarget(name: "ServicesTests", dependencies: ["Services", "LWKT", "Slab", "VFS"]),
+        .testTarget(name: "ServicesTests", dependencies: ["Services", "LWKT", "Slab", "VFS"], exclude: ["Scripts"]),
     ],
     swiftLanguageModes: [.v6]
 )
