@@ -184,7 +184,7 @@ import VFS
         let port = s.port
         let body = try await blocking {
             let c = try RawClient(port: port)
-            var small: Int32 = 4096
+            var small: Int32 = 65536
             setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
             c.send("GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n")
             usleep(200_000)  // let the server hit a full send buffer
