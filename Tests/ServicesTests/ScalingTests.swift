@@ -94,3 +94,44 @@ import Testing
 }
 
 extension RawClient: @unchecked Sendable {}
+
+/// The per-CPU hot-file cache answers repeated requests and notices changed files.
+@Suite(.serialized) struct HotCacheTests {
+    @Test func changedFileIsServedAfterRevalidation() async throws {
+        let root = makeTempDir("hotcache")
+        defer { _ = try? FileManager.default.removeItem(atPath: root) }
+        try "one\n".write(toFile: root + "/f.txt", atomically: true, encoding: .utf8)
+        let s = try TestServer(cpus: 1, hostRoot: root)
+        let port = s.port
+        let first = try await blocking {
+            let c = try RawClient(port: port)
+            var out: [String] = []
+            for _ in 0..<3 {
+                c.send("GET /f.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+                out.append(c.response()?.text ?? "?")
+            }
+            return out
+        }
+        #expect(first == ["one\n", "one\n", "one\n"])
+        #expect(s.server.core.caches[0].hits == 2)
+        try "second\n".write(toFile: root + "/f.txt", atomically: true, encoding: .utf8)
+        // The cache trusts an entry for at most HotFileCache.revalidateAfter (1 s).
+        try await Task.sleep(for: .milliseconds(1200))
+        let after = try await blocking {
+            let c = try RawClient(port: port)
+            c.send("GET /f.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+            return c.response()
+        }
+        #expect(after?.text == "second\n")
+        #expect(after?.headers["content-length"] == "7")
+        try FileManager.default.removeItem(atPath: root + "/f.txt")
+        try await Task.sleep(for: .milliseconds(1200))
+        let gone = try await blocking {
+            let c = try RawClient(port: port)
+            c.send("GET /f.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+            return c.response()?.status
+        }
+        #expect(gone == 404)
+        try await s.shutdown()
+    }
+}

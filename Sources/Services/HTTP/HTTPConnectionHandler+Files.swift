@@ -15,7 +15,8 @@ extension HTTPConnectionHandler {
         }
     }
 
-    func serveFile(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool) async throws(SocketError) -> Bool {
+    func serveFile(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool,
+                   cacheKey: UnsafeRawBufferPointer?) async throws(SocketError) -> Bool {
         let fd: Int32
         do { fd = try process.open(decoded.path) } catch {
             try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
@@ -32,7 +33,7 @@ extension HTTPConnectionHandler {
         case .directory:
             try? process.close(fd)
             open = false
-            return try await serveDirectory(decoded, head: head, keepAlive: keepAlive)
+            return try await serveDirectory(decoded, head: head, keepAlive: keepAlive, cacheKey: cacheKey)
         case .regular:
             break
         default:
@@ -78,11 +79,17 @@ extension HTTPConnectionHandler {
 
         try await reserve(1024)
         beginHead(partial ? .partialContent : .ok)
+        let fieldsStart = outCount
         append("Content-Type: "); append(MIMETypes.type(forPath: decoded.path))
         append("\r\nContent-Length: "); append(Int(length))
         append("\r\nETag: "); append(etag)
         append("\r\nLast-Modified: "); appendDate(mtime)
         append("\r\nAccept-Ranges: bytes\r\n")
+        if let key = cacheKey, !partial, head.isPlain, size <= HotFileCache.maxFileSize,
+           let body = try? process.pread(fd, count: Int(size), at: 0) {
+            let fields = Array(UnsafeRawBufferPointer(start: output.baseAddress + fieldsStart, count: outCount - fieldsStart))
+            cache.insert(key: key, path: decoded.path, fields: fields, body: body, attrs: attrs)
+        }
         if partial {
             append("Content-Range: bytes "); append(Int(start)); append("-"); append(Int(start + length - 1))
             append("/"); append(Int(size)); append("\r\n")
@@ -177,7 +184,8 @@ extension HTTPConnectionHandler {
 
     // MARK: Directories
 
-    func serveDirectory(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool) async throws(SocketError) -> Bool {
+    func serveDirectory(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool,
+                        cacheKey: UnsafeRawBufferPointer?) async throws(SocketError) -> Bool {
         if !decoded.trailingSlash {
             try await reserve(decoded.path.utf8.count * 3 + 1024)
             beginHead(.movedPermanently)
@@ -187,7 +195,8 @@ extension HTTPConnectionHandler {
         }
         let dir = decoded.path == "/" ? "/" : decoded.path + "/"
         if let t = try? process.lookup(dir + "index.html"), t == .regular {
-            return try await serveFile(.init(path: dir + "index.html", trailingSlash: false), head: head, keepAlive: keepAlive)
+            return try await serveFile(.init(path: dir + "index.html", trailingSlash: false), head: head, keepAlive: keepAlive,
+                                       cacheKey: cacheKey)
         }
         let entries: [DirectoryEntry]
         do { entries = try process.listDirectory(decoded.path) } catch {

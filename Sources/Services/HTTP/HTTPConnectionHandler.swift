@@ -11,6 +11,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     let core: HTTPServerCore
     let counters: HTTPCounters
     let process: VFSProcess
+    let cache: HotFileCache
     let input: SlabBuffer
     let output: SlabBuffer
     var inCount = 0
@@ -25,6 +26,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
         self.core = core
         counters = core.counters[conn.cpuID]
         process = core.processes[conn.cpuID]
+        cache = core.caches[conn.cpuID]
         input = consume i
         output = consume o
     }
@@ -67,10 +69,11 @@ final class HTTPConnectionHandler<C: StreamConnection> {
                     try await sendError(status, head: nil, keepAlive: false)
                     try await flush()
                     return true
-                case .complete(let head, let length):
+                case .complete(var head, let length):
+                    let target = UnsafeRawBufferPointer(start: pending.baseAddress! + head.targetOffset, count: head.targetLength)
                     consumed += length
                     HTTPCounters.add(counters.requests)
-                    let keep = try await respond(head)
+                    let keep = try await respond(&head, target: target)
                     if !keep {
                         try await flush()
                         return true
@@ -106,8 +109,17 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     }
 
     /// Answers one parsed request; returns whether the connection stays open.
-    private func respond(_ head: HTTPRequestHead) async throws(SocketError) -> Bool {
+    private func respond(_ head: inout HTTPRequestHead, target: UnsafeRawBufferPointer) async throws(SocketError) -> Bool {
         var keep = head.keepAlive
+        if head.method != .other && head.isPlain, let hit = cache.lookup(target, process: process) {
+            try await reserve(hit.fields.count + hit.body.count + 512)
+            beginHead(.ok)
+            append(hit.fields)
+            endHead(keepAlive: keep, head: head)
+            if head.method == .get { append(hit.body) }
+            return keep
+        }
+        head.target = String(decoding: target, as: UTF8.self)
         if head.method == .other {
             // We do not read bodies of other methods: close after answering if one follows.
             if head.contentLength > 0 || head.hasTransferEncoding { keep = false }
@@ -133,7 +145,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
         if config.statisticsEnabled, decoded.path == "/_stats" || decoded.path == "/_stats.json" {
             return try await serveStatistics(json: decoded.path == "/_stats.json", head: head, keepAlive: keep)
         }
-        return try await serveFile(decoded, head: head, keepAlive: keep)
+        return try await serveFile(decoded, head: head, keepAlive: keep, cacheKey: target)
     }
 
     // MARK: Output
@@ -163,6 +175,14 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     func append(_ s: String) {
         var s = s
         s.withUTF8 { b in
+            let c = min(b.count, core.outputCapacity - outCount)
+            if c > 0 { (output.baseAddress + outCount).copyMemory(from: b.baseAddress!, byteCount: c) }
+            outCount += c
+        }
+    }
+
+    func append(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { b in
             let c = min(b.count, core.outputCapacity - outCount)
             if c > 0 { (output.baseAddress + outCount).copyMemory(from: b.baseAddress!, byteCount: c) }
             outCount += c

@@ -58,7 +58,10 @@ enum HTTPParser {
         if mlen == 3 && b[start] == 71 && b[start + 1] == 69 && b[start + 2] == 84 { head.method = .get }
         else if mlen == 4 && b[start] == 72 && b[start + 1] == 69 && b[start + 2] == 65 && b[start + 3] == 68 { head.method = .head }
         else { head.method = .other }
-        head.target = String(decoding: UnsafeRawBufferPointer(rebasing: b[(sp1 + 1)..<sp2]), as: UTF8.self)
+        // The target stays in the buffer: the connection makes a String of it only when the
+        // hot-file cache cannot answer from the bytes.
+        head.targetOffset = sp1 + 1
+        head.targetLength = sp2 - sp1 - 1
         // Version: exactly HTTP/D.D
         let v = sp2 + 1
         guard lineStop - v == 8, b[v] == 72, b[v + 1] == 84, b[v + 2] == 84, b[v + 3] == 80, b[v + 4] == 47,

@@ -11,6 +11,10 @@ public struct HTTPRequestHead: Sendable {
     public var method: HTTPMethod = .other
     /// The request target as sent (origin form, or absolute form).
     public var target: String = ""
+    /// Where the target's bytes start in the parsed buffer.
+    var targetOffset: Int = 0
+    /// How many bytes the target has.
+    var targetLength: Int = 0
     /// The minor version of HTTP/1.x.
     public var minorVersion: Int = 1
     /// Whether the connection stays open after the response.
@@ -31,4 +35,9 @@ public struct HTTPRequestHead: Sendable {
     public var ifRange: String?
 
     public init() {}
+
+    /// Whether the answer is the plain full representation (no validators, no range).
+    var isPlain: Bool {
+        ifNoneMatch == nil && ifModifiedSince == nil && range == nil && contentLength == 0 && !hasTransferEncoding
+    }
 }

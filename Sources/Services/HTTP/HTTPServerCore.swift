@@ -15,6 +15,8 @@ final class HTTPServerCore: @unchecked Sendable {
     /// One process per CPU, each jailed at the root, so descriptor tables are not shared.
     let processes: [VFSProcess]
     let counters: [HTTPCounters]
+    /// One hot-file cache per CPU.
+    let caches: [HotFileCache]
     let logger: Logger
     /// The connection handlers' entry in Giant's coverage report (they run MP-safe).
     let giantEntry = Giant.register("http.connection", mpSafe: true)
@@ -38,6 +40,7 @@ final class HTTPServerCore: @unchecked Sendable {
         try base.jail(root)
         processes = system.cpus.map { _ in base.fork() }
         counters = system.cpus.map { _ in HTTPCounters() }
+        caches = system.cpus.map { _ in HotFileCache() }
         inputCapacity = max(16320, configuration.limits.maxHeaderBytes + 256, configuration.limits.maxRequestLine + 256)
     }
 }

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# HTTP benchmark: wrk against `libellula serve` and against nginx (Debian) serving the same
+# small file with the same number of server CPUs, in the same run. The servers are pinned to
+# cores 0..CPUS-1 and wrk to the remaining cores (taskset). Also counts malloc calls per
+# request of libellula with an LD_PRELOAD shim (Scripts/malloc-count.c).
+#
+# Usage: Scripts/bench-http.sh [CPUS] [SECONDS] [CONNECTIONS]
+# Needs: wrk, nginx (apt-get install wrk nginx), gcc for the malloc counter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CPUS=${1:-1}
+SECS=${2:-10}
+CONNS=${3:-64}
+CORES=$(nproc)
+if [ "$CPUS" -ge "$CORES" ]; then echo "need more cores than server CPUs (have $CORES)" >&2; exit 1; fi
+SERVER_SET="0-$((CPUS - 1))"
+LOAD_SET="$CPUS-$((CORES - 1))"
+LOAD_THREADS=$((CORES - CPUS))
+PORT_L=18480
+PORT_N=18481
+WORK=$(mktemp -d /tmp/libellula-bench-http.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+for tool in wrk nginx; do
+  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "missing $tool (apt-get install $tool)" >&2; exit 1; }
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+swift build -c release --product libellula >/dev/null
+BIN=.build/release/libellula
+
+mkdir -p "$WORK/www"
+printf 'hello\n' > "$WORK/www/hello.txt"
+
+cat > "$WORK/nginx.conf" <<CONF
+worker_processes $CPUS;
+worker_cpu_affinity auto;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000000;
+  keepalive_timeout 60;
+  client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp; fastcgi_temp_path $WORK/tmp;
+  uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
+  server { listen 127.0.0.1:$PORT_N reuseport; root $WORK/www; }
+}
+CONF
+mkdir -p "$WORK/tmp"
+
+wait_port() { for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$1/hello.txt" && return 0; sleep 0.1; done; return 1; }
+
+run_wrk() { # port label
+  taskset -c "$LOAD_SET" wrk -t "$LOAD_THREADS" -c "$CONNS" -d "${SECS}s" --latency "http://127.0.0.1:$1/hello.txt" > "$WORK/$2.wrk"
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$2.wrk")
+  p50=$(awk '$1=="50%" {print $2}' "$WORK/$2.wrk")
+  p99=$(awk '$1=="99%" {print $2}' "$WORK/$2.wrk")
+  printf '%-22s cpus=%s conns=%s  %12s req/s  %10.0f req/s/core  p50 %-9s p99 %-9s\n' "$2" "$CPUS" "$CONNS" "$rps" \
+    "$(echo "$rps / $CPUS" | bc -l)" "$p50" "$p99"
+  awk '/Requests\/sec/ {print $2}' "$WORK/$2.wrk" > "$WORK/$2.rps"
+}
+
+echo "# $(date -u +%F) $(uname -r), $CORES cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); server cores $SERVER_SET, wrk cores $LOAD_SET"
+
+# libellula (HostFS root, the same directory as nginx)
+taskset -c "$SERVER_SET" "$BIN" serve --cpus "$CPUS" --http "127.0.0.1:$PORT_L" --root "$WORK/www" --log-level warning &
+LPID=$!
+wait_port $PORT_L
+taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT_L/hello.txt" >/dev/null  # warm-up
+run_wrk $PORT_L libellula
+kill -TERM $LPID; wait $LPID || true
+
+# nginx
+taskset -c "$SERVER_SET" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null &
+NPID=$!
+wait_port $PORT_N
+taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT_N/hello.txt" >/dev/null
+run_wrk $PORT_N "nginx $($NGINX -v 2>&1 | sed 's/.*nginx\///')"
+kill -QUIT $NPID; wait $NPID || true
+
+echo "libellula / nginx: $(echo "$(cat "$WORK/libellula.rps") / $(cat "$WORK"/nginx*.rps)" | bc -l | cut -c1-5)"
+
+# malloc calls per keep-alive request (libellula): a run with the load minus a run without.
+if command -v gcc >/dev/null; then
+  gcc -O2 -shared -fPIC -o "$WORK/malloc-count.so" Scripts/malloc-count.c -ldl
+  count_run() { # requests? -> malloc total
+    MALLOC_COUNT_FILE="$WORK/mc" LD_PRELOAD="$WORK/malloc-count.so" taskset -c "$SERVER_SET" \
+      "$BIN" serve --cpus "$CPUS" --http "127.0.0.1:$PORT_L" --root "$WORK/www" --log-level warning &
+    local pid=$!
+    wait_port $PORT_L
+    if [ "$1" = load ]; then
+      taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d3s "http://127.0.0.1:$PORT_L/hello.txt" > "$WORK/mc.wrk"
+    fi
+    kill -TERM $pid; wait $pid || true
+    cat "$WORK/mc"
+  }
+  idle=$(count_run idle)
+  loaded=$(count_run load)
+  reqs=$(awk '/requests in/ {print $1}' "$WORK/mc.wrk")
+  echo "malloc calls per request (libellula, keep-alive): $(echo "($loaded - $idle) / $reqs" | bc -l | cut -c1-6) ($loaded - $idle over $reqs requests)"
+fi
