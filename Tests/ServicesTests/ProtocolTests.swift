@@ -174,6 +174,26 @@ import VFS
         try await s.shutdown()
     }
 
+    @Test func tricklingClientGets408() async throws {
+        let s = try TestServer(configure: { $0.requestTimeout = .milliseconds(400) })
+        let port = s.port
+        let r = try await blocking {
+            let c = try RawClient(port: port)
+            // One byte every 50 ms: each read is quick, but the head as a whole is too slow.
+            var header = Array("GET /hello.txt HTTP/1.1\r\nHost: a\r\nX-Slow: ".utf8)
+            header += Array(repeating: UInt8(ascii: "z"), count: 200)
+            var pfd = pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)
+            for b in header {
+                c.send([b])
+                if poll(&pfd, 1, 50) > 0 { break }  // the server answered
+            }
+            return (c.response(), c.closedByServer())
+        }
+        #expect(r.0?.status == 408)
+        #expect(r.1)
+        try await s.shutdown()
+    }
+
     @Test func slowReaderGetsLargeFileWithBackPressure() async throws {
         let big = (0..<600_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         let s = try TestServer(populate: { p in

@@ -18,6 +18,8 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     var outCount = 0
     /// Body bytes of the current request still to be discarded.
     var bodyRemaining = 0
+    /// When the first byte of the request being received arrived (0: between requests).
+    var requestStart: UInt64 = 0
 
     init?(conn: C, core: HTTPServerCore) {
         guard let i = SlabBuffer(count: core.inputCapacity, from: core.slab, type: core.bufferType),
@@ -37,8 +39,6 @@ final class HTTPConnectionHandler<C: StreamConnection> {
 
     /// Runs the connection to its end and closes it.
     func run() async {
-        HTTPCounters.add(counters.open)
-        defer { HTTPCounters.add(counters.open, -1) }
         do {
             let linger = try await serve()
             await conn.close(linger: linger ? config.closeLinger : .zero)
@@ -72,6 +72,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
                 case .complete(var head, let length):
                     let target = UnsafeRawBufferPointer(start: pending.baseAddress! + head.targetOffset, count: head.targetLength)
                     consumed += length
+                    requestStart = 0
                     HTTPCounters.add(counters.requests)
                     let keep = try await respond(&head, target: target)
                     if !keep {
@@ -93,19 +94,41 @@ final class HTTPConnectionHandler<C: StreamConnection> {
                 try await flush()
                 return true
             }
-            let timeout = inCount > 0 ? config.requestTimeout : config.idleTimeout
+            // Between requests the idle timeout applies; once a request has started, the
+            // whole of it must arrive within the request timeout (so a client trickling one
+            // byte at a time cannot hold the connection forever).
+            var timeout = config.idleTimeout
+            if inCount > 0 || bodyRemaining > 0 {
+                let now = MonotonicClock.now()
+                if requestStart == 0 { requestStart = now }
+                let (s, a) = config.requestTimeout.components
+                let limit = UInt64(max(0, s)) &* 1_000_000_000 &+ UInt64(max(0, a / 1_000_000_000))
+                let used = now &- requestStart
+                if used >= limit { return try await timedOut() }
+                timeout = .nanoseconds(Int64(limit - used))
+            }
             let n: Int
             do {
                 n = try await conn.read(into: UnsafeMutableRawBufferPointer(start: input.baseAddress + inCount,
                                                                              count: core.inputCapacity - inCount),
                                         timeout: timeout)
             } catch .timedOut {
+                if inCount > 0 || bodyRemaining > 0 { return try await timedOut() }
                 HTTPCounters.add(counters.timeouts)
                 return false
             }
             if n == 0 { return false }
+            if inCount == 0 && requestStart == 0 { requestStart = MonotonicClock.now() }
             inCount += n
         }
+    }
+
+    /// A request did not arrive in time: answer 408 if the socket still takes it, and close.
+    private func timedOut() async throws(SocketError) -> Bool {
+        HTTPCounters.add(counters.timeouts)
+        try await sendError(.requestTimeout, head: nil, keepAlive: false)
+        try await flush()
+        return false
     }
 
     /// Answers one parsed request; returns whether the connection stays open.

@@ -53,10 +53,13 @@ public struct HTTPCPUStatistics: Codable, Sendable, Equatable {
     public var timeouts: Int
     /// Requests parsed.
     public var requests: Int
-    /// Responses by class.
+    /// Responses with a 2xx status.
     public var responses2xx: Int
+    /// Responses with a 3xx status.
     public var responses3xx: Int
+    /// Responses with a 4xx status.
     public var responses4xx: Int
+    /// Responses with a 5xx status (503 refusals included).
     public var responses5xx: Int
     /// Bytes written to clients.
     public var bytesSent: Int

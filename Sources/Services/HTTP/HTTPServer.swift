@@ -87,6 +87,8 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
             }
             HTTPCounters.add(counters.accepted)
             let over = counters.open.load(ordering: .relaxed) >= core.configuration.maxConnectionsPerCPU
+            // Counted here, on the accepting CPU, so a burst of accepts cannot overshoot the limit.
+            HTTPCounters.add(counters.open)
             let box = UncheckedBox(conn)
             let core = self.core
             let slot = Mutex<ObjectIdentifier?>(nil)
@@ -98,6 +100,7 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
                 } else {
                     await Self.reject(box.value, core: core)
                 }
+                HTTPCounters.add(core.counters[cpu.id].open, -1)
                 if let id = slot.withLock({ $0 }) { _ = self.state.withLock { $0.connections.removeValue(forKey: id) } }
             }
             let id = ObjectIdentifier(t)

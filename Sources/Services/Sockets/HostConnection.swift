@@ -9,6 +9,11 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
     public var cpuID: Int { sockets.cpu.id }
     /// Monotonic deadline of the operation in progress (0: none).
     var deadline: UInt64 = 0
+    /// Whether the operation waiting now is a write.
+    private var writing = false
+    /// A read ran out of time (the receive side is shut; writing still works).
+    private(set) var readTimedOut = false
+    /// A write ran out of time (the socket is shut both ways).
     private(set) var timedOut = false
     private var closed = false
 
@@ -29,8 +34,15 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
     /// Called by the reaper: the deadline passed, so wake the waiter by shutting the socket.
     func expire() {
         guard !closed, !timedOut else { return }
-        timedOut = true
-        Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        if writing {
+            timedOut = true
+            Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        } else if !readTimedOut {
+            // Shutting only the receive side wakes the reader and still lets the owner send
+            // a last response (408) before it closes.
+            readTimedOut = true
+            Glibc.shutdown(fd, Int32(SHUT_RD))
+        }
     }
 
     @inline(__always)
@@ -40,8 +52,9 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(SocketError) -> Int {
         if closed { throw .closed }
-        if timedOut { throw .timedOut }
+        if timedOut || readTimedOut { throw .timedOut }
         deadline = 0
+        writing = false
         while true {
             let n = recv(fd, buffer.baseAddress, buffer.count, 0)
             if n > 0 {
@@ -50,7 +63,7 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
             }
             if n == 0 {
                 deadline = 0
-                if timedOut { throw .timedOut }
+                if timedOut || readTimedOut { throw .timedOut }
                 return 0
             }
             let e = errno
@@ -62,10 +75,10 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
                 continue
             case ECONNRESET, EPIPE, ENOTCONN:
                 deadline = 0
-                throw timedOut ? .timedOut : .reset
+                throw timedOut || readTimedOut ? .timedOut : .reset
             default:
                 deadline = 0
-                throw timedOut ? .timedOut : .system(call: "recv", errno: e)
+                throw timedOut || readTimedOut ? .timedOut : .system(call: "recv", errno: e)
             }
         }
     }
@@ -76,7 +89,11 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
         guard let base = bytes.baseAddress else { return }
         var offset = 0
         deadline = 0
-        defer { deadline = 0 }
+        writing = true
+        defer {
+            deadline = 0
+            writing = false
+        }
         while offset < bytes.count {
             let n = send(fd, base + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
             if n >= 0 {
@@ -101,7 +118,7 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
 
     public func close(linger: Duration) async {
         guard !closed else { return }
-        if linger > .zero && !timedOut {
+        if linger > .zero && !timedOut && !readTimedOut {
             Glibc.shutdown(fd, Int32(SHUT_WR))
             // Drain what the peer still sends, so our last response is not reset away.
             let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024, alignment: 8)

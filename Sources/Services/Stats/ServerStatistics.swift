@@ -21,15 +21,25 @@ public struct ServerStatistics: Codable, Sendable {
 
     /// The namecache's counters in a codable form.
     public struct NamecacheCounters: Codable, Sendable, Equatable {
+        /// Components found positive in the cache.
         public var hits: Int
+        /// Components found negative (ENOENT without asking the file system).
         public var negativeHits: Int
+        /// Components not in the cache.
         public var misses: Int
+        /// Calls into a file system to resolve or revalidate a name.
         public var resolves: Int
+        /// Records reclaimed to bound negative entries.
         public var evictions: Int
+        /// Path lookups answered by the lock-free path.
         public var fastLookups: Int
+        /// Path lookups that took the locked path.
         public var slowLookups: Int
+        /// Records in the table now.
         public var records: Int
+        /// Positive records now.
         public var positives: Int
+        /// Negative records now.
         public var negatives: Int
 
         init(_ s: NamecacheStatistics) {

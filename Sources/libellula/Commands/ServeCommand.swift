@@ -59,7 +59,10 @@ struct ServeCommand: AsyncParsableCommand {
         let slab = SlabAllocator(system: system)
         let vfs: VirtualFileSystem
         if let root {
-            vfs = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: root))
+            do { vfs = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: root)) } catch {
+                _ = try? await system.shutdown()
+                throw ValidationError("cannot serve --root \(root): \(error)")
+            }
         } else {
             vfs = VirtualFileSystem(rootFileSystem: MemFS())
             try DemoSite.install(in: vfs)
