@@ -11,6 +11,9 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
     var deadline: UInt64 = 0
     /// Whether the operation waiting now is a write.
     private var writing = false
+    /// Set after a write: a request-response peer cannot have answered yet, so the next
+    /// read waits for readiness before trying `recv` (saving a `recv` that would fail).
+    private var waitBeforeRead = false
     /// A read ran out of time (the receive side is shut; writing still works).
     private(set) var readTimedOut = false
     /// A write ran out of time (the socket is shut both ways).
@@ -55,6 +58,11 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
         if timedOut || readTimedOut { throw .timedOut }
         deadline = 0
         writing = false
+        if waitBeforeRead {
+            waitBeforeRead = false
+            deadline = MonotonicClock.deadline(after: timeout)
+            try await self.await(.readable)
+        }
         while true {
             let n = recv(fd, buffer.baseAddress, buffer.count, 0)
             if n > 0 {
@@ -98,6 +106,7 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
             let n = send(fd, base + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
             if n >= 0 {
                 offset += n
+                if offset == bytes.count { waitBeforeRead = true }
                 continue
             }
             let e = errno

@@ -72,7 +72,7 @@ enum StatsPage {
         let maxV = max(1, series.flatMap { $0.1 }.max() ?? 1)
         let groups = Double(max(1, labels.count))
         let gw = (width - left * 2) / groups
-        let bw = max(2, (gw - 12) / Double(max(1, series.count)))
+        let bw = min(56, max(2, (gw - 12) / Double(max(1, series.count))))
         var svg = "<figure><svg width=\"\(Int(width))\" height=\"\(Int(height))\" role=\"img\" aria-label=\"\(esc(title))\">"
         svg += "<line x1=\"\(left)\" y1=\"\(height - bottom)\" x2=\"\(width - left)\" y2=\"\(height - bottom)\" stroke=\"#999\"/>"
         for (g, label) in labels.enumerated() {
@@ -85,7 +85,7 @@ enum StatsPage {
                 svg += "<rect x=\"\(Int(x))\" y=\"\(Int(y))\" width=\"\(Int(bw - 1))\" height=\"\(Int(bh))\" fill=\"\(palette[k % palette.count])\"><title>\(esc(label)) \(esc(name)): \(Int(v))</title></rect>"
                 svg += "<text x=\"\(Int(x + bw / 2))\" y=\"\(Int(y - 2))\" font-size=\"9\" text-anchor=\"middle\">\(num(v))</text>"
             }
-            svg += "<text x=\"\(Int(gx + gw / 2 - 6))\" y=\"\(Int(height - bottom + 12))\" font-size=\"10\" text-anchor=\"middle\">\(esc(label))</text>"
+            svg += "<text x=\"\(Int(gx + bw * Double(series.count) / 2))\" y=\"\(Int(height - bottom + 12))\" font-size=\"10\" text-anchor=\"middle\">\(esc(label))</text>"
         }
         var lx = left
         for (k, (name, _)) in series.enumerated() {
@@ -111,11 +111,16 @@ enum StatsPage {
             svg += "<text x=\"\(Int(off + cell * Double(i) + 2))\" y=\"\(Int(off - 6))\" font-size=\"10\">\(i)</text>"
             for (j, v) in row.enumerated() {
                 let a = v == 0 ? 0.04 : 0.15 + 0.85 * Double(v) / Double(maxV)
-                svg += "<rect x=\"\(Int(off + cell * Double(j)))\" y=\"\(Int(off + cell * Double(i)))\" width=\"\(Int(cell - 1))\" height=\"\(Int(cell - 1))\" fill=\"#2b6cb0\" fill-opacity=\"\(String(Int(a * 100) / 100))\"><title>cpu\(i) → cpu\(j): \(v)</title></rect>"
+                svg += "<rect x=\"\(Int(off + cell * Double(j)))\" y=\"\(Int(off + cell * Double(i)))\" width=\"\(Int(cell - 1))\" height=\"\(Int(cell - 1))\" fill=\"#2b6cb0\" fill-opacity=\"\(opacity(a))\"><title>cpu\(i) → cpu\(j): \(v)</title></rect>"
             }
         }
         svg += "</svg><figcaption>\(esc(title)); max \(maxV)</figcaption></figure>"
         return svg
+    }
+
+    static func opacity(_ a: Double) -> String {
+        let pct = max(0, min(100, Int(a * 100)))
+        return pct == 100 ? "1" : "0.\(pct < 10 ? "0" : "")\(pct)"
     }
 
     /// Giant coverage: one bar per registered subsystem.
