@@ -46,6 +46,8 @@ http {
   tcp_nopush on;
   keepalive_requests 100000000;
   keepalive_timeout 60;
+  open_file_cache max=1000 inactive=60s;
+  open_file_cache_valid 1s;
   client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp; fastcgi_temp_path $WORK/tmp;
   uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
   server { listen 127.0.0.1:$PORT_N reuseport; root $WORK/www; }
@@ -55,36 +57,58 @@ mkdir -p "$WORK/tmp"
 
 wait_port() { for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$1/hello.txt" && return 0; sleep 0.1; done; return 1; }
 
-run_wrk() { # port label
+# CPU ticks (user + system) used so far by a process and its children (nginx workers).
+cpu_ticks() {
+  local total=0 pid
+  for pid in $1 $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo $total
+}
+
+run_wrk() { # port label server-pid
+  local t0 t1 rps p50 p99 reqs cpu_us
+  t0=$(cpu_ticks "$3")
   taskset -c "$LOAD_SET" wrk -t "$LOAD_THREADS" -c "$CONNS" -d "${SECS}s" --latency "http://127.0.0.1:$1/hello.txt" > "$WORK/$2.wrk"
-  local rps p50 p99
+  t1=$(cpu_ticks "$3")
   rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$2.wrk")
+  reqs=$(awk '/requests in/ {print $1}' "$WORK/$2.wrk")
   p50=$(awk '$1=="50%" {print $2}' "$WORK/$2.wrk")
   p99=$(awk '$1=="99%" {print $2}' "$WORK/$2.wrk")
-  printf '%-22s cpus=%s conns=%s  %12s req/s  %10.0f req/s/core  p50 %-9s p99 %-9s\n' "$2" "$CPUS" "$CONNS" "$rps" \
-    "$(echo "$rps / $CPUS" | bc -l)" "$p50" "$p99"
-  awk '/Requests\/sec/ {print $2}' "$WORK/$2.wrk" > "$WORK/$2.rps"
+  cpu_us=$(echo "($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $reqs" | bc -l)
+  printf '%-14s cpus=%s conns=%-4s %10s req/s %10.0f req/s/core  p50 %-9s p99 %-9s server CPU %5.2f us/req\n' \
+    "$2" "$CPUS" "$CONNS" "$rps" "$(echo "$rps / $CPUS" | bc -l)" "$p50" "$p99" "$cpu_us"
+  echo "$rps" >> "$WORK/${2%% *}.rps"
+  echo "$cpu_us" >> "$WORK/${2%% *}.cpu"
 }
 
 echo "# $(date -u +%F) $(uname -r), $CORES cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); server cores $SERVER_SET, wrk cores $LOAD_SET"
 
-# libellula (HostFS root, the same directory as nginx)
-taskset -c "$SERVER_SET" "$BIN" serve --cpus "$CPUS" --http "127.0.0.1:$PORT_L" --root "$WORK/www" --log-level warning &
-LPID=$!
-wait_port $PORT_L
-taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT_L/hello.txt" >/dev/null  # warm-up
-run_wrk $PORT_L libellula
-kill -TERM $LPID; wait $LPID || true
+NGINX_VERSION=$($NGINX -v 2>&1 | sed 's/.*nginx\///')
+ROUNDS=${ROUNDS:-2}
+for round in $(seq 1 "$ROUNDS"); do
+  # libellula (HostFS root, the same directory as nginx)
+  taskset -c "$SERVER_SET" "$BIN" serve --cpus "$CPUS" --http "127.0.0.1:$PORT_L" --root "$WORK/www" --log-level warning &
+  LPID=$!
+  wait_port $PORT_L
+  taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT_L/hello.txt" >/dev/null  # warm-up
+  run_wrk $PORT_L libellula $LPID
+  kill -TERM $LPID; wait $LPID || true
 
-# nginx
-taskset -c "$SERVER_SET" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null &
-NPID=$!
-wait_port $PORT_N
-taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT_N/hello.txt" >/dev/null
-run_wrk $PORT_N "nginx $($NGINX -v 2>&1 | sed 's/.*nginx\///')"
-kill -QUIT $NPID; wait $NPID || true
+  # nginx, same file, same cores
+  taskset -c "$SERVER_SET" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null &
+  NPID=$!
+  wait_port $PORT_N
+  taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT_N/hello.txt" >/dev/null
+  run_wrk $PORT_N "nginx $NGINX_VERSION" $NPID
+  kill -QUIT $NPID; wait $NPID || true
+done
 
-echo "libellula / nginx: $(echo "$(cat "$WORK/libellula.rps") / $(cat "$WORK"/nginx*.rps)" | bc -l | cut -c1-5)"
+best() { sort -g "$1" | tail -1; }
+least() { sort -g "$1" | head -1; }
+echo "best of $ROUNDS: libellula $(best "$WORK/libellula.rps") req/s, nginx $(best "$WORK/nginx.rps") req/s;" \
+  "ratio $(echo "$(best "$WORK/libellula.rps") / $(best "$WORK/nginx.rps")" | bc -l | cut -c1-5);" \
+  "server CPU per request: libellula $(least "$WORK/libellula.cpu" | cut -c1-5) us, nginx $(least "$WORK/nginx.cpu" | cut -c1-5) us"
 
 # malloc calls per keep-alive request (libellula): a run with the load minus a run without.
 if command -v gcc >/dev/null; then
