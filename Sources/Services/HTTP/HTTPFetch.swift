@@ -6,6 +6,7 @@ public enum HTTPFetch {
     /// Why a fetch failed.
     public enum Failure: Error, CustomStringConvertible {
         case badURL(String), connect(String, Int32), malformedResponse, status(Int)
+        /// A short explanation.
         public var description: String {
             switch self {
             case .badURL(let u): "not an http://ADDR:PORT/ URL: \(u)"

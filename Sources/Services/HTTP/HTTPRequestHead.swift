@@ -34,6 +34,7 @@ public struct HTTPRequestHead: Sendable {
     /// If-Range, raw.
     public var ifRange: String?
 
+    /// An empty head: no method yet, HTTP/1.1, keep-alive.
     public init() {}
 
     /// Whether the answer is the plain full representation (no validators, no range).

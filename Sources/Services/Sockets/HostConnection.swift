@@ -5,7 +5,9 @@ import LWKT
 public final class HostConnection: StreamConnection, @unchecked Sendable {
     let fd: Int32
     let sockets: HostCPUSockets
+    /// The client's address.
     public let peer: SocketAddress
+    /// The CPU that accepted the connection and alone may use it.
     public var cpuID: Int { sockets.cpu.id }
     /// Monotonic deadline of the operation in progress (0: none).
     var deadline: UInt64 = 0
@@ -53,6 +55,7 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
         do { _ = try await LWKT.wait(for: events, on: fd) } catch { throw .cancelled }
     }
 
+    /// Reads what is available, waiting on this CPU's epoll; 0 at end of stream.
     public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(SocketError) -> Int {
         if closed { throw .closed }
         if timedOut || readTimedOut { throw .timedOut }
@@ -91,6 +94,7 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
         }
     }
 
+    /// Sends every byte, waiting for room while the socket buffer is full.
     public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration) async throws(SocketError) {
         if closed { throw .closed }
         if timedOut { throw .timedOut }
@@ -125,6 +129,7 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
         }
     }
 
+    /// Sends FIN, drains the peer for up to `linger`, then closes the descriptor.
     public func close(linger: Duration) async {
         guard !closed else { return }
         if linger > .zero && !timedOut && !readTimedOut {

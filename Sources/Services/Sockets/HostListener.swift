@@ -6,7 +6,9 @@ public final class HostListener: StreamListener, @unchecked Sendable {
     let fd: Int32
     let sockets: HostCPUSockets
     private var closed = false
+    /// The bound address (every CPU's listener has the same one).
     public let address: SocketAddress
+    /// The CPU whose epoll the listener is waited on.
     public var cpuID: Int { sockets.cpu.id }
 
     init(fd: Int32, address: SocketAddress, sockets: HostCPUSockets) {
@@ -17,6 +19,8 @@ public final class HostListener: StreamListener, @unchecked Sendable {
 
     deinit { if !closed { Glibc.close(fd) } }
 
+    /// Accepts the next connection the kernel hashed to this listener; the connection is
+    /// non-blocking, has `TCP_NODELAY`, and belongs to this CPU.
     public func accept() async throws(SocketError) -> HostConnection {
         while true {
             if closed { throw .closed }
@@ -52,6 +56,7 @@ public final class HostListener: StreamListener, @unchecked Sendable {
         }
     }
 
+    /// Stops listening and removes the socket from this CPU's epoll.
     public func close() {
         guard !closed else { return }
         closed = true

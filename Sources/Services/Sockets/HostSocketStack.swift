@@ -19,6 +19,8 @@ public final class HostSocketStack: StreamSocketStack, @unchecked Sendable {
         perCPU = system.cpus.map { HostCPUSockets(cpu: $0) }
     }
 
+    /// Opens one `SO_REUSEPORT` listener per CPU of `cpus` on `address`; with port 0 the
+    /// first one picks the port and the others bind the same one.
     public func listen(on address: SocketAddress, cpus: [CPU], backlog: Int = 1024) throws(SocketError) -> [HostListener] {
         var listeners: [HostListener] = []
         var bound = address

@@ -11,6 +11,7 @@ public enum SocketError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The operation was attempted on a socket that is already closed.
     case closed
 
+    /// A short explanation.
     public var description: String {
         switch self {
         case .system(let call, let e): "\(call): errno \(e)"
