@@ -19,6 +19,8 @@ LOAD_SET="$CPUS-$((CORES - 1))"
 LOAD_THREADS=$((CORES - CPUS))
 PORT_L=18480
 PORT_N=18481
+PORT_H=18482
+HB=Benchmarks/HummingbirdBaseline/.build/release/HummingbirdBaseline
 WORK=$(mktemp -d /tmp/libellula-bench-http.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -102,6 +104,17 @@ for round in $(seq 1 "$ROUNDS"); do
   taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT_N/hello.txt" >/dev/null
   run_wrk $PORT_N "nginx $NGINX_VERSION" $NPID
   kill -QUIT $NPID; wait $NPID || true
+
+  # Hummingbird 2 (SwiftNIO), if its package has been built:
+  #   swift build -c release --package-path Benchmarks/HummingbirdBaseline
+  if [ -x "$HB" ]; then
+    taskset -c "$SERVER_SET" "$HB" "$WORK/www" $PORT_H "$CPUS" >/dev/null 2>&1 &
+    HPID=$!
+    wait_port $PORT_H
+    taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT_H/hello.txt" >/dev/null
+    run_wrk $PORT_H hummingbird $HPID
+    kill -TERM $HPID; wait $HPID || true
+  fi
 done
 
 best() { sort -g "$1" | tail -1; }
@@ -109,6 +122,30 @@ least() { sort -g "$1" | head -1; }
 echo "best of $ROUNDS: libellula $(best "$WORK/libellula.rps") req/s, nginx $(best "$WORK/nginx.rps") req/s;" \
   "ratio $(echo "$(best "$WORK/libellula.rps") / $(best "$WORK/nginx.rps")" | bc -l | cut -c1-5);" \
   "server CPU per request: libellula $(least "$WORK/libellula.cpu" | cut -c1-5) us, nginx $(least "$WORK/nginx.cpu" | cut -c1-5) us"
+if [ -f "$WORK/hummingbird.rps" ]; then
+  echo "best of $ROUNDS: hummingbird $(best "$WORK/hummingbird.rps") req/s, $(least "$WORK/hummingbird.cpu" | cut -c1-5) us server CPU per request;" \
+    "libellula / hummingbird $(echo "$(best "$WORK/libellula.rps") / $(best "$WORK/hummingbird.rps")" | bc -l | cut -c1-5)"
+fi
+
+# Latency at 80 % of each server's own peak, open loop (Scripts/http-rate.c, measured from
+# each request's planned send time).
+if command -v gcc >/dev/null; then
+  gcc -O2 -o "$WORK/http-rate" Scripts/http-rate.c
+  rate_run() { # label port pid peak
+    local r
+    r=$(echo "$4 * 0.8 / 1" | bc)
+    printf '%-14s at 80%% of its peak (%s req/s): %s\n' "$1" "$r" \
+      "$(taskset -c "$LOAD_SET" "$WORK/http-rate" "$2" /hello.txt "$CONNS" "$r" "$SECS" | sed 's/^requests [0-9]* //')"
+  }
+  taskset -c "$SERVER_SET" "$BIN" serve --cpus "$CPUS" --http "127.0.0.1:$PORT_L" --root "$WORK/www" --log-level warning &
+  LPID=$!; wait_port $PORT_L
+  rate_run libellula $PORT_L $LPID "$(best "$WORK/libellula.rps")"
+  kill -TERM $LPID; wait $LPID || true
+  taskset -c "$SERVER_SET" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null &
+  NPID=$!; wait_port $PORT_N
+  rate_run "nginx" $PORT_N $NPID "$(best "$WORK/nginx.rps")"
+  kill -QUIT $NPID; wait $NPID || true
+fi
 
 # malloc calls per keep-alive request (libellula): a run with the load minus a run without.
 if command -v gcc >/dev/null; then
