@@ -4,7 +4,7 @@
 # cores 0..CPUS-1 and wrk to the remaining cores (taskset). Also counts malloc calls per
 # request of libellula with an LD_PRELOAD shim (Scripts/malloc-count.c).
 #
-# Usage: Scripts/bench-http.sh [CPUS] [SECONDS] [CONNECTIONS]
+# Usage: [ROUNDS=2] [COMMON_RATE=20000] Scripts/bench-http.sh [CPUS] [SECONDS] [CONNECTIONS]
 # Needs: wrk, nginx (apt-get install wrk nginx), gcc for the malloc counter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,6 +88,7 @@ echo "# $(date -u +%F) $(uname -r), $CORES cores ($(grep -m1 'model name' /proc/
 
 NGINX_VERSION=$($NGINX -v 2>&1 | sed 's/.*nginx\///')
 ROUNDS=${ROUNDS:-2}
+COMMON_RATE=${COMMON_RATE:-20000}
 for round in $(seq 1 "$ROUNDS"); do
   # libellula (HostFS root, the same directory as nginx)
   taskset -c "$SERVER_SET" "$BIN" serve --cpus "$CPUS" --http "127.0.0.1:$PORT_L" --root "$WORK/www" --log-level warning &
@@ -127,7 +128,8 @@ if [ -f "$WORK/hummingbird.rps" ]; then
     "libellula / hummingbird $(echo "$(best "$WORK/libellula.rps") / $(best "$WORK/hummingbird.rps")" | bc -l | cut -c1-5)"
 fi
 
-# Latency at 80 % of each server's own peak, open loop (Scripts/http-rate.c, measured from
+# Latency at 80 % of each server's own peak, and at one common rate (COMMON_RATE, default
+# 20000 req/s; printed as "80 % of COMMON_RATE/0.8"), open loop (Scripts/http-rate.c, measured from
 # each request's planned send time).
 if command -v gcc >/dev/null; then
   gcc -O2 -o "$WORK/http-rate" Scripts/http-rate.c
@@ -140,10 +142,12 @@ if command -v gcc >/dev/null; then
   taskset -c "$SERVER_SET" "$BIN" serve --cpus "$CPUS" --http "127.0.0.1:$PORT_L" --root "$WORK/www" --log-level warning &
   LPID=$!; wait_port $PORT_L
   rate_run libellula $PORT_L $LPID "$(best "$WORK/libellula.rps")"
+  rate_run libellula $PORT_L $LPID "$(echo "$COMMON_RATE / 0.8" | bc -l)"
   kill -TERM $LPID; wait $LPID || true
   taskset -c "$SERVER_SET" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null &
   NPID=$!; wait_port $PORT_N
   rate_run "nginx" $PORT_N $NPID "$(best "$WORK/nginx.rps")"
+  rate_run "nginx" $PORT_N $NPID "$(echo "$COMMON_RATE / 0.8" | bc -l)"
   kill -QUIT $NPID; wait $NPID || true
 fi
 
