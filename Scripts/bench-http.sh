@@ -129,25 +129,25 @@ if [ -f "$WORK/hummingbird.rps" ]; then
 fi
 
 # Latency at 80 % of each server's own peak, and at one common rate (COMMON_RATE, default
-# 20000 req/s; printed as "80 % of COMMON_RATE/0.8"), open loop (Scripts/http-rate.c, measured from
+# 20000 req/s), open loop (Scripts/http-rate.c, measured from
 # each request's planned send time).
 if command -v gcc >/dev/null; then
   gcc -O2 -o "$WORK/http-rate" Scripts/http-rate.c
-  rate_run() { # label port pid peak
+  rate_run() { # label port rate what
     local r
-    r=$(echo "$4 * 0.8 / 1" | bc)
-    printf '%-14s at 80%% of its peak (%s req/s): %s\n' "$1" "$r" \
+    r=$(echo "$3 / 1" | bc)
+    printf '%-14s %-26s %s\n' "$1" "$4 ($r req/s):" \
       "$(taskset -c "$LOAD_SET" "$WORK/http-rate" "$2" /hello.txt "$CONNS" "$r" "$SECS" | sed 's/^requests [0-9]* //')"
   }
   taskset -c "$SERVER_SET" "$BIN" serve --cpus "$CPUS" --http "127.0.0.1:$PORT_L" --root "$WORK/www" --log-level warning &
   LPID=$!; wait_port $PORT_L
-  rate_run libellula $PORT_L $LPID "$(best "$WORK/libellula.rps")"
-  rate_run libellula $PORT_L $LPID "$(echo "$COMMON_RATE / 0.8" | bc -l)"
+  rate_run libellula $PORT_L "$(echo "$(best "$WORK/libellula.rps") * 0.8" | bc -l)" "at 80% of its peak"
+  rate_run libellula $PORT_L "$COMMON_RATE" "at the common rate"
   kill -TERM $LPID; wait $LPID || true
   taskset -c "$SERVER_SET" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null &
   NPID=$!; wait_port $PORT_N
-  rate_run "nginx" $PORT_N $NPID "$(best "$WORK/nginx.rps")"
-  rate_run "nginx" $PORT_N $NPID "$(echo "$COMMON_RATE / 0.8" | bc -l)"
+  rate_run nginx $PORT_N "$(echo "$(best "$WORK/nginx.rps") * 0.8" | bc -l)" "at 80% of its peak"
+  rate_run nginx $PORT_N "$COMMON_RATE" "at the common rate"
   kill -QUIT $NPID; wait $NPID || true
 fi
 
