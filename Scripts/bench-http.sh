@@ -45,7 +45,6 @@ events { worker_connections 4096; }
 http {
   access_log off;
   sendfile on;
-  tcp_nopush on;
   keepalive_requests 100000000;
   keepalive_timeout 60;
   open_file_cache max=1000 inactive=60s;
