@@ -60,4 +60,25 @@ import Testing
     @Test func sigtermShutsDownCleanly() async throws { try await run(signal: SIGTERM) }
 
     @Test func sigintShutsDownCleanly() async throws { try await run(signal: SIGINT) }
+
+    @Test func statPrintsTables() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
+            print("skipping: \(Self.binary) not built")
+            return
+        }
+        let s = try TestServer()
+        let url = "http://127.0.0.1:\(s.port)"
+        let (tables, json, refused) = try await blocking {
+            (runTool(Self.binary, ["stat", "--url", url]), runTool(Self.binary, ["stat", "--url", url, "--json"]),
+             runTool(Self.binary, ["stat", "--url", "http://127.0.0.1:1"]))
+        }
+        try await s.shutdown()
+        #expect(tables?.0 == 0)
+        for needle in ["Per-CPU statistics", "IPI matrix", "HTTP per CPU", "connections accepted", "Slab per CPU", "Namecache: hit rate"] {
+            #expect(tables?.1.contains(needle) == true, "stat output lacks \(needle)")
+        }
+        #expect(json?.0 == 0)
+        #expect(json?.1.hasPrefix("{") == true)
+        #expect(refused?.0 != 0)
+    }
 }
