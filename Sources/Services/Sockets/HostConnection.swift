@@ -62,9 +62,18 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
         deadline = 0
         writing = false
         if waitBeforeRead {
+            // Let the CPU's other ready threads run first: under load the peer's next
+            // request has often arrived by the time this thread runs again, and a `recv`
+            // that succeeds saves the epoll round trip. With nothing else ready the yield
+            // returns at once and the read waits for readiness, as after any write.
             waitBeforeRead = false
-            deadline = MonotonicClock.deadline(after: timeout)
-            try await self.await(.readable)
+            await LWKT.yield()
+            let n = recv(fd, buffer.baseAddress, buffer.count, 0)
+            if n > 0 { return n }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                deadline = MonotonicClock.deadline(after: timeout)
+                try await self.await(.readable)
+            }
         }
         while true {
             let n = recv(fd, buffer.baseAddress, buffer.count, 0)
