@@ -11,21 +11,27 @@ let package = Package(
         .library(name: "LWKT", targets: ["LWKT"]),
         .library(name: "Slab", targets: ["Slab"]),
         .library(name: "VFS", targets: ["VFS"]),
+        .library(name: "Services", targets: ["Services"]),
         .executable(name: "libellula", targets: ["libellula"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         .target(name: "CLibellula"),
         .target(name: "LWKT", dependencies: ["CLibellula"]),
         .target(name: "Slab", dependencies: ["LWKT", "CLibellula"]),
         .target(name: "VFS", dependencies: ["LWKT"]),
-        .target(name: "Services", dependencies: ["LWKT", "Slab", "VFS", "CLibellula"]),
+        .target(
+            name: "Services",
+            dependencies: ["LWKT", "Slab", "VFS", "CLibellula", .product(name: "Logging", package: "swift-log")]
+        ),
         .executableTarget(
             name: "libellula",
             dependencies: [
                 "CLibellula", "LWKT", "Slab", "VFS", "Services",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
@@ -33,7 +39,7 @@ let package = Package(
         .testTarget(name: "LWKTTests", dependencies: ["LWKT", "CLibellula"]),
         .testTarget(name: "SlabTests", dependencies: ["Slab", "LWKT"]),
         .testTarget(name: "VFSTests", dependencies: ["VFS", "LWKT"]),
-        .testTarget(name: "ServicesTests", dependencies: ["Services", "LWKT", "Slab"]),
+        .testTarget(name: "ServicesTests", dependencies: ["Services", "LWKT", "Slab", "VFS"], exclude: ["Scripts"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,279 @@
+import Foundation
+import Glibc
+import VFS
+
+/// Files and directories through the VFS: validators, conditional and range requests,
+/// index pages, and the statistics pages.
+extension HTTPConnectionHandler {
+    /// The status a VFS error becomes.
+    static func status(for error: VFSError) -> HTTPStatus {
+        switch error {
+        case .noent, .notdir: .notFound
+        case .acces, .perm, .loop: .forbidden
+        case .nametoolong: .uriTooLong
+        default: .internalServerError
+        }
+    }
+
+    func serveFile(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool,
+                   cacheKey: UnsafeRawBufferPointer?) async throws(SocketError) -> Bool {
+        let fd: Int32
+        do { fd = try process.open(decoded.path) } catch {
+            try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
+            return keepAlive
+        }
+        var open = true
+        defer { if open { try? process.close(fd) } }
+        let attrs: FileAttributes
+        do { attrs = try process.fstat(fd) } catch {
+            try await sendError(.internalServerError, head: head, keepAlive: keepAlive)
+            return keepAlive
+        }
+        switch attrs.type {
+        case .directory:
+            try? process.close(fd)
+            open = false
+            return try await serveDirectory(decoded, head: head, keepAlive: keepAlive, cacheKey: cacheKey)
+        case .regular:
+            break
+        default:
+            try await sendError(.forbidden, head: head, keepAlive: keepAlive)
+            return keepAlive
+        }
+        let size = attrs.size
+        let etag = Self.etag(attrs)
+        let mtime = attrs.mtime.seconds
+
+        // Conditional requests (RFC 9110 §13): If-None-Match wins over If-Modified-Since.
+        var notModified = false
+        if let inm = head.ifNoneMatch {
+            notModified = Self.matches(inm, etag)
+        } else if let ims = head.ifModifiedSince, let since = HTTPDate.parse(ims) {
+            notModified = mtime <= since
+        }
+        if notModified {
+            try await reserve(1024)
+            beginHead(.notModified)
+            append("ETag: "); append(etag); append("\r\nLast-Modified: ")
+            appendDate(mtime)
+            append("\r\n")
+            endHead(keepAlive: keepAlive, head: head)
+            return keepAlive
+        }
+
+        // Single byte ranges.
+        var start: Int64 = 0, length = size
+        var partial = false
+        if let r = head.range, Self.ifRangeHolds(head.ifRange, etag: etag, mtime: mtime) {
+            switch Self.parseRange(r, size: size) {
+            case .ignore: break
+            case .unsatisfiable:
+                try await sendError(.rangeNotSatisfiable, head: head, keepAlive: keepAlive, contentRange: size)
+                return keepAlive
+            case .range(let a, let b):
+                start = a
+                length = b - a + 1
+                partial = true
+            }
+        }
+
+        try await reserve(1024)
+        beginHead(partial ? .partialContent : .ok)
+        let fieldsStart = outCount
+        append("Content-Type: "); append(MIMETypes.type(forPath: decoded.path))
+        append("\r\nContent-Length: "); append(Int(length))
+        append("\r\nETag: "); append(etag)
+        append("\r\nLast-Modified: "); appendDate(mtime)
+        append("\r\nAccept-Ranges: bytes\r\n")
+        if let key = cacheKey, !partial, head.isPlain, size <= HotFileCache.maxFileSize,
+           let body = try? process.pread(fd, count: Int(size), at: 0) {
+            let fields = Array(UnsafeRawBufferPointer(start: output.baseAddress + fieldsStart, count: outCount - fieldsStart))
+            cache.insert(key: key, path: decoded.path, fields: fields, body: body, attrs: attrs)
+        }
+        if partial {
+            append("Content-Range: bytes "); append(Int(start)); append("-"); append(Int(start + length - 1))
+            append("/"); append(Int(size)); append("\r\n")
+        }
+        endHead(keepAlive: keepAlive, head: head)
+        if head.method == .head || length == 0 { return keepAlive }
+
+        // The body moves from the file system straight into the slab output buffer.
+        if start > 0 {
+            do { _ = try process.seek(fd, start, from: .set) } catch { return false }
+        }
+        var remaining = length
+        while remaining > 0 {
+            if outCount == core.outputCapacity { try await flush() }
+            let room = min(Int64(core.outputCapacity - outCount), remaining)
+            let n: Int
+            do {
+                n = try process.read(fd, into: UnsafeMutableRawBufferPointer(start: output.baseAddress + outCount, count: Int(room)))
+            } catch {
+                return false  // the head is out: the only honest thing left is to close
+            }
+            if n <= 0 { return false }  // the file shrank under us
+            outCount += n
+            remaining -= Int64(n)
+        }
+        return keepAlive
+    }
+
+    func appendDate(_ seconds: Int64) {
+        guard outCount + 29 <= core.outputCapacity else { return }
+        HTTPDate.write(seconds, into: output.baseAddress + outCount)
+        outCount += 29
+    }
+
+    /// A strong validator from inode, size and modification time.
+    static func etag(_ a: FileAttributes) -> String {
+        "\"" + String(a.inode, radix: 16) + "-" + String(a.size, radix: 16) + "-" + String(a.mtime.seconds, radix: 16)
+            + String(a.mtime.nanoseconds, radix: 16) + "\""
+    }
+
+    /// Whether an If-None-Match list names `etag` (weak comparison) or is `*`.
+    static func matches(_ list: String, _ etag: String) -> Bool {
+        for item in list.split(separator: ",") {
+            var t = item.trimmingCharacters(in: .whitespaces)[...]
+            if t == "*" { return true }
+            if t.hasPrefix("W/") { t = t.dropFirst(2) }
+            if t == etag { return true }
+        }
+        return false
+    }
+
+    static func ifRangeHolds(_ ifRange: String?, etag: String, mtime: Int64) -> Bool {
+        guard let v = ifRange else { return true }
+        if v.hasPrefix("\"") { return v == etag }
+        if let d = HTTPDate.parse(v) { return d == mtime }
+        return false
+    }
+
+    enum RangeRequest: Equatable {
+        case ignore, unsatisfiable
+        case range(Int64, Int64)
+    }
+
+    /// Parses a Range field for a representation of `size` bytes. Syntax it does not
+    /// understand, and several ranges, are ignored (a full 200 is always allowed).
+    static func parseRange(_ field: String, size: Int64) -> RangeRequest {
+        let f = field.trimmingCharacters(in: .whitespaces)
+        guard f.count > 6, f.prefix(6).lowercased() == "bytes=" else { return .ignore }
+        let spec = f.dropFirst(6).trimmingCharacters(in: .whitespaces)
+        if spec.contains(",") { return .ignore }
+        guard let dash = spec.firstIndex(of: "-") else { return .ignore }
+        let a = spec[..<dash], b = spec[spec.index(after: dash)...]
+        func number(_ s: Substring) -> Int64? {
+            guard !s.isEmpty, s.count <= 18, s.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+            return Int64(s)
+        }
+        if a.isEmpty {
+            guard let n = number(b) else { return .ignore }
+            if n == 0 || size == 0 { return .unsatisfiable }
+            return .range(max(0, size - n), size - 1)
+        }
+        guard let first = number(a) else { return .ignore }
+        var last = size - 1
+        if !b.isEmpty {
+            guard let l = number(b) else { return .ignore }
+            if l < first { return .ignore }
+            last = min(l, size - 1)
+        }
+        if first >= size { return .unsatisfiable }
+        return .range(first, last)
+    }
+
+    // MARK: Directories
+
+    func serveDirectory(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool,
+                        cacheKey: UnsafeRawBufferPointer?) async throws(SocketError) -> Bool {
+        if !decoded.trailingSlash {
+            try await reserve(decoded.path.utf8.count * 3 + 1024)
+            beginHead(.movedPermanently)
+            append("Location: "); append(Self.percentEncode(decoded.path)); append("/\r\nContent-Length: 0\r\n")
+            endHead(keepAlive: keepAlive, head: head)
+            return keepAlive
+        }
+        let dir = decoded.path == "/" ? "/" : decoded.path + "/"
+        if let t = try? process.lookup(dir + "index.html"), t == .regular {
+            return try await serveFile(.init(path: dir + "index.html", trailingSlash: false), head: head, keepAlive: keepAlive,
+                                       cacheKey: cacheKey)
+        }
+        let entries: [DirectoryEntry]
+        do { entries = try process.listDirectory(decoded.path) } catch {
+            try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
+            return keepAlive
+        }
+        var html = "<!doctype html><html><head><meta charset=\"utf-8\"><title>Index of \(Self.escape(dir))</title>"
+        html += "<style>body{font-family:sans-serif;margin:2em}td{padding:0 1em}</style></head><body>"
+        html += "<h1>Index of \(Self.escape(dir))</h1><table>"
+        if dir != "/" { html += "<tr><td><a href=\"../\">../</a></td></tr>" }
+        for e in entries.sorted(by: { $0.name < $1.name }) where e.name != "." && e.name != ".." {
+            let slash = e.type == .directory ? "/" : ""
+            html += "<tr><td><a href=\"\(Self.percentEncode(e.name))\(slash)\">\(Self.escape(e.name))\(slash)</a></td></tr>"
+        }
+        html += "</table><p><a href=\"/_stats\">live statistics</a></p></body></html>\n"
+        let body = Array(html.utf8)
+        try await reserve(1024)
+        beginHead(.ok)
+        append("Content-Type: text/html; charset=utf-8\r\nContent-Length: "); append(body.count); append("\r\n")
+        endHead(keepAlive: keepAlive, head: head)
+        if head.method != .head { try await appendBody(body) }
+        return keepAlive
+    }
+
+    static func escape(_ s: String) -> String {
+        var o = ""
+        for c in s {
+            switch c {
+            case "&": o += "&amp;"
+            case "<": o += "&lt;"
+            case ">": o += "&gt;"
+            case "\"": o += "&quot;"
+            case "'": o += "&#39;"
+            default: o.append(c)
+            }
+        }
+        return o
+    }
+
+    /// Percent-encodes everything but unreserved characters and `/`.
+    static func percentEncode(_ s: String) -> String {
+        var o = ""
+        for b in s.utf8 {
+            switch b {
+            case 48...57, 65...90, 97...122, 45, 46, 95, 126, 47: o.append(Character(Unicode.Scalar(b)))
+            default: o += "%" + String(b >> 4, radix: 16, uppercase: true) + String(b & 15, radix: 16, uppercase: true)
+            }
+        }
+        return o
+    }
+
+    // MARK: Statistics
+
+    func serveStatistics(json: Bool, head: HTTPRequestHead, keepAlive: Bool) async throws(SocketError) -> Bool {
+        guard let source = core.statistics else {
+            try await sendError(.notFound, head: head, keepAlive: keepAlive)
+            return keepAlive
+        }
+        let stats = source()
+        let body: [UInt8]
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            guard let data = try? enc.encode(stats) else {
+                try await sendError(.internalServerError, head: head, keepAlive: keepAlive)
+                return keepAlive
+            }
+            body = Array(data)
+        } else {
+            body = Array(StatsPage.render(stats).utf8)
+        }
+        try await reserve(1024)
+        beginHead(.ok)
+        append(json ? "Content-Type: application/json\r\n" : "Content-Type: text/html; charset=utf-8\r\n")
+        append("Cache-Control: no-store\r\nContent-Length: "); append(body.count); append("\r\n")
+        endHead(keepAlive: keepAlive, head: head)
+        if head.method != .head { try await appendBody(body) }
+        return keepAlive
+    }
+}

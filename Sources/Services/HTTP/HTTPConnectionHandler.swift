@@ -1,0 +1,288 @@
+import Glibc
+import LWKT
+import Slab
+import VFS
+
+/// Serves one connection on the CPU that accepted it: reads requests into a slab buffer,
+/// answers pipelined requests in order, batching their responses in a second slab buffer
+/// that also carries file data, and closes on errors, timeouts and `Connection: close`.
+final class HTTPConnectionHandler<C: StreamConnection> {
+    let conn: C
+    let core: HTTPServerCore
+    let counters: HTTPCounters
+    let process: VFSProcess
+    let cache: HotFileCache
+    let input: SlabBuffer
+    let output: SlabBuffer
+    var inCount = 0
+    var outCount = 0
+    /// Body bytes of the current request still to be discarded.
+    var bodyRemaining = 0
+    /// When the first byte of the request being received arrived (0: between requests).
+    var requestStart: UInt64 = 0
+
+    init?(conn: C, core: HTTPServerCore) {
+        guard let i = SlabBuffer(count: core.inputCapacity, from: core.slab, type: core.bufferType),
+              let o = SlabBuffer(count: core.outputCapacity, from: core.slab, type: core.bufferType) else { return nil }
+        self.conn = conn
+        self.core = core
+        counters = core.counters[conn.cpuID]
+        process = core.processes[conn.cpuID]
+        cache = core.caches[conn.cpuID]
+        input = consume i
+        output = consume o
+    }
+
+    var config: HTTPServerConfiguration { core.configuration }
+
+    // MARK: The connection loop
+
+    /// Runs the connection to its end and closes it.
+    func run() async {
+        do {
+            let linger = try await serve()
+            await conn.close(linger: linger ? config.closeLinger : .zero)
+        } catch {
+            if error == .timedOut { HTTPCounters.add(counters.timeouts) }
+            await conn.close(linger: .zero)
+        }
+    }
+
+    /// Serves requests until the connection should close; returns whether to linger.
+    private func serve() async throws(SocketError) -> Bool {
+        let limits = config.limits
+        while true {
+            var consumed = 0
+            parsing: while true {
+                if bodyRemaining > 0 {
+                    let drop = min(bodyRemaining, inCount - consumed)
+                    consumed += drop
+                    bodyRemaining -= drop
+                    if bodyRemaining > 0 { break parsing }
+                }
+                let pending = UnsafeRawBufferPointer(start: input.baseAddress + consumed, count: inCount - consumed)
+                switch HTTPParser.parse(pending, limits: limits) {
+                case .incomplete:
+                    break parsing
+                case .failure(let status):
+                    HTTPCounters.add(counters.requests)
+                    try await sendError(status, head: nil, keepAlive: false)
+                    try await flush()
+                    return true
+                case .complete(var head, let length):
+                    let target = UnsafeRawBufferPointer(start: pending.baseAddress! + head.targetOffset, count: head.targetLength)
+                    consumed += length
+                    requestStart = 0
+                    HTTPCounters.add(counters.requests)
+                    let keep = try await respond(&head, target: target)
+                    if !keep {
+                        try await flush()
+                        return true
+                    }
+                    if outCount > core.outputCapacity / 2 { try await flush() }
+                }
+            }
+            // Keep the unparsed tail at the front of the input buffer.
+            if consumed > 0 {
+                let rest = inCount - consumed
+                if rest > 0 { memmove(input.baseAddress, input.baseAddress + consumed, rest) }
+                inCount = rest
+            }
+            try await flush()
+            if inCount == core.inputCapacity {
+                try await sendError(.headerFieldsTooLarge, head: nil, keepAlive: false)
+                try await flush()
+                return true
+            }
+            // Between requests the idle timeout applies; once a request has started, the
+            // whole of it must arrive within the request timeout (so a client trickling one
+            // byte at a time cannot hold the connection forever).
+            var timeout = config.idleTimeout
+            if inCount > 0 || bodyRemaining > 0 {
+                let now = MonotonicClock.now()
+                if requestStart == 0 { requestStart = now }
+                let (s, a) = config.requestTimeout.components
+                let limit = UInt64(max(0, s)) &* 1_000_000_000 &+ UInt64(max(0, a / 1_000_000_000))
+                let used = now &- requestStart
+                if used >= limit { return try await timedOut() }
+                timeout = .nanoseconds(Int64(limit - used))
+            }
+            let n: Int
+            do {
+                n = try await conn.read(into: UnsafeMutableRawBufferPointer(start: input.baseAddress + inCount,
+                                                                             count: core.inputCapacity - inCount),
+                                        timeout: timeout)
+            } catch .timedOut {
+                if inCount > 0 || bodyRemaining > 0 { return try await timedOut() }
+                HTTPCounters.add(counters.timeouts)
+                return false
+            }
+            if n == 0 { return false }
+            if inCount == 0 && requestStart == 0 { requestStart = MonotonicClock.now() }
+            inCount += n
+        }
+    }
+
+    /// A request did not arrive in time: answer 408 if the socket still takes it, and close.
+    private func timedOut() async throws(SocketError) -> Bool {
+        HTTPCounters.add(counters.timeouts)
+        try await sendError(.requestTimeout, head: nil, keepAlive: false)
+        try await flush()
+        return false
+    }
+
+    /// Answers one parsed request; returns whether the connection stays open.
+    private func respond(_ head: inout HTTPRequestHead, target: UnsafeRawBufferPointer) async throws(SocketError) -> Bool {
+        var keep = head.keepAlive
+        if head.method != .other && head.isPlain, let hit = cache.lookup(target, process: process) {
+            try await reserve(hit.fields.count + hit.body.count + 512)
+            beginHead(.ok)
+            append(hit.fields)
+            endHead(keepAlive: keep, head: head)
+            if head.method == .get { append(hit.body) }
+            return keep
+        }
+        head.target = String(decoding: target, as: UTF8.self)
+        if head.method == .other {
+            // We do not read bodies of other methods: close after answering if one follows.
+            if head.contentLength > 0 || head.hasTransferEncoding { keep = false }
+            try await sendError(.methodNotAllowed, head: head, keepAlive: keep)
+            return keep
+        }
+        if head.hasTransferEncoding {
+            try await sendError(.badRequest, head: head, keepAlive: false)
+            return false
+        }
+        if head.contentLength > config.limits.maxBody {
+            try await sendError(.contentTooLarge, head: head, keepAlive: false)
+            return false
+        }
+        bodyRemaining = head.contentLength
+        let decoded: RequestPath.Decoded
+        switch RequestPath.decode(head.target) {
+        case .success(let d): decoded = d
+        case .failure(let status):
+            try await sendError(status, head: head, keepAlive: keep && status != .badRequest)
+            return keep && status != .badRequest
+        }
+        if config.statisticsEnabled, decoded.path == "/_stats" || decoded.path == "/_stats.json" {
+            return try await serveStatistics(json: decoded.path == "/_stats.json", head: head, keepAlive: keep)
+        }
+        return try await serveFile(decoded, head: head, keepAlive: keep, cacheKey: target)
+    }
+
+    // MARK: Output
+
+    /// Writes the buffered output to the socket.
+    func flush() async throws(SocketError) {
+        guard outCount > 0 else { return }
+        let n = outCount
+        outCount = 0
+        try await conn.write(UnsafeRawBufferPointer(start: output.baseAddress, count: n), timeout: config.writeTimeout)
+        HTTPCounters.add(counters.bytesSent, n)
+    }
+
+    /// Makes room for `n` bytes (at most the buffer's capacity) in the output buffer.
+    @inline(__always)
+    func reserve(_ n: Int) async throws(SocketError) {
+        if outCount + n > core.outputCapacity { try await flush() }
+    }
+
+    @inline(__always)
+    func append(_ s: StaticString) {
+        let c = min(s.utf8CodeUnitCount, core.outputCapacity - outCount)
+        (output.baseAddress + outCount).copyMemory(from: s.utf8Start, byteCount: c)
+        outCount += c
+    }
+
+    func append(_ s: String) {
+        var s = s
+        s.withUTF8 { b in
+            let c = min(b.count, core.outputCapacity - outCount)
+            if c > 0 { (output.baseAddress + outCount).copyMemory(from: b.baseAddress!, byteCount: c) }
+            outCount += c
+        }
+    }
+
+    func append(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { b in
+            let c = min(b.count, core.outputCapacity - outCount)
+            if c > 0 { (output.baseAddress + outCount).copyMemory(from: b.baseAddress!, byteCount: c) }
+            outCount += c
+        }
+    }
+
+    func append(_ v: Int) {
+        var v = v
+        if v < 0 { append("-"); v = -v }
+        var digits = 1, t = v
+        while t >= 10 { t /= 10; digits += 1 }
+        guard outCount + digits <= core.outputCapacity else { return }
+        var i = outCount + digits - 1
+        repeat {
+            output.baseAddress.storeBytes(of: UInt8(48 + v % 10), toByteOffset: i, as: UInt8.self)
+            v /= 10
+            i -= 1
+        } while v > 0
+        outCount += digits
+    }
+
+    /// Appends body bytes, flushing as often as needed.
+    func appendBody(_ bytes: [UInt8]) async throws(SocketError) {
+        var off = 0
+        while off < bytes.count {
+            if outCount == core.outputCapacity { try await flush() }
+            let c = min(bytes.count - off, core.outputCapacity - outCount)
+            bytes.withUnsafeBytes { b in (output.baseAddress + outCount).copyMemory(from: b.baseAddress! + off, byteCount: c) }
+            outCount += c
+            off += c
+        }
+    }
+
+    /// Status line, Server, Date; the caller adds its fields, then ``endHead(keepAlive:head:)``.
+    func beginHead(_ status: HTTPStatus) {
+        counters.count(status)
+        append(status.statusLine)
+        append("Server: libellula\r\nDate: ")
+        if outCount + 29 <= core.outputCapacity {
+            HTTPDate.write(Int64(time(nil)), into: output.baseAddress + outCount)
+            outCount += 29
+        }
+        append("\r\n")
+    }
+
+    func endHead(keepAlive: Bool, head: HTTPRequestHead?) {
+        if !keepAlive {
+            append("Connection: close\r\n")
+        } else if let head, head.minorVersion == 0 {
+            append("Connection: keep-alive\r\n")
+        }
+        append("\r\n")
+    }
+
+    /// A complete error response with a short HTML body (none for HEAD).
+    func sendError(_ status: HTTPStatus, head: HTTPRequestHead?, keepAlive: Bool, contentRange size: Int64? = nil) async throws(SocketError) {
+        try await reserve(1024)
+        beginHead(status)
+        let code = status.rawValue
+        let bodyLength = 2 * (3 + 1 + status.reason.utf8CodeUnitCount) + 79
+        append("Content-Type: text/html; charset=utf-8\r\nContent-Length: ")
+        append(bodyLength)
+        append("\r\n")
+        if status == .methodNotAllowed { append("Allow: GET, HEAD\r\n") }
+        if let size {
+            append("Content-Range: bytes */")
+            append(Int(size))
+            append("\r\n")
+        }
+        endHead(keepAlive: keepAlive, head: head)
+        if head?.method != .head {
+            // 79 bytes of markup around the two "NNN Reason" strings.
+            append("<!doctype html><html><head><title>")
+            append(code); append(" "); append(status.reason)
+            append("</title></head><body><h1>")
+            append(code); append(" "); append(status.reason)
+            append("</h1></body></html>\n")
+        }
+    }
+}

@@ -1,0 +1,170 @@
+import Glibc
+import LWKT
+
+/// A TCP connection accepted from the host kernel, owned by the CPU that accepted it.
+public final class HostConnection: StreamConnection, @unchecked Sendable {
+    let fd: Int32
+    let sockets: HostCPUSockets
+    /// The client's address.
+    public let peer: SocketAddress
+    /// The CPU that accepted the connection and alone may use it.
+    public var cpuID: Int { sockets.cpu.id }
+    /// Monotonic deadline of the operation in progress (0: none).
+    var deadline: UInt64 = 0
+    /// Whether the operation waiting now is a write.
+    private var writing = false
+    /// Set after a write: a request-response peer cannot have answered yet, so the next
+    /// read waits for readiness before trying `recv` (saving a `recv` that would fail).
+    private var waitBeforeRead = false
+    /// A read ran out of time (the receive side is shut; writing still works).
+    private(set) var readTimedOut = false
+    /// A write ran out of time (the socket is shut both ways).
+    private(set) var timedOut = false
+    private var closed = false
+
+    init(fd: Int32, peer: SocketAddress, sockets: HostCPUSockets) {
+        self.fd = fd
+        self.peer = peer
+        self.sockets = sockets
+    }
+
+    deinit {
+        if !closed {
+            sockets.remove(self)
+            if CPU.current === sockets.cpu { try? LWKT.unregister(fd: fd) }
+            Glibc.close(fd)
+        }
+    }
+
+    /// Called by the reaper: the deadline passed, so wake the waiter by shutting the socket.
+    func expire() {
+        guard !closed, !timedOut else { return }
+        if writing {
+            timedOut = true
+            Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        } else if !readTimedOut {
+            // Shutting only the receive side wakes the reader and still lets the owner send
+            // a last response (408) before it closes.
+            readTimedOut = true
+            Glibc.shutdown(fd, Int32(SHUT_RD))
+        }
+    }
+
+    @inline(__always)
+    private func await(_ events: IOEvents) async throws(SocketError) {
+        do { _ = try await LWKT.wait(for: events, on: fd) } catch { throw .cancelled }
+    }
+
+    /// Reads what is available, waiting on this CPU's epoll; 0 at end of stream.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(SocketError) -> Int {
+        if closed { throw .closed }
+        if timedOut || readTimedOut { throw .timedOut }
+        deadline = 0
+        writing = false
+        if waitBeforeRead {
+            // Let the CPU's other ready threads run first: under load the peer's next
+            // request has often arrived by the time this thread runs again, and a `recv`
+            // that succeeds saves the epoll round trip. With nothing else ready the yield
+            // returns at once and the read waits for readiness, as after any write.
+            waitBeforeRead = false
+            await LWKT.yield()
+            let n = recv(fd, buffer.baseAddress, buffer.count, 0)
+            if n > 0 { return n }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                deadline = MonotonicClock.deadline(after: timeout)
+                try await self.await(.readable)
+            }
+        }
+        while true {
+            let n = recv(fd, buffer.baseAddress, buffer.count, 0)
+            if n > 0 {
+                deadline = 0
+                return n
+            }
+            if n == 0 {
+                deadline = 0
+                if timedOut || readTimedOut { throw .timedOut }
+                return 0
+            }
+            let e = errno
+            switch e {
+            case EAGAIN, EWOULDBLOCK:
+                if deadline == 0 { deadline = MonotonicClock.deadline(after: timeout) }
+                try await self.await(.readable)
+            case EINTR:
+                continue
+            case ECONNRESET, EPIPE, ENOTCONN:
+                deadline = 0
+                throw timedOut || readTimedOut ? .timedOut : .reset
+            default:
+                deadline = 0
+                throw timedOut || readTimedOut ? .timedOut : .system(call: "recv", errno: e)
+            }
+        }
+    }
+
+    /// Sends every byte, waiting for room while the socket buffer is full.
+    public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration) async throws(SocketError) {
+        if closed { throw .closed }
+        if timedOut { throw .timedOut }
+        guard let base = bytes.baseAddress else { return }
+        var offset = 0
+        deadline = 0
+        writing = true
+        defer {
+            deadline = 0
+            writing = false
+        }
+        while offset < bytes.count {
+            let n = send(fd, base + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+            if n >= 0 {
+                offset += n
+                if offset == bytes.count { waitBeforeRead = true }
+                continue
+            }
+            let e = errno
+            switch e {
+            case EAGAIN, EWOULDBLOCK:
+                // Back-pressure: the peer is slower than we are; wait for room, bounded.
+                if deadline == 0 { deadline = MonotonicClock.deadline(after: timeout) }
+                try await self.await(.writable)
+            case EINTR:
+                continue
+            case ECONNRESET, EPIPE, ENOTCONN:
+                throw timedOut ? .timedOut : .reset
+            default:
+                throw timedOut ? .timedOut : .system(call: "send", errno: e)
+            }
+        }
+    }
+
+    /// Sends FIN, drains the peer for up to `linger`, then closes the descriptor.
+    public func close(linger: Duration) async {
+        guard !closed else { return }
+        if linger > .zero && !timedOut && !readTimedOut {
+            Glibc.shutdown(fd, Int32(SHUT_WR))
+            // Drain what the peer still sends, so our last response is not reset away.
+            let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024, alignment: 8)
+            defer { buf.deallocate() }
+            let end = MonotonicClock.deadline(after: linger)
+            for _ in 0..<64 where MonotonicClock.now() < end {
+                guard let n = try? await read(into: buf, timeout: linger), n > 0 else { break }
+            }
+        }
+        closed = true
+        sockets.remove(self)
+        try? LWKT.unregister(fd: fd)
+        Glibc.close(fd)
+    }
+
+    /// Closes at once with a reset (SO_LINGER 0), discarding unsent data.
+    public func abort() {
+        guard !closed else { return }
+        var lg = linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, socklen_t(MemoryLayout<linger>.size))
+        closed = true
+        sockets.remove(self)
+        try? LWKT.unregister(fd: fd)
+        Glibc.close(fd)
+    }
+}

@@ -1,0 +1,113 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Glibc
+import LWKT
+import Logging
+import Services
+import Slab
+import Synchronization
+import VFS
+
+/// `libellula serve`: the HTTP/1.1 file server on every CPU, until Ctrl-C or SIGTERM.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve files over HTTP/1.1 on every CPU (the built-in demo site, or --root DIR).",
+        discussion: "Live statistics are at /_stats (HTML) and /_stats.json; `libellula stat` prints them."
+    )
+
+    @Option(help: "Number of CPUs (default: one per online core).")
+    var cpus: Int?
+
+    @Option(help: "Address to listen on, ADDR:PORT.")
+    var http = "127.0.0.1:8080"
+
+    @Option(help: "Serve this host directory through HostFS instead of the built-in demo site.")
+    var root: String?
+
+    @Option(help: "Seconds a keep-alive connection may stay idle.")
+    var idleTimeout = 30
+
+    @Option(help: "Open connections allowed per CPU (503 beyond).")
+    var maxConnections = 4096
+
+    @Option(help: "Idle spin window in microseconds before a CPU sleeps.")
+    var spinMicroseconds: Int?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+
+    @Flag(help: "Do not serve /_stats and /_stats.json.")
+    var noStats = false
+
+    func validate() throws {
+        guard SocketAddress(parsing: http) != nil else { throw ValidationError("--http wants ADDR:PORT, got '\(http)'") }
+        if let cpus, cpus < 1 { throw ValidationError("--cpus must be at least 1") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level '\(logLevel)'") }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "libellula.serve")
+        let system = try LWKT.boot(cpus: cpus, configuration: LWKTConfiguration(idleSpin: spinMicroseconds.map { .microseconds($0) }))
+        let slab = SlabAllocator(system: system)
+        let vfs: VirtualFileSystem
+        if let root {
+            do { vfs = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: root)) } catch {
+                _ = try? await system.shutdown()
+                throw ValidationError("cannot serve --root \(root): \(error)")
+            }
+        } else {
+            vfs = VirtualFileSystem(rootFileSystem: MemFS())
+            try DemoSite.install(in: vfs)
+        }
+        var config = HTTPServerConfiguration()
+        config.address = SocketAddress(parsing: http) ?? .loopback(port: 8080)
+        config.idleTimeout = .seconds(idleTimeout)
+        config.maxConnectionsPerCPU = maxConnections
+        config.statisticsEnabled = !noStats
+        let server = try HTTPServer(system: system, stack: HostSocketStack(system: system), vfs: vfs, slab: slab,
+                                    configuration: config, logger: Logger(label: "libellula.http"))
+        do { try server.start() } catch {
+            _ = try? await system.shutdown()
+            throw ValidationError("cannot listen on \(http): \(error)")
+        }
+        let what = root.map { "\($0) (HostFS)" } ?? "the demo site (MemFS)"
+        logger.notice("serving \(what) on http://\(server.address)/ with \(system.cpuCount) CPU\(system.cpuCount == 1 ? "" : "s"); statistics at /_stats")
+
+        let signal = await Self.waitForSignal()
+        logger.notice("\(signal == SIGINT ? "SIGINT" : "SIGTERM"): shutting down")
+        await server.stop()
+        let report = try await system.shutdown()
+        let stats = server.statistics().http
+        logger.notice("stopped: \(stats.reduce(0) { $0 + $1.requests }) requests on \(stats.reduce(0) { $0 + $1.connectionsAccepted }) connections; \(report.joinedCPUs) CPUs joined, \(report.leakedThreads) threads leaked")
+        if report.leakedThreads > 0 { throw ExitCode(1) }
+    }
+
+    /// Waits for SIGINT or SIGTERM (delivered through Dispatch sources, not a handler).
+    static func waitForSignal() async -> Int32 {
+        Glibc.signal(SIGINT, SIG_IGN)
+        Glibc.signal(SIGTERM, SIG_IGN)
+        let queue = DispatchQueue(label: "libellula.signals")
+        let done = Mutex(false)
+        var sources: [DispatchSourceSignal] = []
+        let got: Int32 = await withCheckedContinuation { c in
+            for sig in [SIGINT, SIGTERM] {
+                let s = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+                s.setEventHandler {
+                    if done.withLock({ d in defer { d = true }; return !d }) { c.resume(returning: sig) }
+                }
+                s.resume()
+                sources.append(s)
+            }
+        }
+        for s in sources { s.cancel() }
+        return got
+    }
+}

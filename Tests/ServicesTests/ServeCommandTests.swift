@@ -1,0 +1,84 @@
+import Foundation
+import Glibc
+import Testing
+
+/// `libellula serve` end to end: the demo site on an ephemeral port, then SIGTERM and SIGINT
+/// shut it down cleanly (exit status 0, nothing leaked) with a connection still open.
+@Suite(.serialized) struct ServeCommandTests {
+    static let binary = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent(".build/debug/libellula").path
+
+    func run(signal: Int32) async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
+            print("skipping: \(Self.binary) not built")
+            return
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = ["serve", "--cpus", "2", "--http", "127.0.0.1:0"]
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let handle = err.fileHandleForReading
+        // Read the log until the line with the address (bounded).
+        let port: UInt16? = try await blocking {
+            var text = ""
+            for _ in 0..<200 {
+                let d = handle.availableData
+                if d.isEmpty { break }
+                text += String(decoding: d, as: UTF8.self)
+                if let r = text.range(of: "on http://127.0.0.1:"), let end = text[r.upperBound...].firstIndex(of: "/") {
+                    return UInt16(text[r.upperBound..<end])
+                }
+            }
+            return nil
+        }
+        guard let port else {
+            p.terminate()
+            Issue.record("no address in the log")
+            return
+        }
+        let (page, client) = try await blocking { () -> (RawResponse?, RawClient) in
+            let c = try RawClient(port: port)
+            c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            return (c.response(), c)
+        }
+        #expect(page?.status == 200)
+        #expect(page?.text.contains("Libellula") == true)
+        kill(p.processIdentifier, signal)
+        let status = try await blocking { () -> Int32 in
+            p.waitUntilExit()
+            return p.terminationStatus
+        }
+        let rest = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+        #expect(status == 0, "\(rest)")
+        #expect(rest.contains("0 threads leaked"), "\(rest)")
+        #expect(try await blocking { client.closedByServer() })
+    }
+
+    @Test func sigtermShutsDownCleanly() async throws { try await run(signal: SIGTERM) }
+
+    @Test func sigintShutsDownCleanly() async throws { try await run(signal: SIGINT) }
+
+    @Test func statPrintsTables() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
+            print("skipping: \(Self.binary) not built")
+            return
+        }
+        let s = try TestServer()
+        let url = "http://127.0.0.1:\(s.port)"
+        let (tables, json, refused) = try await blocking {
+            (runTool(Self.binary, ["stat", "--url", url]), runTool(Self.binary, ["stat", "--url", url, "--json"]),
+             runTool(Self.binary, ["stat", "--url", "http://127.0.0.1:1"]))
+        }
+        try await s.shutdown()
+        #expect(tables?.0 == 0)
+        for needle in ["Per-CPU statistics", "IPI matrix", "HTTP per CPU", "connections accepted", "Slab per CPU", "Namecache: hit rate"] {
+            #expect(tables?.1.contains(needle) == true, "stat output lacks \(needle)")
+        }
+        #expect(json?.0 == 0)
+        #expect(json?.1.hasPrefix("{") == true)
+        #expect(refused?.0 != 0)
+    }
+}
