@@ -17,6 +17,7 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
     public let stack: Stack
     let core: HTTPServerCore
     private let state = Mutex<State>(State())
+    private let extraMemcached = Mutex<(@Sendable () -> [[String: Int]]?)?>(nil)
     /// The bound address (the real port when port 0 was asked for); set by ``start()``.
     public private(set) var address: SocketAddress
 
@@ -134,16 +135,23 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
     /// Every subsystem's statistics now.
     public func statistics() -> ServerStatistics { statistics(address: address) }
 
+    /// Adds a memcached service's per-CPU counters to `/_stats` and `/_stats.json`.
+    public func showMemcachedStatistics(_ provider: @escaping @Sendable () -> [[String: Int]]?) {
+        extraMemcached.withLock { $0 = provider }
+    }
+
     func statistics(address: SocketAddress) -> ServerStatistics {
         var snap = system.snapshot()
         let threadCount = snap.threads.count
         var perCPU = [Int](repeating: 0, count: system.cpuCount)
         for t in snap.threads where t.cpu >= 0 && t.cpu < perCPU.count { perCPU[t.cpu] += 1 }
         if snap.threads.count > 64 { snap.threads = Array(snap.threads.prefix(64)) }
+        let memcached = extraMemcached.withLock { $0 }?()
         return ServerStatistics(lwkt: snap, slab: core.slab.statistics(),
                                 namecache: .init(core.vfs.namecache.statistics),
                                 http: core.counters.enumerated().map { $1.snapshot(cpu: $0) },
-                                address: "\(address)", threadCount: threadCount, threadsPerCPU: perCPU)
+                                address: "\(address)", threadCount: threadCount, threadsPerCPU: perCPU,
+                                memcached: memcached)
     }
 }
 

@@ -34,6 +34,7 @@ public final class MemcachedService: @unchecked Sendable {
     var listenFDs: [Int32] = []
     let threads = Mutex<[ObjectIdentifier: LWKTThread]>([:])
     let stopping = Atomic<Bool>(false)
+    let counterCache = Mutex<[[String: Int]]>([])
 
     init(system: LWKTSystem, address: String, memoryLimit: Int, maxValueSize: Int) {
         self.system = system
@@ -127,6 +128,17 @@ public final class MemcachedService: @unchecked Sendable {
             result.append(c)
         }
         return result
+    }
+
+    /// The per-CPU counters as of the last ``refreshCounters()`` (memcached's names), read
+    /// without messaging any CPU: for statistics pages that must not wait.
+    public var lastCounters: [[String: Int]] { counterCache.withLock { $0 } }
+
+    /// Copies every CPU's counters (a message to each) into ``lastCounters``.
+    public func refreshCounters() async {
+        guard let list = try? await perCPUCounters() else { return }
+        let dicts = list.map { c in Dictionary(c.pairs, uniquingKeysWith: { a, _ in a }) }
+        counterCache.withLock { $0 = dicts }
     }
 
     /// Totals over all CPUs.

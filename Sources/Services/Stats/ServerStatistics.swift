@@ -18,6 +18,9 @@ public struct ServerStatistics: Codable, Sendable {
     public var threadCount: Int
     /// Live LWKT threads per CPU (the length of each CPU's thread table).
     public var threadsPerCPU: [Int]
+    /// The memcached service's counters per CPU (memcached's `stats` names), when one runs
+    /// beside the HTTP server.
+    public var memcached: [[String: Int]]?
 
     /// The namecache's counters in a codable form.
     public struct NamecacheCounters: Codable, Sendable, Equatable {

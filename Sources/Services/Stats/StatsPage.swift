@@ -51,6 +51,17 @@ enum StatsPage {
                   ["lookups"], [("hits", [Double(n.hits)]), ("negative hits", [Double(n.negativeHits)]),
                                 ("misses", [Double(n.misses)]), ("resolves", [Double(n.resolves)])])
         h += bars("Lookup paths", ["lookups"], [("lock-free", [Double(n.fastLookups)]), ("locked", [Double(n.slowLookups)])])
+        if let mc = s.memcached, !mc.isEmpty {
+            let mcCPUs = mc.indices.map { "cpu\($0)" }
+            func col(_ k: String) -> [Double] { mc.map { Double($0[k] ?? 0) } }
+            h += "</div><h2>memcached</h2><div class=grid>"
+            h += bars("Lookups per CPU (owner)", mcCPUs, [("get hits", col("get_hits")), ("get misses", col("get_misses")),
+                                                          ("sets", col("cmd_set"))])
+            h += bars("Requests per CPU", mcCPUs, [("local", col("local_requests")), ("sent to owner", col("remote_requests_sent")),
+                                                   ("served for others", col("remote_requests_served"))])
+            h += bars("Items and memory per CPU", mcCPUs, [("items", col("curr_items")), ("evictions", col("evictions")),
+                                                           ("connections", col("curr_connections"))])
+        }
         h += "</div><h2>Giant coverage</h2><p>Subsystems registered with the Giant token; red ones still take it (DragonFly's BGL chart). Token: \(s.lwkt.giantToken.acquisitions) acquisitions, \(s.lwkt.giantToken.contentions) contended.</p>"
         h += giant(s.lwkt.giant)
         h += "</body></html>\n"

@@ -41,9 +41,22 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(help: "Do not serve /_stats and /_stats.json.")
     var noStats = false
 
+    @Option(help: "Address for the memcached-protocol cache, ADDR:PORT.")
+    var memcached = "127.0.0.1:11211"
+
+    @Flag(help: "Do not start the memcached-protocol cache.")
+    var noMemcached = false
+
+    @Option(help: "Megabytes of items the cache keeps before evicting (memcached's -m).")
+    var memory = 64
+
     func validate() throws {
         guard SocketAddress(parsing: http) != nil else { throw ValidationError("--http wants ADDR:PORT, got '\(http)'") }
         if let cpus, cpus < 1 { throw ValidationError("--cpus must be at least 1") }
+        if !noMemcached && SocketAddress(parsing: memcached) == nil {
+            throw ValidationError("--memcached wants ADDR:PORT, got '\(memcached)'")
+        }
+        if memory < 1 { throw ValidationError("--memory must be at least 1 (MB)") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level '\(logLevel)'") }
     }
 
@@ -81,8 +94,32 @@ struct ServeCommand: AsyncParsableCommand {
         let what = root.map { "\($0) (HostFS)" } ?? "the demo site (MemFS)"
         logger.notice("serving \(what) on http://\(server.address)/ with \(system.cpuCount) CPU\(system.cpuCount == 1 ? "" : "s"); statistics at /_stats")
 
+        var cache: MemcachedService?
+        var refresher: Task<Void, Never>?
+        if !noMemcached, let mc = SocketAddress(parsing: memcached) {
+            let host = "\(mc)".split(separator: ":").first.map(String.init) ?? "127.0.0.1"
+            do {
+                let service = try await MemcachedService.start(system: system, address: host, port: mc.port,
+                                                               memoryLimit: memory << 20)
+                cache = service
+                server.showMemcachedStatistics { service.lastCounters }
+                refresher = Task.detached {
+                    while !Task.isCancelled {
+                        await service.refreshCounters()
+                        try? await Task.sleep(for: .seconds(1))
+                    }
+                }
+                logger.notice("memcached protocol on \(host):\(service.port) (\(memory) MB); --no-memcached to turn it off")
+            } catch {
+                logger.warning("memcached not started on \(memcached): \(error) (HTTP keeps serving)")
+            }
+        }
+
         let signal = await Self.waitForSignal()
         logger.notice("\(signal == SIGINT ? "SIGINT" : "SIGTERM"): shutting down")
+        refresher?.cancel()
+        await refresher?.value
+        await cache?.stop()
         await server.stop()
         let report = try await system.shutdown()
         let stats = server.statistics().http
