@@ -31,7 +31,6 @@ public final class MemcachedService: @unchecked Sendable {
     let stores: [ItemStore]
     let ports: [Port]
     let startTime: Int64
-    var listenFDs: [Int32] = []
     let threads = Mutex<[ObjectIdentifier: LWKTThread]>([:])
     let stopping = Atomic<Bool>(false)
     let counterCache = Mutex<[[String: Int]]>([])
@@ -74,16 +73,18 @@ public final class MemcachedService: @unchecked Sendable {
     public static func start(system: LWKTSystem, address: String = "127.0.0.1", port: UInt16 = 11211,
                              memoryLimit: Int = 64 << 20, maxValueSize: Int = 1 << 20) async throws -> MemcachedService {
         let service = MemcachedService(system: system, address: address, memoryLimit: memoryLimit, maxValueSize: maxValueSize)
-        var bound = port
-        for _ in 0..<system.cpuCount {
-            let fd = try Listener.open(address: address, port: bound)
-            if bound == 0 { bound = try Listener.localPort(fd) }
-            service.listenFDs.append(fd)
+        guard let where_ = SocketAddress(parsing: "\(address):\(port)") else { throw MemcachedNetworkError.badAddress(address) }
+        let listeners: [HostListener]
+        do {
+            listeners = try HostSocketStack(system: system).listen(on: where_, cpus: system.cpus, backlog: 1024)
+        } catch {
+            throw MemcachedNetworkError.socket(error)
         }
-        service.port = bound
-        for (i, fd) in service.listenFDs.enumerated() {
-            let t = LWKTThread.spawn(on: system.cpus[i], priority: .kernel, name: "memcached-listen\(i)") {
-                await Listener.acceptLoop(fd: fd, service: service, cpu: i)
+        service.port = listeners.first?.address.port ?? port
+        for l in listeners {
+            let box = UncheckedBox(l)
+            let t = LWKTThread.spawn(on: system.cpus[l.cpuID], priority: .kernel, name: "memcached-listen\(l.cpuID)") {
+                await Listener.acceptLoop(box.value, service: service)
             }
             service.track(t)
         }
@@ -96,8 +97,6 @@ public final class MemcachedService: @unchecked Sendable {
         let list = threads.withLock { Array($0.values) }
         for t in list { t.cancel() }
         for t in list { await t.join() }
-        for fd in listenFDs { close(fd) }
-        listenFDs = []
     }
 
     func track(_ t: LWKTThread) {
