@@ -57,17 +57,25 @@ extension CPU {
             if spinNanos > 0 {
                 let until = now &+ spinNanos
                 let nextTimer = kernel.timers.nextDeadline() ?? UInt64.max
+                // Descriptors are polled while spinning too (every 256 turns, a few µs), or a
+                // CPU serving sockets would notice readiness only when its spin window ends.
+                let watchFDs = !kernel.registeredFDs.isEmpty
                 var spins = 0
+                var gotIO = false
                 while s.pointee.doorbell.load(ordering: .relaxed) == 0 {
                     lb_cpu_relax()
                     spins &+= 1
                     if spins & 63 == 0 {
                         now = lb_now_ns()
                         if now >= until || now >= nextTimer { break }
+                        if watchFDs && spins & 255 == 0 && kernel.pollEvents(cpu: self, timeout: 0) > 0 {
+                            gotIO = true
+                            break
+                        }
                     }
                 }
                 counters.add(.idleSpins)
-                if s.pointee.doorbell.load(ordering: .relaxed) != 0 {
+                if gotIO || s.pointee.doorbell.load(ordering: .relaxed) != 0 {
                     burstStart = lb_now_ns()
                     continue
                 }
