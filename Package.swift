@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "LWKT", targets: ["LWKT"]),
         .library(name: "Slab", targets: ["Slab"]),
         .library(name: "VFS", targets: ["VFS"]),
+        .library(name: "NetStack", targets: ["NetStack"]),
         .executable(name: "libellula", targets: ["libellula"]),
     ],
     dependencies: [
@@ -21,10 +22,11 @@ let package = Package(
         .target(name: "LWKT", dependencies: ["CLibellula"]),
         .target(name: "Slab", dependencies: ["LWKT", "CLibellula"]),
         .target(name: "VFS", dependencies: ["LWKT"]),
+        .target(name: "NetStack", dependencies: ["LWKT", "Slab", "CLibellula"]),
         .executableTarget(
             name: "libellula",
             dependencies: [
-                "CLibellula", "LWKT", "Slab", "VFS",
+                "CLibellula", "LWKT", "Slab", "VFS", "NetStack",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
@@ -32,6 +34,7 @@ let package = Package(
         .testTarget(name: "LWKTTests", dependencies: ["LWKT", "CLibellula"]),
         .testTarget(name: "SlabTests", dependencies: ["Slab", "LWKT"]),
         .testTarget(name: "VFSTests", dependencies: ["VFS", "LWKT"]),
+        .testTarget(name: "NetStackTests", dependencies: ["NetStack", "LWKT", "Slab", "CLibellula"]),
     ],
     swiftLanguageModes: [.v6]
 )
