@@ -232,3 +232,19 @@ public struct Mbuf: @unchecked Sendable, Equatable {
         }
     }
 }
+
+extension Mbuf {
+    /// A copy of the whole packet in one new buffer from the same pool (nil when none is left).
+    public func duplicate() -> Mbuf? {
+        let pool = Unmanaged<MbufPool>.fromOpaque(h.pointee.pool).takeUnretainedValue()
+        let n = packetLength
+        guard let c = pool.allocate(forBytes: n, headroom: headroom < MbufPool.defaultHeadroom ? headroom : MbufPool.defaultHeadroom),
+              let p = c.append(n) else { return nil }
+        _ = copy(from: 0, count: n, into: p)
+        c.h.pointee.flags = h.pointee.flags & ~Flags.cluster.rawValue | (c.h.pointee.flags & Flags.cluster.rawValue)
+        c.h.pointee.kind = h.pointee.kind
+        c.h.pointee.hash = h.pointee.hash
+        c.words = words
+        return c
+    }
+}
