@@ -87,9 +87,13 @@ public final class NetStack: @unchecked Sendable {
         let list = threads.withLock { l in defer { l = [] }; return l }
         for t in list { t.cancel() }
         for t in list { await t.join() }
+        if system.isRunning {
+            try system.crossbar.sync(cpus: Array(0..<cpuCount)) { [self] id in
+                self.interface.detach(queue: id)
+                self.cleanUp(self.cpus[id])
+            }
+        }
         interface.close()
-        guard system.isRunning else { return }
-        try system.crossbar.sync(cpus: Array(0..<cpuCount)) { [self] id in self.cleanUp(self.cpus[id]) }
     }
 
     /// Frees what a CPU holds (runs on that CPU).

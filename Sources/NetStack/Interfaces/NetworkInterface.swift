@@ -41,6 +41,13 @@ public protocol NetworkInterface: AnyObject, Sendable {
     @discardableResult
     func transmit(_ frame: Mbuf, queue: Int) -> Bool
 
+    /// Called on CPU `queue` when the stack stops, before ``close()``.
+    func detach(queue: Int)
+
     /// Releases the device's resources.
     func close()
+}
+
+extension NetworkInterface {
+    public func detach(queue: Int) {}
 }
