@@ -23,6 +23,9 @@ struct ARPCache {
         return e.mac
     }
 
+    /// When `ip`'s entry expires (0 when there is none).
+    func expiry(_ ip: IPv4Address) -> UInt64 { entries[ip.value]?.expires ?? 0 }
+
     /// Whether `ip` has an entry at all (expired or not).
     func knows(_ ip: IPv4Address) -> Bool { entries[ip.value] != nil }
 

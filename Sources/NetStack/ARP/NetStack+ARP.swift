@@ -50,7 +50,8 @@ extension NetStack {
 
     /// Installs an entry in this CPU's cache and sends the packets held for it.
     func arpApply(_ ip: IPv4Address, _ mac: MACAddress, _ st: NetCPU) {
-        _ = st.arp.set(ip, mac, expires: st.now &+ configuration.arpLifetime.ns, now: st.now)
+        _ = st.arp.set(ip, mac, expires: st.now &+ arpLifetimeNs, now: st.now)
+        if st.lastHop == ip { st.lastHopExpires = 0 }
         st.asked[ip.value] = nil
         st.arp.release(ip) { m in etherSend(m, to: mac, type: EthernetHeader.typeIPv4, st) }
     }
@@ -81,7 +82,7 @@ extension NetStack {
     /// CPU 0: repeats unanswered requests, and gives up after the configured count.
     func arpRetry(_ st: NetCPU) {
         guard !st.resolver.pending.isEmpty else { return }
-        let interval = configuration.arpRetryInterval.ns
+        let interval = arpRetryNs
         for (ip, p) in st.resolver.pending where st.now &- p.lastSent >= interval {
             if p.requests >= configuration.arpMaxRequests {
                 st.resolver.pending[ip] = nil

@@ -21,6 +21,10 @@ final class NetCPU: @unchecked Sendable {
     var now: UInt64 = 0
     var nextSlowTick: UInt64 = 0
     var ipID: UInt16
+    /// The last ARP entry used (most traffic goes to one next hop).
+    var lastHop = IPv4Address.any
+    var lastHopMAC = MACAddress.zero
+    var lastHopExpires: UInt64 = 0
     var icmpErrorsLeft = 0
     var icmpBudgetReset: UInt64 = 0
 

@@ -23,6 +23,10 @@ public final class NetStack: @unchecked Sendable {
     let macAddress: MACAddress
     let mtu: Int
     let offloadChecksum: Bool
+    let subnetBroadcast: IPv4Address
+    let arpLifetimeNs: UInt64
+    let arpRetryNs: UInt64
+    let reassemblyTimeoutNs: UInt64
     private let threads = Mutex<[LWKTThread]>([])
     private let stopped = Atomic<Bool>(false)
     let boundPorts = Mutex<Set<UInt16>>([])
@@ -43,6 +47,10 @@ public final class NetStack: @unchecked Sendable {
         macAddress = interface.macAddress
         mtu = interface.mtu
         offloadChecksum = interface.offloads.contains(.checksum)
+        subnetBroadcast = configuration.subnetBroadcast
+        arpLifetimeNs = configuration.arpLifetime.ns
+        arpRetryNs = configuration.arpRetryInterval.ns
+        reassemblyTimeoutNs = configuration.reassemblyTimeout.ns
         guard interface.queueCount >= cpuCount else { throw NetError.queueMismatch(interface.queueCount, cpuCount) }
         try interface.attach(to: self)
     }
@@ -148,12 +156,12 @@ public final class NetStack: @unchecked Sendable {
     /// Periodic work: reassembly and hold timeouts, ARP retries, the ICMP error budget.
     func slowTick(_ st: NetCPU) {
         st.nextSlowTick = st.now &+ 10_000_000
-        let n = st.reassembly.expire(before: st.now &- min(st.now, configuration.reassemblyTimeout.ns))
+        let n = st.reassembly.expire(before: st.now &- min(st.now, reassemblyTimeoutNs))
         if n > 0 { counters.add(.dropReassemblyTimeout, cpu: st.id, n) }
-        let holdLife = configuration.arpRetryInterval.ns &* UInt64(configuration.arpMaxRequests) &+ 500_000_000
+        let holdLife = arpRetryNs &* UInt64(configuration.arpMaxRequests) &+ 500_000_000
         st.arp.expireHeld(before: st.now &- min(st.now, holdLife)) { m in drop(m, .dropARPUnresolved, st) }
         if !st.asked.isEmpty {
-            let retry = configuration.arpRetryInterval.ns
+            let retry = arpRetryNs
             st.asked = st.asked.filter { st.now &- $0.value < retry }
         }
         if st.now >= st.icmpBudgetReset {

@@ -15,10 +15,15 @@ extension NetStack {
     /// holds the packet while CPU 0 asks), prepends the header and transmits.
     func etherOutput(_ m: Mbuf, nextHop: IPv4Address, _ st: NetCPU) {
         let mac: MACAddress
-        if nextHop == .broadcast || nextHop == configuration.subnetBroadcast {
+        if nextHop == st.lastHop, st.now < st.lastHopExpires {
+            mac = st.lastHopMAC
+        } else if nextHop == .broadcast || nextHop == subnetBroadcast {
             mac = .broadcast
         } else if let known = st.arp.lookup(nextHop, now: st.now) {
             mac = known
+            st.lastHop = nextHop
+            st.lastHopMAC = known
+            st.lastHopExpires = st.arp.expiry(nextHop)
         } else {
             if let evicted = st.arp.hold(m, for: nextHop, now: st.now) { drop(evicted, .dropARPUnresolved, st) }
             requestResolution(nextHop, st)

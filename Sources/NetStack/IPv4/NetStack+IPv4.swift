@@ -15,7 +15,7 @@ extension NetStack {
         }
         if m.packetLength > h.totalLength { m.truncate(to: h.totalLength) }
         let dst = h.destination
-        guard dst == configuration.address || dst == .broadcast || dst == configuration.subnetBroadcast else {
+        guard dst == configuration.address || dst == .broadcast || dst == subnetBroadcast else {
             return drop(m, .dropNotForUs, st)
         }
         guard !h.source.isMulticast, h.source != .broadcast else { return drop(m, .dropBadIPHeader, st) }

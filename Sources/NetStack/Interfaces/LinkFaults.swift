@@ -27,6 +27,12 @@ public struct LinkFaults: Sendable {
         self.delay = delay; self.jitter = jitter; self.bandwidth = bandwidth; self.seed = seed
     }
 
+    /// Whether nothing is injected (frames pass straight through).
+    public var isNone: Bool {
+        loss == 0 && duplication == 0 && corruption == 0 && reordering == 0 && delay == .zero
+            && jitter == .zero && bandwidth == nil
+    }
+
     /// No faults.
     public static let none = LinkFaults()
 }

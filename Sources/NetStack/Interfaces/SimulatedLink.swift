@@ -66,6 +66,11 @@ public final class SimulatedLink: @unchecked Sendable {
         var hasher = ToeplitzHash.symmetric
         let counterDelivered: UnsafeMutablePointer<Int64>
         private let roundRobin = Atomic<Int>(0)
+        /// Whether the direction leaving this end injects no faults (then frames skip the
+        /// injector and its lock).
+        private let faultFree: Atomic<Bool>
+        /// Frames sent on the fault-free path.
+        private let fastSent = Atomic<Int>(0)
 
         init(name: String, mac: MACAddress, queues: Int, mtu: Int, faults: LinkFaults, steering: Steering) {
             self.name = name
@@ -74,6 +79,7 @@ public final class SimulatedLink: @unchecked Sendable {
             queueCount = queues
             self.steering = steering
             tx = Mutex(Injector(faults: faults))
+            faultFree = Atomic(faults.isNone)
             rx = (0..<queues).map { _ in ArrivalQueue(limit: faults.queueLimit) }
             counterDelivered = .allocate(capacity: queues * 8)
             counterDelivered.initialize(repeating: 0, count: queues * 8)
@@ -84,6 +90,7 @@ public final class SimulatedLink: @unchecked Sendable {
         /// Statistics of the direction leaving this end.
         public var statistics: Statistics {
             var s = tx.withLock { $0.stats }
+            s.sent += fastSent.load(ordering: .relaxed)
             s.delivered = (0..<queueCount).reduce(0) { $0 + Int(lb_counter_load(peer.counterDelivered + $1 * 8)) }
             return s
         }
@@ -91,13 +98,15 @@ public final class SimulatedLink: @unchecked Sendable {
         public func attach(to stack: NetStack) throws { system = stack.system }
 
         /// Changes the faults of the direction leaving this end.
-        public func setFaults(_ f: LinkFaults) { tx.withLock { $0.faults = f; $0.random = SplitMix(seed: f.seed) } }
+        public func setFaults(_ f: LinkFaults) {
+            tx.withLock { $0.faults = f; $0.random = SplitMix(seed: f.seed) }
+            faultFree.store(f.isNone, ordering: .relaxed)
+        }
 
         public func poll(queue: Int, max: Int, _ body: (Mbuf) -> Void) -> Int {
-            let now = lb_now_ns()
             let q = rx[queue]
             return withUnsafeTemporaryAllocation(of: Mbuf?.self, capacity: max) { buf in
-                let n = q.state.withLock { s in s.take(upTo: max, now: now, into: buf) }
+                let n = q.state.withLock { s in s.take(upTo: max, into: buf) }
                 for i in 0..<n { if let m = buf[i] { body(m) } }
                 if n > 0 { lb_counter_add(counterDelivered + queue * 8, Int64(n)) }
                 return n
@@ -121,8 +130,13 @@ public final class SimulatedLink: @unchecked Sendable {
         }
 
         public func transmit(_ frame: Mbuf, queue: Int) -> Bool {
-            let now = lb_now_ns()
             let target = peer.steer(frame, from: queue)
+            if faultFree.load(ordering: .relaxed) {
+                fastSent.add(1, ordering: .relaxed)
+                if !peer.arrive(frame, queue: target, at: 0) { tx.withLock { $0.stats.overflowed += 1 } }
+                return true
+            }
+            let now = lb_now_ns()
             var copy: Mbuf? = nil
             let verdict = tx.withLock { inj in inj.judge(frame, now: now) }
             switch verdict {
@@ -194,15 +208,24 @@ public final class SimulatedLink: @unchecked Sendable {
     }
 
     struct Heap {
+        /// Frames due at once, in order (the fault-free path).
+        var fifo: [Mbuf?]
+        var fifoHead = 0
+        var fifoCount = 0
+        /// Frames due later, ordered by due time.
         var items: [(at: UInt64, seq: UInt64, m: Mbuf)] = []
         var seq: UInt64 = 0
         var sleeping = false
         let limit: Int
 
-        init(limit: Int) { self.limit = limit; items.reserveCapacity(min(limit, 1024)) }
+        init(limit: Int) {
+            self.limit = limit
+            fifo = Array(repeating: nil, count: limit)
+            items.reserveCapacity(min(limit, 1024))
+        }
 
-        var nextDue: UInt64 { items.first?.at ?? .max }
-        func ready(_ now: UInt64) -> Bool { (items.first?.at ?? .max) <= now }
+        var nextDue: UInt64 { fifoCount > 0 ? 0 : (items.first?.at ?? .max) }
+        func ready(_ now: UInt64) -> Bool { fifoCount > 0 || (items.first?.at ?? .max) <= now }
 
         static func less(_ x: (at: UInt64, seq: UInt64, m: Mbuf), _ y: (at: UInt64, seq: UInt64, m: Mbuf)) -> Bool {
             x.at < y.at || (x.at == y.at && x.seq < y.seq)
@@ -210,7 +233,14 @@ public final class SimulatedLink: @unchecked Sendable {
 
         /// Adds a frame; returns whether it fit and whether a sleeper should be woken.
         mutating func push(_ m: Mbuf, at: UInt64) -> (Bool, Bool) {
-            guard items.count < limit else { return (false, false) }
+            guard items.count + fifoCount < limit else { return (false, false) }
+            if at == 0 {
+                fifo[(fifoHead + fifoCount) % limit] = m
+                fifoCount += 1
+                let wake = sleeping
+                if wake { sleeping = false }
+                return (true, wake)
+            }
             seq &+= 1
             items.append((at, seq, m))
             var i = items.count - 1
@@ -242,8 +272,17 @@ public final class SimulatedLink: @unchecked Sendable {
             return top
         }
 
-        mutating func take(upTo max: Int, now: UInt64, into buf: UnsafeMutableBufferPointer<Mbuf?>) -> Int {
+        mutating func take(upTo max: Int, into buf: UnsafeMutableBufferPointer<Mbuf?>) -> Int {
             var n = 0
+            while n < max, fifoCount > 0 {
+                buf[n] = fifo[fifoHead]
+                fifo[fifoHead] = nil
+                fifoHead = (fifoHead + 1) % limit
+                fifoCount -= 1
+                n += 1
+            }
+            guard n < max, !items.isEmpty else { return n }
+            let now = lb_now_ns()
             while n < max, let f = items.first, f.at <= now {
                 buf[n] = popMin()
                 n += 1
@@ -252,6 +291,12 @@ public final class SimulatedLink: @unchecked Sendable {
         }
 
         mutating func removeAll() {
+            while fifoCount > 0 {
+                fifo[fifoHead]?.free()
+                fifo[fifoHead] = nil
+                fifoHead = (fifoHead + 1) % limit
+                fifoCount -= 1
+            }
             for e in items { e.m.free() }
             items.removeAll()
         }

@@ -228,7 +228,7 @@ public struct Mbuf: @unchecked Sendable, Equatable {
         var m: UnsafeMutablePointer<MbufHeader>? = h
         while let c = m {
             m = c.pointee.next
-            Unmanaged<MbufPool>.fromOpaque(c.pointee.pool).takeUnretainedValue().release(c)
+            Unmanaged<MbufPool>.fromOpaque(c.pointee.pool)._withUnsafeGuaranteedRef { $0.release(c) }
         }
     }
 }

@@ -23,42 +23,22 @@ public final class MbufPool: @unchecked Sendable {
     /// Default headroom: room for Ethernet, IPv4 and a transport header plus a virtio header.
     public static let defaultHeadroom = 96
 
-    /// Per-CPU allocation and free counts (16 words apart, one cache line each), written
-    /// only by their CPU; threads that are not CPUs use the atomic pair.
-    private let counts: UnsafeMutablePointer<Int64>
-    private let slots: Int
-    private let foreignAllocated = Atomic<Int>(0)
-    private let foreignFreed = Atomic<Int>(0)
-
     /// Creates a pool. `limitBytes` caps the memory all its mbufs may hold at once; past it
     /// allocations fail (and callers count a drop) instead of growing without bound.
     public init(allocator: SlabAllocator, limitBytes: Int = 256 << 20) {
         self.allocator = allocator
-        standardType = allocator.makeType(name: "mbuf", limit: limitBytes)
-        clusterType = allocator.makeType(name: "mbuf-cluster", limit: limitBytes)
-        slots = max(1, allocator.cpuCount)
-        counts = .allocate(capacity: slots * 16)
-        counts.initialize(repeating: 0, count: slots * 16)
+        let serial = MbufPool.serial.wrappingAdd(1, ordering: .relaxed).oldValue
+        standardType = allocator.makeType(name: "mbuf.\(serial)", limit: limitBytes)
+        clusterType = allocator.makeType(name: "mbuf-cluster.\(serial)", limit: limitBytes)
     }
 
-    deinit { counts.deallocate() }
-
-    @inline(__always)
-    func count(free: Bool) {
-        if let cpu = CPU.current, cpu.id < slots {
-            lb_counter_add(counts + cpu.id * 16 + (free ? 1 : 0), 1)
-        } else if free {
-            foreignFreed.add(1, ordering: .relaxed)
-        } else {
-            foreignAllocated.add(1, ordering: .relaxed)
-        }
-    }
+    private static let serial = Atomic<Int>(0)
 
     /// Mbufs handed out and not yet freed.
+    /// (From the slab's statistics snapshot: a diagnostic, not for hot paths.)
     public var outstanding: Int {
-        var n = foreignAllocated.load(ordering: .relaxed) - foreignFreed.load(ordering: .relaxed)
-        for i in 0..<slots { n += Int(lb_counter_load(counts + i * 16) - lb_counter_load(counts + i * 16 + 1)) }
-        return n
+        allocator.statistics().types.filter { $0.name == standardType.name || $0.name == clusterType.name }
+            .reduce(0) { $0 + $1.inUse }
     }
 
     /// A standard buffer with `headroom` bytes free in front, or nil when the pool is at its limit.
@@ -91,7 +71,6 @@ public final class MbufPool: @unchecked Sendable {
         guard let raw = allocator.allocate(chunk, type: cluster ? clusterType : standardType, flags: .mayReturnNil) else {
             return nil
         }
-        count(free: false)
         let h = raw.bindMemory(to: MbufHeader.self, capacity: 1)
         h.initialize(to: MbufHeader(
             next: nil, nextPacket: nil, pool: Unmanaged.passUnretained(self).toOpaque(),
@@ -105,7 +84,6 @@ public final class MbufPool: @unchecked Sendable {
     @usableFromInline
     func release(_ h: UnsafeMutablePointer<MbufHeader>) {
         let cluster = h.pointee.flags & Mbuf.Flags.cluster.rawValue != 0
-        count(free: true)
         allocator.free(UnsafeMutableRawPointer(h), type: cluster ? clusterType : standardType)
     }
 }
