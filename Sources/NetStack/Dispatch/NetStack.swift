@@ -124,7 +124,7 @@ public final class NetStack: @unchecked Sendable {
                 var n = 0
                 while n < 256, let m = st.dequeue() {
                     n += 1
-                    counters.add(.forwardedIn, cpu: i)
+                    if m.kind == .frame || m.kind == .ipv4 { counters.add(.forwardedIn, cpu: i) }
                     process(m, st)
                 }
             }
