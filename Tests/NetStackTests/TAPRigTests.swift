@@ -112,10 +112,21 @@ struct TAPRigTests {
             #expect(received == n - drops, "received \(received), router dropped \(drops)")
         }
     }
+}
 
+/// Runs with or without privilege: invalid names are refused up front, and without
+/// CAP_NET_ADMIN opening a TAP fails with a message that says what is missing.
+@Suite struct TAPErrorTests {
     @Test func tapErrorsAreClear() throws {
         #expect(throws: NetError.self) { _ = try TAPInterface(name: String(repeating: "x", count: 40), queues: 1) }
         #expect(throws: NetError.self) { _ = try TAPInterface(name: "bad/name", queues: 1) }
         #expect(throws: NetError.self) { _ = try TAPInterface(name: "lbq", queues: 0) }
+        guard getuid() != 0, FileManager.default.fileExists(atPath: "/dev/net/tun") else { return }
+        do {
+            _ = try TAPInterface(name: "lbnopriv", queues: 1)
+            Issue.record("opening a TAP without privilege succeeded")
+        } catch NetError.permissionDenied(let message) {
+            #expect(message.contains("CAP_NET_ADMIN"))
+        }
     }
 }
