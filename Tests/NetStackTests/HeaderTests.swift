@@ -102,6 +102,16 @@ import Testing
         }
     }
 
+    @Test func virtioNetHeaderRoundTrip() {
+        let v = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.gsoTCPv4,
+                                headerLength: 66, segmentSize: 1448, checksumStart: 34, checksumOffset: 16)
+        var b = [UInt8](repeating: 0, count: 10)
+        b.withUnsafeMutableBytes { v.write(to: $0.baseAddress!) }
+        #expect(b == [1, 1, 66, 0, 0xa8, 0x05, 34, 0, 16, 0])
+        #expect(b.withUnsafeBytes { VirtioNetHeader.parse($0.baseAddress!, count: 10) } == v)
+        #expect(b.withUnsafeBytes { VirtioNetHeader.parse($0.baseAddress!, count: 9) } == nil)
+    }
+
     @Test func addresses() {
         #expect(IPv4Address("10.1.2.3")?.description == "10.1.2.3")
         #expect(IPv4Address("10.1.2") == nil && IPv4Address("10.1.2.300") == nil)
