@@ -70,8 +70,13 @@ final class ThreadCounter: @unchecked Sendable {
                 }
                 stop.store(true, ordering: .releasing)
             } else if i == 1 {
-                try? me.chdir("/p/a/q")
-                while !stop.load(ordering: .acquiring) {
+                // The renamer is already running: /p/a/q may be /p/b/q at this instant, and
+                // for a moment neither name may resolve, so try both until one works.
+                var entered = false
+                for _ in 0..<1_000_000 where !entered {
+                    entered = (try? me.chdir("/p/a/q")) != nil || (try? me.chdir("/p/b/q")) != nil
+                }
+                while entered && !stop.load(ordering: .acquiring) {
                     if let cwd = try? me.getcwd() {
                         if cwd == "/p/a/q" || cwd == "/p/b/q" { goodCwd.wrappingAdd(1, ordering: .relaxed) } else { wrong.wrappingAdd(1, ordering: .relaxed) }
                     }
