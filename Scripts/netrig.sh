@@ -15,12 +15,12 @@
 #   netrig.sh unimpair PREFIX        remove the impairment
 #   netrig.sh down PREFIX            delete everything (safe to run more than once)
 #   netrig.sh run PREFIX CMD...      up, run CMD, and always tear down afterwards
-# PREFIX must be at most 9 characters (interface names are limited to 15).
+# PREFIX must be at most 12 characters (interface names are limited to 15).
 set -euo pipefail
 
 cmd=${1:-}; p=${2:-}
 [ -n "$cmd" ] && [ -n "$p" ] || { sed -n '2,21p' "$0" >&2; exit 2; }
-[ "${#p}" -le 9 ] || { echo "netrig: prefix '$p' too long" >&2; exit 2; }
+[ "${#p}" -le 12 ] || { echo "netrig: prefix '$p' too long" >&2; exit 2; }
 peer="$p-peer"; rtr="$p-rtr"
 
 down() {

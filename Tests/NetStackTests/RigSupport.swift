@@ -24,10 +24,25 @@ enum Rig {
 
     private static let counter = Atomic<Int>(0)
 
-    /// A fresh rig prefix unique to this process.
+    /// A fresh rig prefix unique to this process: `lb<pid>x<n>`. The first call also
+    /// removes rigs left behind by test processes that died before their cleanup ran.
     static func prefix() -> String {
-        "lb\(getpid() % 100_000)\(counter.wrappingAdd(1, ordering: .relaxed).oldValue)"
+        _ = sweptStale
+        return "lb\(getpid())x\(counter.wrappingAdd(1, ordering: .relaxed).oldValue)"
     }
+
+    private static let sweptStale: Bool = {
+        let list = run("/usr/sbin/ip", ["netns", "list"]).output
+        for line in list.split(separator: "\n") {
+            let name = String(line.split(separator: " ").first ?? "")
+            guard name.hasPrefix("lb"), name.hasSuffix("-peer"), let x = name.firstIndex(of: "x"),
+                  let pid = Int32(name[name.index(name.startIndex, offsetBy: 2)..<x]) else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH {
+                rig("down", String(name.dropLast("-peer".count)))
+            }
+        }
+        return true
+    }()
 
     @discardableResult
     static func run(_ exe: String, _ args: [String]) -> (status: Int32, output: String) {
