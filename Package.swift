@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "Slab", targets: ["Slab"]),
         .library(name: "VFS", targets: ["VFS"]),
         .library(name: "Services", targets: ["Services"]),
+        .library(name: "NetStack", targets: ["NetStack"]),
         .executable(name: "libellula", targets: ["libellula"]),
     ],
     dependencies: [
@@ -23,6 +24,7 @@ let package = Package(
         .target(name: "LWKT", dependencies: ["CLibellula"]),
         .target(name: "Slab", dependencies: ["LWKT", "CLibellula"]),
         .target(name: "VFS", dependencies: ["LWKT"]),
+        .target(name: "NetStack", dependencies: ["LWKT", "Slab", "CLibellula"]),
         .target(
             name: "Services",
             dependencies: ["LWKT", "Slab", "VFS", "CLibellula", .product(name: "Logging", package: "swift-log")]
@@ -30,7 +32,7 @@ let package = Package(
         .executableTarget(
             name: "libellula",
             dependencies: [
-                "CLibellula", "LWKT", "Slab", "VFS", "Services",
+                "CLibellula", "LWKT", "Slab", "VFS", "Services", "NetStack",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -40,6 +42,7 @@ let package = Package(
         .testTarget(name: "SlabTests", dependencies: ["Slab", "LWKT"]),
         .testTarget(name: "VFSTests", dependencies: ["VFS", "LWKT"]),
         .testTarget(name: "ServicesTests", dependencies: ["Services", "LWKT", "Slab", "VFS"], exclude: ["Scripts"]),
+        .testTarget(name: "NetStackTests", dependencies: ["NetStack", "LWKT", "Slab", "CLibellula"]),
     ],
     swiftLanguageModes: [.v6]
 )

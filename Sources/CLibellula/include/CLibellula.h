@@ -95,6 +95,24 @@ static inline void lb_counter_store(int64_t *p, int64_t v) {
     __atomic_store_n(p, v, __ATOMIC_RELAXED);
 }
 
+// NetStack ------------------------------------------------------------------------------
+/// Opens one queue of TAP device `name` (IFF_TAP|IFF_NO_PI, optionally IFF_MULTI_QUEUE and
+/// IFF_VNET_HDR), non-blocking. Returns the descriptor or -errno.
+int lb_tap_open_queue(const char *name, int multi_queue, int vnet_hdr);
+/// TUNSETOFFLOAD with TUN_F_CSUM (csum) and TUN_F_TSO4/6/ECN (tso). 0 or -errno.
+int lb_tap_set_offload(int fd, int csum, int tso);
+/// Size of the virtio-net header in front of every frame with IFF_VNET_HDR (10).
+int lb_tap_vnet_hdr_size(void);
+/// read(2); bytes or -errno.
+long lb_read(int fd, void *buf, size_t len);
+/// readv(2) into one or two buffers (b1 may be NULL); bytes or -errno.
+long lb_readv2(int fd, void *b0, size_t l0, void *b1, size_t l1);
+/// writev(2) of up to 16 buffers; bytes or -errno.
+long lb_writev(int fd, void *const *bases, const size_t *lens, int count);
+/// close(2); 0 or -errno.
+int lb_close(int fd);
+// end NetStack --------------------------------------------------------------------------
+
 #ifdef __cplusplus
 }
 #endif

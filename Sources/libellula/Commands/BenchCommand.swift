@@ -9,7 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
         discussion: "Each row compares Libellula with the alternative a user would pick, measured in the same run."
     )
 
-    static let suites = ["ipi", "wake", "spawn", "switch", "ports", "slab", "vfs", "all"]
+    static let suites = ["ipi", "wake", "spawn", "switch", "ports", "slab", "vfs", "net", "all"]
 
     @Argument(help: "The suite to run.")
     var suite: String
@@ -28,7 +28,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     func run() async throws {
         let reporter = BenchReporter(json: json)
-        let everything = ["ipi", "wake", "spawn", "switch", "ports", "slab", "vfs"]
+        let everything = ["ipi", "wake", "spawn", "switch", "ports", "slab", "vfs", "net"]
         for s in suite == "all" ? everything : [suite] {
             if !json { print("== \(s) ==") }
             switch s {
@@ -39,6 +39,7 @@ struct BenchCommand: AsyncParsableCommand {
             case "ports": try await PortsBench.ports(reporter: reporter, quick: quick)
             case "slab": try await SlabBench.run(reporter: reporter, quick: quick)
             case "vfs": try await VFSBench.run(reporter: reporter, quick: quick)
+            case "net": try await NetBench.run(reporter: reporter, quick: quick)
             default: break
             }
         }
