@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The project's one test command: installs what the tests need (nothing beyond the Swift
-# toolchain yet; network and service tests will add their Debian packages here), then runs
-# every test. Tests that need root skip with a message when it is missing.
+# The project's one test command: installs what the tests need (the Debian packages in
+# Scripts/test-deps.txt, the Python packages in Scripts/test-pip-deps.txt), then runs every
+# test. Tests that need root (TAP devices, network namespaces) skip with a message without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
