@@ -31,20 +31,7 @@ extension LWKT {
     /// - Throws: ``PortError/messageInUse`` if the message is not done or is queued.
     @inlinable
     nonisolated(nonsending) public static func doMsg(_ msg: Message, to port: Port) async throws(PortError) -> Int32 {
-        let s = msg.state
-        let f = s.pointee.flags.load(ordering: .acquiring)
-        guard f & (MessageFlags.done.rawValue | MessageFlags.queued.rawValue) == MessageFlags.done.rawValue else {
-            throw .messageInUse
-        }
-        let base = f & ~sendClearBits
-        s.pointee.flags.store(base | MessageFlags.sync.rawValue, ordering: .releasing)
-        let r = port.put(msg)
-        if r != MessageStatus.async {
-            s.pointee.error = r
-            s.pointee.flags.store(base | MessageFlags.sync.rawValue | MessageFlags.done.rawValue | MessageFlags.reply.rawValue,
-                                  ordering: .releasing)
-            return r
-        }
+        if let r = try beginDoMsg(msg, to: port) { return r }
         return try await waitMsg(msg)
     }
 
