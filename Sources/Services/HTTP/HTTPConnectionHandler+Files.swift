@@ -255,18 +255,10 @@ extension HTTPConnectionHandler {
             try await sendError(.notFound, head: head, keepAlive: keepAlive)
             return keepAlive
         }
-        let stats = source()
-        let body: [UInt8]
-        if json {
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.sortedKeys]
-            guard let data = try? enc.encode(stats) else {
-                try await sendError(.internalServerError, head: head, keepAlive: keepAlive)
-                return keepAlive
-            }
-            body = Array(data)
-        } else {
-            body = Array(StatsPage.render(stats).utf8)
+        let document: StatisticsDocument = json ? .json : .html
+        guard let body = core.statisticsPages.body(document, cpu: conn.cpuID, render: { StatsPage.document(document, source()) }) else {
+            try await sendError(.internalServerError, head: head, keepAlive: keepAlive)
+            return keepAlive
         }
         try await reserve(1024)
         beginHead(.ok)

@@ -16,6 +16,8 @@ public struct HTTPServerConfiguration: Sendable {
     public var closeLinger: Duration = .seconds(1)
     /// Whether `/_stats` and `/_stats.json` are served.
     public var statisticsEnabled: Bool = true
+    /// How long each CPU reuses a rendered statistics document (0: render every request).
+    public var statisticsInterval: Duration = .seconds(1)
     /// Listen backlog of each CPU's socket.
     public var backlog: Int = 1024
 

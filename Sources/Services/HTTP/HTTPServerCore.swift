@@ -22,6 +22,8 @@ final class HTTPServerCore: @unchecked Sendable {
     let giantEntry = Giant.register("http.connection", mpSafe: true)
     /// Renders statistics; set by the server.
     var statistics: (@Sendable () -> ServerStatistics)?
+    /// Rendered statistics documents, reused per CPU for `statisticsInterval`.
+    let statisticsPages: StatisticsPageCache
 
     /// Bytes of each connection's input and output buffer: the largest slab size class
     /// below the zone limit, so they come from per-CPU zones rather than `mmap`.
@@ -41,6 +43,7 @@ final class HTTPServerCore: @unchecked Sendable {
         processes = system.cpus.map { _ in base.fork() }
         counters = system.cpus.map { _ in HTTPCounters() }
         caches = system.cpus.map { _ in HotFileCache() }
+        statisticsPages = StatisticsPageCache(cpuCount: system.cpuCount, interval: configuration.statisticsInterval)
         inputCapacity = max(16320, configuration.limits.maxHeaderBytes + 256, configuration.limits.maxRequestLine + 256)
     }
 }

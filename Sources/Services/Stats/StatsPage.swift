@@ -1,3 +1,4 @@
+import Foundation
 import LWKT
 
 /// The `/_stats` page: inline SVG charts of every subsystem per CPU, refreshed every two
@@ -150,5 +151,19 @@ enum StatsPage {
             svg += "<text x=\"\(Int(224 + w))\" y=\"\(Int(y + 12))\" font-size=\"10\">\(c.calls) calls, \(c.giantAcquisitions) under Giant</text>"
         }
         return svg + "</svg>"
+    }
+}
+
+extension StatsPage {
+    /// Renders one statistics document (nil if encoding failed).
+    static func document(_ d: StatisticsDocument, _ s: ServerStatistics) -> [UInt8]? {
+        switch d {
+        case .html: return Array(render(s).utf8)
+        case .json:
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            return (try? enc.encode(s)).map { Array($0) }
+        case .metrics: return nil
+        }
     }
 }
