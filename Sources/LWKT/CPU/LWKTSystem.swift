@@ -43,7 +43,7 @@ public final class LWKTSystem: @unchecked Sendable {
         cyclesPerNano = LWKTSystem.calibrateCycles()
         rings = .allocate(capacity: cpuCount * cpuCount)
         for i in 0..<(cpuCount * cpuCount) { (rings + i).initialize(to: IPIRing()) }
-        let maskCount = CPUKernel.sleepSlots * maskWords
+        let maskCount = SleepQueues.slots * maskWords
         sleepMasks = .allocate(capacity: maskCount)
         for i in 0..<maskCount { (sleepMasks + i).initialize(to: Atomic<UInt64>(0)) }
         cpuTable = .allocate(capacity: cpuCount)
