@@ -298,7 +298,7 @@ extension CPU {
                 w = ring.pointee.windex.load(ordering: .acquiring)
                 if w &- r <= limit { break }
             }
-            let slot = ring.pointee.slots[r & IPIRing.mask]
+            let slot = ring.pointee.consumerSlots[r & IPIRing.mask]
             ring.pointee.localRindex = r &+ 1
             if (r &+ 1) & 31 == 0 { ring.pointee.rindex.store(r &+ 1, ordering: .releasing) }
             slot.function?(slot.arg, slot.arg2)
