@@ -94,6 +94,14 @@ static inline int64_t lb_counter_load(const int64_t *p) {
 static inline void lb_counter_store(int64_t *p, int64_t v) {
     __atomic_store_n(p, v, __ATOMIC_RELAXED);
 }
+/// Shared statistics counters (several writers): relaxed read-modify-write.
+static inline void lb_atomic_add64(int64_t *p, int64_t v) {
+    __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+}
+static inline void lb_atomic_max64(int64_t *p, int64_t v) {
+    int64_t old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    while (old < v && !__atomic_compare_exchange_n(p, &old, v, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+}
 
 // NetStack ------------------------------------------------------------------------------
 /// Opens one queue of TAP device `name` (IFF_TAP|IFF_NO_PI, optionally IFF_MULTI_QUEUE and

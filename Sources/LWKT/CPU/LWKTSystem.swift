@@ -27,11 +27,14 @@ public final class LWKTSystem: @unchecked Sendable {
     let state = Atomic<Int>(0)   // 0 running, 1 stopping, 2 stopped
     let live = Mutex<[ObjectIdentifier: LWKTThread]>([:])
     let bootTime = lb_now_ns()
+    /// Latency histograms (Observability/).
+    public let latencies: SystemLatencies
 
     init(cpuCount: Int, configuration: LWKTConfiguration) throws {
         guard cpuCount >= 1 && cpuCount <= 1024 else { throw LWKTError.invalidCPUCount(cpuCount) }
         self.cpuCount = cpuCount
         self.configuration = configuration
+        latencies = SystemLatencies(cpuCount: cpuCount)
         maskWords = (cpuCount + 63) / 64
         let cores = max(1, LWKT.onlineCores)
         if let spin = configuration.idleSpin {

@@ -74,7 +74,9 @@ final class HTTPConnectionHandler<C: StreamConnection> {
                     consumed += length
                     requestStart = 0
                     HTTPCounters.add(counters.requests)
+                    let started = MonotonicClock.now()
                     let keep = try await respond(&head, target: target)
+                    core.system.latencies.httpService.recordSince(started, cpu: conn.cpuID)
                     if !keep {
                         try await flush()
                         return true

@@ -137,8 +137,9 @@ final class MemcachedSession {
                 rpos = next
                 continue
             }
+            let started = MonotonicClock.now()
             switch await dispatch(lineStart: rpos, lineEnd: end, next: next, now: now) {
-            case .consumed(let to): rpos = to
+            case .consumed(let to): rpos = to; service.system.latencies.memcachedCommand.recordSince(started, cpu: cpu)
             case .needMore(let total): needTotal = total; return true
             case .close: return false
             }
