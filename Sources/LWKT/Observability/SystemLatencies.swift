@@ -75,3 +75,12 @@ extension SystemLatencies {
         }
     }
 }
+
+extension SystemLatencies {
+    /// Each histogram's quantiles, merged over CPUs, by name.
+    public func summaries() -> [String: LatencySummary] {
+        var d: [String: LatencySummary] = [:]
+        for h in all { d[h.name] = h.merged().summary }
+        return d
+    }
+}

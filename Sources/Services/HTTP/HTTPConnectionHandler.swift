@@ -167,8 +167,8 @@ final class HTTPConnectionHandler<C: StreamConnection> {
             try await sendError(status, head: head, keepAlive: keep && status != .badRequest)
             return keep && status != .badRequest
         }
-        if config.statisticsEnabled, decoded.path == "/_stats" || decoded.path == "/_stats.json" {
-            return try await serveStatistics(json: decoded.path == "/_stats.json", head: head, keepAlive: keep)
+        if config.statisticsEnabled, let document = StatisticsDocument(path: decoded.path) {
+            return try await serveStatistics(document, head: head, keepAlive: keep)
         }
         return try await serveFile(decoded, head: head, keepAlive: keep, cacheKey: target)
     }

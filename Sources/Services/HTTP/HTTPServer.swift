@@ -156,7 +156,7 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
                                 namecache: .init(core.vfs.namecache.statistics),
                                 http: core.counters.enumerated().map { $1.snapshot(cpu: $0) },
                                 address: "\(address)", threadCount: threadCount, threadsPerCPU: perCPU,
-                                memcached: memcached)
+                                memcached: memcached, latency: system.latencies.summaries())
     }
 }
 

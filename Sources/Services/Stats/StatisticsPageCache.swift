@@ -1,10 +1,34 @@
 import CLibellula
 import LWKT
 
-/// The statistics documents a server renders: the `/_stats` page, `/_stats.json` and the
-/// Prometheus exposition at `/metrics`.
+/// The statistics documents a server renders: the `/_stats` page, `/_stats.json`, the
+/// Prometheus exposition at `/metrics` and the `/_health` check.
 enum StatisticsDocument: Int, CaseIterable {
-    case html, json, metrics
+    case html, json, metrics, health
+
+    /// The document served at `path`, if any.
+    init?(path: String) {
+        switch path {
+        case "/_stats": self = .html
+        case "/_stats.json": self = .json
+        case "/metrics": self = .metrics
+        case "/_health": self = .health
+        default: return nil
+        }
+    }
+
+    /// Its `Content-Type` header line.
+    var contentType: String {
+        switch self {
+        case .html: "Content-Type: text/html; charset=utf-8\r\n"
+        case .json, .health: "Content-Type: application/json\r\n"
+        case .metrics: "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+        }
+    }
+
+    /// Whether a rendering is reused for the interval (the health check is answered live:
+    /// that a CPU answers it is the point).
+    var cached: Bool { self != .health }
 }
 
 /// Rendered statistics documents, kept per CPU and reused for an interval, so a flood of
@@ -47,6 +71,7 @@ final class StatisticsPageCache: @unchecked Sendable {
               render: () -> [UInt8]?) -> [UInt8]? {
         precondition(cpu >= 0 && cpu < cpuCount, "statistics cache: CPU \(cpu) out of range")
         assert(CPU.current.map { $0.id == cpu } ?? true, "statistics cache slot used off its CPU")
+        guard document.cached else { return render() }
         let slot = entries + cpu * StatisticsDocument.allCases.count + document.rawValue
         if slot.pointee.valid, now &- slot.pointee.renderedAt < intervalNanos { return slot.pointee.body }
         guard let fresh = render() else { return nil }

@@ -156,14 +156,23 @@ enum StatsPage {
 
 extension StatsPage {
     /// Renders one statistics document (nil if encoding failed).
-    static func document(_ d: StatisticsDocument, _ s: ServerStatistics) -> [UInt8]? {
+    static func document(_ d: StatisticsDocument, _ s: @autoclosure () -> ServerStatistics,
+                         latencies: SystemLatencies?) -> [UInt8]? {
         switch d {
-        case .html: return Array(render(s).utf8)
-        case .json:
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.sortedKeys]
-            return (try? enc.encode(s)).map { Array($0) }
-        case .metrics: return nil
+        case .html: return Array(render(s()).utf8)
+        case .json: return (try? ServerStatistics.encoder().encode(s())).map { Array($0) }
+        case .metrics: return Array(PrometheusExposition.render(s(), latencies: latencies).utf8)
+        case .health: return nil
         }
+    }
+}
+
+extension StatsPage {
+    /// `/_health`: answered by the CPU that accepted the connection, so an answer means
+    /// that CPU runs; reports the schema version, a timestamp, uptime and CPU count.
+    static func health(_ system: LWKTSystem) -> [UInt8] {
+        let up = Double(system.snapshotUptimeNanos) / 1e9
+        let ts = Date().timeIntervalSince1970
+        return Array("{\"cpus\":\(system.cpuCount),\"schema_version\":\(ServerStatistics.currentSchemaVersion),\"status\":\"ok\",\"timestamp\":\(ts),\"uptime_seconds\":\(up)}\n".utf8)
     }
 }

@@ -91,6 +91,7 @@ struct ServeCommand: AsyncParsableCommand {
             _ = try? await system.shutdown()
             throw ValidationError("cannot listen on \(http): \(error)")
         }
+        let observability = Observability.start(on: system)
         let what = root.map { "\($0) (HostFS)" } ?? "the demo site (MemFS)"
         logger.notice("serving \(what) on http://\(server.address)/ with \(system.cpuCount) CPU\(system.cpuCount == 1 ? "" : "s"); statistics at /_stats")
 
@@ -121,6 +122,7 @@ struct ServeCommand: AsyncParsableCommand {
         await refresher?.value
         await cache?.stop()
         await server.stop()
+        observability.stop()
         let report = try await system.shutdown()
         let stats = server.statistics().http
         logger.notice("stopped: \(stats.reduce(0) { $0 + $1.requests }) requests on \(stats.reduce(0) { $0 + $1.connectionsAccepted }) connections; \(report.joinedCPUs) CPUs joined, \(report.leakedThreads) threads leaked")

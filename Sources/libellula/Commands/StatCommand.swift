@@ -24,7 +24,7 @@ struct StatCommand: AsyncParsableCommand {
             print(String(decoding: body, as: UTF8.self))
             return
         }
-        let stats = try JSONDecoder().decode(ServerStatistics.self, from: Data(body))
+        let stats = try ServerStatistics.decoder().decode(ServerStatistics.self, from: Data(body))
         print("libellula at \(stats.address): \(stats.lwkt.cpuCount) CPUs, up \(stats.lwkt.uptimeNanos / 1_000_000_000) s, \(stats.threadCount) LWKT threads")
         print("")
         StatTables.print(stats.lwkt)
