@@ -187,6 +187,10 @@ struct Globaldata {
     // MARK: Module slots
     @usableFromInline var slots: GlobaldataSlots = GlobaldataSlots()
 
+    // MARK: Stall watch (Observability/): words the run loop writes around each job and the
+    // stall watchdog thread reads (see StallWatch.swift).
+    @usableFromInline let watch = StallWatch.allocate()
+
     init(cpu: Unmanaged<CPU>, signals: UnsafeMutablePointer<CPUSignals>, cpuCount: Int,
          epollFD: Int32, eventFD: Int32) {
         self.cpu = cpu
@@ -201,6 +205,7 @@ struct Globaldata {
     mutating func release() {
         runq.deallocate()
         ipi.deallocate()
+        watch.deallocate()
     }
 }
 
