@@ -1,4 +1,5 @@
 import CLibellula
+import Synchronization
 
 /// The latency histograms every ``LWKTSystem`` keeps, recorded by one-line hooks in the
 /// subsystems (no allocation, no lock; see ``LatencyHistogram``) and read by the statistics
@@ -12,6 +13,9 @@ public final class SystemLatencies: Sendable {
     public let doMsgRoundTrip: LatencyHistogram
     /// IPI delivery, sampled: from a probe's send to its handler on the target CPU.
     public let ipiDelivery: LatencyHistogram
+
+    /// The stall watchdog running for this system, if one was started (see ``Observability``).
+    let watchdog = Mutex<StallWatchdog?>(nil)
 
     init(cpuCount: Int) {
         httpService = LatencyHistogram(name: "http_service", help: "HTTP request service time (parsed head to response queued)", cpuCount: cpuCount)
@@ -82,5 +86,12 @@ extension SystemLatencies {
         var d: [String: LatencySummary] = [:]
         for h in all { d[h.name] = h.merged().summary }
         return d
+    }
+}
+
+extension LWKTSystem {
+    /// The stall watchdog's counters and recent reports (empty when none runs).
+    public var stallStatistics: StallStatistics {
+        latencies.watchdog.withLock { $0 }?.statistics ?? StallStatistics()
     }
 }

@@ -53,6 +53,7 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
     public func start() throws(SocketError) {
         let listeners = try stack.listen(on: core.configuration.address, cpus: system.cpus, backlog: core.configuration.backlog)
         if let first = listeners.first { address = first.address }
+        if core.configuration.statisticsEnabled { core.sampler.start(latencies: system.latencies) { [weak self] in self?.statistics() } }
         var threads: [LWKTThread] = []
         for l in listeners {
             let cpu = system.cpus[l.cpuID]
@@ -68,6 +69,7 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
     /// Stops accepting and closes every open connection (their threads are cancelled and
     /// close their sockets on their CPUs); returns once all of them have finished.
     public func stop() async {
+        core.sampler.stop()
         let (acceptors, conns) = state.withLock { s -> ([LWKTThread], [LWKTThread]) in
             s.stopping = true
             return (s.acceptors, Array(s.connections.values))
@@ -140,8 +142,8 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
     public func statistics() -> ServerStatistics { statistics(address: address) }
 
     /// Adds a memcached service's per-CPU counters to `/_stats` and `/_stats.json`.
-    public func showMemcachedStatistics(_ provider: @escaping @Sendable () -> [[String: Int]]?) {
-        let box = MemcachedStatisticsProvider(provider)
+    public func showMemcachedStatistics(limitBytes: Int = 0, _ provider: @escaping @Sendable () -> [[String: Int]]?) {
+        let box = MemcachedStatisticsProvider(provider, limitBytes: limitBytes)
         extraMemcached.withLock { $0 = box }
     }
 
@@ -151,19 +153,27 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
         var perCPU = [Int](repeating: 0, count: system.cpuCount)
         for t in snap.threads where t.cpu >= 0 && t.cpu < perCPU.count { perCPU[t.cpu] += 1 }
         if snap.threads.count > 64 { snap.threads = Array(snap.threads.prefix(64)) }
-        let memcached = extraMemcached.withLock { $0 }?.provide()
+        let mc = extraMemcached.withLock { $0 }
+        let memcached = mc?.provide()
+        var process = ServerStatistics.ProcessStatistics.current()
+        process.memcachedLimitBytes = mc?.limitBytes ?? 0
         return ServerStatistics(lwkt: snap, slab: core.slab.statistics(),
                                 namecache: .init(core.vfs.namecache.statistics),
                                 http: core.counters.enumerated().map { $1.snapshot(cpu: $0) },
                                 address: "\(address)", threadCount: threadCount, threadsPerCPU: perCPU,
-                                memcached: memcached, latency: system.latencies.summaries())
+                                memcached: memcached, latency: system.latencies.summaries(), process: process,
+                                stalls: system.stallStatistics, rates: core.sampler.latest)
     }
 }
 
 /// A memcached statistics provider, boxed (see `extraMemcached`).
 final class MemcachedStatisticsProvider: Sendable {
     let provide: @Sendable () -> [[String: Int]]?
-    init(_ provide: @escaping @Sendable () -> [[String: Int]]?) { self.provide = provide }
+    let limitBytes: Int
+    init(_ provide: @escaping @Sendable () -> [[String: Int]]?, limitBytes: Int) {
+        self.provide = provide
+        self.limitBytes = limitBytes
+    }
 }
 
 /// Moves a non-Sendable value into a thread that is its only user from then on.

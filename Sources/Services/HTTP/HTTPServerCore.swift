@@ -24,6 +24,8 @@ final class HTTPServerCore: @unchecked Sendable {
     var statistics: (@Sendable () -> ServerStatistics)?
     /// Rendered statistics documents, reused per CPU for `statisticsInterval`.
     let statisticsPages: StatisticsPageCache
+    /// Per-second rates for five minutes, sampled off the CPUs.
+    let sampler = StatisticsSampler()
 
     /// Bytes of each connection's input and output buffer: the largest slab size class
     /// below the zone limit, so they come from per-CPU zones rather than `mmap`.

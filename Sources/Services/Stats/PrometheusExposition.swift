@@ -107,6 +107,12 @@ enum PrometheusExposition {
         w.family(p + "giant_contentions_total", "counter", "Contended acquisitions of the Giant token.")
         w.sample(p + "giant_contentions_total", [], s.lwkt.giantToken.contentions)
 
+        // Stalls.
+        w.family(p + "stalls_total", "counter", "Jobs that ran longer than the stall threshold on one CPU.")
+        w.sample(p + "stalls_total", [], s.stalls.detected)
+        w.family(p + "stall_threshold_seconds", "gauge", "The stall watchdog's threshold (0: no watchdog).")
+        w.sample(p + "stall_threshold_seconds", [], Double(s.stalls.thresholdNanos) / 1e9)
+
         // Slab.
         w.family(p + "slab_bytes_in_use", "gauge", "Slab bytes in use by malloc type.")
         for t in s.slab.types { w.sample(p + "slab_bytes_in_use", [("type", t.name)], t.bytesInUse) }

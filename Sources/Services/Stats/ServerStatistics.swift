@@ -34,6 +34,10 @@ public struct ServerStatistics: Codable, Sendable {
     public var latency: [String: LatencySummary] = [:]
     /// The process: resident memory and the memcached memory limit.
     public var process: ProcessStatistics = .current()
+    /// The stall watchdog: threshold, counts and the last reports with backtraces.
+    public var stalls: StallStatistics = StallStatistics()
+    /// The last second's rates (nil until the sampler has two snapshots).
+    public var rates: RateSample? = nil
 
     /// The encoder `/_stats.json` uses: snake_case keys, sorted.
     public static func encoder() -> JSONEncoder {

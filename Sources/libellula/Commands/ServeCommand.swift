@@ -38,6 +38,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
+    @Option(help: "Report a CPU that runs one job longer than this many milliseconds (0: no stall watchdog).")
+    var stallMs: Double = 5
+
     @Flag(help: "Do not serve /_stats and /_stats.json.")
     var noStats = false
 
@@ -91,7 +94,10 @@ struct ServeCommand: AsyncParsableCommand {
             _ = try? await system.shutdown()
             throw ValidationError("cannot listen on \(http): \(error)")
         }
-        let observability = Observability.start(on: system)
+        let stallLogger = logger
+        let observability = Observability.start(on: system, stallThreshold: stallMs > 0 ? .microseconds(Int64(stallMs * 1000)) : nil) { r in
+            stallLogger.warning("stall: cpu\(r.cpu) ran \(r.thread) (\(r.priority)) for \(r.durationNanos / 1000) µs:\n  \(r.backtrace.prefix(16).joined(separator: "\n  "))")
+        }
         let what = root.map { "\($0) (HostFS)" } ?? "the demo site (MemFS)"
         logger.notice("serving \(what) on http://\(server.address)/ with \(system.cpuCount) CPU\(system.cpuCount == 1 ? "" : "s"); statistics at /_stats")
 
@@ -103,7 +109,7 @@ struct ServeCommand: AsyncParsableCommand {
                 let service = try await MemcachedService.start(system: system, address: host, port: mc.port,
                                                                memoryLimit: memory << 20)
                 cache = service
-                server.showMemcachedStatistics { service.lastCounters }
+                server.showMemcachedStatistics(limitBytes: memory << 20) { service.lastCounters }
                 refresher = Task.detached {
                     while !Task.isCancelled {
                         await service.refreshCounters()
