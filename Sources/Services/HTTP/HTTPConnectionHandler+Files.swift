@@ -257,7 +257,7 @@ extension HTTPConnectionHandler {
         }
         let system = core.system
         let rendered = core.statisticsPages.body(document, cpu: conn.cpuID) {
-            document == .health ? StatsPage.health(system) : StatsPage.document(document, source(), latencies: system.latencies)
+            document == .health ? StatsPage.health(system) : StatsPage.document(document, source(), latencies: system.latencies, series: core.sampler.samples)
         }
         guard let body = rendered else {
             try await sendError(.internalServerError, head: head, keepAlive: keepAlive)
