@@ -1,0 +1,147 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The `libellula` command as a user meets it: real processes, their exit statuses and
+/// messages. Skipped (with a message) when the binary is not built.
+@Suite(.serialized) struct CLITests {
+    /// A `serve` with HTTP and memcached on ports the kernel picked; nil when not built.
+    static func startServe(_ extra: [String] = []) throws -> (CLIProcess, http: UInt16, memcached: UInt16)? {
+        guard let binary = libellulaBinary else {
+            print("skipping: libellula is not built (swift build)")
+            return nil
+        }
+        let p = try CLIProcess(binary, ["serve", "--cpus", "2", "--http", "127.0.0.1:0", "--memcached", "127.0.0.1:0"] + extra)
+        guard let http = p.port(after: "on http://127.0.0.1:"), let mc = p.port(after: "memcached protocol on 127.0.0.1:") else {
+            Issue.record("no addresses in the log: \(p.output)")
+            return nil
+        }
+        return (p, http, mc)
+    }
+
+    /// Expects `arguments` to fail at once with "address already in use" and no usage line.
+    static func expectAddressInUse(_ arguments: [String]) throws {
+        guard let binary = libellulaBinary else { return }
+        let p = try CLIProcess(binary, arguments)
+        let status = p.waitForExit(timeout: 20)
+        let text = p.output
+        #expect(status != nil, "`libellula \(arguments.joined(separator: " "))` started beside the first instance: \(text)")
+        #expect(status == 69, "status \(String(describing: status)): \(text)")
+        #expect(text.lowercased().contains("address already in use"), "\(text)")
+        #expect(!text.contains("Usage:"), "\(text)")
+    }
+
+    /// Issue 11 item 7: a second instance on an address in use is refused, for every listener.
+    @Test func secondInstanceOnTheSameAddressIsRefused() async throws {
+        guard let (first, http, mc) = try Self.startServe() else { return }
+        try await blocking {
+            try Self.expectAddressInUse(["serve", "--cpus", "2", "--http", "127.0.0.1:\(http)", "--no-memcached"])
+            try Self.expectAddressInUse(["serve", "--cpus", "2", "--http", "127.0.0.1:0", "--memcached", "127.0.0.1:\(mc)"])
+            try Self.expectAddressInUse(["serve", "--cpus", "2", "--http", "127.0.0.1:0", "--memcached", "127.0.0.1:\(http)"])
+            try Self.expectAddressInUse(["memcached", "--cpus", "2", "--listen", "127.0.0.1:\(mc)"])
+            try Self.expectAddressInUse(["memcached", "--cpus", "2", "--listen", "127.0.0.1:\(http)"])
+        }
+        // The first instance still serves, and stops cleanly.
+        let page = try await blocking { () -> RawResponse? in
+            let c = try RawClient(port: http)
+            c.send("GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+            return c.response()
+        }
+        #expect(page?.status == 200)
+        first.signal(SIGTERM)
+        #expect(first.waitForExit(timeout: 30) == 0, "\(first.output)")
+    }
+
+    /// Issue 11 item 10: `libellula memcached` stops on SIGTERM and SIGINT, idle or with a
+    /// client connected, with status 0.
+    @Test(arguments: [SIGTERM, SIGINT]) func memcachedStopsOnSignal(_ sig: Int32) async throws {
+        guard let binary = libellulaBinary else {
+            print("skipping: libellula is not built (swift build)")
+            return
+        }
+        let p = try CLIProcess(binary, ["memcached", "--cpus", "2", "--listen", "127.0.0.1:0"])
+        guard let port = p.port(after: "listening on 127.0.0.1:") else {
+            Issue.record("no address in the output: \(p.output)")
+            return
+        }
+        let client = try await blocking { () -> RawClient in
+            let c = try RawClient(port: port)
+            c.send("set k 0 0 1\r\nx\r\n")
+            _ = c.readLine()
+            return c
+        }
+        p.signal(sig)
+        let status = try await blocking { p.waitForExit(timeout: 20) }
+        #expect(status == 0, "\(p.output)")
+        #expect(try await blocking { client.closedByServer() })
+        // And the port is free again.
+        #expect(throws: (any Error).self) { try RawClient(port: port) }
+    }
+
+    /// Issue 11 item 10: `serve` shutdown is bounded when a CPU is stuck in a host call:
+    /// a clear message and status 70 instead of hanging.
+    @Test func serveShutdownIsBoundedWithAStuckCPU() async throws {
+        guard let (p, _, _) = try Self.startServe(["--debug-block-cpu", "--shutdown-timeout", "3"]) else { return }
+        guard p.waitForOutput(containing: "is blocked", timeout: 10) != nil else {
+            Issue.record("no stuck CPU: \(p.output)")
+            return
+        }
+        p.signal(SIGTERM)
+        let status = try await blocking { p.waitForExit(timeout: 30) }
+        #expect(status == 70, "\(p.output)")
+        #expect(p.output.contains("shutdown did not finish"), "\(p.output)")
+    }
+
+    /// Issue 11 item 8: runtime failures exit with a sysexits code and the system's words
+    /// for the error, without a usage line; bad values get a clear usage error (64).
+    @Test func exitStatusesAndMessages() async throws {
+        guard libellulaBinary != nil else {
+            print("skipping: libellula is not built (swift build)")
+            return
+        }
+        let dir = makeTempDir("cli-root")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let file = dir + "/plain.txt"
+        _ = FileManager.default.createFile(atPath: file, contents: Data("x".utf8))
+        let quiet = ["--http", "127.0.0.1:0", "--no-memcached", "--cpus", "1"]
+        let cases: [(args: [String], status: Int32, says: String)] = [
+            (["serve", "--root", dir + "/missing"] + quiet, 66, "No such file or directory"),
+            (["serve", "--root", file] + quiet, 66, "Not a directory"),
+            (["stat", "--url", "http://127.0.0.1:1"], 69, "Connection refused"),
+        ]
+        let usage: [(args: [String], says: String)] = [
+            (["serve", "--cpus", "1000"], "--oversubscribe"),
+            (["serve", "--max-connections", "0"], "--max-connections must be at least 1"),
+            (["serve", "--memory", "-5"], "--memory must be at least 1"),
+            (["serve", "--idle-timeout", "-1"], "--idle-timeout must be at least 1"),
+            (["memcached", "--memory", "-5"], "--memory must be between 1"),
+            (["serve", "--http", "[::1:80"], "--http wants ADDR:PORT"),
+            (["serve", "--cache-validity", "-1"], "--cache-validity must be"),
+        ]
+        try await blocking {
+            for c in cases {
+                let r = try runLibellula(c.args)
+                #expect(r?.status == c.status, "\(c.args): \(r?.output ?? "")")
+                #expect(r?.output.contains(c.says) == true, "\(c.args): \(r?.output ?? "")")
+                #expect(r?.output.contains("Usage:") == false, "\(c.args): \(r?.output ?? "")")
+                #expect(r?.output.contains("errno") == false, "\(c.args): \(r?.output ?? "")")
+            }
+            for c in usage {
+                let r = try runLibellula(c.args)
+                #expect(r?.status == 64, "\(c.args): \(r?.output ?? "")")
+                #expect(r?.output.contains(c.says) == true, "\(c.args): \(r?.output ?? "")")
+            }
+            let version = try runLibellula(["--version"])
+            #expect(version?.status == 0)
+            #expect(version?.output.hasPrefix("libellula ") == true, "\(version?.output ?? "")")
+            let help = try runLibellula(["serve", "--help"])
+            for needle in ["default: 127.0.0.1:8080", "default: 64", "default: 50", "default: 4096", "--cache-validity", "--hot-cache"] {
+                #expect(help?.output.contains(needle) == true, "serve --help lacks \(needle)")
+            }
+            let bench = try runLibellula(["bench", "--help"])
+            #expect(bench?.output.contains("ipi, wake, spawn") == true, "\(bench?.output ?? "")")
+            let mc = try runLibellula(["memcached", "--help"])
+            #expect(mc?.output.contains("--memcached") == true && mc?.output.contains("MiB") == true, "\(mc?.output ?? "")")
+        }
+    }
+}
