@@ -35,7 +35,12 @@ extension HTTPConnectionHandler {
             open = false
             return try await serveDirectory(decoded, head: head, keepAlive: keepAlive, cacheKey: cacheKey)
         case .regular:
-            break
+            // `/file/` or `/file/.`: a directory was asked for (nginx: 404, as open(2)
+            // fails with ENOTDIR).
+            if decoded.trailingSlash {
+                try await sendError(.notFound, head: head, keepAlive: keepAlive)
+                return keepAlive
+            }
         default:
             try await sendError(.forbidden, head: head, keepAlive: keepAlive)
             return keepAlive
@@ -162,9 +167,17 @@ extension HTTPConnectionHandler {
         if spec.contains(",") { return .ignore }
         guard let dash = spec.firstIndex(of: "-") else { return .ignore }
         let a = spec[..<dash], b = spec[spec.index(after: dash)...]
+        // Digits only; a value beyond Int64 saturates (it is clamped to the size below).
         func number(_ s: Substring) -> Int64? {
-            guard !s.isEmpty, s.count <= 18, s.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
-            return Int64(s)
+            guard !s.isEmpty else { return nil }
+            var v: Int64 = 0
+            for c in s.utf8 {
+                guard c >= 48 && c <= 57 else { return nil }
+                let (m, o1) = v.multipliedReportingOverflow(by: 10)
+                let (a, o2) = m.addingReportingOverflow(Int64(c - 48))
+                v = o1 || o2 ? Int64.max : a
+            }
+            return v
         }
         if a.isEmpty {
             guard let n = number(b) else { return .ignore }
