@@ -145,3 +145,88 @@ import Testing
         }
     }
 }
+
+/// Issue 11 item 2: the hot-file cache never serves stale content past its validity,
+/// checked with the real `libellula serve` over a host directory.
+@Suite(.serialized) struct HotCacheFreshnessTests {
+    static func serve(_ root: String, _ extra: [String]) throws -> (CLIProcess, UInt16)? {
+        guard let binary = libellulaBinary else {
+            print("skipping: libellula is not built (swift build)")
+            return nil
+        }
+        let p = try CLIProcess(binary, ["serve", "--cpus", "1", "--http", "127.0.0.1:0", "--no-memcached", "--root", root] + extra)
+        guard let port = p.port(after: "on http://127.0.0.1:") else {
+            Issue.record("no address in the log: \(p.output)")
+            return nil
+        }
+        return (p, port)
+    }
+
+    static func get(_ port: UInt16, _ path: String) throws -> RawResponse? {
+        let c = try RawClient(port: port)
+        c.send("GET \(path) HTTP/1.1\r\nHost: a\r\n\r\n")
+        return c.response()
+    }
+
+    /// Writes `text` to `path` in place (same inode) and, if given, puts `mtime` back.
+    static func rewrite(_ path: String, _ text: String, mtime: timespec? = nil) {
+        let fd = open(path, O_WRONLY | O_TRUNC)
+        _ = text.withCString { write(fd, $0, strlen($0)) }
+        if var m = mtime {
+            var times = [timespec(tv_sec: m.tv_sec, tv_nsec: m.tv_nsec), m]
+            _ = withUnsafeMutablePointer(to: &m) { _ in futimens(fd, &times) }
+        }
+        close(fd)
+    }
+
+    static func mtime(_ path: String) -> timespec {
+        var st = stat()
+        _ = stat(path, &st)
+        return st.st_mtim
+    }
+
+    /// With `--cache-validity 0` every change is seen by the next request, including a
+    /// same-size rewrite that restores the old modification time, and an unlink.
+    @Test(arguments: [["--cache-validity", "0"], ["--hot-cache", "off"]])
+    func changesAreSeenAtOnce(_ options: [String]) async throws {
+        let root = makeTempDir("freshness")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let file = root + "/f.txt"
+        _ = FileManager.default.createFile(atPath: file, contents: Data("version-1\n".utf8))
+        guard let (p, port) = try Self.serve(root, options) else { return }
+        try await blocking { () throws in
+            for _ in 0..<3 { #expect(try Self.get(port, "/f.txt")?.text == "version-1\n") }
+            // Same size, old mtime put back: only the inode's change time tells.
+            Self.rewrite(file, "version-2\n", mtime: Self.mtime(file))
+            #expect(try Self.get(port, "/f.txt")?.text == "version-2\n")
+            Self.rewrite(file, "version three\n")
+            #expect(try Self.get(port, "/f.txt")?.text == "version three\n")
+            unlink(file)
+            #expect(try Self.get(port, "/f.txt")?.status == 404)
+        }
+        p.signal(SIGTERM)
+        #expect(p.waitForExit(timeout: 30) == 0, "\(p.output)")
+    }
+
+    /// With a validity window the change is seen once the window has passed (it used to
+    /// be never, for a rewrite that restores the modification time).
+    @Test func restoredMTimeIsSeenAfterTheWindow() async throws {
+        let root = makeTempDir("freshness")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let file = root + "/f.txt"
+        _ = FileManager.default.createFile(atPath: file, contents: Data("version-1\n".utf8))
+        guard let (p, port) = try Self.serve(root, ["--cache-validity", "0.2"]) else { return }
+        try await blocking {
+            for _ in 0..<3 { #expect(try Self.get(port, "/f.txt")?.text == "version-1\n") }
+            Self.rewrite(file, "version-2\n", mtime: Self.mtime(file))
+            var seen = false
+            for _ in 0..<100 where !seen {  // up to 10 s; the window is 0.2 s
+                usleep(100_000)
+                seen = try Self.get(port, "/f.txt")?.text == "version-2\n"
+            }
+            #expect(seen, "still the old body after 10 s")
+        }
+        p.signal(SIGTERM)
+        #expect(p.waitForExit(timeout: 30) == 0, "\(p.output)")
+    }
+}

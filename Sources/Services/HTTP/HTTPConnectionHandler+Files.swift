@@ -82,7 +82,11 @@ extension HTTPConnectionHandler {
             }
         }
 
-        try await reserve(1024)
+        // A small file for the hot-file cache is read once, straight into the output
+        // buffer, and the cache entry is copied from there.
+        let caching = cacheKey != nil && !partial && head.method == .get && size <= HotFileCache.maxFileSize
+        try await reserve(1024 + (caching ? Int(size) : 0))
+        let headStart = outCount
         beginHead(partial ? .partialContent : .ok)
         let fieldsStart = outCount
         append("Content-Type: "); append(MIMETypes.type(forPath: decoded.path))
@@ -90,16 +94,40 @@ extension HTTPConnectionHandler {
         append("\r\nETag: "); append(etag)
         append("\r\nLast-Modified: "); appendDate(mtime)
         append("\r\nAccept-Ranges: bytes\r\n")
-        if let key = cacheKey, !partial, head.isPlain, size <= HotFileCache.maxFileSize,
-           let body = try? process.pread(fd, count: Int(size), at: 0) {
-            let fields = Array(UnsafeRawBufferPointer(start: output.baseAddress + fieldsStart, count: outCount - fieldsStart))
-            cache.insert(key: key, path: decoded.path, fields: fields, body: body, attrs: attrs)
-        }
+        let fieldsEnd = outCount
         if partial {
             append("Content-Range: bytes "); append(Int(start)); append("-"); append(Int(start + length - 1))
             append("/"); append(Int(size)); append("\r\n")
         }
         endHead(keepAlive: keepAlive, head: head)
+        if caching, let key = cacheKey {
+            let bodyStart = outCount
+            var got = 0
+            while got < Int(size) {
+                let n: Int
+                do {
+                    n = try process.read(fd, into: UnsafeMutableRawBufferPointer(start: output.baseAddress + bodyStart + got,
+                                                                                 count: Int(size) - got))
+                } catch {
+                    outCount = headStart  // nothing of this response is out yet: answer 500 instead
+                    try await sendError(.internalServerError, head: head, keepAlive: false)
+                    return false
+                }
+                if n <= 0 { break }
+                got += n
+            }
+            if got < Int(size) {
+                // The file shrank between fstat and read: take the response back and close.
+                outCount = headStart
+                try await sendError(.internalServerError, head: head, keepAlive: false)
+                return false
+            }
+            outCount = bodyStart + got
+            cache.insert(key: key, path: decoded.path,
+                         fields: Array(UnsafeRawBufferPointer(start: output.baseAddress + fieldsStart, count: fieldsEnd - fieldsStart)),
+                         body: Array(UnsafeRawBufferPointer(start: output.baseAddress + bodyStart, count: got)), attrs: attrs)
+            return keepAlive
+        }
         if head.method == .head || length == 0 { return keepAlive }
 
         // The body moves from the file system straight into the slab output buffer.
