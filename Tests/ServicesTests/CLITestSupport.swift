@@ -93,3 +93,29 @@ extension RawClient {
         return nil
     }
 }
+
+/// One request over IPv6 to `[::1]:port`; the raw reply (up to the server's close).
+func ipv6Exchange(port: UInt16, _ request: String) -> String? {
+    let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var tv = timeval(tv_sec: 5, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var s6 = sockaddr_in6()
+    s6.sin6_family = sa_family_t(AF_INET6)
+    s6.sin6_port = port.bigEndian
+    _ = inet_pton(AF_INET6, "::1", &s6.sin6_addr)
+    let rc = withUnsafePointer(to: &s6) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+    }
+    guard rc == 0 else { return nil }
+    _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+    var data: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while data.count < 1 << 20 {
+        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n <= 0 { break }
+        data += chunk[0..<n]
+    }
+    return String(decoding: data, as: UTF8.self)
+}

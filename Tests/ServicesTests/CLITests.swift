@@ -230,3 +230,50 @@ import Testing
         #expect(p.waitForExit(timeout: 30) == 0, "\(p.output)")
     }
 }
+
+/// Issue 11 item 9: IPv6 and dual-stack listeners, IPv6 peers in the log.
+@Suite(.serialized) struct IPv6Tests {
+    @Test func dualStackAndIPv6Listeners() async throws {
+        guard let binary = libellulaBinary else {
+            print("skipping: libellula is not built (swift build)")
+            return
+        }
+        // Is there an IPv6 loopback at all (containers may lack one)?
+        let probe = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        var s6 = sockaddr_in6()
+        s6.sin6_family = sa_family_t(AF_INET6)
+        _ = inet_pton(AF_INET6, "::1", &s6.sin6_addr)
+        let usable = withUnsafePointer(to: &s6) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+        } == 0
+        close(probe)
+        guard usable else {
+            print("skipping: no IPv6 loopback here")
+            return
+        }
+        let p = try CLIProcess(binary, ["serve", "--cpus", "2", "--http", "[::]:0", "--memcached", "[::1]:0", "--log-level", "debug"])
+        guard let port = p.port(after: "on http://[::]:"), let mc = p.port(after: "memcached protocol on [::1]:") else {
+            Issue.record("no IPv6 addresses in the log: \(p.output)")
+            return
+        }
+        try await blocking { () throws in
+            let v6 = ipv6Exchange(port: port, "GET /hello.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            #expect(v6?.hasPrefix("HTTP/1.1 200") == true && v6?.hasSuffix("hello\n") == true, "\(v6 ?? "no reply")")
+            // Dual stack: the same listener takes IPv4.
+            let c = try RawClient(port: port)
+            c.send("GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+            #expect(c.response()?.text == "hello\n")
+            let stored = ipv6Exchange(port: mc, "set k 0 0 2\r\nhi\r\nget k\r\nquit\r\n")
+            #expect(stored == "STORED\r\nVALUE k 0 2\r\nhi\r\nEND\r\n", "\(stored ?? "no reply")")
+            // `stat` reaches an IPv6 URL.
+            let stat = try runLibellula(["stat", "--url", "http://[::1]:\(port)"])
+            #expect(stat?.status == 0, "\(stat?.output ?? "")")
+        }
+        // Peers are printed as what they are: [::1] and 127.0.0.1 (not as a mapped address).
+        #expect(p.waitForOutput(containing: "peer=[::1]:", timeout: 5) != nil, "\(p.output)")
+        #expect(p.output.contains("peer=127.0.0.1:"), "\(p.output)")
+        #expect(!p.output.contains("::ffff:"), "\(p.output)")
+        p.signal(SIGTERM)
+        #expect(p.waitForExit(timeout: 30) == 0, "\(p.output)")
+    }
+}
