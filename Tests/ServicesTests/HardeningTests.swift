@@ -79,4 +79,31 @@ import Testing
         #expect(try RequestPath.decode("/a/b/..").get() == .init(path: "/a", trailingSlash: true))
         guard case .failure(.forbidden) = RequestPath.decode("/a/../..") else { Issue.record("escaped the root"); return }
     }
+
+    /// Issue 18: large host files go out by sendfile; full bodies, ranges and the request
+    /// pipelined behind them all arrive intact, on both hot-cache settings.
+    @Test(arguments: [true, false]) func largeFilesBySendfile(_ hotCache: Bool) async throws {
+        let root = Self.makeRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var rng = SystemRandomNumberGenerator()
+        let big = (0..<(1 << 20) + 17).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let mid = (0..<20_000).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        _ = FileManager.default.createFile(atPath: root + "/big.bin", contents: Data(big))
+        _ = FileManager.default.createFile(atPath: root + "/mid.bin", contents: Data(mid))
+        let s = try TestServer(cpus: 1, hostRoot: root) { $0.hotCacheEnabled = hotCache }
+        let port = s.port
+        try await blocking { () throws in
+            let c = try RawClient(port: port)
+            c.send("GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\nGET /mid.bin HTTP/1.1\r\nHost: a\r\n\r\n"
+                   + "GET /big.bin HTTP/1.1\r\nHost: a\r\nRange: bytes=100000-899999\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+            let r1 = c.response(), r2 = c.response(), r3 = c.response(), r4 = c.response()
+            #expect(r1?.status == 200 && r1?.body == big)
+            #expect(r2?.status == 200 && r2?.body == mid)
+            #expect(r3?.status == 206 && r3?.body == Array(big[100000...899999]))
+            #expect(r4?.text == "hello a\n")
+        }
+        let sent = s.server.statistics().http.reduce(0) { $0 + $1.bytesSent }
+        #expect(sent > big.count + 800_000 + mid.count)
+        try await s.shutdown()
+    }
 }

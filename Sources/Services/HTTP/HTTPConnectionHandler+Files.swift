@@ -130,6 +130,16 @@ extension HTTPConnectionHandler {
         }
         if head.method == .head || length == 0 { return keepAlive }
 
+        // A body larger than the output buffer, from a host file on a host socket, goes from
+        // the page cache to the socket by sendfile(2), never through user space.
+        if length > Int64(core.outputCapacity), let host = process.hostDescriptor(fd),
+           let sender = conn as? any FileSendingConnection {
+            try await flush()
+            try await sender.sendFile(host, offset: start, count: length, timeout: config.writeTimeout)
+            HTTPCounters.add(counters.bytesSent, Int(length))
+            return keepAlive
+        }
+
         // The body moves from the file system straight into the slab output buffer.
         if start > 0 {
             do { _ = try process.seek(fd, start, from: .set) } catch { return false }
