@@ -277,3 +277,30 @@ import Testing
         #expect(p.waitForExit(timeout: 30) == 0, "\(p.output)")
     }
 }
+
+/// Issue 18: a client that resets the connection in the middle of a large file (sent by
+/// sendfile, which cannot suppress SIGPIPE per call) must not end the server.
+@Suite(.serialized) struct SendfileResetTests {
+    @Test func clientsResettingMidFileDoNotKillTheServer() async throws {
+        let root = makeTempDir("sendfile-reset")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        _ = FileManager.default.createFile(atPath: root + "/big.bin", contents: Data(repeating: 7, count: 8 << 20))
+        _ = FileManager.default.createFile(atPath: root + "/a.txt", contents: Data("alive\n".utf8))
+        guard let (p, port) = try HotCacheFreshnessTests.serve(root, []) else { return }
+        try await blocking { () throws in
+            for _ in 0..<20 {
+                let c = try RawClient(port: port)
+                var small: Int32 = 4096
+                setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+                c.send("GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+                _ = c.fill()
+                var lg = linger(l_onoff: 1, l_linger: 0)
+                setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, socklen_t(MemoryLayout<linger>.size))
+            }  // each client is dropped here: a reset while the server is still sending
+            usleep(200_000)
+            #expect(try HotCacheFreshnessTests.get(port, "/a.txt")?.text == "alive\n", "server gone: \(p.output)")
+        }
+        p.signal(SIGTERM)
+        #expect(p.waitForExit(timeout: 30) == 0, "\(p.output)")
+    }
+}

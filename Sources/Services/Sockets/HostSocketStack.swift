@@ -11,6 +11,8 @@ import LWKT
 /// with a probe socket that does not set it: the probe's bind fails with `EADDRINUSE` when
 /// anything else listens there, as nginx and memcached refuse a second instance.
 ///
+/// SIGPIPE is ignored once a stack exists (see ``init(system:)``).
+///
 /// Deadlines are kept by a reaper thread per CPU that shuts down sockets whose operation
 /// ran past its deadline (which wakes the waiting thread with ``SocketError/timedOut``).
 public final class HostSocketStack: StreamSocketStack, @unchecked Sendable {
@@ -18,8 +20,14 @@ public final class HostSocketStack: StreamSocketStack, @unchecked Sendable {
     public let system: LWKTSystem
     let perCPU: [HostCPUSockets]
 
-    /// A stack for `system`'s CPUs.
+    /// A stack for `system`'s CPUs. It sets SIGPIPE to be ignored (if it still has its
+    /// default action): `sendfile(2)` has no `MSG_NOSIGNAL`, and a client that goes away in
+    /// the middle of a file must not end the process.
     public init(system: LWKTSystem) {
+        var old = sigaction()
+        if sigaction(SIGPIPE, nil, &old) == 0 && old.__sigaction_handler.sa_handler == nil {
+            Glibc.signal(SIGPIPE, SIG_IGN)
+        }
         self.system = system
         perCPU = system.cpus.map { HostCPUSockets(cpu: $0) }
     }
