@@ -20,29 +20,69 @@ import Testing
     /// and the connection still works afterwards.
     @Test func malformedCommands() async throws {
         try await withService { s in
-            let c = try TestClient(port: s.port)
-            let cases: [(String, String)] = [
-                ("\r\n", "ERROR\r\n"),
-                ("bogus\r\n", "ERROR\r\n"),
-                ("get\r\n", "ERROR\r\n"),
-                ("set\r\n", "ERROR\r\n"),
-                ("set k x 0 1\r\n", "CLIENT_ERROR bad command line format\r\n"),
-                ("set k 0 0 -5\r\n", "CLIENT_ERROR bad command line format\r\n"),
-                ("set k 0 0 99999999999999999999\r\n", "CLIENT_ERROR bad command line format\r\n"),
-                ("set k 0 0 1\r\nxyz\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\n"),
-                ("incr k -1\r\n", "CLIENT_ERROR invalid numeric delta argument\r\n"),
-                ("touch k abc\r\n", "CLIENT_ERROR invalid exptime argument\r\n"),
-                ("delete k 7\r\n", "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"),
-                ("mg k !\r\n", "CLIENT_ERROR invalid flag\r\n"),
-                ("ms k zz\r\n", "CLIENT_ERROR bad command line format\r\n"),
-                ("ma k Dx\r\n", "CLIENT_ERROR bad token in command line format\r\n"),
-                ("\u{0}\u{1}\u{2}\r\n", "ERROR\r\n"),
-                ("get " + String(repeating: "k", count: 251) + "\r\n", "CLIENT_ERROR bad command line format\r\n"),
+            // (input, reply, whether the connection then closes: a refused storage line
+            // whose value memcached would run as commands)
+            let cases: [(String, String, Bool)] = [
+                ("\r\n", "ERROR\r\n", false),
+                ("bogus\r\n", "ERROR\r\n", false),
+                ("get\r\n", "ERROR\r\n", false),
+                ("set\r\n", "ERROR\r\n", true),
+                ("set k x 0 1\r\n", "CLIENT_ERROR bad command line format\r\n", true),
+                ("set k 0 0 -5\r\n", "CLIENT_ERROR bad command line format\r\n", true),
+                ("set k 0 0 99999999999999999999\r\n", "CLIENT_ERROR bad command line format\r\n", true),
+                ("set k 0 0 1\r\nxyz\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\n", false),
+                ("incr k -1\r\n", "CLIENT_ERROR invalid numeric delta argument\r\n", false),
+                ("touch k abc\r\n", "CLIENT_ERROR invalid exptime argument\r\n", false),
+                ("delete k 7\r\n", "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n", false),
+                ("mg k !\r\n", "CLIENT_ERROR invalid flag\r\n", false),
+                ("ms k zz\r\n", "CLIENT_ERROR bad command line format\r\n", true),
+                ("ma k Dx\r\n", "CLIENT_ERROR invalid or duplicate flag\r\n", false),
+                ("mg k Dx\r\n", "CLIENT_ERROR invalid numeric delta value\r\n", false),
+                ("\u{0}\u{1}\u{2}\r\n", "ERROR\r\n", false),
+                ("get " + String(repeating: "k", count: 251) + "\r\n", "CLIENT_ERROR bad command line format\r\n", false),
             ]
-            for (input, expected) in cases {
-                #expect(c.roundTrip(input) == expected, "input \(input.debugDescription)")
+            for (input, expected, closes) in cases {
+                let c = try TestClient(port: s.port)
+                if closes {
+                    c.send(input + "mn\r\n")
+                    #expect(c.read(until: "never") == expected, "input \(input.debugDescription)")
+                } else {
+                    #expect(c.roundTrip(input) == expected, "input \(input.debugDescription)")
+                }
             }
+            let c = try TestClient(port: s.port)
             #expect(c.roundTrip("set ok 0 0 2\r\nok\r\nget ok\r\n") == "STORED\r\nVALUE ok 0 2\r\nok\r\nEND\r\n")
+        }
+    }
+
+    /// Issue 11 item 5: a refused `ms` swallows its data block, so a value can never run as
+    /// commands (before the fix `flush_all` and `delete victim` here ran).
+    @Test func refusedStorageNeverRunsItsValue() async throws {
+        try await withService { s in
+            let c = try TestClient(port: s.port)
+            #expect(c.roundTrip("set victim 0 0 1\r\nx\r\n") == "STORED\r\n")
+            #expect(c.roundTrip("ms k 9 E999\r\nflush_all\r\nget victim\r\n") == "CLIENT_ERROR invalid flag\r\nVALUE victim 0 1\r\nx\r\nEND\r\n")
+            #expect(c.roundTrip("ms Zm9v 13 b\r\ndelete victim\r\nget victim\r\n") == "HD\r\nVALUE victim 0 1\r\nx\r\nEND\r\n")
+            #expect(c.roundTrip("mg foo v\r\n") == "VA 13\r\ndelete victim\r\n")
+            #expect(c.roundTrip("ms k 9 MX\r\nflush_all\r\nms k 2000000\r\n" + String(repeating: "flush_all\r\n", count: 181_818) + "xx\r\nget victim\r\n")
+                    == "CLIENT_ERROR invalid mode for ms M token\r\nSERVER_ERROR object too large for cache\r\nVALUE victim 0 1\r\nx\r\nEND\r\n")
+            // A storage line memcached would not read the value of: reply, then close.
+            c.send("set k x 0 11\r\nflush_all\r\n")
+            #expect(c.read(until: "never") == "CLIENT_ERROR bad command line format\r\n")
+            let d = try TestClient(port: s.port)
+            #expect(d.roundTrip("get victim\r\n") == "VALUE victim 0 1\r\nx\r\nEND\r\n")
+        }
+    }
+
+    /// Issue 11 item 6: a binary-protocol request is not left hanging: the connection closes.
+    @Test func binaryProtocolRequestCloses() async throws {
+        try await withService { s in
+            let c = try TestClient(port: s.port, timeoutSeconds: 5)
+            // A binary GET of "k": magic 0x80, opcode 0, key length 1, body length 1.
+            c.send([0x80, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, UInt8(ascii: "k")])
+            var b = [UInt8](repeating: 0, count: 16)
+            let n = b.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, 16, 0) }
+            #expect(n == 0, "expected the server to close; got \(n) bytes")
         }
     }
 

@@ -21,13 +21,7 @@ final class MemcachedSession {
     var needTotal = 0
     /// Bytes of a rejected value still to discard.
     var swallow = 0
-
-    static let maxTokens = 24
-    static let maxKeyLength = 250
-    static let maxLine = 256 * 1024
-    let tokStart: UnsafeMutablePointer<Int>
-    let tokLen: UnsafeMutablePointer<Int>
-    var ntok = 0
+    let parser: MemcachedCommandParser
 
     var keys: UnsafeMutablePointer<KeyRef>
     var keyCapacity = 64
@@ -41,16 +35,13 @@ final class MemcachedSession {
         self.store = service.stores[cpu]
         self.cpuCount = service.stores.count
         input = malloc(16 * 1024) ?? UnsafeMutableRawPointer.allocate(byteCount: 16 * 1024, alignment: 16)
-        tokStart = .allocate(capacity: MemcachedSession.maxTokens)
-        tokLen = .allocate(capacity: MemcachedSession.maxTokens)
+        parser = MemcachedCommandParser(maxItemSize: service.maxValueSize)
         keys = .allocate(capacity: 64)
         requests = Array(repeating: nil, count: service.stores.count)
     }
 
     deinit {
         free(input)
-        tokStart.deallocate()
-        tokLen.deallocate()
         keys.deallocate()
     }
 
@@ -119,141 +110,52 @@ final class MemcachedSession {
             }
             let avail = wpos - rpos
             if avail == 0 { needTotal = 0; return true }
-            guard let nlp = memchr(input + rpos, 0x0A, avail) else {
-                if avail > MemcachedSession.maxLine {
-                    out.append("CLIENT_ERROR line too long\r\n")
-                    return false
-                }
-                needTotal = 0
+            switch parser.parse(input + rpos, count: avail, now: now) {
+            case .incomplete(let need):
+                needTotal = need
                 return true
-            }
-            let nl = nlp - input
-            var end = nl
-            if end > rpos && input.load(fromByteOffset: end - 1, as: UInt8.self) == 0x0D { end -= 1 }
-            let next = nl + 1
-            tokenize(rpos, end)
-            if ntok == 0 {
-                out.append("ERROR\r\n")
-                rpos = next
-                continue
-            }
-            switch await dispatch(lineStart: rpos, lineEnd: end, next: next, now: now) {
-            case .consumed(let to): rpos = to
-            case .needMore(let total): needTotal = total; return true
-            case .close: return false
+            case .error(let reply, let consumed, let close):
+                out.append(reply)
+                consume(consumed)
+                if close { return false }
+            case .command(let command, let consumed):
+                let keepOpen = await execute(command, now: now)
+                consume(consumed)
+                if !keepOpen { return false }
             }
         }
     }
 
-    enum Outcome { case consumed(Int), needMore(Int), close }
+    /// Drops `n` bytes of input; what has not arrived yet is discarded as it comes.
+    @inline(__always) func consume(_ n: Int) {
+        let k = min(n, wpos - rpos)
+        rpos += k
+        swallow = n - k
+    }
 
-    // MARK: - Tokens
-
-    func tokenize(_ start: Int, _ end: Int) {
-        ntok = 0
-        var i = start
-        while i < end && ntok < MemcachedSession.maxTokens {
-            while i < end && input.load(fromByteOffset: i, as: UInt8.self) == 0x20 { i += 1 }
-            if i >= end { break }
-            let s = i
-            while i < end && input.load(fromByteOffset: i, as: UInt8.self) != 0x20 { i += 1 }
-            tokStart[ntok] = s
-            tokLen[ntok] = i - s
-            ntok += 1
+    /// Runs one parsed command. Returns false for `quit`.
+    func execute(_ command: MemcachedCommand, now: Int64) async -> Bool {
+        switch command {
+        case .key(var op):
+            await run(&op)
+        case .retrieve(let op, let keys):
+            await retrieve(op, keys: keys)
+        case .flushAll(let delay, let noreply):
+            await flushAll(delay: delay, noreply: noreply, now: now)
+        case .stats(let args):
+            await stats(args, now: now)
+        case .version:
+            out.append("VERSION ")
+            out.append(string: MemcachedService.version)
+            out.appendCRLF()
+        case .verbosity(let noreply):
+            if !noreply { out.append("OK\r\n") }
+        case .noop:
+            out.append("MN\r\n")
+        case .quit:
+            return false
         }
-    }
-
-    @inline(__always) func tok(_ i: Int) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(start: input + tokStart[i], count: tokLen[i])
-    }
-
-    @inline(__always) func tokIs(_ i: Int, _ s: StaticString) -> Bool {
-        tokLen[i] == s.utf8CodeUnitCount && memcmpBytes(input + tokStart[i], s.utf8Start, tokLen[i])
-    }
-
-    func parseInt64(_ b: UnsafeRawBufferPointer) -> Int64? {
-        guard b.count > 0 else { return nil }
-        if b[0] == 0x2D {
-            guard let v = parseUInt64(UnsafeRawBufferPointer(rebasing: b[1...])), v <= UInt64(Int64.max) else { return nil }
-            return -Int64(v)
-        }
-        guard let v = parseUInt64(b), v <= UInt64(Int64.max) else { return nil }
-        return Int64(v)
-    }
-
-    func parseExptime(_ i: Int) -> Int64? {
-        guard let v = parseInt64(tok(i)), v >= Int64(Int32.min), v <= Int64(Int32.max) else { return nil }
-        return v
-    }
-
-    // MARK: - Dispatch
-
-    func dispatch(lineStart: Int, lineEnd: Int, next: Int, now: Int64) async -> Outcome {
-        let c0 = input.load(fromByteOffset: tokStart[0], as: UInt8.self)
-        switch c0 {
-        case UInt8(ascii: "g"):
-            if tokIs(0, "get") { return await retrieve(.get, keysFrom: 1, exptime: 0, lineEnd: lineEnd, next: next, now: now) }
-            if tokIs(0, "gets") { return await retrieve(.gets, keysFrom: 1, exptime: 0, lineEnd: lineEnd, next: next, now: now) }
-            if tokIs(0, "gat") || tokIs(0, "gats") {
-                guard ntok >= 3 else { return error(next) }
-                guard let e = parseExptime(1) else { return clientError("CLIENT_ERROR invalid exptime argument\r\n", next) }
-                return await retrieve(tokIs(0, "gat") ? .gat : .gats, keysFrom: 2, exptime: absoluteExpiry(e, now: now),
-                                      lineEnd: lineEnd, next: next, now: now)
-            }
-        case UInt8(ascii: "s"):
-            if tokIs(0, "set") { return await update(.set, next: next, now: now) }
-            if tokIs(0, "stats") { await stats(now: now); return .consumed(next) }
-        case UInt8(ascii: "a"):
-            if tokIs(0, "add") { return await update(.add, next: next, now: now) }
-            if tokIs(0, "append") { return await update(.append, next: next, now: now) }
-        case UInt8(ascii: "r"):
-            if tokIs(0, "replace") { return await update(.replace, next: next, now: now) }
-        case UInt8(ascii: "p"):
-            if tokIs(0, "prepend") { return await update(.prepend, next: next, now: now) }
-        case UInt8(ascii: "c"):
-            if tokIs(0, "cas") { return await update(.cas, next: next, now: now) }
-        case UInt8(ascii: "d"):
-            if tokIs(0, "delete") { return await delete(next: next, now: now) }
-            if tokIs(0, "decr") { return await arithmetic(incr: false, next: next, now: now) }
-        case UInt8(ascii: "i"):
-            if tokIs(0, "incr") { return await arithmetic(incr: true, next: next, now: now) }
-        case UInt8(ascii: "t"):
-            if tokIs(0, "touch") { return await touch(next: next, now: now) }
-        case UInt8(ascii: "m"):
-            if tokIs(0, "mg") { return await meta(.metaGet, lineEnd: lineEnd, next: next, now: now) }
-            if tokIs(0, "ms") { return await meta(.metaSet, lineEnd: lineEnd, next: next, now: now) }
-            if tokIs(0, "md") { return await meta(.metaDelete, lineEnd: lineEnd, next: next, now: now) }
-            if tokIs(0, "ma") { return await meta(.metaArithmetic, lineEnd: lineEnd, next: next, now: now) }
-            if tokIs(0, "mn") { out.append("MN\r\n"); return .consumed(next) }
-        case UInt8(ascii: "f"):
-            if tokIs(0, "flush_all") { return await flushAll(next: next, now: now) }
-        case UInt8(ascii: "v"):
-            if tokIs(0, "version") {
-                out.append("VERSION ")
-                out.append(string: MemcachedService.version)
-                out.appendCRLF()
-                return .consumed(next)
-            }
-            if tokIs(0, "verbosity") {
-                guard ntok >= 2 && ntok <= 3 else { return error(next) }
-                if !tokIs(ntok - 1, "noreply") { out.append("OK\r\n") }
-                return .consumed(next)
-            }
-        case UInt8(ascii: "q"):
-            if tokIs(0, "quit") { return .close }
-        default: break
-        }
-        return error(next)
-    }
-
-    @inline(__always) func error(_ next: Int) -> Outcome {
-        out.append("ERROR\r\n")
-        return .consumed(next)
-    }
-
-    @inline(__always) func clientError(_ s: StaticString, _ next: Int) -> Outcome {
-        out.append(s)
-        return .consumed(next)
+        return true
     }
 
     // MARK: - Routing
@@ -276,19 +178,19 @@ final class MemcachedSession {
 
     // MARK: - Retrieval
 
-    func retrieve(_ kind: OpKind, keysFrom first: Int, exptime: Int64, lineEnd: Int, next: Int, now: Int64) async -> Outcome {
-        guard ntok > first else { return error(next) }
+    func retrieve(_ template: KeyOp, keys text: UnsafeRawBufferPointer) async {
         // Collect every key of the line (there may be more than the token table holds).
         keyCount = 0
-        var i = tokStart[first]
         var mixed = false
-        while i < lineEnd {
-            while i < lineEnd && input.load(fromByteOffset: i, as: UInt8.self) == 0x20 { i += 1 }
-            if i >= lineEnd { break }
+        let base = UnsafeMutableRawPointer(mutating: text.baseAddress.unsafelyUnwrapped)
+        let end = text.count
+        var i = 0
+        while i < end {
+            while i < end && base.load(fromByteOffset: i, as: UInt8.self) == 0x20 { i += 1 }
+            if i >= end { break }
             let s = i
-            while i < lineEnd && input.load(fromByteOffset: i, as: UInt8.self) != 0x20 { i += 1 }
+            while i < end && base.load(fromByteOffset: i, as: UInt8.self) != 0x20 { i += 1 }
             let n = i - s
-            if n > MemcachedSession.maxKeyLength { return clientError("CLIENT_ERROR bad command line format\r\n", next) }
             if keyCount == keyCapacity {
                 let nk = UnsafeMutablePointer<KeyRef>.allocate(capacity: keyCapacity * 2)
                 nk.moveInitialize(from: keys, count: keyCount)
@@ -296,16 +198,13 @@ final class MemcachedSession {
                 keys = nk
                 keyCapacity *= 2
             }
-            let h = keyHash(input + s, n)
+            let h = keyHash(base + s, n)
             let o = service.owner(h)
             if o != cpu { mixed = true }
-            (keys + keyCount).initialize(to: KeyRef(start: input + s, length: n, hash: h, owner: o))
+            (keys + keyCount).initialize(to: KeyRef(start: base + s, length: n, hash: h, owner: o))
             keyCount += 1
         }
-        var op = KeyOp()
-        op.kind = kind
-        op.expiry = exptime
-        op.now = now
+        var op = template
         if keyCount == 1 || !mixed {
             for k in 0..<keyCount {
                 op.key = UnsafeRawPointer(keys[k].start)
@@ -317,7 +216,6 @@ final class MemcachedSession {
             await multiGet(&op)
         }
         out.append("END\r\n")
-        return .consumed(next)
     }
 
     /// A get of keys owned by several CPUs: one message per remote owner carrying all its
@@ -359,206 +257,9 @@ final class MemcachedSession {
         for o in 0..<cpuCount where o != cpu { requests[o]?.scratch.trim(limit: 256 * 1024) }
     }
 
-    // MARK: - Storage
-
-    func update(_ kind: OpKind, next: Int, now: Int64) async -> Outcome {
-        let isCAS = kind == .cas
-        let base = isCAS ? 6 : 5
-        guard ntok == base || ntok == base + 1 else { return error(next) }
-        let noreply = tokIs(ntok - 1, "noreply") && ntok == base + 1
-        guard tokLen[1] <= MemcachedSession.maxKeyLength,
-              let fl = parseUInt64(tok(2)),
-              let ex = parseExptime(3),
-              let vlen = parseInt64(tok(4)), vlen >= 0, vlen <= Int64(Int32.max) - 2
-        else { return clientError("CLIENT_ERROR bad command line format\r\n", next) }
-        var casValue: UInt64 = 0
-        if isCAS {
-            guard let c = parseUInt64(tok(5)) else { return clientError("CLIENT_ERROR bad command line format\r\n", next) }
-            casValue = c
-        }
-        let n = Int(vlen)
-        if n > service.maxValueSize {
-            if !noreply { out.append("SERVER_ERROR object too large for cache\r\n") }
-            swallow = n + 2
-            return .consumed(next)
-        }
-        if wpos - next < n + 2 { return .needMore(next - rpos + n + 2) }
-        let dataEnd = next + n
-        if input.load(fromByteOffset: dataEnd, as: UInt8.self) != 0x0D || input.load(fromByteOffset: dataEnd + 1, as: UInt8.self) != 0x0A {
-            out.append("CLIENT_ERROR bad data chunk\r\n")
-            return .consumed(dataEnd + 2)
-        }
-        var op = KeyOp()
-        op.kind = kind
-        op.key = UnsafeRawPointer(input + tokStart[1])
-        op.keyLength = tokLen[1]
-        op.hash = keyHash(input + tokStart[1], tokLen[1])
-        op.flags = UInt32(truncatingIfNeeded: fl)
-        op.expiry = absoluteExpiry(ex, now: now)
-        op.value = UnsafeRawPointer(input + next)
-        op.valueLength = n
-        op.cas = casValue
-        op.noreply = noreply
-        op.now = now
-        await run(&op)
-        return .consumed(dataEnd + 2)
-    }
-
-    // MARK: - Other key commands
-
-    func keyOp(_ kind: OpKind, now: Int64) -> KeyOp {
-        var op = KeyOp()
-        op.kind = kind
-        op.key = UnsafeRawPointer(input + tokStart[1])
-        op.keyLength = tokLen[1]
-        op.hash = keyHash(input + tokStart[1], tokLen[1])
-        op.now = now
-        return op
-    }
-
-    func delete(next: Int, now: Int64) async -> Outcome {
-        guard ntok >= 2 && ntok <= 4 else { return error(next) }
-        if ntok > 2 {
-            let holdZero = tokIs(2, "0")
-            let noreply = tokIs(ntok - 1, "noreply")
-            let ok = (ntok == 3 && (holdZero || noreply)) || (ntok == 4 && holdZero && noreply)
-            if !ok { return clientError("CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n", next) }
-        }
-        guard tokLen[1] <= MemcachedSession.maxKeyLength else { return clientError("CLIENT_ERROR bad command line format\r\n", next) }
-        var op = keyOp(.delete, now: now)
-        op.noreply = ntok > 2 && tokIs(ntok - 1, "noreply")
-        await run(&op)
-        return .consumed(next)
-    }
-
-    func arithmetic(incr: Bool, next: Int, now: Int64) async -> Outcome {
-        guard ntok == 3 || ntok == 4 else { return error(next) }
-        guard tokLen[1] <= MemcachedSession.maxKeyLength else { return clientError("CLIENT_ERROR bad command line format\r\n", next) }
-        guard let d = parseUInt64(tok(2)) else { return clientError("CLIENT_ERROR invalid numeric delta argument\r\n", next) }
-        var op = keyOp(incr ? .incr : .decr, now: now)
-        op.delta = d
-        op.noreply = ntok == 4 && tokIs(3, "noreply")
-        await run(&op)
-        return .consumed(next)
-    }
-
-    func touch(next: Int, now: Int64) async -> Outcome {
-        guard ntok == 3 || ntok == 4 else { return error(next) }
-        guard tokLen[1] <= MemcachedSession.maxKeyLength else { return clientError("CLIENT_ERROR bad command line format\r\n", next) }
-        guard let e = parseExptime(2) else { return clientError("CLIENT_ERROR invalid exptime argument\r\n", next) }
-        var op = keyOp(.touch, now: now)
-        op.expiry = absoluteExpiry(e, now: now)
-        op.noreply = ntok == 4 && tokIs(3, "noreply")
-        await run(&op)
-        return .consumed(next)
-    }
-
-    // MARK: - Meta commands
-
-    func meta(_ kind: OpKind, lineEnd: Int, next: Int, now: Int64) async -> Outcome {
-        guard ntok >= 2 else { return error(next) }
-        guard tokLen[1] <= MemcachedSession.maxKeyLength else { return clientError("CLIENT_ERROR bad command line format\r\n", next) }
-        var op = keyOp(kind, now: now)
-        var firstFlag = 2
-        var dataLength = 0
-        if kind == .metaSet {
-            guard ntok >= 3, let v = parseInt64(tok(2)), v >= 0, v <= Int64(Int32.max) - 2 else {
-                return clientError("CLIENT_ERROR bad command line format\r\n", next)
-            }
-            dataLength = Int(v)
-            firstFlag = 3
-        }
-        var m = MetaFlags()
-        if ntok > firstFlag {
-            m.text = UnsafeRawPointer(input + tokStart[firstFlag])
-            m.textLength = lineEnd - tokStart[firstFlag]
-        }
-        // Parse the flags (scan the whole line: there may be more than the token table).
-        var i = ntok > firstFlag ? tokStart[firstFlag] : lineEnd
-        var badMode = false
-        while i < lineEnd {
-            while i < lineEnd && input.load(fromByteOffset: i, as: UInt8.self) == 0x20 { i += 1 }
-            if i >= lineEnd { break }
-            let s = i
-            while i < lineEnd && input.load(fromByteOffset: i, as: UInt8.self) != 0x20 { i += 1 }
-            let c = input.load(fromByteOffset: s, as: UInt8.self)
-            let arg = UnsafeRawBufferPointer(start: input + s + 1, count: i - s - 1)
-            let allowed: StaticString
-            switch kind {
-            case .metaGet: allowed = "bcfhklOqstuvENRT"
-            case .metaSet: allowed = "bcCFIkOqsSTM"
-            case .metaDelete: allowed = "bCIkOqTx"
-            default: allowed = "bCNJDTMOqtckv"
-            }
-            var ok = false
-            var j = 0
-            while j < allowed.utf8CodeUnitCount { if allowed.utf8Start[j] == c { ok = true; break }; j += 1 }
-            if !ok || c == UInt8(ascii: "b") || (kind == .metaSet && c == UInt8(ascii: "S")) {
-                if kind == .metaSet { return clientError("CLIENT_ERROR bad command line format\r\n", next) }
-                return clientError("CLIENT_ERROR invalid flag\r\n", next)
-            }
-            m.present |= MetaFlags.bit(c)
-            switch c {
-            case UInt8(ascii: "T"), UInt8(ascii: "N"):
-                guard let v = parseInt64(arg) else { return clientError("CLIENT_ERROR bad token in command line format\r\n", next) }
-                if c == UInt8(ascii: "T") { m.ttl = v } else { m.vivifyTTL = v }
-            case UInt8(ascii: "C"), UInt8(ascii: "J"), UInt8(ascii: "D"):
-                guard let v = parseUInt64(arg) else { return clientError("CLIENT_ERROR bad token in command line format\r\n", next) }
-                if c == UInt8(ascii: "C") { m.cas = v } else if c == UInt8(ascii: "J") { m.initial = v } else { m.delta = v }
-            case UInt8(ascii: "F"):
-                guard let v = parseUInt64(arg), v <= UInt64(UInt32.max) else { return clientError("CLIENT_ERROR bad token in command line format\r\n", next) }
-                m.clientFlags = UInt32(v)
-            case UInt8(ascii: "M"):
-                m.mode = arg.count == 1 ? arg[0] : 0
-                let valid: StaticString = kind == .metaSet ? "EeAaPpRrSs" : "IiDd+-"
-                var found = false
-                var k = 0
-                while k < valid.utf8CodeUnitCount { if valid.utf8Start[k] == m.mode { found = true; break }; k += 1 }
-                if !found { badMode = true }
-            default: break
-            }
-        }
-        if kind == .metaSet {
-            if dataLength > service.maxValueSize {
-                out.append("SERVER_ERROR object too large for cache\r\n")
-                swallow = dataLength + 2
-                return .consumed(next)
-            }
-            if wpos - next < dataLength + 2 { return .needMore(next - rpos + dataLength + 2) }
-            let dataEnd = next + dataLength
-            if badMode {
-                out.append("CLIENT_ERROR invalid mode for ms M token\r\n")
-                return .consumed(dataEnd + 2)
-            }
-            if input.load(fromByteOffset: dataEnd, as: UInt8.self) != 0x0D || input.load(fromByteOffset: dataEnd + 1, as: UInt8.self) != 0x0A {
-                out.append("CLIENT_ERROR bad data chunk\r\n")
-                return .consumed(dataEnd + 2)
-            }
-            op.value = UnsafeRawPointer(input + next)
-            op.valueLength = dataLength
-            op.meta = m
-            await run(&op)
-            return .consumed(dataEnd + 2)
-        }
-        if badMode { return clientError("CLIENT_ERROR invalid mode for ma M token\r\n", next) }
-        op.meta = m
-        await run(&op)
-        return .consumed(next)
-    }
-
     // MARK: - Whole-cache commands
 
-    func flushAll(next: Int, now: Int64) async -> Outcome {
-        guard ntok <= 3 else { return error(next) }
-        let noreply = ntok > 1 && tokIs(ntok - 1, "noreply")
-        var delay: Int64 = 0
-        if ntok - (noreply ? 1 : 0) == 2 {
-            guard let e = parseExptime(1) else { return clientError("CLIENT_ERROR invalid exptime argument\r\n", next) }
-            if e > 0 {
-                let abs = absoluteExpiry(e, now: now)
-                delay = max(0, abs - now)
-            }
-        }
+    func flushAll(delay: Int64, noreply: Bool, now: Int64) async {
         for o in 0..<cpuCount {
             if o == cpu {
                 store.flush(delay: delay, now: now)
@@ -571,7 +272,6 @@ final class MemcachedSession {
             }
         }
         if !noreply { out.append("OK\r\n") }
-        return .consumed(next)
     }
 
     /// Collects every shard's counters and tables, each copied on its own CPU.
@@ -587,8 +287,9 @@ final class MemcachedSession {
         return all
     }
 
-    func stats(now: Int64) async {
-        let sub = ntok > 1 ? String(decoding: tok(1), as: UTF8.self) : ""
+    func stats(_ args: UnsafeRawBufferPointer, now: Int64) async {
+        let words = String(decoding: args, as: UTF8.self).split(separator: " ").map(String.init)
+        let sub = words.first ?? ""
         switch sub {
         case "":
             let all = await gather(now: now)

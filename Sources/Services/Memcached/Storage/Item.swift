@@ -55,7 +55,8 @@ struct Item: Equatable {
         get { Int(raw.load(fromByteOffset: 64, as: UInt16.self)) }
         nonmutating set { raw.storeBytes(of: UInt16(truncatingIfNeeded: newValue), toByteOffset: 64, as: UInt16.self) }
     }
-    /// Bit 0: fetched since stored. Bit 1: stale (meta invalidation).
+    /// Bit 0: fetched since stored. Bit 1: stale (meta invalidation). Bit 2: a win token
+    /// was sent (meta `W`). Bit 3: the key is binary (stored with the meta `b` flag).
     @inline(__always) var itemFlags: UInt16 {
         get { raw.load(fromByteOffset: 66, as: UInt16.self) }
         nonmutating set { raw.storeBytes(of: newValue, toByteOffset: 66, as: UInt16.self) }
@@ -70,6 +71,21 @@ struct Item: Equatable {
     @inline(__always) var fetched: Bool {
         get { itemFlags & 1 != 0 }
         nonmutating set { itemFlags = newValue ? itemFlags | 1 : itemFlags & ~1 }
+    }
+
+    @inline(__always) var stale: Bool {
+        get { itemFlags & 2 != 0 }
+        nonmutating set { itemFlags = newValue ? itemFlags | 2 : itemFlags & ~2 }
+    }
+
+    @inline(__always) var tokenSent: Bool {
+        get { itemFlags & 4 != 0 }
+        nonmutating set { itemFlags = newValue ? itemFlags | 4 : itemFlags & ~4 }
+    }
+
+    @inline(__always) var binaryKey: Bool {
+        get { itemFlags & 8 != 0 }
+        nonmutating set { itemFlags = newValue ? itemFlags | 8 : itemFlags & ~8 }
     }
 
     @inline(__always) func keyEquals(_ k: UnsafeRawPointer, _ n: Int) -> Bool {

@@ -221,18 +221,23 @@ final class ItemStore: @unchecked Sendable {
     /// mode when non-zero, as the meta commands do). Returns the result and the new CAS.
     func store(mode: StoreMode, key: UnsafeRawPointer, keyLength: Int, hash: UInt64,
                flags: UInt32, expiry: Int64, value: UnsafeRawPointer, valueLength: Int,
-               casIn: UInt64, now: Int64) -> (StoreResult, UInt64) {
+               casIn: UInt64, now: Int64, binaryKey: Bool = false, allowStale: Bool = false) -> (StoreResult, UInt64) {
         counters.cmdSet += 1
-        if Item.totalSize(keyLength: keyLength, valueLength: valueLength) > maxItemSize + Item.headerSize + 250 {
-            return (.tooLarge, 0)
-        }
         let old = find(key, keyLength, hash: hash, now: now)
+        // meta `I` with an older CAS: replace the value but keep it stale (memcached's
+        // set_stale), with the old TTL and win-token state.
+        var storeStale = false
+        var keepTokenSent = false
         switch mode {
         case .add: if old != nil { if let old { bump(old, now: now) }; return (.notStored, 0) }
         case .replace, .append, .prepend: if old == nil { return (.notStored, 0) }
         case .cas:
             guard let old else { counters.casMisses += 1; return (.notFound, 0) }
-            if old.cas != casIn { counters.casBadval += 1; return (.exists, 0) }
+            if old.cas != casIn {
+                guard allowStale && casIn != 0 && casIn < old.cas else { counters.casBadval += 1; return (.exists, 0) }
+                storeStale = true
+                keepTokenSent = old.tokenSent
+            }
             counters.casHits += 1
         case .set: break
         }
@@ -242,8 +247,9 @@ final class ItemStore: @unchecked Sendable {
         }
         var total = valueLength
         if mode == .append || mode == .prepend, let old { total += old.valueLength }
-        if Item.totalSize(keyLength: keyLength, valueLength: total) > maxItemSize + Item.headerSize + 250 {
-            return (.tooLarge, 0)
+        if MemcachedCommandParser.itemSize(keyLength: keyLength, valueLength: total, flags: old?.flags ?? flags) > maxItemSize {
+            // memcached cannot allocate the joined item and answers NOT_STORED.
+            return (mode == .append || mode == .prepend ? .notStored : .tooLarge, 0)
         }
         // Keep the old item out of eviction's way while allocating the new one.
         if let old { unlinkLRU(old); linkLRUHead(old) }
@@ -272,8 +278,10 @@ final class ItemStore: @unchecked Sendable {
         } else {
             it.value.copyMemory(from: value, byteCount: valueLength)
             it.flags = flags
-            it.expiry = expiry
+            it.expiry = storeStale ? (current?.expiry ?? expiry) : expiry
         }
+        it.binaryKey = binaryKey
+        if storeStale { it.stale = true; it.tokenSent = keepTokenSent }
         link(it, replacing: current, now: now)
         return (.stored, it.cas)
     }
@@ -302,7 +310,7 @@ final class ItemStore: @unchecked Sendable {
             return .notFound
         }
         if casIn != 0 && it.cas != casIn { return .exists }
-        guard let cur = parseUInt64(UnsafeRawBufferPointer(start: it.value, count: it.valueLength), allowTrailingSpace: true) else {
+        guard it.valueLength > 0, let cur = parseStoredNumber(UnsafeRawBufferPointer(start: it.value, count: it.valueLength)) else {
             return .nonNumeric
         }
         let v: UInt64
@@ -383,6 +391,36 @@ func parseUInt64(_ b: UnsafeRawBufferPointer, allowTrailingSpace: Bool = false) 
         guard allowTrailingSpace else { return nil }
         while i < n { if b[i] != 0x20 { return nil }; i += 1 }
     }
+    return v
+}
+
+/// memcached's reading of a stored value for incr/decr (`strtoull` then its checks):
+/// leading white space and a sign are allowed, the number must be followed by white space
+/// or the end of the value, and a negative number is refused only when it looks negative
+/// as a signed 64-bit value.
+func parseStoredNumber(_ b: UnsafeRawBufferPointer) -> UInt64? {
+    @inline(__always) func isSpace(_ c: UInt8) -> Bool { c == 0x20 || (c >= 0x09 && c <= 0x0D) }
+    let n = b.count
+    var i = 0
+    while i < n && isSpace(b[i]) { i += 1 }
+    var negative = false
+    if i < n && (b[i] == 0x2B || b[i] == 0x2D) { negative = b[i] == 0x2D; i += 1 }
+    let digitsStart = i
+    var v: UInt64 = 0
+    while i < n, b[i] >= 0x30 && b[i] <= 0x39 {
+        let (m, o1) = v.multipliedReportingOverflow(by: 10)
+        let (a, o2) = m.addingReportingOverflow(UInt64(b[i] - 0x30))
+        if o1 || o2 { return nil }
+        v = a
+        i += 1
+    }
+    // strtoull's end pointer: after the digits, or the very start when there were none.
+    let endIndex = i == digitsStart ? 0 : i
+    // The stored value is followed by CR LF in memcached, which counts as white space.
+    guard endIndex == n || isSpace(b[endIndex]) else { return nil }
+    if i == digitsStart { return 0 }
+    if negative { v = 0 &- v }
+    if Int64(bitPattern: v) < 0 && negative { return nil }
     return v
 }
 
