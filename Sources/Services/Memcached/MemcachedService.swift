@@ -34,9 +34,19 @@ public final class MemcachedService: @unchecked Sendable {
     let threads = Mutex<[ObjectIdentifier: LWKTThread]>([:])
     let stopping = Atomic<Bool>(false)
     let counterCache = Mutex<[[String: Int]]>([])
+    /// memcached's `-c`: connections beyond it are answered with an error and closed.
+    public let maxConnections: Int
+    let openConnections = Atomic<Int>(0)
+    let rejectedConnections = Atomic<Int>(0)
+    let connectionIDs = Atomic<Int>(0)
+    let detail = DetailSwitch()
 
-    init(system: LWKTSystem, address: String, memoryLimit: Int, maxValueSize: Int) {
+    /// A fresh id for `stats conns`.
+    func nextConnectionID() -> Int { connectionIDs.add(1, ordering: .relaxed).newValue }
+
+    init(system: LWKTSystem, address: String, memoryLimit: Int, maxValueSize: Int, maxConnections: Int = 1024) {
         self.system = system
+        self.maxConnections = maxConnections
         self.address = address
         self.memoryLimit = memoryLimit
         self.maxValueSize = maxValueSize
@@ -47,7 +57,8 @@ public final class MemcachedService: @unchecked Sendable {
         var s: [ItemStore] = []
         var p: [Port] = []
         for i in 0..<n {
-            let store = ItemStore(cpuID: i, cpuCount: n, slab: slab, type: type, limit: perCPU, maxItemSize: maxValueSize)
+            let store = ItemStore(cpuID: i, cpuCount: n, slab: slab, type: type, limit: perCPU, maxItemSize: maxValueSize,
+                                  detail: detail)
             s.append(store)
             p.append(Port.function(name: "memcached-shard\(i)", on: system.cpus[i]) { msg in
                 let req = unsafeDowncast(msg, to: ShardRequest.self)
@@ -69,10 +80,14 @@ public final class MemcachedService: @unchecked Sendable {
     ///   - address: an IPv4 address to listen on, such as `127.0.0.1`.
     ///   - port: the TCP port; 0 picks a free one (read it back from ``port``).
     ///   - memoryLimit: bytes of items to keep before evicting (memcached's `-m`).
-    ///   - maxValueSize: the largest value accepted (memcached's `-I`, 1 MiB by default).
+    ///   - maxValueSize: the largest item (memcached's `-I`, 1 MiB by default), counted as
+    ///     memcached counts it: header, CAS, key, flags and value.
+    ///   - maxConnections: memcached's `-c` (1024 by default).
     public static func start(system: LWKTSystem, address: String = "127.0.0.1", port: UInt16 = 11211,
-                             memoryLimit: Int = 64 << 20, maxValueSize: Int = 1 << 20) async throws -> MemcachedService {
-        let service = MemcachedService(system: system, address: address, memoryLimit: memoryLimit, maxValueSize: maxValueSize)
+                             memoryLimit: Int = 64 << 20, maxValueSize: Int = 1 << 20,
+                             maxConnections: Int = 1024) async throws -> MemcachedService {
+        let service = MemcachedService(system: system, address: address, memoryLimit: memoryLimit, maxValueSize: maxValueSize,
+                                       maxConnections: maxConnections)
         guard let where_ = SocketAddress(parsing: "\(address):\(port)") else { throw MemcachedNetworkError.badAddress(address) }
         let listeners: [HostListener]
         do {
@@ -172,7 +187,7 @@ extension MemcachedService {
             for which in 0..<2 {
                 let key = keys[which]
                 let owner = key.withUnsafeBytes { service.owner(keyHash($0.baseAddress.unsafelyUnwrapped, $0.count)) }
-                let req = ShardRequest(target: out)
+                let req = ShardRequest()
                 let kp = UnsafeMutableRawPointer.allocate(byteCount: key.count, alignment: 8)
                 let vp = UnsafeMutableRawPointer.allocate(byteCount: value.count, alignment: 8)
                 defer { kp.deallocate(); vp.deallocate() }
@@ -186,18 +201,21 @@ extension MemcachedService {
                 op.kind = .set
                 op.value = UnsafeRawPointer(vp)
                 op.valueLength = value.count
-                req.kind = .single
-                req.op = op
+                req.add(op)
                 _ = try await LWKT.doMsg(req, to: service.ports[owner])
+                req.reset()
                 op.kind = .get
-                req.op = op
                 let t0 = ContinuousClock.now
                 for _ in 0..<iterations {
                     out.count = 0
                     if owner == 0 {
                         CommandExecutor.execute(&op, store: service.stores[0], out: out)
                     } else {
+                        req.add(op)
                         _ = try await LWKT.doMsg(req, to: service.ports[owner])
+                        let (p, n) = req.replyRange(0)
+                        out.append(p, n)
+                        req.reset()
                     }
                 }
                 let d = ContinuousClock.now - t0

@@ -33,16 +33,27 @@ enum Listener {
                 continue
             }
             let store = service.stores[cpu]
+            // memcached's maxconns_fast: over the limit, say so and close at once.
+            if service.openConnections.add(1, ordering: .relaxed).newValue > service.maxConnections {
+                service.openConnections.subtract(1, ordering: .relaxed)
+                service.rejectedConnections.add(1, ordering: .relaxed)
+                let refusal: StaticString = "ERROR Too many open connections\r\n"
+                try? await conn.write(UnsafeRawBufferPointer(start: refusal.utf8Start, count: refusal.utf8CodeUnitCount),
+                                      timeout: .milliseconds(100))
+                await conn.close(linger: .milliseconds(10))
+                continue
+            }
             store.counters.totalConnections += 1
             store.counters.currConnections += 1
             let holder = ThreadHolder()
             let box = ConnectionBox(conn)
             let t = LWKTThread.spawn(on: service.system.cpus[cpu], priority: .kernel, name: "memcached-conn") {
                 var stream = ConnectionStream(connection: box.connection)
-                let session = MemcachedSession(service: service, cpu: cpu)
+                let session = MemcachedSession(service: service, cpu: cpu, peer: "\(box.connection.peer)")
                 await session.serve(&stream)
                 await box.connection.close(linger: .milliseconds(100))
                 store.counters.currConnections -= 1
+                service.openConnections.subtract(1, ordering: .relaxed)
                 if let me = holder.thread { service.untrack(me) }
             }
             holder.thread = t

@@ -14,6 +14,9 @@ enum CommandExecutor {
             } else {
                 found = store.find(key, op.keyLength, hash: op.hash, now: now)
             }
+            if _slowPath(store.detail.on.load(ordering: .relaxed)) {
+                store.recordPrefix(key, op.keyLength, get: true, hit: found != nil)
+            }
             guard let it = found else { store.counters.getMisses += 1; return }
             store.counters.getHits += 1
             store.bump(it, now: now)
@@ -40,6 +43,7 @@ enum CommandExecutor {
                 if !op.noreply { out.append("SERVER_ERROR object too large for cache\r\n") }
                 return
             }
+            if _slowPath(store.detail.on.load(ordering: .relaxed)) { store.recordPrefix(key, op.keyLength, set: true) }
             let mode: StoreMode
             switch op.kind {
             case .add: mode = .add
@@ -63,6 +67,7 @@ enum CommandExecutor {
             }
 
         case .delete:
+            if _slowPath(store.detail.on.load(ordering: .relaxed)) { store.recordPrefix(key, op.keyLength, delete: true) }
             let r = store.delete(key: key, keyLength: op.keyLength, hash: op.hash, now: now)
             if op.noreply { return }
             out.append(r == .stored ? "DELETED\r\n" : "NOT_FOUND\r\n")

@@ -1,4 +1,13 @@
 import Slab
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `stats detail on|off`, shared by the service and its CPUs' stores.
+final class DetailSwitch: Sendable {
+    let on = Atomic<Bool>(false)
+}
 
 /// How a store command treats an existing item.
 enum StoreMode: UInt8 {
@@ -32,8 +41,16 @@ final class ItemStore: @unchecked Sendable {
     var classItems = [Int](repeating: 0, count: SizeClass.count + 1)
     var classBytes = [Int](repeating: 0, count: SizeClass.count + 1)
     var classEvictions = [Int](repeating: 0, count: SizeClass.count + 1)
+    /// Open connections of this CPU (`stats conns`), by connection id.
+    var connections: [Int: ConnectionInfo] = [:]
+    /// `stats detail` counters of the keys this CPU owns, by prefix.
+    var prefixes: [String: PrefixCounters] = [:]
+    /// Whether `stats detail on` is in force (shared by every CPU of the service).
+    let detail: DetailSwitch
 
-    init(cpuID: Int, cpuCount: Int, slab: SlabAllocator, type: MallocType, limit: Int, maxItemSize: Int) {
+    init(cpuID: Int, cpuCount: Int, slab: SlabAllocator, type: MallocType, limit: Int, maxItemSize: Int,
+         detail: DetailSwitch = DetailSwitch()) {
+        self.detail = detail
         self.cpuID = cpuID
         self.cpuCount = cpuCount
         self.slab = slab
@@ -50,6 +67,18 @@ final class ItemStore: @unchecked Sendable {
         var p = head
         while let r = p { let it = Item(r); p = it.next; slab.free(r, type: slabType) }
         buckets.deallocate()
+    }
+
+    /// Counts a get (and whether it hit), set or delete for the key's prefix (the text
+    /// before memcached's `:` delimiter; keys without one are not counted).
+    func recordPrefix(_ key: UnsafeRawPointer, _ n: Int, get: Bool = false, hit: Bool = false, set: Bool = false, delete: Bool = false) {
+        guard let colon = memchr(key, 0x3A, n) else { return }
+        let prefix = String(decoding: UnsafeRawBufferPointer(start: key, count: UnsafeRawPointer(colon) - key), as: UTF8.self)
+        var c = prefixes[prefix, default: PrefixCounters()]
+        if get { c.gets += 1; if hit { c.hits += 1 } }
+        if set { c.sets += 1 }
+        if delete { c.deletes += 1 }
+        prefixes[prefix] = c
     }
 
     // MARK: - Charging

@@ -28,6 +28,8 @@ public struct ShardCounters: Sendable, Equatable {
     public var localRequests = 0
     /// Messages this CPU's connections sent to other CPUs (one per owner per command).
     public var remoteSent = 0
+    /// Key operations those messages carried (batch size = remoteOps / remoteSent).
+    public var remoteOps = 0
     /// Messages this CPU served for connections on other CPUs.
     public var remoteServed = 0
 
@@ -48,7 +50,7 @@ public struct ShardCounters: Sendable, Equatable {
         chargedBytes += o.chargedBytes; outOfMemory += o.outOfMemory; storeTooLarge += o.storeTooLarge
         totalConnections += o.totalConnections; currConnections += o.currConnections
         bytesRead += o.bytesRead; bytesWritten += o.bytesWritten
-        localRequests += o.localRequests; remoteSent += o.remoteSent; remoteServed += o.remoteServed
+        localRequests += o.localRequests; remoteSent += o.remoteSent; remoteOps += o.remoteOps; remoteServed += o.remoteServed
     }
 
     /// The counters as memcached-style `(name, value)` pairs.
@@ -65,7 +67,7 @@ public struct ShardCounters: Sendable, Equatable {
          ("expired_unfetched", expiredUnfetched), ("evicted_unfetched", evictedUnfetched),
          ("evictions", evictions), ("reclaimed", reclaimed),
          ("store_too_large", storeTooLarge), ("store_no_memory", outOfMemory),
-         ("local_requests", localRequests), ("remote_requests_sent", remoteSent),
+         ("local_requests", localRequests), ("remote_requests_sent", remoteSent), ("remote_ops_sent", remoteOps),
          ("remote_requests_served", remoteServed)]
     }
 }
