@@ -51,11 +51,26 @@ import Testing
         }
     }
 
-    /// Starts Debian's memcached (2 threads, 64 MB, -I 1m) and waits until it accepts.
-    func startOracle(_ mc: String, port: UInt16) throws -> Process {
+    /// Issue 11 item 6: under the same -m, the same items fill the cache as in memcached
+    /// (`bytes` and the memory limit count what memcached counts).
+    @Test(.enabled(if: hasPython && hasMemcached,
+                   "needs python3 and Debian's memcached (apt-get install memcached; Scripts/test.sh does it)"))
+    func memoryLimitAsMemcached() async throws {
+        guard let mc = which("memcached"), let py = which("python3") else { return }
+        let port = freePort()
+        let oracle = try startOracle(mc, port: port, megabytes: 16)
+        defer { kill(oracle.processIdentifier, SIGKILL); oracle.waitUntilExit() }
+        try await withService(memory: 16 << 20) { s in
+            let (status, output) = try await runProcess(py, ["\(memcachedScripts)/memory_check.py", "127.0.0.1:\(port)", "127.0.0.1:\(s.port)"])
+            #expect(status == 0, "memory:\n\(output)")
+        }
+    }
+
+    /// Starts Debian's memcached (2 threads, -I 1m) and waits until it accepts.
+    func startOracle(_ mc: String, port: UInt16, megabytes: Int = 64) throws -> Process {
         let oracle = Process()
         oracle.executableURL = URL(fileURLWithPath: mc)
-        oracle.arguments = ["-l", "127.0.0.1", "-p", "\(port)", "-U", "0", "-t", "2", "-m", "64"] + (getuid() == 0 ? ["-u", "root"] : [])
+        oracle.arguments = ["-l", "127.0.0.1", "-p", "\(port)", "-U", "0", "-t", "2", "-m", "\(megabytes)"] + (getuid() == 0 ? ["-u", "root"] : [])
         oracle.standardOutput = FileHandle.nullDevice
         oracle.standardError = FileHandle.nullDevice
         try oracle.run()

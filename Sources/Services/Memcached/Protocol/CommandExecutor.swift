@@ -372,8 +372,25 @@ enum MemcachedSlabClasses {
     }()
 
     /// The 1-based class id for an item of `size` bytes (the largest class for bigger ones).
-    static func classID(forSize size: Int) -> Int {
-        for (i, c) in sizes.enumerated() where size <= c { return i + 1 }
-        return sizes.count
+    static func classID(forSize size: Int) -> Int { index(forSize: size) + 1 }
+
+    /// The 0-based class index for an item of `size` bytes (binary search).
+    static func index(forSize size: Int) -> Int {
+        var lo = 0
+        var hi = sizes.count - 1
+        if size >= sizes[hi] { return hi }
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if sizes[mid] >= size { hi = mid } else { lo = mid + 1 }
+        }
+        return lo
+    }
+
+    /// What an item of `size` bytes takes from memcached's memory: its chunk, or for an
+    /// item larger than the largest chunk, whole largest chunks and a chunk for the rest.
+    static func charge(forSize size: Int) -> Int {
+        if size <= chunkMax { return sizes[index(forSize: size)] }
+        let rest = size % chunkMax
+        return (size / chunkMax) * chunkMax + (rest == 0 ? 0 : sizes[index(forSize: rest)])
     }
 }

@@ -62,7 +62,7 @@ struct MemcachedStatsWriter {
 
     /// `stats slabs` and `stats items`, by slab size class.
     func classes(_ all: [ShardRequest], items showItems: Bool) {
-        var items = [Int](repeating: 0, count: SizeClass.count + 1)
+        var items = [Int](repeating: 0, count: MemcachedSlabClasses.sizes.count)
         var bytes = items
         var ev = items
         for r in all {
@@ -80,8 +80,7 @@ struct MemcachedStatsWriter {
                 stat("items:\(id):number", "\(items[c])")
                 stat("items:\(id):evicted", "\(ev[c])")
             } else {
-                let chunk = c < SizeClass.count ? SizeClass.chunkSize(ofClass: c) : 0
-                stat("\(id):chunk_size", "\(chunk)")
+                stat("\(id):chunk_size", "\(MemcachedSlabClasses.sizes[c])")
                 stat("\(id):used_chunks", "\(items[c])")
                 stat("\(id):mem_requested", "\(bytes[c])")
             }

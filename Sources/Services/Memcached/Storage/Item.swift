@@ -73,6 +73,11 @@ struct Item: Equatable {
         nonmutating set { itemFlags = newValue ? itemFlags | 1 : itemFlags & ~1 }
     }
 
+    /// The item's size as memcached counts it (`bytes`, `-I`, `me`).
+    @inline(__always) var memcachedSize: Int {
+        MemcachedCommandParser.itemSize(keyLength: keyLength, valueLength: valueLength, flags: flags)
+    }
+
     @inline(__always) var stale: Bool {
         get { itemFlags & 2 != 0 }
         nonmutating set { itemFlags = newValue ? itemFlags | 2 : itemFlags & ~2 }

@@ -38,9 +38,10 @@ final class ItemStore: @unchecked Sendable {
     var pendingFlush: Int64 = 0
     var counters = ShardCounters()
     /// Items and charged bytes per slab size class (the last slot: directly mapped items).
-    var classItems = [Int](repeating: 0, count: SizeClass.count + 1)
-    var classBytes = [Int](repeating: 0, count: SizeClass.count + 1)
-    var classEvictions = [Int](repeating: 0, count: SizeClass.count + 1)
+    /// Items, charged bytes and evictions per memcached slab class (``MemcachedSlabClasses``).
+    var classItems = [Int](repeating: 0, count: MemcachedSlabClasses.sizes.count)
+    var classBytes = [Int](repeating: 0, count: MemcachedSlabClasses.sizes.count)
+    var classEvictions = [Int](repeating: 0, count: MemcachedSlabClasses.sizes.count)
     /// Open connections of this CPU (`stats conns`), by connection id.
     var connections: [Int: ConnectionInfo] = [:]
     /// `stats detail` counters of the keys this CPU owns, by prefix.
@@ -83,12 +84,12 @@ final class ItemStore: @unchecked Sendable {
 
     // MARK: - Charging
 
-    @inline(__always) static func sizeClass(of bytes: Int) -> Int {
-        SizeClass.mapsDirectly(bytes) ? SizeClass.count : SizeClass.index(forSize: bytes).index
-    }
+    // The memory limit and `bytes` count what memcached counts: `bytes` is the sum of
+    // memcached's item sizes (header, CAS, key, flags, value and CRLF), and the limit is
+    // charged memcached's slab chunk for each item (so the same values fill the same -m).
 
-    @inline(__always) static func charge(of bytes: Int) -> Int {
-        SizeClass.mapsDirectly(bytes) ? (bytes + 4095) & ~4095 : SizeClass.index(forSize: bytes).chunkSize
+    @inline(__always) static func sizeClass(of it: Item) -> Int {
+        MemcachedSlabClasses.index(forSize: it.memcachedSize)
     }
 
     @inline(__always) func nextCAS() -> UInt64 {
@@ -163,18 +164,18 @@ final class ItemStore: @unchecked Sendable {
         }
         unlinkLRU(it)
         counters.currItems -= 1
-        counters.bytes -= it.valueLength + it.keyLength
+        counters.bytes -= it.memcachedSize
         counters.chargedBytes -= it.charged
-        let c = ItemStore.sizeClass(of: Item.totalSize(keyLength: it.keyLength, valueLength: it.valueLength))
+        let c = ItemStore.sizeClass(of: it)
         classItems[c] -= 1
         classBytes[c] -= it.charged
         slab.free(it.raw, type: slabType)
     }
 
     /// Allocates an unlinked item, evicting from the LRU tail to stay within the budget.
-    func allocate(keyLength: Int, valueLength: Int) -> Item? {
+    func allocate(keyLength: Int, valueLength: Int, flags: UInt32) -> Item? {
         let size = Item.totalSize(keyLength: keyLength, valueLength: valueLength)
-        let charge = ItemStore.charge(of: size)
+        let charge = MemcachedSlabClasses.charge(forSize: MemcachedCommandParser.itemSize(keyLength: keyLength, valueLength: valueLength, flags: flags))
         if charge > limit { return nil }
         while counters.chargedBytes + charge > limit, let t = tail {
             let victim = Item(t)
@@ -182,7 +183,7 @@ final class ItemStore: @unchecked Sendable {
             let e = victim.expiry
             if e != 0 && e <= Int64(victim.lastAccess) { counters.reclaimed += 1 } else {
                 counters.evictions += 1
-                classEvictions[ItemStore.sizeClass(of: Item.totalSize(keyLength: victim.keyLength, valueLength: victim.valueLength))] += 1
+                classEvictions[ItemStore.sizeClass(of: victim)] += 1
             }
             remove(victim)
         }
@@ -212,9 +213,9 @@ final class ItemStore: @unchecked Sendable {
         linkLRUHead(it)
         counters.currItems += 1
         counters.totalItems += 1
-        counters.bytes += it.valueLength + it.keyLength
+        counters.bytes += it.memcachedSize
         counters.chargedBytes += it.charged
-        let c = ItemStore.sizeClass(of: Item.totalSize(keyLength: it.keyLength, valueLength: it.valueLength))
+        let c = ItemStore.sizeClass(of: it)
         classItems[c] += 1
         classBytes[c] += it.charged
         if counters.currItems > (mask + 1) + (mask + 1) / 2 { grow() }
@@ -282,7 +283,8 @@ final class ItemStore: @unchecked Sendable {
         }
         // Keep the old item out of eviction's way while allocating the new one.
         if let old { unlinkLRU(old); linkLRUHead(old) }
-        guard let it = allocate(keyLength: keyLength, valueLength: total) else {
+        let newFlags = (mode == .append || mode == .prepend) ? (old?.flags ?? flags) : flags
+        guard let it = allocate(keyLength: keyLength, valueLength: total, flags: newFlags) else {
             counters.outOfMemory += 1
             return (.outOfMemory, 0)
         }
@@ -353,7 +355,7 @@ final class ItemStore: @unchecked Sendable {
             it.cas = nextCAS()
             return .value(v, it.cas)
         }
-        guard let n = allocate(keyLength: keyLength, valueLength: len) else { counters.outOfMemory += 1; return .outOfMemory }
+        guard let n = allocate(keyLength: keyLength, valueLength: len, flags: it.flags) else { counters.outOfMemory += 1; return .outOfMemory }
         guard let current = findRaw(key, keyLength, hash: hash) else { discard(n); return .notFound }
         n.hash = hash
         n.key.copyMemory(from: key, byteCount: keyLength)
