@@ -50,7 +50,7 @@ public final class MemcachedService: @unchecked Sendable {
         self.address = address
         self.memoryLimit = memoryLimit
         self.maxValueSize = maxValueSize
-        slab = SlabAllocator(system: system)
+        slab = SlabAllocator.shared(for: system)
         let type = slab.makeType(name: "memcached-items")
         let n = system.cpuCount
         let perCPU = max(64 * 1024, memoryLimit / n)
