@@ -226,3 +226,90 @@ extension MemcachedService {
         }
     }
 }
+
+/// What ``MemcachedService/measureRouting(iterations:)`` found, in nanoseconds.
+public struct RoutingCosts: Sendable {
+    /// A 10-key get whose keys the connection's CPU owns.
+    public var multiGetLocal: Double
+    /// A 10-key get whose keys alternate between the connection's CPU and another.
+    public var multiGetMixed: Double
+    /// 8 pipelined gets on keys alternating owners, one message per remote command (the
+    /// path before the router batched a pipeline window).
+    public var pipelineOneByOne: Double
+    /// The same 8 gets as one window: one message per owner CPU.
+    public var pipelineBatched: Double
+}
+
+extension MemcachedService {
+    /// Measures the router in place (no sockets): from CPU 0, multi-gets all-local and
+    /// mixed-owner, and an 8-command mixed-owner pipeline sent one message per command
+    /// against one message per owner. Needs 2 or more CPUs.
+    public func measureRouting(iterations: Int = 100_000) async throws -> RoutingCosts {
+        guard stores.count >= 2 else { return RoutingCosts(multiGetLocal: 0, multiGetMixed: 0, pipelineOneByOne: 0, pipelineBatched: 0) }
+        let service = self
+        return try await system.run(on: 0) { () -> RoutingCosts in
+            // 10 keys owned by CPU 0 and 10 owned elsewhere, stored, laid out in one buffer.
+            var local: [[UInt8]] = []
+            var remote: [[UInt8]] = []
+            var i = 0
+            while local.count < 10 || remote.count < 10 {
+                let k = Array("route\(i)".utf8)
+                let o = k.withUnsafeBytes { service.owner(keyHash($0.baseAddress.unsafelyUnwrapped, $0.count)) }
+                if o == 0 { if local.count < 10 { local.append(k) } } else if remote.count < 10 { remote.append(k) }
+                i += 1
+            }
+            let all = local + remote
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 8)
+            defer { buffer.deallocate() }
+            var offsets: [Int] = []
+            var at = 0
+            for k in all { buffer.advanced(by: at).copyMemory(from: k, byteCount: k.count); offsets.append(at); at += k.count }
+            func op(_ j: Int, _ kind: OpKind) -> KeyOp {
+                var o = KeyOp()
+                o.kind = kind
+                o.key = UnsafeRawPointer(buffer + offsets[j])
+                o.keyLength = all[j].count
+                o.hash = keyHash(buffer + offsets[j], all[j].count)
+                o.now = Int64(time(nil))
+                o.value = o.key
+                o.valueLength = o.keyLength
+                return o
+            }
+            let out = OutputBuffer()
+            let router = ShardRouter(service: service, cpu: 0, out: out)
+            for j in 0..<all.count { router.submit(op(j, .set)) }
+            await router.flush()
+            func measure(_ body: () async -> Void) async -> Double {
+                let t0 = ContinuousClock.now
+                for _ in 0..<iterations { out.count = 0; await body() }
+                let d = ContinuousClock.now - t0
+                return (Double(d.components.seconds) * 1e9 + Double(d.components.attoseconds) / 1e9) / Double(iterations)
+            }
+            let localGet = await measure {
+                for j in 0..<10 { router.submit(op(j, .get)) }
+                router.literal("END\r\n")
+                await router.flush()
+            }
+            let mixedGet = await measure {
+                for j in 0..<10 { router.submit(op(j % 2 == 0 ? j / 2 : 10 + j / 2, .get)) }
+                router.literal("END\r\n")
+                await router.flush()
+            }
+            let oneByOne = await measure {
+                for j in 0..<8 {
+                    router.submit(op(j % 2 == 0 ? j / 2 : 10 + j / 2, .get))
+                    router.literal("END\r\n")
+                    await router.flush()
+                }
+            }
+            let batched = await measure {
+                for j in 0..<8 {
+                    router.submit(op(j % 2 == 0 ? j / 2 : 10 + j / 2, .get))
+                    router.literal("END\r\n")
+                }
+                await router.flush()
+            }
+            return RoutingCosts(multiGetLocal: localGet, multiGetMixed: mixedGet, pipelineOneByOne: oneByOne, pipelineBatched: batched)
+        }
+    }
+}
