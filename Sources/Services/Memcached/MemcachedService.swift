@@ -40,6 +40,8 @@ public final class MemcachedService: @unchecked Sendable {
     let rejectedConnections = Atomic<Int>(0)
     let connectionIDs = Atomic<Int>(0)
     let detail = DetailSwitch()
+    /// The malloc type of connection buffers (input, output, request replies).
+    let bufferType: MallocType
 
     /// A fresh id for `stats conns`.
     func nextConnectionID() -> Int { connectionIDs.add(1, ordering: .relaxed).newValue }
@@ -52,6 +54,7 @@ public final class MemcachedService: @unchecked Sendable {
         self.maxValueSize = maxValueSize
         slab = SlabAllocator.shared(for: system)
         let type = slab.makeType(name: "memcached-items")
+        bufferType = slab.makeType(name: "memcached-buffers")
         let n = system.cpuCount
         let perCPU = max(64 * 1024, memoryLimit / n)
         var s: [ItemStore] = []

@@ -14,17 +14,15 @@ final class MemcachedSession {
     let service: MemcachedService
     let cpu: Int
     let store: ItemStore
-    let out = OutputBuffer()
+    let out: IOBuffer
     let router: ShardRouter
     let parser: MemcachedCommandParser
     /// The peer, for `stats conns`.
     let peer: String
     let id: Int
 
-    var input: UnsafeMutableRawPointer
-    var inputCapacity = 16 * 1024
-    var rpos = 0
-    var wpos = 0
+    /// Unread input in `readIndex..<writeIndex`; parsed commands point into it.
+    let input: IOBuffer
     /// Bytes from `rpos` the current command needs before it can run (0: a line).
     var needTotal = 0
     /// Bytes of a refused data block still to discard.
@@ -36,12 +34,11 @@ final class MemcachedSession {
         self.store = service.stores[cpu]
         self.peer = peer
         id = service.nextConnectionID()
-        input = malloc(16 * 1024) ?? UnsafeMutableRawPointer.allocate(byteCount: 16 * 1024, alignment: 16)
+        input = IOBuffer(capacity: 16 * 1024, allocator: service.slab, type: service.bufferType)
+        out = IOBuffer(capacity: 16 * 1024, allocator: service.slab, type: service.bufferType)
         parser = MemcachedCommandParser(maxItemSize: service.maxValueSize)
         router = ShardRouter(service: service, cpu: cpu, out: out)
     }
-
-    deinit { free(input) }
 
     // MARK: - The connection loop
 
@@ -51,32 +48,23 @@ final class MemcachedSession {
         store.connections[id] = ConnectionInfo(peer: peer, lastCommand: Int64(time(nil)))
         defer { store.connections[id] = nil }
         while true {
-            if rpos == wpos { rpos = 0; wpos = 0 }
-            let want = max(needTotal, wpos - rpos + 1)
-            if inputCapacity - rpos < want || (wpos == inputCapacity && rpos > 0) {
-                if rpos > 0 {
-                    memmove(input, input + rpos, wpos - rpos)
-                    wpos -= rpos
-                    rpos = 0
-                }
-                if inputCapacity < want || wpos == inputCapacity {
-                    var c = inputCapacity * 2
-                    while c < want { c *= 2 }
-                    guard let p = realloc(input, c) else { return }
-                    input = p
-                    inputCapacity = c
-                }
+            // Room for the rest of the command being received (or at least one byte).
+            let want = max(needTotal - input.readableBytes, 1)
+            if input.writableBytes < want || input.writableBytes == 0 {
+                guard input.reserve(max(want, 4096)) else { return }
             }
             let n: Int
             do {
-                n = try await t.read(into: UnsafeMutableRawBufferPointer(start: input + wpos, count: inputCapacity - wpos))
+                n = try await t.read(into: input.writable)
             } catch { return }
             if n == 0 { return }
-            wpos += n
+            input.didWrite(n)
             store.counters.bytesRead += n
             let now = Int64(time(nil))
             store.connections[id]?.lastCommand = now
             let keepOpen = await processInput(now: now)
+            // A reply that could not be held whole is not sent cut: the connection closes.
+            if out.failed { return }
             if out.count > 0 {
                 do { try await t.write(UnsafeRawBufferPointer(start: out.base, count: out.count)) } catch { return }
                 store.counters.bytesWritten += out.count
@@ -84,12 +72,7 @@ final class MemcachedSession {
                 out.trim()
             }
             if !keepOpen { return }
-            if rpos == wpos && inputCapacity > 1 << 20, let p = realloc(input, 16 * 1024) {
-                input = p
-                inputCapacity = 16 * 1024
-                rpos = 0
-                wpos = 0
-            }
+            if input.readableBytes == 0 { input.clear(); input.trim() }
         }
     }
 
@@ -98,14 +81,14 @@ final class MemcachedSession {
     func processInput(now: Int64) async -> Bool {
         while true {
             if swallow > 0 {
-                let k = min(swallow, wpos - rpos)
-                rpos += k
+                let k = min(swallow, input.readableBytes)
+                input.readIndex += k
                 swallow -= k
                 if swallow > 0 { break }
             }
-            let avail = wpos - rpos
+            let avail = input.readableBytes
             if avail == 0 { needTotal = 0; break }
-            switch parser.parse(input + rpos, count: avail, now: now) {
+            switch parser.parse(input.baseAddress + input.readIndex, count: avail, now: now) {
             case .incomplete(let need):
                 needTotal = need
                 await router.flush()
@@ -126,10 +109,11 @@ final class MemcachedSession {
         return true
     }
 
-    /// Drops `n` bytes of input; what has not arrived yet is discarded as it comes.
+    /// Drops `n` bytes of input; what has not arrived yet is discarded as it comes. (The
+    /// indexes only move forward here: parsed commands of the window still point in.)
     @inline(__always) func consume(_ n: Int) {
-        let k = min(n, wpos - rpos)
-        rpos += k
+        let k = min(n, input.readableBytes)
+        input.readIndex += k
         swallow = n - k
     }
 

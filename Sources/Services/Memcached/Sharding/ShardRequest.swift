@@ -1,4 +1,5 @@
 import LWKT
+import Slab
 
 /// A message from a connection to one CPU's shard port, sent by the connection's
 /// ``ShardRouter``. Each connection keeps one per CPU and reuses it, so the steady state
@@ -29,7 +30,7 @@ final class ShardRequest: Message, @unchecked Sendable {
     /// Operations (or literal replies, for the connection's own CPU) queued.
     private(set) var count = 0
     /// The replies, back to back; `ends[j]` is where reply `j` ends.
-    let reply = OutputBuffer(capacity: 4096)
+    let reply: IOBuffer
     /// Replies already spliced into the connection's output.
     var cursor = 0
     var delay: Int64 = 0
@@ -41,7 +42,9 @@ final class ShardRequest: Message, @unchecked Sendable {
     var connections: [Int: ConnectionInfo] = [:]
     var prefixes: [String: PrefixCounters] = [:]
 
-    init() {
+    /// A request whose replies take slab memory of `type` (malloc when no slab is given).
+    init(slab: SlabAllocator? = nil, type: MallocType? = nil) {
+        reply = IOBuffer(capacity: 4096, allocator: slab, type: type)
         ops = .allocate(capacity: 16)
         ends = .allocate(capacity: 16)
         super.init(replyPort: nil, options: [])
@@ -108,7 +111,7 @@ final class ShardRequest: Message, @unchecked Sendable {
         (ops).deinitialize(count: count)
         count = 0
         cursor = 0
-        reply.count = 0
+        reply.clear()
         reply.trim(limit: 256 * 1024)
     }
 

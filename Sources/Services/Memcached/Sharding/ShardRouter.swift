@@ -34,7 +34,7 @@ final class ShardRouter {
         self.cpu = cpu
         self.store = service.stores[cpu]
         self.out = out
-        requests = (0..<service.stores.count).map { _ in ShardRequest() }
+        requests = (0..<service.stores.count).map { _ in ShardRequest(slab: service.slab, type: service.bufferType) }
         order = .allocate(capacity: 64)
     }
 
@@ -107,7 +107,10 @@ final class ShardRouter {
             if n > 0 { out.append(p, n) }
             r.cursor += 1
         }
-        for r in requests where r.count > 0 { r.reset() }
+        for r in requests where r.count > 0 {
+            if r.reply.failed { out.markFailed() }
+            r.reset()
+        }
         orderCount = 0
         staging = false
     }
