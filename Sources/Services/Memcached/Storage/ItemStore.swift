@@ -160,7 +160,7 @@ final class ItemStore: @unchecked Sendable {
         var link = buckets + b
         while let r = link.pointee {
             if r == it.raw { link.pointee = it.hashNext; break }
-            link = Item(r).raw.assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+            link = UnsafeMutablePointer(mutating: Item(r).header.pointer(to: \.hashNext).unsafelyUnwrapped)
         }
         unlinkLRU(it)
         counters.currItems -= 1
@@ -188,7 +188,7 @@ final class ItemStore: @unchecked Sendable {
             remove(victim)
         }
         guard let raw = slab.allocate(size, type: slabType, flags: .mayReturnNil) else { return nil }
-        let it = Item(raw)
+        let it = Item.bind(raw)
         it.hashNext = nil
         it.prev = nil
         it.next = nil
