@@ -21,17 +21,7 @@ enum Listener {
     /// connection on the same CPU.
     static func acceptLoop(_ listener: HostListener, service: MemcachedService) async {
         let cpu = listener.cpuID
-        defer { listener.close() }
-        while !Task.isCancelled {
-            let conn: HostConnection
-            do {
-                conn = try await listener.accept()
-            } catch {
-                if error == .cancelled || error == .closed || Task.isCancelled { return }
-                // A failing accept (not a busy one): back off rather than spin.
-                do { try await LWKT.sleep(for: .milliseconds(10)) } catch { return }
-                continue
-            }
+        await AcceptLoop.run(listener) { conn in
             let store = service.stores[cpu]
             // memcached's maxconns_fast: over the limit, say so and close at once.
             if service.openConnections.add(1, ordering: .relaxed).newValue > service.maxConnections {
@@ -41,7 +31,7 @@ enum Listener {
                 try? await conn.write(UnsafeRawBufferPointer(start: refusal.utf8Start, count: refusal.utf8CodeUnitCount),
                                       timeout: .milliseconds(100))
                 await conn.close(linger: .milliseconds(10))
-                continue
+                return
             }
             store.counters.totalConnections += 1
             store.counters.currConnections += 1
