@@ -47,6 +47,19 @@ public final class IOBuffer: @unchecked Sendable {
         self.maxCapacity = max(c, maxCapacity)
     }
 
+    /// A buffer whose first chunk must come from `allocator` (so a limit on `type` holds):
+    /// nil when the slab cannot give it.
+    public init?(slabCapacity capacity: Int, maxCapacity: Int, allocator: SlabAllocator, type: MallocType?) {
+        let c = max(16, capacity)
+        guard let p = allocator.allocate(c, type: type, flags: .mayReturnNil) else { return nil }
+        self.allocator = allocator
+        self.type = type
+        baseAddress = p
+        self.capacity = c
+        initialCapacity = c
+        self.maxCapacity = max(c, maxCapacity)
+    }
+
     deinit { IOBuffer.free(baseAddress, allocator, type) }
 
     static func allocate(_ n: Int, _ allocator: SlabAllocator?, _ type: MallocType?) -> UnsafeMutableRawPointer? {
