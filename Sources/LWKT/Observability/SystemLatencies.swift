@@ -7,7 +7,8 @@ import Synchronization
 public final class SystemLatencies: Sendable {
     /// HTTP request service time: from a parsed request head to its response queued.
     public let httpService: LatencyHistogram
-    /// memcached command time: from a parsed command to its reply queued.
+    /// memcached command time: the commands of one read (pipelined ones together), from
+    /// parsing to their replies queued.
     public let memcachedCommand: LatencyHistogram
     /// Cross-CPU `doMsg` round trips that did not complete in the caller's context.
     public let doMsgRoundTrip: LatencyHistogram
@@ -19,7 +20,7 @@ public final class SystemLatencies: Sendable {
 
     init(cpuCount: Int) {
         httpService = LatencyHistogram(name: "http_service", help: "HTTP request service time (parsed head to response queued)", cpuCount: cpuCount)
-        memcachedCommand = LatencyHistogram(name: "memcached_command", help: "memcached command time (parsed command to reply queued)", cpuCount: cpuCount)
+        memcachedCommand = LatencyHistogram(name: "memcached_command", help: "memcached command time (the commands of one read, parsed to replies queued)", cpuCount: cpuCount)
         doMsgRoundTrip = LatencyHistogram(name: "domsg_round_trip", help: "Cross-CPU doMsg round trip (asynchronous completions only)", cpuCount: cpuCount)
         ipiDelivery = LatencyHistogram(name: "ipi_delivery", help: "IPI delivery, sampled by probes (send to handler)", cpuCount: cpuCount)
     }

@@ -18,6 +18,11 @@ public struct HTTPServerConfiguration: Sendable {
     public var statisticsEnabled: Bool = true
     /// How long each CPU reuses a rendered statistics document (0: render every request).
     public var statisticsInterval: Duration = .seconds(1)
+    /// Whether each CPU keeps a hot-file cache of small files' responses.
+    public var hotCacheEnabled: Bool = true
+    /// How long a hot-file cache entry is trusted before the file's inode, size,
+    /// modification and change times are checked again (zero: on every request).
+    public var cacheValidity: Duration = .seconds(1)
     /// Listen backlog of each CPU's socket.
     public var backlog: Int = 1024
 
