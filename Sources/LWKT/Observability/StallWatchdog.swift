@@ -182,7 +182,7 @@ public final class StallWatchdog: @unchecked Sendable {
         }
         var frames: [String] = []
         if let pt = cpu.pthread {
-            let depth = lb_stall_capture(UInt(pt), cpu.osThreadID, 50_000_000)
+            let depth = lb_stall_capture(UInt(pt), cpu.osThreadID, 200_000_000)
             if depth > 0 { frames = Self.symbolicate(Int(depth)) }
         }
         if frames.isEmpty { frames = ["(no backtrace: the CPU thread did not answer the capture signal)"] }
