@@ -34,6 +34,16 @@ public struct RateSample: Codable, Sendable, Equatable {
     public var httpP99Nanos: Int64
 }
 
+extension RateSample {
+    /// The rates between two documents of one server (`b` the later), from their
+    /// timestamps; p99 is the since-start value of `b` (documents carry no buckets).
+    public static func between(_ a: ServerStatistics, _ b: ServerStatistics) -> RateSample {
+        var r = StatisticsSampler.rates(from: a, to: b, seconds: max(0.001, b.timestamp - a.timestamp), latency: HistogramSnapshot())
+        r.httpP99Nanos = b.latency["http_service"]?.p99Nanos ?? 0
+        return r
+    }
+}
+
 /// Samples a server's statistics once a second on its own OS thread (never on a CPU) and
 /// keeps five minutes of ``RateSample``s.
 ///

@@ -15,7 +15,25 @@ struct StatCommand: AsyncParsableCommand {
     @Flag(help: "Print the raw JSON instead of tables.")
     var json = false
 
+    @Flag(help: "Keep a top-like view on screen: rates since the last sample, per-CPU bars, latency, memcached.")
+    var watch = false
+
+    @Option(help: "Seconds between samples with --watch. (default: 2)")
+    var interval: Double = 2
+
+    @Option(help: "With --watch, stop after this many screens (default: until interrupted).")
+    var iterations: Int?
+
+    func validate() throws {
+        if interval < 0.1 || interval > 3600 { throw ValidationError("--interval wants 0.1 to 3600 seconds, got \(interval)") }
+        if let n = iterations, n < 1 { throw ValidationError("--iterations wants 1 or more, got \(n)") }
+    }
+
     func run() async throws {
+        if watch {
+            try await StatWatch(url: url, interval: interval, iterations: iterations).run()
+            return
+        }
         let body: [UInt8]
         do { body = try HTTPFetch.get(url, path: "/_stats.json") } catch {
             if case .badURL = error { throw ValidationError("--url wants http://ADDR:PORT, got '\(url)'") }
