@@ -26,7 +26,8 @@ enum StatsPage {
         <a href="/_stats.json">JSON</a> · <a href="/metrics">Prometheus</a> · <a href="/_health">health</a> · refreshes every 2 s</p>
         """
         h += tiles(s)
-        h += "<h2>Traffic (last \(max(1, series.count)) s)</h2><div class=grid>"
+        let span = Int(((series.last?.timestamp ?? 0) - (series.first?.timestamp ?? 0)).rounded())
+        h += "<h2>Traffic (last \(span) s, \(series.count) samples)</h2><div class=grid>"
         let t = series.map { $0.timestamp }
         func total(_ f: (RateSample) -> [Double]) -> [Double] { series.map { f($0).reduce(0, +) } }
         func perCPU(_ f: (RateSample) -> [Double]) -> [(String, [Double])] {
@@ -116,7 +117,12 @@ enum StatsPage {
     }
 
     static func num(_ v: Double) -> String {
-        v >= 1e9 ? "\(Int(v / 1e8) / 10)G" : v >= 1e6 ? "\(Int(v / 1e5) / 10)M" : v >= 1e4 ? "\(Int(v / 1e3))k" : "\(Int(v))"
+        if v >= 1e9 { return "\(Int(v / 1e8) / 10)G" }
+        if v >= 1e6 { return "\(Int(v / 1e5) / 10)M" }
+        if v >= 1e4 { return "\(Int(v / 1e3))k" }
+        if v >= 10 || v == v.rounded() { return "\(Int(v))" }
+        let tenths = Int((v * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10)"
     }
 
     /// A grouped bar chart: one group per label, one bar per series.
