@@ -134,7 +134,26 @@ static int elf_open(const char *path) {
     return 0;
 }
 
+static pthread_mutex_t elf_lock = PTHREAD_MUTEX_INITIALIZER;
+static int elf_symbol_locked(const char *path, uint64_t offset, char *out, int capacity);
+
+// Called only from observability OS threads (the watchdog, the sampler), never a CPU.
 int lb_elf_symbol(const char *path, uint64_t offset, char *out, int capacity) {
+    pthread_mutex_lock(&elf_lock);
+    int r = elf_symbol_locked(path, offset, out, capacity);
+    pthread_mutex_unlock(&elf_lock);
+    return r;
+}
+
+int lb_symbolize(uintptr_t address, char *out, int capacity) {
+    Dl_info info;
+    if (capacity < 2 || !dladdr((void *)address, &info)) return 0;
+    if (info.dli_sname) { snprintf(out, (size_t)capacity, "%s", info.dli_sname); return 1; }
+    if (info.dli_fname && lb_elf_symbol(info.dli_fname, (uint64_t)(address - (uintptr_t)info.dli_fbase), out, capacity) == 1) return 1;
+    return 0;
+}
+
+static int elf_symbol_locked(const char *path, uint64_t offset, char *out, int capacity) {
     if (capacity < 2 || elf_open(path) != 0) return 0;
     const Elf64_Ehdr *eh = (const Elf64_Ehdr *)elf_map;
     if (eh->e_shoff == 0 || eh->e_shoff + (uint64_t)eh->e_shnum * sizeof(Elf64_Shdr) > elf_size) return 0;

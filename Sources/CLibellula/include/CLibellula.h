@@ -117,6 +117,9 @@ int lb_stall_symbol(int index, char *out, int capacity, uintptr_t *address);
 /// The function symbol (mangled) containing file-relative `offset` in the ELF file at
 /// `path`, from its .symtab, into `out`. Returns 1 if found, else 0.
 int lb_elf_symbol(const char *path, uint64_t offset, char *out, int capacity);
+/// The (mangled) function symbol at `address` (dynamic symbols, then the ELF .symtab).
+/// Returns 1 if found. For observability threads only (it may open files).
+int lb_symbolize(uintptr_t address, char *out, int capacity);
 
 /// Pointer-sized words shared between a CPU and other threads (per-CPU hooks in the
 /// globaldata): a relaxed load (a plain move), a release store and a compare-and-swap.

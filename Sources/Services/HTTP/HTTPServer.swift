@@ -53,7 +53,7 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
     public func start() throws(SocketError) {
         let listeners = try stack.listen(on: core.configuration.address, cpus: system.cpus, backlog: core.configuration.backlog)
         if let first = listeners.first { address = first.address }
-        if core.configuration.statisticsEnabled { core.sampler.start(latencies: system.latencies) { [weak self] in self?.statistics() } }
+        if core.configuration.statisticsEnabled { core.sampler.start(system: system) { [weak self] in self?.statistics() } }
         var threads: [LWKTThread] = []
         for l in listeners {
             let cpu = system.cpus[l.cpuID]
@@ -158,7 +158,8 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
                                 http: core.counters.enumerated().map { $1.snapshot(cpu: $0) },
                                 address: "\(address)", threadCount: threadCount, threadsPerCPU: perCPU,
                                 memcached: memcached, latency: system.latencies.summaries(), process: process,
-                                stalls: system.stallStatistics, rates: core.sampler.latest)
+                                stalls: system.stallStatistics, rates: core.sampler.latest,
+                                pendingMessages: core.sampler.pending)
     }
 }
 

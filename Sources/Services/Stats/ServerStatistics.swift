@@ -38,6 +38,9 @@ public struct ServerStatistics: Codable, Sendable {
     public var stalls: StallStatistics = StallStatistics()
     /// The last second's rates (nil until the sampler has two snapshots).
     public var rates: RateSample? = nil
+    /// Cross-CPU messages waiting on each ring at the last sample, with their functions
+    /// (empty when every CPU keeps up).
+    public var pendingMessages: [PendingRing] = []
 
     /// The encoder `/_stats.json` uses: snake_case keys, sorted.
     public static func encoder() -> JSONEncoder {

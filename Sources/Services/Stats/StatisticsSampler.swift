@@ -52,6 +52,7 @@ extension RateSample {
 final class StatisticsSampler: @unchecked Sendable {
     static let history = 300
     private let ring = Mutex<TimeSeriesRing<RateSample>>(TimeSeriesRing(capacity: StatisticsSampler.history))
+    private let pendingRings = Mutex<[PendingRing]>([])
     private let running = Atomic<Bool>(false)
     private let finished = Atomic<Bool>(true)
 
@@ -59,15 +60,19 @@ final class StatisticsSampler: @unchecked Sendable {
     var samples: [RateSample] { ring.withLock { $0.elements } }
     /// The newest sample.
     var latest: RateSample? { ring.withLock { $0.last } }
+    /// Cross-CPU messages waiting at the last sample (looked up on the sampler thread,
+    /// since naming their functions may read files).
+    var pending: [PendingRing] { pendingRings.withLock { $0 } }
 
     /// Starts sampling `source` every `interval` (until ``stop()`` or `source` returns nil).
-    func start(interval: Duration = .seconds(1), latencies: SystemLatencies,
+    func start(interval: Duration = .seconds(1), system: LWKTSystem,
                source: @escaping @Sendable () -> ServerStatistics?) {
         guard running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
         finished.store(false, ordering: .releasing)
         let step = max(0.01, Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18)
         Thread.detachNewThread { [self] in
             guard var previous = source() else { finished.store(true, ordering: .releasing); return }
+            let latencies = system.latencies
             var previousLatency = latencies.httpService.merged()
             var previousTime = Date().timeIntervalSince1970
             while running.load(ordering: .acquiring) {
@@ -83,6 +88,8 @@ final class StatisticsSampler: @unchecked Sendable {
                 let sample = Self.rates(from: previous, to: now, seconds: max(0.001, t - previousTime),
                                         latency: Self.difference(latency, previousLatency))
                 ring.withLock { $0.append(sample) }
+                let waiting = system.pendingMessages()
+                pendingRings.withLock { $0 = waiting }
                 previous = now
                 previousLatency = latency
                 previousTime = t

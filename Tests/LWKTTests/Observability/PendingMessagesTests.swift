@@ -1,0 +1,35 @@
+import CLibellula
+@testable import LWKT
+import Synchronization
+import Testing
+
+/// The IPI function the test leaves waiting (named in the pending list).
+let pendingProbeFunction: IPIFunction = { _, _ in }
+
+@Suite struct PendingMessagesTests {
+    /// While CPU 1 runs one long job it drains nothing: messages CPU 0 sends it wait on
+    /// ring 0 → 1 and are listed with their function's name.
+    @Test func waitingMessagesAreListedWithTheirFunction() async throws {
+        let system = try LWKT.boot(cpus: 2, configuration: LWKTConfiguration(idleSpin: .microseconds(20)))
+        let release = Flag()
+        let busy = LWKTThread.spawn(on: system.cpus[1], name: "busy") {
+            let until = lb_now_ns() &+ 2_000_000_000
+            while !release.value.load(ordering: .acquiring) && lb_now_ns() < until { lb_cpu_relax() }
+        }
+        try await Task.sleep(for: .milliseconds(20))
+        try await system.run(on: 0) {
+            for _ in 0..<5 { system.crossbar.sendPassive(to: 1, pendingProbeFunction, nil, 0) }
+        }
+        let pending = system.pendingMessages()
+        release.value.store(true, ordering: .releasing)
+        await busy.join()
+        try await system.shutdown()
+        let ring = pending.first { $0.source == 0 && $0.target == 1 }
+        #expect((ring?.count ?? 0) >= 5, "\(pending)")
+        #expect(ring?.functions.keys.contains { $0.contains("pendingProbeFunction") } == true, "\(pending)")
+    }
+}
+
+final class Flag: Sendable {
+    let value = Atomic<Bool>(false)
+}
