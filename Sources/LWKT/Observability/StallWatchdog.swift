@@ -96,6 +96,18 @@ public final class StallWatchdog: @unchecked Sendable {
         }
     }
 
+    /// Starts a watchdog for `system` when the environment asks for one with
+    /// `LIBELLULA_STALL_MS` (a threshold in milliseconds; programs that start their own, like
+    /// `libellula serve`, get two): lets any program built on LWKT, and the benchmarks, run
+    /// with the watchdog without code changes.
+    static func startFromEnvironment(_ system: LWKTSystem) {
+        guard let raw = getenv("LIBELLULA_STALL_MS") else { return }
+        let text = String(decoding: UnsafeRawBufferPointer(start: raw, count: strlen(raw)), as: UTF8.self)
+        guard let ms = Double(text), ms > 0 else { return }
+        let dog = StallWatchdog(system: system, threshold: .microseconds(Int64(ms * 1000)))
+        system.latencies.watchdog.withLock { if $0 == nil { $0 = dog } }
+    }
+
     /// Stops the watchdog thread and waits for it.
     public func stop() {
         guard running.exchange(false, ordering: .acquiringAndReleasing), let t = thread else { return }
