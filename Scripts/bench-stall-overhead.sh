@@ -2,7 +2,7 @@
 # Overhead of the stall watchdog, measured in one run, A/B interleaved on the same binary:
 #  - HTTP: wrk against `libellula serve --cpus 1` (pinned to core 0; wrk on the other
 #    cores) with the watchdog on (--stall-ms 5) and off (--stall-ms 0), ROUNDS times each;
-#  - IPI: `libellula bench ipi` with LIBELLULA_STALL_MS=5 (a watchdog on every booted
+#  - IPI: `libellula bench ipi --quick` with LIBELLULA_STALL_MS=5 (a watchdog on every booted
 #    system) and without.
 # The run loop's per-job watch words are compiled in either way (two relaxed stores and a
 # time-stamp read per job); "off" means no watchdog thread reads them.
@@ -44,10 +44,10 @@ m_on, m_off = statistics.median(on), statistics.median(off)
 print(f"  median on {m_on:.0f}  off {m_off:.0f}  on/off {m_on / m_off:.3f}")
 PY
 
-echo "IPI bench (libellula bench ipi --json), watchdog on vs off, interleaved:"
+echo "IPI bench (libellula bench ipi --json --quick), watchdog on vs off, interleaved:"
 for r in $(seq "$ROUNDS"); do
-  LIBELLULA_STALL_MS=5 "$BIN" bench ipi --json > "/tmp/libellula-stall-on-$r.json"
-  "$BIN" bench ipi --json > "/tmp/libellula-stall-off-$r.json"
+  LIBELLULA_STALL_MS=5 "$BIN" bench ipi --json --quick > "/tmp/libellula-stall-on-$r.json"
+  "$BIN" bench ipi --json --quick > "/tmp/libellula-stall-off-$r.json"
 done
 python3 - "$ROUNDS" <<'PY'
 import json, sys, statistics

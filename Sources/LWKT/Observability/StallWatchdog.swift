@@ -54,6 +54,15 @@ public final class StallWatchdog: @unchecked Sendable {
     private let running = Atomic<Bool>(true)
     private let onReport: (@Sendable (StallReport) -> Void)?
     private var thread: pthread_t?
+    /// Whether the watchdog thread got a real-time priority (it drops it while it names
+    /// frames, which can read files, so that it never holds a core a CPU needs for long).
+    private var realTime = false
+
+    static func setRealTime(_ on: Bool) -> Bool {
+        var param = sched_param()
+        param.sched_priority = on ? 1 : 0
+        return pthread_setschedparam(pthread_self(), on ? SCHED_FIFO : SCHED_OTHER, &param) == 0
+    }
 
     /// Starts a watchdog for `system`.
     ///
@@ -82,11 +91,8 @@ public final class StallWatchdog: @unchecked Sendable {
             lb_set_thread_name("stall-watchdog")
             // A watchdog that the load it watches can starve is no watchdog: ask for the
             // lowest real-time priority (it sleeps between looks), else the best nice value.
-            var param = sched_param()
-            param.sched_priority = 1
-            if pthread_setschedparam(pthread_self(), SCHED_FIFO, &param) != 0 {
-                _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(lb_gettid()), -20)
-            }
+            w.realTime = StallWatchdog.setRealTime(true)
+            if !w.realTime { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(lb_gettid()), -20) }
             w.loop()
             return nil
         }, box) == 0 {
@@ -195,7 +201,11 @@ public final class StallWatchdog: @unchecked Sendable {
         var frames: [String] = []
         if let pt = cpu.pthread {
             let depth = lb_stall_capture(UInt(pt), cpu.osThreadID, 200_000_000)
-            if depth > 0 { frames = Self.symbolicate(Int(depth)) }
+            if depth > 0 {
+                if realTime { _ = Self.setRealTime(false) }
+                frames = Self.symbolicate(Int(depth))
+                if realTime { _ = Self.setRealTime(true) }
+            }
         }
         if frames.isEmpty { frames = ["(no backtrace: the CPU thread did not answer the capture signal)"] }
         var tv = timeval()
