@@ -9,7 +9,8 @@ extension HTTPConnectionHandler {
     static func status(for error: VFSError) -> HTTPStatus {
         switch error {
         case .noent, .notdir: .notFound
-        case .acces, .perm, .loop: .forbidden
+        // EOPNOTSUPP: a FIFO, socket or device, which the VFS refuses to open (403, like nginx).
+        case .acces, .perm, .loop, .opnotsupp: .forbidden
         case .nametoolong: .uriTooLong
         default: .internalServerError
         }

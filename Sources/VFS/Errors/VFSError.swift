@@ -28,6 +28,7 @@ public enum VFSError: Int32, Error, Sendable, CustomStringConvertible {
     case nametoolong = 36  // ENAMETOOLONG
     case notempty = 39     // ENOTEMPTY
     case loop = 40         // ELOOP
+    case opnotsupp = 95    // EOPNOTSUPP
     case stale = 116       // ESTALE
     case other = 9999      // any host errno without a case of its own
 
@@ -64,6 +65,7 @@ public enum VFSError: Int32, Error, Sendable, CustomStringConvertible {
         case .nametoolong: "ENAMETOOLONG"
         case .notempty: "ENOTEMPTY"
         case .loop: "ELOOP"
+        case .opnotsupp: "EOPNOTSUPP"
         case .stale: "ESTALE"
         case .other: "EOTHER"
         }

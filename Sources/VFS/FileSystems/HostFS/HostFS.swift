@@ -183,7 +183,10 @@ public final class HostFS: FileSystem, @unchecked Sendable {
 
     public func open(_ node: any FSNode, name: [UInt8], in directory: (any FSNode)?, read: Bool, write: Bool) throws(VFSError) -> any FSOpenFile {
         let n = try host(node)
-        var flags: Int32 = O_CLOEXEC
+        // Always non-blocking: it changes nothing for regular files and directories, and a
+        // FIFO, socket or device (which the VFS opens only when asked) must never make the
+        // open or a later read wait for a peer.
+        var flags: Int32 = O_CLOEXEC | O_NONBLOCK
         if n.type == .directory { flags |= O_RDONLY | O_DIRECTORY } else if read && write { flags |= O_RDWR } else if write { flags |= O_WRONLY } else { flags |= O_RDONLY }
         let fd = Glibc.open(n.procPath, flags)
         if fd < 0 { throw .current }

@@ -11,7 +11,10 @@ final class HostFSOpenFile: FSOpenFile, @unchecked Sendable {
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(VFSError) -> Int {
-        let n = Glibc.pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+        var n = Glibc.pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+        // A FIFO, socket or character device has no offset (ESPIPE): read the stream. The
+        // descriptor is non-blocking, so with no data this is EAGAIN, never a wait.
+        if n < 0 && Glibc.errno == ESPIPE { n = Glibc.read(fd, buffer.baseAddress, buffer.count) }
         if n < 0 { throw .current }
         return n
     }
@@ -23,7 +26,8 @@ final class HostFSOpenFile: FSOpenFile, @unchecked Sendable {
             if fstat(fd, &st) != 0 { throw .current }
             off = Int64(st.st_size)
         }
-        let n = Glibc.pwrite(fd, buffer.baseAddress, buffer.count, off_t(off))
+        var n = Glibc.pwrite(fd, buffer.baseAddress, buffer.count, off_t(off))
+        if n < 0 && Glibc.errno == ESPIPE { n = Glibc.write(fd, buffer.baseAddress, buffer.count) }
         if n < 0 { throw .current }
         return (n, off + Int64(n))
     }
