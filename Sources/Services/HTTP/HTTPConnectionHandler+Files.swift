@@ -19,14 +19,14 @@ extension HTTPConnectionHandler {
     func serveFile(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool,
                    cacheKey: UnsafeRawBufferPointer?) async throws(SocketError) -> Bool {
         let fd: Int32
-        do { fd = try process.open(decoded.path) } catch {
+        do { fd = try await process.offCPU { try process.open(decoded.path) } } catch {
             try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
             return keepAlive
         }
         var open = true
         defer { if open { try? process.close(fd) } }
         let attrs: FileAttributes
-        do { attrs = try process.fstat(fd) } catch {
+        do { attrs = try await process.offCPU { try process.fstat(fd) } } catch {
             try await sendError(.internalServerError, head: head, keepAlive: keepAlive)
             return keepAlive
         }
@@ -87,7 +87,7 @@ extension HTTPConnectionHandler {
         append("\r\nLast-Modified: "); appendDate(mtime)
         append("\r\nAccept-Ranges: bytes\r\n")
         if let key = cacheKey, !partial, head.isPlain, size <= HotFileCache.maxFileSize,
-           let body = try? process.pread(fd, count: Int(size), at: 0) {
+           let body = try? await process.offCPU({ try process.pread(fd, count: Int(size), at: 0) }) {
             let fields = Array(UnsafeRawBufferPointer(start: output.baseAddress + fieldsStart, count: outCount - fieldsStart))
             cache.insert(key: key, path: decoded.path, fields: fields, body: body, attrs: attrs)
         }
@@ -108,7 +108,8 @@ extension HTTPConnectionHandler {
             let room = min(Int64(core.outputCapacity - outCount), remaining)
             let n: Int
             do {
-                n = try process.read(fd, into: UnsafeMutableRawBufferPointer(start: output.baseAddress + outCount, count: Int(room)))
+                let into = UnsafeMutableRawBufferPointer(start: output.baseAddress + outCount, count: Int(room))
+                n = try await process.offCPU { try process.read(fd, into: into) }
             } catch {
                 return false  // the head is out: the only honest thing left is to close
             }
@@ -195,12 +196,12 @@ extension HTTPConnectionHandler {
             return keepAlive
         }
         let dir = decoded.path == "/" ? "/" : decoded.path + "/"
-        if let t = try? process.lookup(dir + "index.html"), t == .regular {
+        if let t = try? await process.offCPU({ try process.lookup(dir + "index.html") }), t == .regular {
             return try await serveFile(.init(path: dir + "index.html", trailingSlash: false), head: head, keepAlive: keepAlive,
                                        cacheKey: cacheKey)
         }
         let entries: [DirectoryEntry]
-        do { entries = try process.listDirectory(decoded.path) } catch {
+        do { entries = try await process.offCPU { try process.listDirectory(decoded.path) } } catch {
             try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
             return keepAlive
         }

@@ -52,6 +52,20 @@ public final class VFSProcess: @unchecked Sendable {
         }
     }
 
+    /// Runs VFS work that may call into the host kernel where it cannot stop an LWKT CPU:
+    /// when the namespace has a file system whose calls can block (HostFS) and the caller is
+    /// an LWKT thread, `body` runs on the namespace's host-I/O pool while the thread parks
+    /// and its CPU runs on; otherwise it runs at once. For example
+    /// `let fd = try await p.offCPU { try p.open(path) }`.
+    /// Errors other than `VFSError` become `EIO`.
+    public func offCPU<R>(_ body: () throws -> R) async throws(VFSError) -> R {
+        func typed() throws(VFSError) -> R {
+            do { return try body() } catch let e as VFSError { throw e } catch { throw .io }
+        }
+        if !vfs.mayBlock { return try typed() }
+        return try await vfs.hostIO.perform(typed)
+    }
+
     /// A child process: same credentials, directories and (shared) open files.
     public func fork() -> VFSProcess {
         let (c, r, j, cr) = snapshot()

@@ -19,6 +19,8 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     public let deviceID: UInt64
     public var rootNode: any FSNode { root }
     public var changesBehindCache: Bool { true }
+    /// Host system calls can wait for a disk, a network file system or a FIFO's peer.
+    public var callsMayBlock: Bool { true }
     private let hostIsRoot = geteuid() == 0
 
     /// Opens `hostPath` (a directory) as the root of the file system.
