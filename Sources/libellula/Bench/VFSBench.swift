@@ -75,6 +75,27 @@ enum VFSBench {
         let kTwo = throughput(threads: 2, seconds: seconds) { _ in () } body: { _, _ in _ = kernelStat(hostFD, hostA) }
         reporter.report("kernel stat() d4, 2 threads, same file", unit: "lookups/s", value: kTwo, baseline: "1 thread", baselineValue: kOne)
 
+        // Cached lookups on one thread while a second thread makes distinct new names (each a
+        // miss that adds a record and resolves it) as fast as it can.
+        let (quiet, _) = lookupsDuringCreates(p, path: fileA, seconds: seconds, creating: false)
+        let (busy, creates) = lookupsDuringCreates(p, path: fileA, seconds: seconds, creating: true)
+        reporter.report("vfs stat d4 lookups/s while another thread creates names", unit: "lookups/s", value: busy,
+                        baseline: "no creator", baselineValue: quiet)
+        reporter.report("vfs new names/s made by the creator meanwhile", unit: "names/s", value: creates)
+
+        // HostFS: the same tree as a host directory mounted in the VFS, cached stat against the
+        // kernel's stat() of the same file.
+        try p.mkdir("/host")
+        try vfs.mount(try HostFS(hostPath: hostDir), at: "/host", by: p)
+        for d in [1, 4, 8] {
+            let vpath = "/host" + path(d)
+            let hpath = String(path(d).dropFirst())
+            _ = try p.stat(vpath)
+            let kernel = time(kernelIterations) { _ = kernelStat(hostFD, hpath) }
+            let vstat = time(kernelIterations) { _ = try? p.stat(vpath) }
+            reporter.report("vfs HostFS cached stat, depth \(d)", unit: "ns/lookup", value: vstat, baseline: "kernel stat()", baselineValue: kernel)
+        }
+
         let s = vfs.namecache.statistics
         reporter.report("namecache hits (components)", unit: "count", value: Double(s.hits))
         reporter.report("namecache lookups on the lock-free path", unit: "count", value: Double(s.fastLookups))
@@ -82,6 +103,49 @@ enum VFSBench {
     }
 
     // MARK: helpers
+
+    /// Stat calls per second of `path` on one OS thread, while (with `creating`) a second OS
+    /// thread stats distinct names that do not exist yet, each adding a record to the
+    /// namecache. Returns (lookups/s, new names/s).
+    static func lookupsDuringCreates(_ p: VFSProcess, path: String, seconds: Double, creating: Bool) -> (Double, Double) {
+        let shared = Shared([p.fork(), p.fork()])
+        let made = Atomic<Int>(0)
+        let generation = Int(now() % 1_000_000)
+        var tids: [pthread_t] = []
+        let threads = creating ? 2 : 1
+        for i in 0..<threads {
+            let job = Job {
+                let proc = shared.contexts[i]
+                shared.ready.wrappingAdd(1, ordering: .relaxed)
+                while shared.ready.load(ordering: .relaxed) < threads {}
+                var n = 0
+                while !shared.stop.load(ordering: .relaxed) {
+                    if i == 0 {
+                        for _ in 0..<256 { _ = try? proc.stat(path) }
+                        n += 256
+                    } else {
+                        _ = try? proc.stat("/c1/new-\(generation)-\(n)")
+                        n += 1
+                    }
+                }
+                if i == 0 { shared.total.wrappingAdd(n, ordering: .relaxed) } else { made.wrappingAdd(n, ordering: .relaxed) }
+            }
+            var t = pthread_t()
+            _ = pthread_create(&t, nil, { arg in
+                guard let arg else { return nil }
+                Unmanaged<Job>.fromOpaque(arg).takeRetainedValue().run()
+                return nil
+            }, Unmanaged.passRetained(job).toOpaque())
+            tids.append(t)
+        }
+        while shared.ready.load(ordering: .relaxed) < threads { sched_yield() }
+        let t0 = now()
+        usleep(UInt32(seconds * 1_000_000))
+        shared.stop.store(true, ordering: .relaxed)
+        for t in tids { pthread_join(t, nil) }
+        let elapsed = Double(now() - t0) / 1e9
+        return (Double(shared.total.load(ordering: .relaxed)) / elapsed, Double(made.load(ordering: .relaxed)) / elapsed)
+    }
 
     static func now() -> UInt64 {
         var ts = timespec()
