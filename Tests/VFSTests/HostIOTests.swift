@@ -53,7 +53,7 @@ import Testing
         try await withLWKT(cpus: 2) { system in
             let (ticks, stall) = try await measure(system) {
                 let r = try await p.offCPU { () -> Int in
-                    usleep(400_000)   // a slow disk or network file system
+                    usleep(1_000_000)   // a slow disk or network file system
                     return 7
                 }
                 #expect(r == 7)
@@ -75,7 +75,7 @@ import Testing
         defer { Glibc.close(r); Glibc.close(w) }
         // The writer answers only after a while; until then the read waits in the kernel.
         Thread.detachNewThread {
-            usleep(300_000)
+            usleep(1_000_000)
             var b: UInt8 = 42
             _ = Glibc.write(w, &b, 1)
         }

@@ -1,3 +1,4 @@
+import Synchronization
 /// The outcome of a lock-free lookup attempt.
 enum FastOutcome {
     case found(FileAttributes)
@@ -73,7 +74,10 @@ extension VFSProcess {
             }
             let h = Namecache.hash(parentID: cur.pointee.id, p + start, len)
             guard var child = Namecache.probe(table, cur, p + start, len, hash: h) else { return .fallback }
-            switch child.pointee.state {
+            let state = child.pointee.state
+            // Pairs with the writer's fence before the state (Namecache rule 3).
+            atomicMemoryFence(ordering: .acquiring)
+            switch state {
             case .unresolved:
                 return .fallback
             case .negative:

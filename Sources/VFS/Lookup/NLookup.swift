@@ -1,3 +1,4 @@
+import Synchronization
 import Glibc
 
 /// Permission bits asked for by `access` checks.
@@ -128,7 +129,12 @@ extension VFSProcess {
             if dir.isDestroyed { throw .noent }
             let r = namecache.lookupOrCreate(dir, name)
             if !r.mount.revalidates {
-                let (state, node, dead) = namecache.gate.read { (r.state, r.node, r.isDestroyed) }
+                // The state first: a record is resolved in a publish section, node before state.
+                let (state, node, dead) = namecache.gate.read { () -> (NCRecord.State, (any FSNode)?, Bool) in
+                    let s = r.state
+                    atomicMemoryFence(ordering: .acquiring)
+                    return (s, s == .positive ? r.node : nil, r.isDestroyed)
+                }
                 if state != .unresolved && !dead { return (r, state, node) }
             }
             r.lock()

@@ -70,15 +70,15 @@ public final class NCRecord: @unchecked Sendable {
         hot.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
     }
 
-    /// Copies the fields a cached lookup reads into `hot`. Called inside namecache write
-    /// sections (or before the record is published).
+    /// Copies the fields a cached lookup reads into `hot`. Called inside namecache writer
+    /// sections (or before the record is published). The state goes last, after a release
+    /// fence: a lock-free reader that sees the new state sees the fields that go with it.
     func syncHot() {
         hot.pointee.hash = hash
         hot.pointee.parent = parent?.hot
         hot.pointee.name = nameBytes
         hot.pointee.nameLength = nameLength
         hot.pointee.flags = flags
-        hot.pointee.state = state
         hot.pointee.nodeType = node?.type ?? .other
         hot.pointee.mountedRoot = mountedHere?.root.hot
         if let n = node, ObjectIdentifier(type(of: n)) == ObjectIdentifier(MemFSNode.self) {
@@ -86,6 +86,8 @@ public final class NCRecord: @unchecked Sendable {
         } else {
             hot.pointee.memNode = nil
         }
+        atomicMemoryFence(ordering: .releasing)
+        hot.pointee.state = state
     }
 
     deinit {

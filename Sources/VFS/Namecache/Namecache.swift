@@ -126,13 +126,25 @@ public final class Namecache: @unchecked Sendable {
 
     // MARK: topology changes (write section)
 
+    /// Puts `r` at the head of its chain. Runs in a `publish` or `write` section: the record's
+    /// hot fields and chain link are written before the bucket head that makes it reachable
+    /// (rule 3). Growing the table needs a drain, so it is left to `growIfNeeded`.
     private func hashInsert(_ r: NCRecord) {
         r.syncHot()
         let i = Int(truncatingIfNeeded: r.hash) & table.pointee.mask
         r.hot.pointee.hashNext = table.pointee.buckets[i]
+        atomicMemoryFence(ordering: .releasing)
         table.pointee.buckets[i] = r.hot
         recordCount.wrappingAdd(1, ordering: .relaxed)
-        if recordCount.load(ordering: .relaxed) > 2 * (table.pointee.mask + 1) { grow() }
+    }
+
+    /// Whether the table has grown past two records per bucket.
+    private var needsGrow: Bool { recordCount.load(ordering: .relaxed) > 2 * (table.pointee.mask + 1) }
+
+    /// Doubles the table when it is too full (a drained write section, rare).
+    private func growIfNeeded() {
+        guard needsGrow else { return }
+        gate.write { () in if needsGrow { grow() } }
     }
 
     private func hashRemove(_ r: NCRecord) {
@@ -199,16 +211,19 @@ public final class Namecache: @unchecked Sendable {
         case .unresolved: break
         }
         r.state = .unresolved
+        r.syncHot()
+        atomicMemoryFence(ordering: .releasing)
         r.node = nil
         r.flags &= ~(NCRecord.isDirectory | NCRecord.isSymlink | NCRecord.worldSearchable)
-        r.syncHot()
     }
 
+    /// Gives a record its file system's answer. In a `publish` section the record is
+    /// unresolved or negative, so lock-free readers either fall back (unresolved) or stop at
+    /// the state (negative); the node and flags are written before the new state (rule 3).
     private func applyResolution(_ r: NCRecord, node: (any FSNode)?, worldSearchable: Bool) {
         clearResolution(r)
         if let node {
             r.node = node
-            r.state = .positive
             switch node.type {
             case .directory: r.flags |= NCRecord.isDirectory
             case .symlink: r.flags |= NCRecord.isSymlink
@@ -216,6 +231,8 @@ public final class Namecache: @unchecked Sendable {
             }
             if worldSearchable { r.flags |= NCRecord.worldSearchable }
             positiveCount.wrappingAdd(1, ordering: .relaxed)
+            atomicMemoryFence(ordering: .releasing)
+            r.state = .positive
         } else {
             r.state = .negative
             negativeListAppend(r)
@@ -282,28 +299,41 @@ public final class Namecache: @unchecked Sendable {
             return found
         }
         let fresh = newRecord(parent: parent, name: name, hash: h)
-        return gate.write { () -> NCRecord in
+        // Adding a child publishes it: no reader waits (rule 2).
+        let r = gate.publish { () -> NCRecord in
             if let again = probe(parent, name) { return again }
             gate.count(.misses)
             linkLocked(fresh, under: parent)
             return fresh
         }
+        growIfNeeded()
+        return r
     }
 
-    /// Records the file system's answer for a locked record.
+    /// Records the file system's answer for a locked record. An unresolved or negative record
+    /// is resolved in a `publish` section (rule 2); only a positive one, whose node readers may
+    /// be using, needs a drain. Negative records beyond the bound are reclaimed in batches.
     func setResolved(_ r: NCRecord, node: (any FSNode)?, worldSearchable: Bool) {
-        gate.write { () in
-            guard !r.isDestroyed else { return }
-            applyResolution(r, node: node, worldSearchable: worldSearchable)
-            if node == nil { trimNegativesLocked() }
+        if r.state == .positive {
+            gate.write { () in
+                guard !r.isDestroyed else { return }
+                applyResolution(r, node: node, worldSearchable: worldSearchable)
+            }
+        } else {
+            gate.publish { () in
+                guard !r.isDestroyed else { return }
+                applyResolution(r, node: node, worldSearchable: worldSearchable)
+            }
         }
+        if node == nil { trimNegativesIfNeeded() }
     }
 
-    /// Updates the world-searchable flag of a directory record after a mode change.
+    /// Updates the world-searchable flag of a directory record after a mode change (one flag
+    /// word: readers see the old or the new one).
     func setWorldSearchable(_ r: NCRecord, _ on: Bool) {
-        gate.write { () in
+        gate.publish { () in
             if on { r.flags |= NCRecord.worldSearchable } else { r.flags &= ~NCRecord.worldSearchable }
-            r.syncHot()
+            r.hot.pointee.flags = r.flags
         }
     }
 
@@ -318,10 +348,9 @@ public final class Namecache: @unchecked Sendable {
             destroyLocked(r)
             let fresh = newRecord(parent: parent, name: name, hash: r.hash)
             linkLocked(fresh, under: parent)
-            if negative {
-                applyResolution(fresh, node: nil, worldSearchable: false)
-                trimNegativesLocked()
-            }
+            if negative { applyResolution(fresh, node: nil, worldSearchable: false) }
+            if needsGrow { grow() }
+            trimNegativesLocked()
             return fresh
         }
     }
@@ -343,6 +372,7 @@ public final class Namecache: @unchecked Sendable {
             let hole = newRecord(parent: oldParent, name: oldName, hash: Self.hash(parentID: oldParent.id, oldName))
             linkLocked(hole, under: oldParent)
             applyResolution(hole, node: nil, worldSearchable: false)
+            if needsGrow { grow() }
             trimNegativesLocked()
         }
     }
@@ -360,6 +390,17 @@ public final class Namecache: @unchecked Sendable {
         gate.write { () -> R in body() }
     }
 
+    /// Runs `body` in a `publish` section for a change of single pointers that readers load
+    /// once (a working or root directory): `body` hands every object it replaced to `retire`,
+    /// which keeps it alive until readers that may still hold it have left.
+    func publishReplacing(_ body: (_ retire: (AnyObject) -> Void) -> Void) {
+        let crowded = gate.publish { () -> Bool in
+            body { gate.retire($0) }
+            return gate.retiredCount > 64
+        }
+        if crowded { gate.write { () in } }
+    }
+
     /// Drops every unheld child record below `r` (used after unmount and for stale host directories).
     func purgeChildren(of r: NCRecord) {
         gate.write { () in
@@ -374,10 +415,20 @@ public final class Namecache: @unchecked Sendable {
         max(minimumNegatives, positiveCount.load(ordering: .relaxed) * negativeRatio)
     }
 
+    /// Negative records allowed above the limit before a drained trim runs, so that a storm of
+    /// misses pays one drain per batch instead of one per name.
+    var negativeSlack: Int { max(16, negativeLimit / 16) }
+
+    /// Trims the negative list back to its limit once it is a batch over it.
+    private func trimNegativesIfNeeded() {
+        guard negativeCount.load(ordering: .relaxed) > negativeLimit + negativeSlack else { return }
+        gate.write { () in trimNegativesLocked(budget: negativeSlack * 2 + 32) }
+    }
+
     /// Reclaims the oldest negative records beyond the limit. Runs inside a write section; a
     /// record that is held or locked by someone is rotated to the tail instead.
-    private func trimNegativesLocked() {
-        var budget = 32
+    private func trimNegativesLocked(budget initial: Int = 32) {
+        var budget = initial
         while negativeCount.load(ordering: .relaxed) > negativeLimit, budget > 0, let victim = negativeHead {
             budget -= 1
             if victim.refs.load(ordering: .relaxed) == 0, victim.children.isEmpty, victim.tryLock() {

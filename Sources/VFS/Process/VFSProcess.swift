@@ -86,10 +86,12 @@ public final class VFSProcess: @unchecked Sendable {
     func replaceDirectories(cwd newCwd: NCRecord? = nil, root newRoot: NCRecord? = nil, jail newJail: NCRecord? = nil) {
         newCwd?.hold(); newRoot?.hold(); newJail?.hold()
         var old: [NCRecord] = []
-        namecache.exclusive {
-            if let c = newCwd { old.append(cwd); cwd = c; fastCwd = c.hot }
-            if let r = newRoot { old.append(root); root = r; fastRoot = r.hot }
-            if let j = newJail { old.append(jailRoot); jailRoot = j; fastJail = j.hot }
+        // No drain: lock-free readers load each pointer once, and the records replaced stay
+        // alive (retired) until every reader that may hold them has left (Namecache rule 5).
+        namecache.publishReplacing { retire in
+            if let c = newCwd { old.append(cwd); retire(cwd); fastCwd = c.hot; cwd = c }
+            if let r = newRoot { old.append(root); retire(root); fastRoot = r.hot; root = r }
+            if let j = newJail { old.append(jailRoot); retire(jailRoot); fastJail = j.hot; jailRoot = j }
         }
         for o in old { o.drop() }
     }
