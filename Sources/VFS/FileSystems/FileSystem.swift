@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// The type of a file-system object.
 public enum FileType: UInt8, Sendable {
@@ -116,6 +117,12 @@ public protocol FileSystem: AnyObject, Sendable {
     /// on an LWKT CPU.
     var callsMayBlock: Bool { get }
 
+    /// For a file system that changes behind the cache: a word that moves whenever the names
+    /// in `directory` may have changed on the host (0 while changes cannot be seen). A cached
+    /// name checked when the word held `g` stays valid, without asking the file system,
+    /// while the word still holds `g`. `nil`: names are checked on every use.
+    func validityWord(for directory: any FSNode) -> UnsafeMutablePointer<Atomic<UInt64>>?
+
     /// Looks `name` up in `directory`: the node, or `nil` when the name does not exist.
     func resolve(_ name: [UInt8], in directory: any FSNode) throws(VFSError) -> (any FSNode)?
     /// Whether a cached answer for `name` in `directory` (`cached`, or `nil` for a negative entry) still holds.
@@ -147,4 +154,6 @@ public protocol FileSystem: AnyObject, Sendable {
 extension FileSystem {
     /// By default a file system works in memory and never waits.
     public var callsMayBlock: Bool { false }
+    /// By default names are checked on every use (when the file system changes behind the cache).
+    public func validityWord(for directory: any FSNode) -> UnsafeMutablePointer<Atomic<UInt64>>? { nil }
 }

@@ -52,7 +52,7 @@ extension VFSProcess {
             let isLast = i == n
 
             let flags = cur.pointee.flags
-            guard cur.pointee.state == .positive, flags & NCRecord.isDirectory != 0, !cur.pointee.revalidates else { return .fallback }
+            guard cur.pointee.state == .positive, flags & NCRecord.isDirectory != 0 else { return .fallback }
             if !superuser && flags & NCRecord.worldSearchable == 0 { return .fallback }
 
             if len == 1 && p[start] == dot {
@@ -77,6 +77,13 @@ extension VFSProcess {
             let state = child.pointee.state
             // Pairs with the writer's fence before the state (Namecache rule 3).
             atomicMemoryFence(ordering: .acquiring)
+            if child.pointee.revalidates {
+                // A host name: usable only while its directory has not changed since it was
+                // checked (Namecache rule 7).
+                let stamp = child.pointee.validStamp
+                guard stamp != 0, let word = child.pointee.validity,
+                      word.pointee.load(ordering: .acquiring) == stamp else { return .fallback }
+            }
             switch state {
             case .unresolved:
                 return .fallback

@@ -66,7 +66,8 @@ public final class NCRecord: @unchecked Sendable {
         hot = .allocate(capacity: 1)
         hot.initialize(to: NCHot(hashNext: nil, hash: hash, parent: parent?.hot, name: nameBytes, nameLength: nameLength,
                                  id: id, flags: 0, state: .unresolved, nodeType: .other, revalidates: mount.revalidates,
-                                 mountedRoot: nil, device: mount.deviceID, memNode: nil, owner: nil))
+                                 mountedRoot: nil, device: mount.deviceID, memNode: nil, validity: nil, validStamp: 0,
+                                 owner: nil))
         hot.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
     }
 
@@ -130,6 +131,26 @@ public final class NCRecord: @unchecked Sendable {
         }
         nameLength = bytes.count
         self.hash = hash
+    }
+
+    // MARK: validity (mounts that revalidate)
+
+    /// Whether the name was checked with the host since the last change in its directory
+    /// (HostFS with inotify): then it is used without asking the file system.
+    var isCurrent: Bool {
+        let stamp = hot.pointee.validStamp
+        guard stamp != 0, let word = hot.pointee.validity else { return false }
+        return word.pointee.load(ordering: .acquiring) == stamp
+    }
+
+    /// Records that the name was checked when `word` held `stamp` (0: not stampable). The
+    /// caller holds the record lock, the only writer of these two fields.
+    func stamp(_ word: UnsafeMutablePointer<Atomic<UInt64>>?, _ stamp: UInt64) {
+        hot.pointee.validStamp = 0
+        atomicMemoryFence(ordering: .releasing)
+        hot.pointee.validity = word
+        atomicMemoryFence(ordering: .releasing)
+        hot.pointee.validStamp = word == nil ? 0 : stamp
     }
 
     // MARK: record lock

@@ -368,6 +368,7 @@ public final class Namecache: @unchecked Sendable {
             oldParent.children[ObjectIdentifier(source)] = nil
             source.setName(newName, hash: target.hash)
             source.parent = newParent
+            source.stamp(nil, 0)   // checked again in its new directory
             linkLocked(source, under: newParent)
             let hole = newRecord(parent: oldParent, name: oldName, hash: Self.hash(parentID: oldParent.id, oldName))
             linkLocked(hole, under: oldParent)

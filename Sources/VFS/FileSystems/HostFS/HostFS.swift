@@ -5,11 +5,14 @@ import Synchronization
 /// node holds an `O_PATH` descriptor, so operations address the host object itself rather
 /// than a path that could change.
 ///
-/// The host directory may change behind the VFS (`changesBehindCache` is true): before a
-/// cached name is used, the VFS asks `revalidate`, which compares the host's current answer
-/// (`fstatat`, not following links) with the cached one by device and inode. A negative
-/// entry is therefore never trusted past one lookup, and a renamed or removed host file is
-/// never served under its old name.
+/// The host directory may change behind the VFS (`changesBehindCache` is true). Every
+/// directory HostFS hands out is watched with inotify (`HostFSWatcher`): a cached name is
+/// used without a host call for as long as its directory's generation word has not moved
+/// since the name was last checked, so cached lookups take the namecache's lock-free walk.
+/// After a change, or where inotify cannot watch, the VFS asks `revalidate`, which compares
+/// the host's current answer (`fstatat`, not following links) with the cached one by device
+/// and inode. A renamed or removed host file is never served under its old name once the
+/// kernel has reported the change.
 ///
 /// Objects are created with exactly the requested mode (the host umask is undone) and, when
 /// the host process may, owned by the caller's uid and gid.
@@ -22,15 +25,35 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     /// Host system calls can wait for a disk, a network file system or a FIFO's peer.
     public var callsMayBlock: Bool { true }
     private let hostIsRoot = geteuid() == 0
+    let watcher: HostFSWatcher?
 
-    /// Opens `hostPath` (a directory) as the root of the file system.
-    public init(hostPath: String) throws(VFSError) {
+    /// Opens `hostPath` (a directory) as the root of the file system. With `watch` (the
+    /// default) host changes are learnt from inotify; without it every cached name is
+    /// checked with the host on each use.
+    public init(hostPath: String, watch: Bool = true) throws(VFSError) {
         let fd = Glibc.open(hostPath, O_PATH | O_DIRECTORY | O_CLOEXEC)
         if fd < 0 { throw .current }
         var st = stat()
         if fstat(fd, &st) != 0 { let e = VFSError.current; Glibc.close(fd); throw e }
-        root = HostFSNode(fd: fd, st: st)
+        watcher = watch ? HostFSWatcher() : nil
+        root = HostFSNode(fd: fd, st: st, watcher: watcher)
         deviceID = Self.deviceCounter.wrappingAdd(1, ordering: .relaxed).newValue
+    }
+
+    deinit { watcher?.stop() }
+
+    /// Counters of the inotify watcher: events read, queue overflows, watches refused.
+    public var watchStatistics: (events: Int, overflows: Int, refused: Int) {
+        guard let w = watcher else { return (0, 0, 0) }
+        return (w.events.load(ordering: .relaxed), w.overflows.load(ordering: .relaxed), w.refusals.load(ordering: .relaxed))
+    }
+
+    /// Applies the host changes inotify has reported so far before returning (the reader
+    /// thread does this continuously; tests call it to wait for a change they just made).
+    public func settle() { watcher?.settle() }
+
+    public func validityWord(for directory: any FSNode) -> UnsafeMutablePointer<Atomic<UInt64>>? {
+        (directory as? HostFSNode)?.generation
     }
 
     static func fileType(_ mode: mode_t) -> FileType {
@@ -69,7 +92,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
         }
         var st = stat()
         if fstat(fd, &st) != 0 { let e = VFSError.current; Glibc.close(fd); throw e }
-        return HostFSNode(fd: fd, st: st)
+        return HostFSNode(fd: fd, st: st, watcher: watcher)
     }
 
     public func resolve(_ name: [UInt8], in directory: any FSNode) throws(VFSError) -> (any FSNode)? {
