@@ -47,6 +47,16 @@ import Testing
         let after = vfs.namecache.statistics
         #expect(after.resolves - before.resolves <= 1, "only the first miss may ask the host")
         #expect(after.fastLookups - before.fastLookups >= 199, "cached host names must be answered lock-free")
+        // stat too: the attributes are cached with the directory's generation
+        _ = try p.stat("/host/a/b/f")
+        let s0 = vfs.namecache.statistics
+        for _ in 0..<100 { #expect(try p.stat("/host/a/b/f").size == 1) }
+        #expect(vfs.namecache.statistics.fastLookups - s0.fastLookups == 100)
+        // our own write is seen at once, without waiting for inotify
+        let fd = try p.open("/host/a/b/f", [.writeOnly, .append])
+        try p.write(fd, Array("yz".utf8))
+        try p.close(fd)
+        #expect(try p.stat("/host/a/b/f").size == 3)
     }
 
     @Test func hostChangesAreSeenOnceReported() throws {
@@ -61,6 +71,12 @@ import Testing
             ("unlink", { Glibc.unlink(dir + "/z") }),
             ("rename", { Glibc.rename(dir + "/x", dir + "/z") }),
             ("chmod", { Glibc.chmod(dir + "/z", 0o640) }),
+            ("append", {
+                let fd = Glibc.open(dir + "/z", O_WRONLY | O_APPEND)
+                _ = Glibc.write(fd, "more", 4)
+                Glibc.close(fd)
+            }),
+            ("truncate", { Glibc.truncate(dir + "/z", 3) }),
             ("replace by rename", { Glibc.rename(dir + "/y", dir + "/z") }),
             ("create in subdirectory", { Glibc.close(Glibc.open(dir + "/d/f", O_CREAT | O_WRONLY, 0o644)) }),
             ("remove subdirectory", { Glibc.unlink(dir + "/d/f"); Glibc.rmdir(dir + "/d") }),
@@ -75,6 +91,7 @@ import Testing
             #expect(errno { try p.lstat("/host/d/f") } != nil || agrees(p, dir, "d/f"), "after \(what)")
         }
         #expect(try readFile(p, "/host/z") == "second")
+        #expect(try p.stat("/host/z").size == 6)
     }
 
     @Test func overflowDropsEveryCachedHostName() throws {

@@ -109,8 +109,14 @@ extension VFSProcess {
         gate.count(.hits, slot: slot, by: hits)
         gate.count(.fastLookups, slot: slot)
         guard wantAttributes else { return .type(cur.pointee.nodeType) }
-        guard let mem = cur.pointee.memNode else { return .fallback }
         let device = cur.pointee.device
+        guard let mem = cur.pointee.memNode else {
+            // A host node: its cached attributes, while its directory has not changed.
+            guard let host = cur.pointee.hostNode,
+                  let a = Unmanaged<HostFSNode>.fromOpaque(host)._withUnsafeGuaranteedRef({ HostFS.currentAttributes($0, device: device) })
+            else { return .fallback }
+            return .found(a)
+        }
         return .found(Unmanaged<MemFSNode>.fromOpaque(mem)._withUnsafeGuaranteedRef { $0.attributes(device: device) })
     }
 }

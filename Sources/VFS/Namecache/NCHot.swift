@@ -22,6 +22,8 @@ struct NCHot {
     var device: UInt64
     /// The node, unretained, when it is a `MemFSNode` (whose attributes can be read lock-free).
     var memNode: UnsafeMutableRawPointer?
+    /// The node, unretained, when it is a `HostFSNode` (whose cached attributes can be read lock-free).
+    var hostNode: UnsafeMutableRawPointer?
     /// For a record of a mount that revalidates: its directory's validity word and the value
     /// it held when the name was last checked (0: never). The record is current while the
     /// word still holds `validStamp`.

@@ -66,7 +66,7 @@ public final class NCRecord: @unchecked Sendable {
         hot = .allocate(capacity: 1)
         hot.initialize(to: NCHot(hashNext: nil, hash: hash, parent: parent?.hot, name: nameBytes, nameLength: nameLength,
                                  id: id, flags: 0, state: .unresolved, nodeType: .other, revalidates: mount.revalidates,
-                                 mountedRoot: nil, device: mount.deviceID, memNode: nil, validity: nil, validStamp: 0,
+                                 mountedRoot: nil, device: mount.deviceID, memNode: nil, hostNode: nil, validity: nil, validStamp: 0,
                                  owner: nil))
         hot.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
     }
@@ -86,6 +86,11 @@ public final class NCRecord: @unchecked Sendable {
             hot.pointee.memNode = Unmanaged.passUnretained(n as AnyObject).toOpaque()
         } else {
             hot.pointee.memNode = nil
+        }
+        if let n = node, ObjectIdentifier(type(of: n)) == ObjectIdentifier(HostFSNode.self) {
+            hot.pointee.hostNode = Unmanaged.passUnretained(n as AnyObject).toOpaque()
+        } else {
+            hot.pointee.hostNode = nil
         }
         atomicMemoryFence(ordering: .releasing)
         hot.pointee.state = state

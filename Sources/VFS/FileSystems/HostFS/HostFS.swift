@@ -36,7 +36,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
         var st = stat()
         if fstat(fd, &st) != 0 { let e = VFSError.current; Glibc.close(fd); throw e }
         watcher = watch ? HostFSWatcher() : nil
-        root = HostFSNode(fd: fd, st: st, watcher: watcher)
+        root = HostFSNode(fd: fd, st: st, watcher: watcher, parent: nil)
         deviceID = Self.deviceCounter.wrappingAdd(1, ordering: .relaxed).newValue
     }
 
@@ -92,7 +92,14 @@ public final class HostFS: FileSystem, @unchecked Sendable {
         }
         var st = stat()
         if fstat(fd, &st) != 0 { let e = VFSError.current; Glibc.close(fd); throw e }
-        return HostFSNode(fd: fd, st: st, watcher: watcher)
+        return HostFSNode(fd: fd, st: st, watcher: watcher, parent: dir)
+    }
+
+    /// After HostFS itself changed `nodes` and the names in `directories`: their cached
+    /// attributes and the directories' cached names are stale now, before inotify says so.
+    private func changed(_ nodes: HostFSNode?..., directories: [HostFSNode] = []) {
+        for n in nodes { n?.forgetAttributes() }
+        for d in directories { d.forgetAttributes(); d.advance() }
     }
 
     public func resolve(_ name: [UInt8], in directory: any FSNode) throws(VFSError) -> (any FSNode)? {
@@ -111,13 +118,26 @@ public final class HostFS: FileSystem, @unchecked Sendable {
 
     public func attributes(of node: any FSNode) throws(VFSError) -> FileAttributes {
         let n = try host(node)
+        if let cached = n.currentAttributes() { return cached }
+        let stamp = n.parentGeneration
         var st = stat()
         if fstat(n.fd, &st) != 0 { throw .current }
-        return Self.attributes(st, device: deviceID)
+        let a = Self.attributes(st, device: deviceID)
+        n.remember(a, stamp: stamp)
+        return a
+    }
+
+    /// The attributes of `node` if they are cached and current, without a host call (the
+    /// namecache's lock-free walk uses this through a raw pointer).
+    static func currentAttributes(_ node: HostFSNode, device: UInt64) -> FileAttributes? {
+        guard var a = node.currentAttributes() else { return nil }
+        a.device = device
+        return a
     }
 
     public func setAttributes(of node: any FSNode, _ change: AttributeChange) throws(VFSError) {
         let n = try host(node)
+        defer { changed(n, n.parent) }
         if let size = change.size {
             if n.type == .directory { throw .isdir }
             if Glibc.truncate(n.procPath, off_t(size)) != 0 { throw .current }
@@ -140,6 +160,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     }
 
     private func finishCreate(_ name: [UInt8], in d: HostFSNode, mode: UInt32?, credentials: Credentials) throws(VFSError) -> any FSNode {
+        changed(directories: [d])
         if let mode { _ = fchmodat(d.fd, cName(name), mode_t(mode), 0) }
         if hostIsRoot && (credentials.uid != 0 || credentials.gid != 0) {
             _ = fchownat(d.fd, cName(name), credentials.uid, credentials.gid, AT_SYMLINK_NOFOLLOW)
@@ -170,17 +191,20 @@ public final class HostFS: FileSystem, @unchecked Sendable {
 
     public func link(_ node: any FSNode, as name: [UInt8], in directory: any FSNode) throws(VFSError) {
         let n = try host(node), d = try host(directory)
+        defer { changed(n, directories: [d]) }
         if linkat(n.fd, "", d.fd, cName(name), AT_EMPTY_PATH) == 0 { return }
         if linkat(AT_FDCWD, n.procPath, d.fd, cName(name), AT_SYMLINK_FOLLOW) != 0 { throw .current }
     }
 
     public func unlink(_ name: [UInt8], in directory: any FSNode, node: any FSNode) throws(VFSError) {
         let d = try host(directory)
+        defer { changed(node as? HostFSNode, directories: [d]) }
         if unlinkat(d.fd, cName(name), 0) != 0 { throw .current }
     }
 
     public func removeDirectory(_ name: [UInt8], in directory: any FSNode, node: any FSNode) throws(VFSError) {
         let d = try host(directory)
+        defer { changed(node as? HostFSNode, directories: [d]) }
         if unlinkat(d.fd, cName(name), AT_REMOVEDIR) != 0 {
             let e = VFSError.current
             throw e == .exist ? .notempty : e
@@ -189,6 +213,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
 
     public func rename(_ name: [UInt8], in directory: any FSNode, to newName: [UInt8], in newDirectory: any FSNode) throws(VFSError) {
         let d = try host(directory), nd = try host(newDirectory)
+        defer { changed(directories: [d, nd]) }
         if renameat(d.fd, cName(name), nd.fd, cName(newName)) != 0 {
             let e = VFSError.current
             throw e == .exist ? .notempty : e
@@ -215,6 +240,6 @@ public final class HostFS: FileSystem, @unchecked Sendable {
         if n.type == .directory { flags |= O_RDONLY | O_DIRECTORY } else if read && write { flags |= O_RDWR } else if write { flags |= O_WRONLY } else { flags |= O_RDONLY }
         let fd = Glibc.open(n.procPath, flags)
         if fd < 0 { throw .current }
-        return HostFSOpenFile(fd: fd, device: deviceID)
+        return HostFSOpenFile(fd: fd, device: deviceID, node: n)
     }
 }

@@ -4,10 +4,13 @@ import Glibc
 final class HostFSOpenFile: FSOpenFile, @unchecked Sendable {
     let fd: Int32
     let device: UInt64
+    /// The node opened: writes and truncation drop its cached attributes at once.
+    let node: HostFSNode
 
-    init(fd: Int32, device: UInt64) {
+    init(fd: Int32, device: UInt64, node: HostFSNode) {
         self.fd = fd
         self.device = device
+        self.node = node
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(VFSError) -> Int {
@@ -28,6 +31,7 @@ final class HostFSOpenFile: FSOpenFile, @unchecked Sendable {
         }
         var n = Glibc.pwrite(fd, buffer.baseAddress, buffer.count, off_t(off))
         if n < 0 && Glibc.errno == ESPIPE { n = Glibc.write(fd, buffer.baseAddress, buffer.count) }
+        node.forgetAttributes()
         if n < 0 { throw .current }
         return (n, off + Int64(n))
     }
@@ -39,6 +43,7 @@ final class HostFSOpenFile: FSOpenFile, @unchecked Sendable {
     }
 
     func truncate(to length: Int64) throws(VFSError) {
+        defer { node.forgetAttributes() }
         if Glibc.ftruncate(fd, off_t(length)) != 0 { throw .current }
     }
 
