@@ -20,13 +20,15 @@ func withLWKT<R>(cpus: Int, _ body: (LWKTSystem) async throws -> R) async throws
 }
 
 /// Pings every CPU of a system with an IPI from an OS thread of its own, every 5 ms, and
-/// records the longest time a CPU left a ping unanswered *while another CPU was answering*.
-/// A CPU whose thread blocks in the kernel (a mutex, a slow system call) cannot answer, so
-/// its stall shows here; a pause of the whole process (the host machine busy with other
-/// work) delays every CPU alike and is not counted.
+/// records the longest time a CPU took to answer, less the time its OS thread spent runnable
+/// but waiting for a core (the kernel's `schedstat` run-queue wait). A CPU whose thread
+/// blocks in the kernel (a mutex, a slow system call), spins, or runs one job for too long
+/// cannot answer, so its stall shows here; a host machine too busy to run the thread (other
+/// work, more CPUs than cores) is not counted against it.
 final class IPIWatchdog: @unchecked Sendable {
     final class Slot: @unchecked Sendable {
         let answered = Atomic<Int>(0)
+        let answeredAt = Atomic<UInt64>(0)
     }
     let system: LWKTSystem
     let slots: [Slot]
@@ -40,32 +42,52 @@ final class IPIWatchdog: @unchecked Sendable {
         Thread.detachNewThread { self.loop() }
     }
 
+    private func record(_ stall: Int) {
+        if stall > worst.load(ordering: .relaxed) { worst.store(stall, ordering: .relaxed) }
+    }
+
     private func loop() {
         let n = slots.count
         var sent = [Int](repeating: 0, count: n)
         var sentAt = [UInt64](repeating: 0, count: n)
-        var lastAnswer = [UInt64](repeating: 0, count: n)
+        let tids = system.snapshot().cpus.map(\.osThreadID)
+        var waitedAtSend = [UInt64](repeating: 0, count: n)
+        func waited(_ c: Int) -> Int {
+            Int(truncatingIfNeeded: (c < tids.count ? Self.runQueueWait(tids[c]) : 0) &- waitedAtSend[c])
+        }
         while !stop.load(ordering: .relaxed) {
-            let now = HostIOPool.now()
             for c in 0..<n where slots[c].answered.load(ordering: .acquiring) == sent[c] {
-                if sent[c] > 0 { lastAnswer[c] = now }
+                if sent[c] > 0 {
+                    let took = Int(truncatingIfNeeded: slots[c].answeredAt.load(ordering: .relaxed) &- sentAt[c])
+                    record(took - waited(c))
+                }
                 sent[c] += 1
-                sentAt[c] = now
+                waitedAtSend[c] = c < tids.count ? Self.runQueueWait(tids[c]) : 0
+                sentAt[c] = HostIOPool.now()
                 guard let cpu = try? system.cpu(c) else { continue }
                 // The slot travels retained: a ping may still be in flight when the test ends.
                 cpu.sendIPI(watchdogPing, Unmanaged.passRetained(slots[c]).toOpaque(), sent[c])
             }
-            for c in 0..<n where slots[c].answered.load(ordering: .acquiring) != sent[c] {
-                var othersAlive: UInt64 = 0
-                for d in 0..<n where d != c { othersAlive = max(othersAlive, lastAnswer[d]) }
-                if othersAlive > sentAt[c] {
-                    let stall = Int(othersAlive - sentAt[c])
-                    if stall > worst.load(ordering: .relaxed) { worst.store(stall, ordering: .relaxed) }
-                }
-            }
             usleep(5_000)
         }
+        // Pings still unanswered count until now.
+        let now = HostIOPool.now()
+        for c in 0..<n where slots[c].answered.load(ordering: .acquiring) != sent[c] {
+            record(Int(truncatingIfNeeded: now &- sentAt[c]) - waited(c))
+        }
         finished.signal()
+    }
+
+    /// Nanoseconds thread `tid` of this process has spent runnable, waiting for a core.
+    static func runQueueWait(_ tid: Int32) -> UInt64 {
+        let fd = Glibc.open("/proc/self/task/\(tid)/schedstat", O_RDONLY)
+        guard fd >= 0 else { return 0 }
+        defer { Glibc.close(fd) }
+        var buf = [UInt8](repeating: 0, count: 128)
+        let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return 0 }
+        let fields = String(decoding: buf[0..<n], as: UTF8.self).split(separator: " ")
+        return fields.count > 1 ? UInt64(fields[1]) ?? 0 : 0
     }
 
     /// Stops pinging; returns the longest unanswered time in milliseconds.
@@ -78,7 +100,9 @@ final class IPIWatchdog: @unchecked Sendable {
 
 let watchdogPing: IPIFunction = { arg, seq in
     guard let arg else { return }
-    Unmanaged<IPIWatchdog.Slot>.fromOpaque(arg).takeRetainedValue().answered.store(seq, ordering: .releasing)
+    let slot = Unmanaged<IPIWatchdog.Slot>.fromOpaque(arg).takeRetainedValue()
+    slot.answeredAt.store(HostIOPool.now(), ordering: .relaxed)
+    slot.answered.store(seq, ordering: .releasing)
 }
 
 /// The longest a CPU may leave an IPI unanswered in these tests (issue 15).

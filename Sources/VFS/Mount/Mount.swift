@@ -18,7 +18,7 @@ public final class Mount: @unchecked Sendable {
     /// Holds on records of this mount (open files, working directories, roots).
     let holds = Atomic<Int>(0)
     /// Serialises renames on this file system, so that two renames cannot together make a cycle.
-    let renameLock: UnsafeMutablePointer<pthread_mutex_t>
+    let renameLock = NamespaceLock()
     /// Set when the mount has been taken out of the namespace.
     var unmounted = false
 
@@ -26,12 +26,5 @@ public final class Mount: @unchecked Sendable {
         self.fileSystem = fileSystem
         self.deviceID = fileSystem.deviceID
         self.revalidates = fileSystem.changesBehindCache
-        renameLock = .allocate(capacity: 1)
-        pthread_mutex_init(renameLock, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(renameLock)
-        renameLock.deallocate()
     }
 }

@@ -40,7 +40,8 @@ public final class NCRecord: @unchecked Sendable {
 
     /// Holds by open files, working directories and roots; the namecache never evicts a held record.
     let refs = Atomic<Int>(0)
-    private let lockStorage: UnsafeMutablePointer<pthread_mutex_t>
+    /// The record's namespace lock (owner recorded; see `NamespaceLock` for how it waits).
+    private let recordLock = NamespaceLock()
 
     static let isDirectory: UInt32 = 1 << 0
     static let isSymlink: UInt32 = 1 << 1
@@ -61,8 +62,6 @@ public final class NCRecord: @unchecked Sendable {
         self.flags = 0
         self.parent = parent
         self.mount = mount
-        lockStorage = .allocate(capacity: 1)
-        pthread_mutex_init(lockStorage, nil)
         hot = .allocate(capacity: 1)
         hot.initialize(to: NCHot(hashNext: nil, hash: hash, parent: parent?.hot, name: nameBytes, nameLength: nameLength,
                                  id: id, flags: 0, state: .unresolved, nodeType: .other, revalidates: mount.revalidates,
@@ -100,8 +99,6 @@ public final class NCRecord: @unchecked Sendable {
         hot.deinitialize(count: 1)
         hot.deallocate()
         nameBytes.deallocate()
-        pthread_mutex_destroy(lockStorage)
-        lockStorage.deallocate()
     }
 
     /// The record's name as bytes.
@@ -160,12 +157,14 @@ public final class NCRecord: @unchecked Sendable {
 
     // MARK: record lock
 
-    /// Takes the record's namespace lock, blocking.
-    func lock() { pthread_mutex_lock(lockStorage) }
+    /// Takes the record's namespace lock. A waiter on an LWKT CPU keeps answering IPIs.
+    func lock() { recordLock.lock() }
     /// Takes the lock if it is free.
-    func tryLock() -> Bool { pthread_mutex_trylock(lockStorage) == 0 }
-    /// Releases the lock.
-    func unlock() { pthread_mutex_unlock(lockStorage) }
+    func tryLock() -> Bool { recordLock.tryLock() }
+    /// Releases the lock (the caller must hold it).
+    func unlock() { recordLock.unlock() }
+    /// Whether the calling thread holds the lock (for assertions).
+    var isLockedByCaller: Bool { recordLock.isOwnedByCaller }
 
     // MARK: holds
 

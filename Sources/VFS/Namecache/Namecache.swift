@@ -445,27 +445,14 @@ public final class Namecache: @unchecked Sendable {
 
     // MARK: locking several records
 
-    /// Locks every record in `records` (duplicates allowed). One lock is taken blocking, the
-    /// rest with try-lock; on a failure everything is released and the contended lock is waited
-    /// for before trying again. No thread ever blocks while holding a record lock, so record
-    /// locks cannot deadlock, whatever the order of the input.
+    /// Locks every record in `records` (duplicates allowed) in the one order of rule 4:
+    /// ascending record id. Every multi-record operation locks through here, so no two can
+    /// wait for each other in a cycle.
     func lockAll(_ records: [NCRecord]) {
         var uniq: [NCRecord] = []
         for r in records where !uniq.contains(where: { $0 === r }) { uniq.append(r) }
         uniq.sort { $0.id < $1.id }
-        var first = 0
-        while true {
-            uniq[first].lock()
-            var taken = [first]
-            var blocker: Int? = nil
-            for i in uniq.indices where i != first {
-                if uniq[i].tryLock() { taken.append(i) } else { blocker = i; break }
-            }
-            guard let b = blocker else { return }
-            for i in taken { uniq[i].unlock() }
-            first = b
-            sched_yield()
-        }
+        for r in uniq { r.lock() }
     }
 
     /// Unlocks records locked with `lockAll`.

@@ -33,7 +33,7 @@ final class ReadGate: @unchecked Sendable {
 
     /// The reader side, as two plain pointers.
     let view: ReadGateView
-    private let writerLock: UnsafeMutablePointer<pthread_mutex_t>
+    private let writerLock = NamespaceLock()
     /// Objects a `publish` made unreachable; released after the next drain (writer lock held).
     private var retired: [AnyObject] = []
 
@@ -45,16 +45,12 @@ final class ReadGate: @unchecked Sendable {
         let closed = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1)
         closed.initialize(to: Atomic(0))
         view = ReadGateView(slots: slots, closed: closed)
-        writerLock = .allocate(capacity: 1)
-        pthread_mutex_init(writerLock, nil)
     }
 
     deinit {
         let n = Self.slotCount * Self.stride
         view.slots.deinitialize(count: n)
         UnsafeMutableRawPointer(view.slots).deallocate()
-        pthread_mutex_destroy(writerLock)
-        writerLock.deallocate()
         view.closed.deinitialize(count: 1)
         view.closed.deallocate()
     }
@@ -70,15 +66,12 @@ final class ReadGate: @unchecked Sendable {
     /// Runs `body` with every reader drained and no other writer. `body` must not block on
     /// anything a reader could hold, and must not enter a read section.
     func write<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
-        pthread_mutex_lock(writerLock)
+        writerLock.lock()
         view.closed.pointee.store(1, ordering: .sequentiallyConsistent)
+        var spins = 0
         for s in 0..<Self.slotCount {
             let p = view.slots + s * Self.stride
-            var spins = 0
-            while p.pointee.load(ordering: .sequentiallyConsistent) != 0 {
-                spins += 1
-                if spins > 64 { sched_yield() }
-            }
+            while p.pointee.load(ordering: .sequentiallyConsistent) != 0 { VFSWait.relax(&spins) }
         }
         // Every reader that could still see a retired object has left.
         let released = retired
@@ -86,7 +79,7 @@ final class ReadGate: @unchecked Sendable {
         count(.drains)
         defer {
             view.closed.pointee.store(0, ordering: .releasing)
-            pthread_mutex_unlock(writerLock)
+            writerLock.unlock()
             _ = released.count
         }
         return try body()
@@ -95,8 +88,8 @@ final class ReadGate: @unchecked Sendable {
     /// Runs `body` with no other writer while readers go on (see the type's rules): `body`
     /// may only add reachable state, publishing each pointer or state after what it leads to.
     func publish<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
-        pthread_mutex_lock(writerLock)
-        defer { pthread_mutex_unlock(writerLock) }
+        writerLock.lock()
+        defer { writerLock.unlock() }
         count(.publishes)
         return try body()
     }
@@ -149,10 +142,7 @@ struct ReadGateView {
             if closed.pointee.load(ordering: .sequentiallyConsistent) == 0 { return s }
             p.pointee.wrappingSubtract(1, ordering: .releasing)
             var spins = 0
-            while closed.pointee.load(ordering: .acquiring) != 0 {
-                spins += 1
-                if spins > 64 { sched_yield() }
-            }
+            while closed.pointee.load(ordering: .acquiring) != 0 { VFSWait.relax(&spins) }
         }
     }
 
