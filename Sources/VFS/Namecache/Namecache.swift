@@ -1,6 +1,43 @@
 import Glibc
 import Synchronization
 
+// Namecache rules (the VFS's locking, in the manner of the comment at the top of DragonFly's
+// vfs_cache.c). Every rule is referred to by number elsewhere in the VFS.
+//
+//  1. Topology. Records form one connected tree hashed by (parent id, name); a record is
+//     unresolved, positive or negative. Lookups of cached names (`fastLookup`, `probe`) run
+//     in read sections of the `ReadGate` and take no lock, allocate nothing and touch no
+//     reference count; they follow the records' plain-memory `NCHot` mirrors.
+//  2. Two kinds of writer section, both under the gate's one writer lock, which is held only
+//     for pointer and counter work, never across a file-system call:
+//     - `publish` (readers go on): adding a child (`lookupOrCreate`), resolving an unresolved
+//       or negative record (`setResolved`), a directory's search flag, replacing a process's
+//       working, root or jail directory (`chdir`, `chroot`, `jail`);
+//     - `write` (every reader drained first): anything that unlinks or frees what a reader
+//       may stand on: removal and replacement of a record, rename (`move`), eviction of
+//       negative records (in batches of `negativeSlack`), unmount, table growth, credentials.
+//  3. Publication order. A `publish` writes every field a lock-free reader follows before
+//     the pointer or state that makes it reachable (release fence; `NCRecord.syncHot` writes
+//     the state last), and readers load the state first, then fence. A resolved state never
+//     goes back in a `publish`.
+//  4. Record locks. A namespace operation holds the record lock of each name it changes, and
+//     of its directory, even while the record is negative; multi-record operations (rename:
+//     source, target and both directories; unmount: the covered record) take them through
+//     `lockAll`, in ascending record id. Lock order: a mount's rename lock, then record
+//     locks (by id), then MemFS node locks (by inode), then the gate's writer lock. Record
+//     locks record their owner; a waiter on an LWKT CPU keeps running the CPU's IPIs
+//     (`VFSWait`), and calls that may block in the host run on the host-I/O pool
+//     (`VFSProcess.offCPU`), so no lock wait or host call makes a CPU deaf.
+//  5. Retirement. What a `publish` replaces (a process's old working directory) is kept
+//     alive by the gate until the next drain, so a reader that loaded it may still use it.
+//  6. Holds. Open files, working directories and roots hold their records: a held record is
+//     never evicted, and a mount with holds cannot be unmounted.
+//  7. Host names. Records of a file system that changes behind the cache (HostFS) carry a
+//     stamp: the value of their directory's validity word when the name was last checked
+//     with the host. While the word still holds it, the record is used without asking
+//     (lock-free); inotify moves the word on every change, and a record with an old stamp
+//     is checked again under its record lock.
+
 /// Statistics of the namecache.
 public struct NamecacheStatistics: Sendable, Equatable {
     /// Components found positive in the cache.
@@ -23,15 +60,19 @@ public struct NamecacheStatistics: Sendable, Equatable {
     public var positives: Int
     /// Negative records now.
     public var negatives: Int
+    /// Writer sections that drained every reader (removals, renames, evictions, growth).
+    public var drains: Int = 0
+    /// Writer sections that published without stopping readers (new names, resolutions, chdir).
+    public var publishes: Int = 0
 }
 
 /// The namecache: a hash of records by (parent, name) over one connected tree of records.
 ///
 /// Lookups of cached names run inside read sections of a `ReadGate`; they take no lock and
-/// allocate nothing. Changes to the topology (a new record, a resolution, a rename, a removal)
-/// run inside short write sections. Namespace operations serialise on record locks, taken
-/// one blocking and the rest with try-lock (see `lockAll`), so that no set of operations can
-/// deadlock.
+/// allocate nothing. Additions and resolutions are published without stopping readers;
+/// removals, renames and evictions drain them first. Namespace operations serialise on
+/// record locks taken in record-id order. The numbered rules at the top of this file say
+/// who may change what, and how.
 public final class Namecache: @unchecked Sendable {
     let gate = ReadGate()
     /// The hash table header (buckets of `NCHot` chains), in plain memory.
@@ -75,7 +116,7 @@ public final class Namecache: @unchecked Sendable {
             resolves: gate.total(.resolves), evictions: gate.total(.evictions),
             fastLookups: gate.total(.fastLookups), slowLookups: gate.total(.slowLookups),
             records: recordCount.load(ordering: .relaxed), positives: positiveCount.load(ordering: .relaxed),
-            negatives: negativeCount.load(ordering: .relaxed))
+            negatives: negativeCount.load(ordering: .relaxed), drains: gate.total(.drains), publishes: gate.total(.publishes))
     }
 
     // MARK: hashing and probing (read or write section)
@@ -314,6 +355,7 @@ public final class Namecache: @unchecked Sendable {
     /// is resolved in a `publish` section (rule 2); only a positive one, whose node readers may
     /// be using, needs a drain. Negative records beyond the bound are reclaimed in batches.
     func setResolved(_ r: NCRecord, node: (any FSNode)?, worldSearchable: Bool) {
+        assert(r.isLockedByCaller, "namecache rule 4: a record is resolved under its lock")
         if r.state == .positive {
             gate.write { () in
                 guard !r.isDestroyed else { return }
@@ -341,6 +383,7 @@ public final class Namecache: @unchecked Sendable {
     /// its place: negative when `negative`, else unresolved. Returns the fresh record.
     @discardableResult
     func replace(_ r: NCRecord, negative: Bool) -> NCRecord? {
+        assert(r.isLockedByCaller, "namecache rule 4: a record is replaced under its lock")
         guard let parent = r.parent else { return nil }
         let name = r.name
         return gate.write { () -> NCRecord? in
@@ -359,6 +402,7 @@ public final class Namecache: @unchecked Sendable {
     /// destroyed; the source's old name gets a fresh negative record. Keeps the source record,
     /// its node and its children: open files and working directories below it stay valid.
     func move(_ source: NCRecord, over target: NCRecord) {
+        assert(source.isLockedByCaller && target.isLockedByCaller, "namecache rule 4: rename holds both records")
         guard let newParent = target.parent, let oldParent = source.parent else { return }
         let newName = target.name
         let oldName = source.name
