@@ -131,3 +131,25 @@ import Testing
         #expect(agrees(p, dir, "gone"))
     }
 }
+
+/// Strict HostFS: a change completed before an operation starts is seen by it, without
+/// waiting for the watcher thread (`serve --cache-validity 0`).
+@Suite struct StrictHostFSTests {
+    @Test func changesAreSeenByTheNextOperation() throws {
+        let dir = makeTempDir("hostfs-strict")
+        defer { removeTree(dir) }
+        let vfs = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: dir, strict: true))
+        let p = vfs.makeProcess()
+        for round in 0..<200 {
+            let name = "f\(round % 3)"
+            Glibc.close(Glibc.open(dir + "/" + name, O_CREAT | O_WRONLY | O_TRUNC, 0o644))
+            #expect(try p.stat("/" + name).size == 0)
+            let fd = Glibc.open(dir + "/" + name, O_WRONLY | O_APPEND)
+            _ = Glibc.write(fd, "abc", 3)
+            Glibc.close(fd)
+            #expect(try p.stat("/" + name).size == 3, "round \(round): a host append not seen")
+            Glibc.unlink(dir + "/" + name)
+            #expect(errno { try p.stat("/" + name) } == .noent, "round \(round): a host unlink not seen")
+        }
+    }
+}

@@ -19,6 +19,7 @@ extension VFSProcess {
     /// With `wantAttributes` the attributes of a MemFS result are read in the same section.
     @inline(__always)
     func fastLookup(_ path: String, follow: Bool, wantAttributes: Bool) -> FastOutcome {
+        vfs.settleStrictMounts()
         let gate = gateView
         let outcome: FastOutcome? = path.utf8.withContiguousStorageIfAvailable { buf -> FastOutcome in
             guard let p = buf.baseAddress, buf.count > 0, buf.count < PathLimits.pathMax else { return .fallback }

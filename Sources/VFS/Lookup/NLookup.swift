@@ -27,6 +27,7 @@ extension VFSProcess {
         if path.count >= PathLimits.pathMax { throw .nametoolong }
         if path.contains(0) { throw .inval }
         namecache.gate.count(.slowLookups)
+        vfs.settleStrictMounts()
         let (cwdRec, rootRec, jailRec, ctx) = snapshot()
         let cred = ctx.credentials
         var buf = path

@@ -19,6 +19,8 @@ public final class Mount: @unchecked Sendable {
     let holds = Atomic<Int>(0)
     /// Serialises renames on this file system, so that two renames cannot together make a cycle.
     let renameLock = NamespaceLock()
+    /// A strict HostFS (`HostFS.strict`): path operations settle its events first.
+    let strictHost: HostFS?
     /// Set when the mount has been taken out of the namespace.
     var unmounted = false
 
@@ -26,5 +28,6 @@ public final class Mount: @unchecked Sendable {
         self.fileSystem = fileSystem
         self.deviceID = fileSystem.deviceID
         self.revalidates = fileSystem.changesBehindCache
+        if let h = fileSystem as? HostFS, h.strict { strictHost = h } else { strictHost = nil }
     }
 }

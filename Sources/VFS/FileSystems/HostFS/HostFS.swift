@@ -26,11 +26,17 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     public var callsMayBlock: Bool { true }
     private let hostIsRoot = geteuid() == 0
     let watcher: HostFSWatcher?
+    /// Every path operation first applies the changes the kernel has reported so far (one
+    /// non-blocking `read` of the inotify descriptor), so a change completed before the
+    /// operation began is always seen by it.
+    public let strict: Bool
 
     /// Opens `hostPath` (a directory) as the root of the file system. With `watch` (the
-    /// default) host changes are learnt from inotify; without it every cached name is
-    /// checked with the host on each use.
-    public init(hostPath: String, watch: Bool = true) throws(VFSError) {
+    /// default) host changes are learnt from inotify: a change is seen once the watcher has
+    /// read it (microseconds), or, with `strict`, by every operation that starts after the
+    /// change. Without `watch` every cached name is checked with the host on each use.
+    public init(hostPath: String, watch: Bool = true, strict: Bool = false) throws(VFSError) {
+        self.strict = strict && watch
         let fd = Glibc.open(hostPath, O_PATH | O_DIRECTORY | O_CLOEXEC)
         if fd < 0 { throw .current }
         var st = stat()

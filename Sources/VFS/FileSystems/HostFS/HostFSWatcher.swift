@@ -15,9 +15,11 @@ import Synchronization
 ///    are checked with the host on every use (exact, as before).
 /// 2. A queue overflow (`IN_Q_OVERFLOW`) advances every watched directory's generation:
 ///    every cached name below the mount is checked again.
-/// 3. `table` is touched only with `lock` held, by the reader thread, by `watch` (a
-///    resolution) and by a node's `deinit`; a node leaves the table before it is freed, so
-///    the reader never touches a freed node.
+/// 3. `table` and `buffer` are touched only with `lock` held: by the reader thread and by
+///    `settle` (which read the descriptor and apply what they read under it, so events are
+///    applied in the kernel's order), by `watch` (a resolution) and by a node's `deinit`; a
+///    node leaves the table before it is freed, so no event touches a freed node. The lock
+///    is a `NamespaceLock`: a CPU that waits for it keeps answering IPIs.
 final class HostFSWatcher: @unchecked Sendable {
     /// Events that can change which names a directory holds or what they are.
     static let nameEvents = UInt32(IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB
@@ -25,7 +27,10 @@ final class HostFSWatcher: @unchecked Sendable {
 
     let fd: Int32
     private let stopPipe: (read: Int32, write: Int32)
-    private let lock = Mutex<[Int32: [ObjectIdentifier: Unmanaged<HostFSNode>]]>([:])
+    private let lock = NamespaceLock()
+    private var table: [Int32: [ObjectIdentifier: Unmanaged<HostFSNode>]] = [:]
+    private static let bufferSize = 64 * 1024
+    private let buffer = UnsafeMutableRawPointer.allocate(byteCount: HostFSWatcher.bufferSize, alignment: 8)
     /// Events read, overflows seen, watches refused (for tests and statistics).
     let events = Atomic<Int>(0)
     let overflows = Atomic<Int>(0)
@@ -50,6 +55,7 @@ final class HostFSWatcher: @unchecked Sendable {
     }
 
     deinit {
+        buffer.deallocate()
         Glibc.close(fd)
         Glibc.close(stopPipe.read)
         Glibc.close(stopPipe.write)
@@ -69,7 +75,7 @@ final class HostFSWatcher: @unchecked Sendable {
             refusals.wrappingAdd(1, ordering: .relaxed)
             return
         }
-        lock.withLock { table in
+        lock.withLock { () in
             table[wd, default: [:]][ObjectIdentifier(node)] = Unmanaged.passUnretained(node)
             node.watchDescriptor = wd
             node.generation.pointee.store(1, ordering: .releasing)
@@ -80,7 +86,7 @@ final class HostFSWatcher: @unchecked Sendable {
     func forget(_ node: HostFSNode) {
         let wd = node.watchDescriptor
         guard wd >= 0 else { return }
-        let last = lock.withLock { table -> Bool in
+        let last = lock.withLock { () -> Bool in
             table[wd]?[ObjectIdentifier(node)] = nil
             if table[wd]?.isEmpty == true {
                 table[wd] = nil
@@ -95,13 +101,12 @@ final class HostFSWatcher: @unchecked Sendable {
     /// queues an event before the system call that caused it returns, so after `settle()`
     /// every host change made before it is visible to the next lookup.
     func settle() {
-        let size = 64 * 1024
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
-        defer { buffer.deallocate() }
-        while true {
-            let got = Glibc.read(fd, buffer, size)
-            if got <= 0 { break }
-            apply(buffer, got)
+        lock.withLock { () in
+            while true {
+                let got = Glibc.read(fd, buffer, Self.bufferSize)
+                if got <= 0 { break }
+                apply(buffer, got)
+            }
         }
     }
 
@@ -109,18 +114,15 @@ final class HostFSWatcher: @unchecked Sendable {
     /// overflow needs more than `max_queued_events` unread events).
     func injectOverflow() {
         let size = MemoryLayout<inotify_event>.size
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
-        defer { buffer.deallocate() }
-        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: size)
-        buffer.storeBytes(of: Int32(-1), toByteOffset: 0, as: Int32.self)
-        buffer.storeBytes(of: UInt32(IN_Q_OVERFLOW), toByteOffset: 4, as: UInt32.self)
-        apply(buffer, size)
+        let event = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
+        defer { event.deallocate() }
+        event.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+        event.storeBytes(of: Int32(-1), toByteOffset: 0, as: Int32.self)
+        event.storeBytes(of: UInt32(IN_Q_OVERFLOW), toByteOffset: 4, as: UInt32.self)
+        lock.withLock { () in apply(event, size) }
     }
 
     private func readLoop() {
-        let size = 64 * 1024
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
-        defer { buffer.deallocate() }
         var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: stopPipe.read, events: Int16(POLLIN), revents: 0)]
         while true {
@@ -129,19 +131,15 @@ final class HostFSWatcher: @unchecked Sendable {
             let n = poll(&fds, 2, -1)
             if n < 0 { if errno == EINTR { continue } else { return } }
             if fds[1].revents != 0 { return }
-            while true {
-                let got = Glibc.read(fd, buffer, size)
-                if got <= 0 { break }
-                apply(buffer, got)
-            }
+            settle()
         }
     }
 
-    /// Advances the generations named by a batch of events.
+    /// Advances the generations named by a batch of events (with `lock` held).
     private func apply(_ buffer: UnsafeMutableRawPointer, _ count: Int) {
         var offset = 0
         let header = MemoryLayout<inotify_event>.size
-        lock.withLock { table in
+        do {
             while offset + header <= count {
                 let wd = buffer.load(fromByteOffset: offset, as: Int32.self)
                 let mask = buffer.load(fromByteOffset: offset + 4, as: UInt32.self)
