@@ -153,3 +153,41 @@ import Testing
         }
     }
 }
+
+/// Where inotify cannot watch, a cached host name is trusted for a bounded time only.
+@Suite struct UnwatchedHostFSTests {
+    @Test func namesInUnwatchedDirectoriesExpireAfterTheValidity() throws {
+        let dir = makeTempDir("hostfs-unwatched")
+        defer { removeTree(dir) }
+        let fs = try HostFS(hostPath: dir, unwatchedValidity: .milliseconds(100))
+        fs.watcher?.refuseWatches = true   // as at inotify's watch limit
+        let vfs = VirtualFileSystem(rootFileSystem: fs)
+        let p = vfs.makeProcess()
+        Glibc.mkdir(dir + "/sub", 0o755)
+        Glibc.close(Glibc.open(dir + "/sub/f", O_CREAT | O_WRONLY, 0o644))
+        fs.settle()
+        // Within one validity period the name is used without asking the host (checked only
+        // when no period ended in between, which the clock word tells).
+        var checked = false
+        for _ in 0..<20 where !checked {
+            let c0 = fs.watcher?.clock.pointee.load(ordering: .acquiring)
+            #expect(try p.lookup("/sub/f") == .regular)
+            let before = vfs.namecache.statistics
+            _ = try p.lookup("/sub/f")
+            let after = vfs.namecache.statistics
+            guard fs.watcher?.clock.pointee.load(ordering: .acquiring) == c0 else { continue }
+            #expect(after.resolves == before.resolves && after.fastLookups == before.fastLookups + 1)
+            checked = true
+        }
+        #expect(checked)
+        #expect(fs.watchStatistics.refused >= 1)
+        // After the period it is checked again: a host unlink is seen.
+        Glibc.unlink(dir + "/sub/f")
+        var seen = false
+        for _ in 0..<200 where !seen {
+            seen = errno { try p.lookup("/sub/f") } == .noent
+            if !seen { usleep(10_000) }
+        }
+        #expect(seen, "an unwatched directory's change must be seen within the validity")
+    }
+}

@@ -35,13 +35,17 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     /// default) host changes are learnt from inotify: a change is seen once the watcher has
     /// read it (microseconds), or, with `strict`, by every operation that starts after the
     /// change. Without `watch` every cached name is checked with the host on each use.
-    public init(hostPath: String, watch: Bool = true, strict: Bool = false) throws(VFSError) {
+    ///
+    /// Where inotify cannot watch a directory (its limits, a file system without inotify), a
+    /// cached name in it is trusted for `unwatchedValidity` (nil: checked on every use).
+    public init(hostPath: String, watch: Bool = true, strict: Bool = false,
+                unwatchedValidity: Duration? = .milliseconds(200)) throws(VFSError) {
         self.strict = strict && watch
         let fd = Glibc.open(hostPath, O_PATH | O_DIRECTORY | O_CLOEXEC)
         if fd < 0 { throw .current }
         var st = stat()
         if fstat(fd, &st) != 0 { let e = VFSError.current; Glibc.close(fd); throw e }
-        watcher = watch ? HostFSWatcher() : nil
+        watcher = watch ? HostFSWatcher(validity: unwatchedValidity) : nil
         root = HostFSNode(fd: fd, st: st, watcher: watcher, parent: nil)
         deviceID = Self.deviceCounter.wrappingAdd(1, ordering: .relaxed).newValue
     }
@@ -59,7 +63,11 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     public func settle() { watcher?.settle() }
 
     public func validityWord(for directory: any FSNode) -> UnsafeMutablePointer<Atomic<UInt64>>? {
-        (directory as? HostFSNode)?.generation
+        guard let d = directory as? HostFSNode else { return nil }
+        if d.generation.pointee.load(ordering: .acquiring) != 0 { return d.generation }
+        // Unwatched (rule 1 of HostFSWatcher): time-bounded validity, if any.
+        guard let w = watcher, w.validity != nil else { return nil }
+        return w.clock
     }
 
     static func fileType(_ mode: mode_t) -> FileType {

@@ -11,8 +11,10 @@ import Synchronization
 ///
 /// Rules of this file:
 /// 1. A generation word is 0 while its directory is not watched (inotify refused the watch,
-///    or the watch is gone); records are never stamped with 0, so such a directory's names
-///    are checked with the host on every use (exact, as before).
+///    or the watch is gone). Such a directory's names are stamped with the `clock` word
+///    instead, which the reader thread advances every `validity` (time-bounded validity,
+///    like nginx's `open_file_cache_valid`); with no validity they are checked with the
+///    host on every use. Records are never stamped with 0.
 /// 2. A queue overflow (`IN_Q_OVERFLOW`) advances every watched directory's generation:
 ///    every cached name below the mount is checked again.
 /// 3. `table` and `buffer` are touched only with `lock` held: by the reader thread and by
@@ -35,9 +37,18 @@ final class HostFSWatcher: @unchecked Sendable {
     let events = Atomic<Int>(0)
     let overflows = Atomic<Int>(0)
     let refusals = Atomic<Int>(0)
+    /// Advanced every `validity` by the reader thread: the validity word of unwatched directories.
+    let clock: UnsafeMutablePointer<Atomic<UInt64>>
+    /// How long a name in an unwatched directory is trusted (nil: never).
+    let validity: Duration?
+    /// For tests: refuse every watch, as inotify does at its limits.
+    var refuseWatches = false
 
     /// Starts the reader thread; nil when inotify is not available.
-    init?() {
+    init?(validity: Duration?) {
+        self.validity = validity
+        clock = .allocate(capacity: 1)
+        clock.initialize(to: Atomic(1))
         let ifd = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
         guard ifd >= 0 else { return nil }
         var p: [Int32] = [0, 0]
@@ -55,6 +66,8 @@ final class HostFSWatcher: @unchecked Sendable {
     }
 
     deinit {
+        clock.deinitialize(count: 1)
+        clock.deallocate()
         buffer.deallocate()
         Glibc.close(fd)
         Glibc.close(stopPipe.read)
@@ -70,7 +83,7 @@ final class HostFSWatcher: @unchecked Sendable {
     /// Watches the directory `node` and sets its generation word to a live value; leaves it
     /// at 0 when inotify refuses (watch limit, a file system without inotify).
     func watch(_ node: HostFSNode) {
-        let wd = inotify_add_watch(fd, node.procPath, Self.nameEvents | UInt32(IN_ONLYDIR))
+        let wd = refuseWatches ? -1 : inotify_add_watch(fd, node.procPath, Self.nameEvents | UInt32(IN_ONLYDIR))
         guard wd >= 0 else {
             refusals.wrappingAdd(1, ordering: .relaxed)
             return
@@ -128,7 +141,14 @@ final class HostFSWatcher: @unchecked Sendable {
         while true {
             fds[0].revents = 0
             fds[1].revents = 0
-            let n = poll(&fds, 2, -1)
+            let timeout: Int32 = validity.map { Int32(clamping: max(1, $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000)) } ?? -1
+            let n = poll(&fds, 2, timeout)
+            if n == 0 {
+                // A validity period has passed: names in unwatched directories are checked again.
+                let next = clock.pointee.load(ordering: .relaxed) &+ 1
+                clock.pointee.store(next == 0 ? 1 : next, ordering: .releasing)
+                continue
+            }
             if n < 0 { if errno == EINTR { continue } else { return } }
             if fds[1].revents != 0 { return }
             settle()
