@@ -1,4 +1,5 @@
 import Glibc
+import LWKT
 import Synchronization
 import VFS
 
@@ -103,6 +104,33 @@ enum VFSBench {
             let vstat = time(kernelIterations) { _ = try? p.stat(vpath) }
             reporter.report("vfs HostFS cached stat, depth \(d)", unit: "ns/lookup", value: vstat, baseline: "kernel stat()", baselineValue: kernel)
         }
+
+        // The cost of keeping host calls off the CPUs: an open+fstat+close of a HostFS file
+        // made by an LWKT thread through the host-I/O pool (parked, answered by IPI) against
+        // the same calls made directly on the CPU thread.
+        let pooled = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: hostDir), hostIO: HostIOPool(threads: 2))
+        let pp = pooled.makeProcess()
+        let rounds = quick ? 2_000 : 10_000
+        let system = try LWKT.boot(cpus: 1, configuration: .init(warnings: false))
+        let (direct, viaPool) = try await system.run(on: 0) { () -> (Double, Double) in
+            func once() throws(VFSError) {
+                let fd = try pp.open("/c1/f")
+                _ = try pp.fstat(fd)
+                try pp.close(fd)
+            }
+            var t0 = now()
+            for _ in 0..<rounds { try once() }
+            let d = Double(now() - t0) / Double(rounds)
+            t0 = now()
+            for _ in 0..<rounds { try await pp.offCPU { try once() } }
+            return (d, Double(now() - t0) / Double(rounds))
+        }
+        _ = try await system.shutdown()
+        let io = pooled.hostIO.statistics
+        reporter.report("vfs HostFS open+fstat+close through the host-I/O pool", unit: "ns/call", value: viaPool,
+                        baseline: "on the CPU thread", baselineValue: direct)
+        reporter.report("vfs host-I/O pool mean latency (submit to answer)", unit: "ns", value: Double(io.meanLatencyNanos))
+        reporter.report("vfs host-I/O pool deepest queue", unit: "requests", value: Double(io.maxQueueDepth))
 
         let s = vfs.namecache.statistics
         reporter.report("namecache hits (components)", unit: "count", value: Double(s.hits))
