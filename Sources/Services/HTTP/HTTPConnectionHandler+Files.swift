@@ -18,18 +18,24 @@ extension HTTPConnectionHandler {
 
     func serveFile(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool,
                    cacheKey: UnsafeRawBufferPointer?) async throws(SocketError) -> Bool {
+        // open and fstat in one trip to the host-I/O pool (an fstat failure becomes EIO: 500).
         let fd: Int32
-        do { fd = try await process.offCPU { try process.open(decoded.path) } } catch {
+        let attrs: FileAttributes
+        do {
+            (fd, attrs) = try await process.offCPU { () throws -> (Int32, FileAttributes) in
+                let fd = try process.open(decoded.path)
+                guard let a = try? process.fstat(fd) else {
+                    try? process.close(fd)
+                    throw VFSError.io
+                }
+                return (fd, a)
+            }
+        } catch {
             try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
             return keepAlive
         }
         var open = true
         defer { if open { try? process.close(fd) } }
-        let attrs: FileAttributes
-        do { attrs = try await process.offCPU { try process.fstat(fd) } } catch {
-            try await sendError(.internalServerError, head: head, keepAlive: keepAlive)
-            return keepAlive
-        }
         switch attrs.type {
         case .directory:
             try? process.close(fd)
