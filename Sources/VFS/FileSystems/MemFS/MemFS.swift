@@ -236,4 +236,27 @@ public final class MemFS: FileSystem, @unchecked Sendable {
             n.entries.map { DirectoryEntry(name: String(decoding: $0.key, as: UTF8.self), inode: $0.value.inode, type: $0.value.type) }
         }
     }
+
+    /// Swaps the objects named `name` in `directory` and `otherName` in `otherDirectory`
+    /// (`RENAME_EXCHANGE`); both must exist.
+    func exchangeNames(_ name: [UInt8], in directory: any FSNode, with otherName: [UInt8], in otherDirectory: any FSNode) throws(VFSError) {
+        let d = try self.directory(directory)
+        let nd = try self.directory(otherDirectory)
+        try locked { () throws(VFSError) in
+            guard let a = d.entries[name], let b = nd.entries[otherName] else { throw .noent }
+            if a === b { return }
+            let now = Timespec.now()
+            d.entries[name] = b
+            nd.entries[otherName] = a
+            if d !== nd {
+                let delta = Int32(b.type == .directory ? 1 : 0) - Int32(a.type == .directory ? 1 : 0)
+                d.update(nlinkDelta: delta)
+                nd.update(nlinkDelta: -delta)
+            }
+            d.update(mtime: now, ctime: now)
+            nd.update(mtime: now, ctime: now)
+            a.update(ctime: now)
+            b.update(ctime: now)
+        }
+    }
 }

@@ -1,0 +1,101 @@
+import ArgumentParser
+import FUSE
+import Foundation
+import LWKT
+import VFS
+
+/// `libellula mount`: serves a VFS namespace (MemFS, or HostFS over a host directory) as a
+/// real file system over FUSE until SIGINT/SIGTERM or an outside unmount, then unmounts and
+/// prints the per-CPU channel counters.
+struct MountCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount the VFS (MemFS or a host directory through HostFS) over FUSE, one channel per CPU."
+    )
+
+    @Argument(help: "The directory to mount on.")
+    var mountPoint: String
+
+    @Option(help: "Serve this host directory (HostFS).")
+    var root: String?
+
+    @Flag(help: "Serve an empty in-memory file system (the default without --root).")
+    var memfs = false
+
+    @Option(help: "Number of CPUs, each with its own FUSE channel (default: one per online core).")
+    var cpus: Int?
+
+    @Option(help: "Seconds the kernel may cache a name (0: ask the namecache every time).")
+    var entryTimeout: Double = 1
+
+    @Option(help: "Seconds the kernel may cache attributes.")
+    var attrTimeout: Double = 1
+
+    @Option(help: "Seconds the kernel may cache that a name does not exist (default: the entry timeout).")
+    var negativeTimeout: Double?
+
+    @Flag(help: "Let other users use the mount.")
+    var allowOther = false
+
+    @Option(help: "Unmount after this many seconds (default: run until interrupted).")
+    var seconds: Double?
+
+    func validate() throws {
+        if root != nil && memfs { throw ValidationError("--root and --memfs exclude each other") }
+        if entryTimeout < 0 || attrTimeout < 0 || (negativeTimeout ?? 0) < 0 { throw ValidationError("timeouts must be 0 or more") }
+    }
+
+    func run() async throws {
+        let fs: any FileSystem
+        if let root {
+            do { fs = try HostFS(hostPath: root) } catch {
+                throw ValidationError("cannot open --root \(root): \(error)")
+            }
+        } else {
+            fs = MemFS(rootMode: 0o755)
+        }
+        let vfs = VirtualFileSystem(rootFileSystem: fs)
+        let system = try LWKT.boot(cpus: cpus)
+        let options = FUSEMountOptions(entryTimeout: entryTimeout, attributeTimeout: attrTimeout,
+                                       negativeTimeout: negativeTimeout, allowOther: allowOther)
+        let server: FUSEServer
+        do {
+            server = try FUSEServer.mount(vfs, at: mountPoint, system: system, options: options,
+                                          hostRoot: root.map { URL(fileURLWithPath: $0).path })
+        } catch let e as FUSEError {
+            _ = try? await system.shutdown()
+            FileHandle.standardError.write(Data("libellula mount: \(e)\n".utf8))
+            throw ExitCode(2)
+        }
+        print("libellula mount: \(root.map { "HostFS \($0)" } ?? "MemFS") on \(mountPoint), \(system.cpuCount) CPUs (one FUSE channel each)")
+        fflush(nil)
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let stop = DispatchSemaphore(value: 0)
+        let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { stop.signal() }
+            s.resume()
+            return s
+        }
+        if let seconds {
+            DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { stop.signal() }
+        }
+        // An unmount from outside (fusermount3 -u) ends the channels: stop then too.
+        let watcher = Task.detached {
+            await server.wait()
+            stop.signal()
+        }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async { stop.wait(); c.resume() }
+        }
+        _ = sources
+        server.stop()
+        watcher.cancel()
+        for s in server.statistics {
+            print("cpu\(s.cpu): requests \(s.requests) errors \(s.errors) lookups \(s.lookups) negative \(s.negativeLookups) getattr \(s.getattrs) reads \(s.reads) (\(s.bytesRead) B) writes \(s.writes) (\(s.bytesWritten) B) forgets \(s.forgets)")
+        }
+        print("libellula mount: unmounted \(mountPoint)")
+        try await system.shutdown()
+    }
+}
