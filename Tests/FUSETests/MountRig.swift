@@ -11,6 +11,7 @@ import VFS
 final class MountRig: @unchecked Sendable {
     let system: LWKTSystem
     let server: FUSEServer
+    let vfs: VirtualFileSystem
     /// The mount point.
     let path: String
     /// The host directory behind a HostFS mount.
@@ -50,16 +51,17 @@ final class MountRig: @unchecked Sendable {
         let system = try LWKT.boot(cpus: cpus)
         do {
             let server = try FUSEServer.mount(vfs, at: base + "/mnt", system: system, options: options, hostRoot: backing)
-            return MountRig(system: system, server: server, path: base + "/mnt", backing: backing, scratch: base + "/scratch")
+            return MountRig(system: system, server: server, vfs: vfs, path: base + "/mnt", backing: backing, scratch: base + "/scratch")
         } catch {
             _ = try? system.shutdownBlocking()
             throw error
         }
     }
 
-    private init(system: LWKTSystem, server: FUSEServer, path: String, backing: String?, scratch: String) {
+    private init(system: LWKTSystem, server: FUSEServer, vfs: VirtualFileSystem, path: String, backing: String?, scratch: String) {
         self.system = system
         self.server = server
+        self.vfs = vfs
         self.path = path
         self.backing = backing
         self.scratch = scratch
