@@ -241,6 +241,15 @@ public final class FUSEServer: @unchecked Sendable {
     /// Node ids the kernel holds now (besides the root).
     public var knownNodes: Int { nodes.count }
 
+    /// Channels, node ids and namecache counters together (for `/_stats`-style reports).
+    public var fullStatistics: FUSEStatistics {
+        let n = vfs.namecache.statistics
+        return FUSEStatistics(mountPoint: mountPoint, channels: statistics, knownNodes: nodes.count,
+                              namecacheHits: n.hits, namecacheNegativeHits: n.negativeHits, namecacheMisses: n.misses,
+                              namecacheResolves: n.resolves, namecacheRecords: n.records,
+                              namecachePositives: n.positives, namecacheNegatives: n.negatives)
+    }
+
     /// Whether the kernel ended the session (the file system was unmounted from outside).
     public var isFinished: Bool { threads.allSatisfy { $0.isFinished } }
 

@@ -1,7 +1,7 @@
 import CLibellula
 
 /// Counters of one FUSE channel (one CPU's cloned `/dev/fuse` descriptor).
-public struct FUSEChannelStatistics: Sendable, Equatable {
+public struct FUSEChannelStatistics: Codable, Sendable, Equatable {
     /// The CPU that serves the channel.
     public var cpu: Int
     /// Requests read from the channel.
@@ -22,6 +22,25 @@ public struct FUSEChannelStatistics: Sendable, Equatable {
     public var forgets: UInt64
     /// Times the channel's thread waited for the descriptor to become readable.
     public var waits: UInt64
+}
+
+/// A whole mount's statistics: its channels, the kernel's node ids and the namecache behind it.
+public struct FUSEStatistics: Codable, Sendable, Equatable {
+    /// The mount point.
+    public var mountPoint: String
+    /// One entry per CPU channel.
+    public var channels: [FUSEChannelStatistics]
+    /// Node ids the kernel holds (besides the root).
+    public var knownNodes: Int
+    /// Namecache counters: component hits, negative hits, misses, file-system resolves,
+    /// records, positives, negatives.
+    public var namecacheHits: Int
+    public var namecacheNegativeHits: Int
+    public var namecacheMisses: Int
+    public var namecacheResolves: Int
+    public var namecacheRecords: Int
+    public var namecachePositives: Int
+    public var namecacheNegatives: Int
 }
 
 /// The counters behind `FUSEChannelStatistics`: plain memory written only by the channel's

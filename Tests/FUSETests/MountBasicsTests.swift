@@ -103,7 +103,14 @@ let renameat2Call: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePo
         guard let rig = try MountRig.make() else { return }
         defer { rig.close() }
         try check(rig)
-        #expect(rig.server.statistics.reduce(0) { $0 + $1.requests } > 0)
+        let stats = rig.server.fullStatistics
+        #expect(stats.channels.count == 2)
+        #expect(stats.channels.reduce(0) { $0 + $1.requests } > 0)
+        #expect(stats.channels.reduce(0) { $0 + $1.lookups } >= stats.channels.reduce(0) { $0 + $1.negativeLookups })
+        #expect(stats.channels.reduce(0) { $0 + $1.negativeLookups } > 0)
+        #expect(stats.namecacheRecords > 0)
+        let decoded = try JSONDecoder().decode(FUSEStatistics.self, from: try JSONEncoder().encode(stats))
+        #expect(decoded == stats)
     }
 
     @Test func operationsOnHostFS() throws {

@@ -151,7 +151,7 @@ import VFS
         }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = ["mount", base + "/mnt", "--memfs", "--cpus", "2"]
+        p.arguments = ["mount", base + "/mnt", "--memfs", "--cpus", "2", "--stats-file", base + "/stats.json"]
         let out = Pipe()
         p.standardOutput = out
         p.standardError = out
@@ -178,6 +178,9 @@ import VFS
         #expect(!Self.isMounted(base + "/mnt"))
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(text.contains("unmounted"), "\(text)")
+        let stats = FileManager.default.contents(atPath: base + "/stats.json").flatMap { try? JSONDecoder().decode(FUSEStatistics.self, from: $0) }
+        #expect(stats?.channels.count == 2)
+        #expect((stats?.channels.reduce(0) { $0 + $1.requests } ?? 0) > 0)
     }
 
     @Test func commandReportsABusyMountPoint() throws {

@@ -40,6 +40,9 @@ struct MountCommand: AsyncParsableCommand {
     @Option(help: "Unmount after this many seconds (default: run until interrupted).")
     var seconds: Double?
 
+    @Option(help: "Write the per-CPU channel and namecache counters as JSON to this file every second.")
+    var statsFile: String?
+
     func validate() throws {
         if root != nil && memfs { throw ValidationError("--root and --memfs exclude each other") }
         if entryTimeout < 0 || attrTimeout < 0 || (negativeTimeout ?? 0) < 0 { throw ValidationError("timeouts must be 0 or more") }
@@ -81,6 +84,14 @@ struct MountCommand: AsyncParsableCommand {
         if let seconds {
             DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { stop.signal() }
         }
+        let statsWriter = statsFile.map { path in
+            Task.detached {
+                while !Task.isCancelled {
+                    Self.writeStatistics(server, to: path)
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+        }
         // An unmount from outside (fusermount3 -u) ends the channels: stop then too.
         let watcher = Task.detached {
             await server.wait()
@@ -90,6 +101,8 @@ struct MountCommand: AsyncParsableCommand {
             DispatchQueue.global().async { stop.wait(); c.resume() }
         }
         _ = sources
+        statsWriter?.cancel()
+        if let statsFile { Self.writeStatistics(server, to: statsFile) }
         server.stop()
         watcher.cancel()
         for s in server.statistics {
@@ -97,5 +110,14 @@ struct MountCommand: AsyncParsableCommand {
         }
         print("libellula mount: unmounted \(mountPoint)")
         try await system.shutdown()
+    }
+
+    /// Replaces `path` with the server's statistics as JSON (write, then rename).
+    static func writeStatistics(_ server: FUSEServer, to path: String) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        guard let data = try? encoder.encode(server.fullStatistics) else { return }
+        let tmp = path + ".tmp"
+        if FileManager.default.createFile(atPath: tmp, contents: data) { rename(tmp, path) }
     }
 }
