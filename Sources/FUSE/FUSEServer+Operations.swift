@@ -57,9 +57,17 @@ extension FUSEServer {
         case FUSE_MKNOD.rawValue:
             guard argLength > MemoryLayout<fuse_mknod_in>.size else { throw .inval }
             let m = arg.loadUnaligned(as: fuse_mknod_in.self)
-            guard m.mode & UInt32(S_IFMT) == UInt32(S_IFREG) else { return -Int(EPERM) }
             let name = try Self.name(arg + MemoryLayout<fuse_mknod_in>.size, argLength - MemoryLayout<fuse_mknod_in>.size)
-            let r = try process.create(name, in: try record(h.nodeid), mode: m.mode & 0o7777, exclusive: true, credentials: Self.creds(h)).record
+            let r: NCRecord
+            switch m.mode & UInt32(S_IFMT) {
+            case UInt32(S_IFREG):
+                r = try process.create(name, in: try record(h.nodeid), mode: m.mode & 0o7777, exclusive: true, credentials: Self.creds(h)).record
+            case UInt32(S_IFIFO):
+                // The kernel runs the pipe itself; the file system only keeps the name.
+                r = try process.makeFIFO(name, in: try record(h.nodeid), mode: m.mode & 0o7777, credentials: Self.creds(h))
+            default:
+                return -Int(EPERM)  // devices and sockets are not stored
+            }
             return try entry(r, out)
 
         case FUSE_MKDIR.rawValue:
@@ -173,12 +181,48 @@ extension FUSEServer {
             guard let f = FUSEOpenFile.from(handle: rd.fh), f.isDirectory else { throw .badf }
             return try readdir(h.nodeid, f, offset: Int(rd.offset), size: Int(rd.size), plus: h.opcode == FUSE_READDIRPLUS.rawValue, out)
 
+        case FUSE_SETXATTR.rawValue:
+            guard argLength > 8 else { throw .inval }
+            let size = Int(arg.loadUnaligned(as: UInt32.self))
+            let flags = arg.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+            let name = try Self.name(arg + 8, argLength - 8)
+            let start = 8 + name.count + 1
+            guard start + size <= argLength else { throw .inval }
+            let value = Array(UnsafeRawBufferPointer(start: arg + start, count: size))
+            try process.setExtendedAttribute(name, value, of: try record(h.nodeid), create: flags & 1 != 0, replace: flags & 2 != 0)
+            return 0
+
+        case FUSE_GETXATTR.rawValue, FUSE_LISTXATTR.rawValue:
+            guard argLength >= 8 else { throw .inval }
+            let size = Int(arg.loadUnaligned(as: UInt32.self))
+            let r = try record(h.nodeid)
+            var bytes: [UInt8]
+            if h.opcode == FUSE_GETXATTR.rawValue {
+                bytes = try process.extendedAttribute(try Self.name(arg + 8, argLength - 8), of: r)
+            } else {
+                bytes = []
+                for n in try process.extendedAttributeNames(of: r) { bytes += n; bytes.append(0) }
+            }
+            if size == 0 {
+                var o = fuse_getxattr_out()
+                o.size = UInt32(bytes.count)
+                out.storeBytes(of: o, as: fuse_getxattr_out.self)
+                return MemoryLayout<fuse_getxattr_out>.size
+            }
+            if bytes.count > size { throw .range }
+            bytes.withUnsafeBytes { b in if let base = b.baseAddress { out.copyMemory(from: base, byteCount: b.count) } }
+            return bytes.count
+
+        case FUSE_REMOVEXATTR.rawValue:
+            try process.removeExtendedAttribute(try Self.name(arg, argLength), of: try record(h.nodeid))
+            return 0
+
         case FUSE_DESTROY.rawValue:
             destroyed.store(true, ordering: .relaxed)
             return 0
 
         default:
-            // ACCESS (the kernel checks modes itself), xattrs, locks (the kernel keeps flock and
+            // ACCESS (the kernel checks modes itself), locks (the kernel keeps flock and
             // POSIX locks locally when the server does not take them), LSEEK, FALLOCATE, ...
             return -Int(ENOSYS)
         }

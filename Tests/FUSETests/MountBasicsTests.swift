@@ -122,6 +122,55 @@ let renameat2Call: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePo
         #expect(lstat(rig.backing! + "/d/e", &st) == 0 && st.st_mode & 0o7777 == 0o700)
     }
 
+    @Test func fifosAndExtendedAttributes() throws {
+        guard let rig = try MountRig.make() else { return }
+        defer { rig.close() }
+        let m = rig.path
+        // mknod of a FIFO: the kernel runs the pipe, the mount keeps the name.
+        #expect(mkfifo(m + "/fifo", 0o644) == 0)
+        var st = stat()
+        #expect(lstat(m + "/fifo", &st) == 0 && st.st_mode & S_IFMT == S_IFIFO && st.st_mode & 0o777 == 0o644)
+        let r = try shell("(echo through-the-fifo > '\(m)/fifo' &) ; cat '\(m)/fifo'", timeout: 20)
+        #expect(r.status == 0 && r.output == "through-the-fifo\n", "\(r.output)")
+        // Extended attributes on MemFS.
+        close(open(m + "/x", O_CREAT | O_WRONLY, 0o644))
+        let x = try shell("""
+            set -e
+            command -v setfattr >/dev/null || { echo skip; exit 0; }
+            setfattr -n user.colour -v blue '\(m)/x'
+            setfattr -n user.size -v 42 '\(m)/x'
+            [ "$(getfattr --only-values -n user.colour '\(m)/x')" = blue ]
+            [ "$(getfattr --absolute-names -d '\(m)/x' | grep -c '^user\\.')" = 2 ]
+            setfattr -x user.colour '\(m)/x'
+            ! getfattr -n user.colour '\(m)/x' 2>/dev/null
+            """, timeout: 20)
+        #expect(x.status == 0, "\(x.output)")
+        // The same through the system calls, with their errors.
+        let sysX = try shell("""
+            python3 - '\(m)/x' <<'PY'
+            import os, sys, errno
+            p = sys.argv[1]
+            os.setxattr(p, "user.a", b"1", os.XATTR_CREATE)
+            try:
+                os.setxattr(p, "user.a", b"2", os.XATTR_CREATE); sys.exit("EEXIST expected")
+            except OSError as e:
+                assert e.errno == errno.EEXIST, e
+            try:
+                os.setxattr(p, "user.b", b"2", os.XATTR_REPLACE); sys.exit("ENODATA expected")
+            except OSError as e:
+                assert e.errno == errno.ENODATA, e
+            assert os.getxattr(p, "user.a") == b"1"
+            assert "user.a" in os.listxattr(p)
+            os.removexattr(p, "user.a")
+            try:
+                os.getxattr(p, "user.a"); sys.exit("ENODATA expected")
+            except OSError as e:
+                assert e.errno == errno.ENODATA, e
+            PY
+            """, timeout: 20)
+        #expect(sysX.status == 0, "\(sysX.output)")
+    }
+
     @Test func largeSparseFileOnHostFS() throws {
         guard let rig = try MountRig.make(hostBacked: true) else { return }
         defer { rig.close() }

@@ -219,6 +219,57 @@ extension VFSProcess {
         }
     }
 
+    /// Creates the FIFO `name` in `directory` (its node has type `.other`).
+    public func makeFIFO(_ name: [UInt8], in directory: NCRecord, mode: UInt32,
+                         credentials cred: Credentials) throws(VFSError) -> NCRecord {
+        try withLockedChild(name, in: directory) { (e, dnode) throws(VFSError) -> NCRecord in
+            if e.state == .positive { throw .exist }
+            let fs = directory.mount.fileSystem
+            let node: any FSNode
+            if let m = fs as? MemFS {
+                node = try m.makeFIFONode(name, in: dnode, mode: mode & 0o7777, credentials: cred)
+            } else if let h = fs as? HostFS {
+                node = try h.makeFIFONode(name, in: dnode, mode: mode & 0o7777, credentials: cred)
+            } else {
+                throw .perm
+            }
+            namecache.setResolved(e, node: node, worldSearchable: false)
+            return e
+        }
+    }
+
+    /// The value of the extended attribute `name` of the object `record` names (MemFS only;
+    /// other file systems give EOPNOTSUPP).
+    public func extendedAttribute(_ name: [UInt8], of record: NCRecord) throws(VFSError) -> [UInt8] {
+        try memFS(record).fs.extendedAttribute(name, of: try memFS(record).node)
+    }
+
+    /// The names of the object's extended attributes, sorted.
+    public func extendedAttributeNames(of record: NCRecord) throws(VFSError) -> [[UInt8]] {
+        let (fs, node) = try memFS(record)
+        return try fs.extendedAttributeNames(of: node)
+    }
+
+    /// Sets an extended attribute; `create` fails with EEXIST on an existing one, `replace`
+    /// with ENODATA on a missing one.
+    public func setExtendedAttribute(_ name: [UInt8], _ value: [UInt8], of record: NCRecord,
+                                     create: Bool = false, replace: Bool = false) throws(VFSError) {
+        let (fs, node) = try memFS(record)
+        try fs.setExtendedAttribute(name, value, of: node, create: create, replace: replace)
+    }
+
+    /// Removes an extended attribute (ENODATA when it does not exist).
+    public func removeExtendedAttribute(_ name: [UInt8], of record: NCRecord) throws(VFSError) {
+        let (fs, node) = try memFS(record)
+        try fs.removeExtendedAttribute(name, of: node)
+    }
+
+    private func memFS(_ record: NCRecord) throws(VFSError) -> (fs: MemFS, node: any FSNode) {
+        guard let node = namecache.gate.read({ record.node }) else { throw .noent }
+        guard let fs = record.mount.fileSystem as? MemFS else { throw .notsup }
+        return (fs, node)
+    }
+
     /// The target of the symbolic link `record` names.
     public func readSymlink(_ record: NCRecord) throws(VFSError) -> [UInt8] {
         guard let node = namecache.gate.read({ record.node }) else { throw .noent }

@@ -202,4 +202,11 @@ public final class HostFS: FileSystem, @unchecked Sendable {
         guard let handle = dlopen(nil, RTLD_NOW), let sym = dlsym(handle, "renameat2") else { return nil }
         return unsafeBitCast(sym, to: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32).self)
     }()
+
+    /// Creates a FIFO on the host.
+    func makeFIFONode(_ name: [UInt8], in directory: any FSNode, mode: UInt32, credentials: Credentials) throws(VFSError) -> any FSNode {
+        let d = try host(directory)
+        if mknodat(d.fd, cName(name), mode_t(S_IFIFO) | mode_t(mode & 0o7777), 0) != 0 { throw .current }
+        return try finishCreate(name, in: d, mode: mode & 0o7777, credentials: credentials)
+    }
 }

@@ -259,4 +259,50 @@ public final class MemFS: FileSystem, @unchecked Sendable {
             b.update(ctime: now)
         }
     }
+
+    // MARK: FIFOs and extended attributes (used through the `FileSystem` extension in
+    // VFSProcess+Handles.swift)
+
+    /// Creates a FIFO (a node of type `.other`; whoever serves it provides the pipe).
+    func makeFIFONode(_ name: [UInt8], in directory: any FSNode, mode: UInt32, credentials: Credentials) throws(VFSError) -> any FSNode {
+        let d = try self.directory(directory)
+        return try locked { () throws(VFSError) -> MemFSNode in
+            let now = Timespec.now()
+            let n = newNode(.other, mode: mode, credentials, dir: d, now: now)
+            try insert(name, n, in: d, now: now)
+            return n
+        }
+    }
+
+    func extendedAttribute(_ name: [UInt8], of node: any FSNode) throws(VFSError) -> [UInt8] {
+        let n = try mem(node)
+        return try locked { () throws(VFSError) -> [UInt8] in
+            guard let v = n.extendedAttributes[name] else { throw .nodata }
+            return v
+        }
+    }
+
+    func extendedAttributeNames(of node: any FSNode) throws(VFSError) -> [[UInt8]] {
+        let n = try mem(node)
+        return lock.withLock { _ in n.extendedAttributes.keys.sorted { $0.lexicographicallyPrecedes($1) } }
+    }
+
+    func setExtendedAttribute(_ name: [UInt8], _ value: [UInt8], of node: any FSNode, create: Bool, replace: Bool) throws(VFSError) {
+        let n = try mem(node)
+        try locked { () throws(VFSError) in
+            let exists = n.extendedAttributes[name] != nil
+            if create && exists { throw .exist }
+            if replace && !exists { throw .nodata }
+            n.extendedAttributes[name] = value
+            n.update(ctime: .now())
+        }
+    }
+
+    func removeExtendedAttribute(_ name: [UInt8], of node: any FSNode) throws(VFSError) {
+        let n = try mem(node)
+        try locked { () throws(VFSError) in
+            guard n.extendedAttributes.removeValue(forKey: name) != nil else { throw .nodata }
+            n.update(ctime: .now())
+        }
+    }
 }
