@@ -7,6 +7,7 @@ public enum FUSEError: Error, CustomStringConvertible, Equatable {
     case mountPointNotDirectory(String)
     case mountPointBusy(String)
     case mountFailed(String, Int32)
+    case fusermountFailed(String)
     case handshakeFailed(String)
     case rootFailed(String)
 
@@ -26,6 +27,8 @@ public enum FUSEError: Error, CustomStringConvertible, Equatable {
             return "mount point \(p) is busy (something is already mounted there): unmount it first with fusermount3 -u \(p) (or umount -l \(p))"
         case .mountFailed(let p, let e):
             return "mounting on \(p) failed (errno \(e))"
+        case .fusermountFailed(let p):
+            return "fusermount3 could not mount \(p) (its own message is above): check that you own \(p), that /dev/fuse is readable and writable for you (mode 0666), and for --allow-other that /etc/fuse.conf has user_allow_other; or run as root"
         case .handshakeFailed(let why):
             return "the kernel's FUSE handshake failed: \(why)"
         case .rootFailed(let why):

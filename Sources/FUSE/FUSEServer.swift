@@ -53,6 +53,8 @@ public final class FUSEServer: @unchecked Sendable {
     private let sessionFD: Int32
     private let state = Mutex<(stopped: Bool, unmounted: Bool)>((false, false))
     let destroyed = Atomic<Bool>(false)
+    /// Whether some CPUs read the session descriptor instead of a clone of their own.
+    public private(set) var sharedChannels = false
     /// Protocol minor version agreed with the kernel.
     private(set) var protocolMinor: UInt32 = 0
     let usedMountSyscall: Bool
@@ -132,6 +134,7 @@ public final class FUSEServer: @unchecked Sendable {
         guard let fusermount = findExecutable("fusermount3") else { throw FUSEError.fusermountMissing }
         let fd = lb_fuse_fusermount(fusermount, mountPoint, fsOptions + ",fsname=\(options.subtype),subtype=\(options.subtype)")
         if fd == -ENOENT { throw FUSEError.fusermountMissing }
+        if fd == -EIO { throw FUSEError.fusermountFailed(mountPoint) }
         if fd < 0 { throw FUSEError.mountFailed(mountPoint, -fd) }
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         return (fd, false)
@@ -222,8 +225,12 @@ public final class FUSEServer: @unchecked Sendable {
             if cpu.id == 0 {
                 fd = sessionFD
             } else {
-                fd = lb_fuse_clone_channel(sessionFD, 1)
-                if fd < 0 { throw FUSEError.mountFailed(mountPoint, -fd) }
+                let clone = lb_fuse_clone_channel(sessionFD, 1)
+                // Without the right to open /dev/fuse (an unprivileged mount through
+                // fusermount3 on a mode-0600 device), CPUs read the session descriptor
+                // together: the kernel still hands each request to exactly one reader.
+                fd = clone >= 0 ? clone : sessionFD
+                if clone < 0 { sharedChannels = true }
             }
             channels.append(FUSEChannel(server: self, cpu: cpu.id, fd: fd))
         }

@@ -72,15 +72,10 @@ struct MountCommand: AsyncParsableCommand {
         }
         print("libellula mount: \(root.map { "HostFS \($0)" } ?? "MemFS") on \(mountPoint), \(system.cpuCount) CPUs (one FUSE channel each)")
         fflush(nil)
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
         let stop = DispatchSemaphore(value: 0)
-        let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler { stop.signal() }
-            s.resume()
-            return s
-        }
+        // SIGINT/SIGTERM: a handler that writes one byte to a pipe (safe in a signal handler,
+        // whichever thread the kernel picks), and a thread that waits on the pipe.
+        let signalThread = try SignalPipe.install([SIGINT, SIGTERM]) { stop.signal() }
         if let seconds {
             DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { stop.signal() }
         }
@@ -100,7 +95,7 @@ struct MountCommand: AsyncParsableCommand {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             DispatchQueue.global().async { stop.wait(); c.resume() }
         }
-        _ = sources
+        _ = signalThread
         statsWriter?.cancel()
         if let statsFile { Self.writeStatistics(server, to: statsFile) }
         server.stop()
@@ -119,5 +114,38 @@ struct MountCommand: AsyncParsableCommand {
         guard let data = try? encoder.encode(server.fullStatistics) else { return }
         let tmp = path + ".tmp"
         if FileManager.default.createFile(atPath: tmp, contents: data) { rename(tmp, path) }
+    }
+}
+
+/// Turns signals into a callback on an ordinary thread, with the self-pipe pattern.
+enum SignalPipe {
+    nonisolated(unsafe) static var writeEnd: Int32 = -1
+
+    /// Installs handlers for `signals`; `body` runs on a dedicated thread after each delivery.
+    static func install(_ signals: [Int32], _ body: @escaping @Sendable () -> Void) throws -> Thread {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw ValidationError("pipe failed: errno \(errno)") }
+        _ = fcntl(fds[1], F_SETFL, O_NONBLOCK)
+        writeEnd = fds[1]
+        let readEnd = fds[0]
+        for s in signals {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { _ in
+                var byte: UInt8 = 1
+                _ = write(SignalPipe.writeEnd, &byte, 1)
+            }
+            sigemptyset(&action.sa_mask)
+            action.sa_flags = SA_RESTART
+            sigaction(s, &action, nil)
+        }
+        let t = Thread {
+            var byte: UInt8 = 0
+            while true {
+                let n = read(readEnd, &byte, 1)
+                if n == 1 { body() } else if n < 0 && errno == EINTR { continue } else { return }
+            }
+        }
+        t.start()
+        return t
     }
 }
