@@ -115,6 +115,7 @@ extension FUSEServer {
             let f = try open(r, flags: flags, directory: h.opcode == FUSE_OPENDIR.rawValue, truncate: true)
             var o = fuse_open_out()
             o.fh = f.retainedHandle()
+            o.open_flags = keepCacheFlag
             out.storeBytes(of: o, as: fuse_open_out.self)
             return MemoryLayout<fuse_open_out>.size
 
@@ -130,6 +131,7 @@ extension FUSEServer {
             do { size = try entry(r, out) } catch { f.file.close(); throw error }
             var o = fuse_open_out()
             o.fh = f.retainedHandle()
+            o.open_flags = keepCacheFlag
             (out + size).storeBytes(of: o, as: fuse_open_out.self)
             return size + MemoryLayout<fuse_open_out>.size
 
@@ -229,6 +231,11 @@ extension FUSEServer {
     }
 
     // MARK: helpers
+
+    /// FOPEN_KEEP_CACHE when nothing but this mount changes the files (MemFS): the kernel
+    /// keeps a file's cached pages across opens. A host directory can change behind the
+    /// mount, so its files start from an empty page cache at every open.
+    var keepCacheFlag: UInt32 { vfs.rootMount.fileSystem.changesBehindCache ? 0 : UInt32(FOPEN_KEEP_CACHE) }
 
     func record(_ id: UInt64) throws(VFSError) -> NCRecord {
         guard let r = nodes.record(id) else { throw .stale }

@@ -251,9 +251,11 @@ extension VFSProcess {
     }
 
     /// Sets an extended attribute; `create` fails with EEXIST on an existing one, `replace`
-    /// with ENODATA on a missing one.
+    /// with ENODATA on a missing one. Names in the `system.` namespace (POSIX ACLs) are not
+    /// stored (EOPNOTSUPP), so tools fall back to the mode bits.
     public func setExtendedAttribute(_ name: [UInt8], _ value: [UInt8], of record: NCRecord,
                                      create: Bool = false, replace: Bool = false) throws(VFSError) {
+        if name.starts(with: Array("system.".utf8)) { throw .notsup }
         let (fs, node) = try memFS(record)
         try fs.setExtendedAttribute(name, value, of: node, create: create, replace: replace)
     }
