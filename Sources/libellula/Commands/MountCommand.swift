@@ -22,8 +22,7 @@ struct MountCommand: AsyncParsableCommand {
     @Flag(help: "Serve an empty in-memory file system (the default without --root).")
     var memfs = false
 
-    @Option(help: "Number of CPUs, each with its own FUSE channel (default: one per online core).")
-    var cpus: Int?
+    @OptionGroup var cpuOptions: CPUOptions
 
     @Option(help: "Seconds the kernel may cache a name (0: ask the namecache every time).")
     var entryTimeout: Double = 1
@@ -52,13 +51,13 @@ struct MountCommand: AsyncParsableCommand {
         let fs: any FileSystem
         if let root {
             do { fs = try HostFS(hostPath: root) } catch {
-                throw ValidationError("cannot open --root \(root): \(error)")
+                throw runtimeFailure(ExitStatus.forErrno(error.rawValue), "cannot open --root \(root): \(errorText(error.rawValue))")
             }
         } else {
             fs = MemFS(rootMode: 0o755)
         }
         let vfs = VirtualFileSystem(rootFileSystem: fs)
-        let system = try LWKT.boot(cpus: cpus)
+        let system = try LWKT.boot(cpus: cpuOptions.cpus)
         let options = FUSEMountOptions(entryTimeout: entryTimeout, attributeTimeout: attrTimeout,
                                        negativeTimeout: negativeTimeout, allowOther: allowOther)
         let server: FUSEServer
@@ -67,8 +66,7 @@ struct MountCommand: AsyncParsableCommand {
                                           hostRoot: root.map { URL(fileURLWithPath: $0).path })
         } catch let e as FUSEError {
             _ = try? await system.shutdown()
-            FileHandle.standardError.write(Data("libellula mount: \(e)\n".utf8))
-            throw ExitCode(2)
+            throw runtimeFailure(Self.exitStatus(e), e.description)
         }
         print("libellula mount: \(root.map { "HostFS \($0)" } ?? "MemFS") on \(mountPoint), \(system.cpuCount) CPUs (one FUSE channel each)")
         fflush(nil)
@@ -105,6 +103,17 @@ struct MountCommand: AsyncParsableCommand {
         }
         print("libellula mount: unmounted \(mountPoint)")
         try await system.shutdown()
+    }
+
+    /// The exit status for a mount that could not be made.
+    static func exitStatus(_ e: FUSEError) -> Int32 {
+        switch e {
+        case .deviceMissing, .fusermountMissing, .fusermountFailed, .mountPointBusy: ExitStatus.unavailable
+        case .deviceNotPermitted: ExitStatus.noPermission
+        case .mountPointMissing, .mountPointNotDirectory: ExitStatus.noInput
+        case .mountFailed(_, let code): ExitStatus.forErrno(code)
+        case .handshakeFailed, .rootFailed: ExitStatus.osError
+        }
     }
 
     /// Replaces `path` with the server's statistics as JSON (write, then rename).
