@@ -142,7 +142,7 @@ let renameat2Call: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePo
             [ "$(getfattr --only-values -n user.colour '\(m)/x')" = blue ]
             [ "$(getfattr --absolute-names -d '\(m)/x' | grep -c '^user\\.')" = 2 ]
             setfattr -x user.colour '\(m)/x'
-            ! getfattr -n user.colour '\(m)/x' 2>/dev/null
+            if getfattr -n user.colour '\(m)/x' 2>/dev/null; then echo "still there"; exit 1; fi
             """, timeout: 20)
         #expect(x.status == 0, "\(x.output)")
         // The same through the system calls, with their errors.
