@@ -101,6 +101,7 @@ final class FUSEChannel: @unchecked Sendable {
         }
         do {
             let size = try server.handle(h, arg: arg, argLength: argLength, channel: self)
+            if size == FUSEServer.replyLater { return }
             if size >= 0 { reply(h.unique, size: size) } else { fail(h.unique, Int32(-size)) }
         } catch {
             fail(h.unique, error == .other ? EIO : error.rawValue)

@@ -1,4 +1,5 @@
 import CFUSE
+import Dispatch
 import Glibc
 import VFS
 
@@ -14,6 +15,8 @@ extension FUSEServer {
     private static let direntSize = MemoryLayout<fuse_dirent>.size
     private static let renameNoReplace: UInt32 = 1
     private static let renameExchange: UInt32 = 2
+    /// What a handler returns when its reply is written later, by another thread.
+    static let replyLater = Int.min
 
     func handle(_ h: fuse_in_header, arg: UnsafeRawPointer, argLength: Int, channel ch: FUSEChannel) throws(VFSError) -> Int {
         let out = ch.payload
@@ -171,8 +174,19 @@ extension FUSEServer {
         case FUSE_FSYNC.rawValue:
             guard argLength >= 8 else { throw .inval }
             guard let f = FUSEOpenFile.from(handle: arg.loadUnaligned(as: UInt64.self)) else { throw .badf }
-            try f.file.sync()
-            return 0
+            if !vfs.rootMount.fileSystem.changesBehindCache { return 0 }  // MemFS: nothing to flush
+            // fsync of a host file can block for a long time: it runs on a helper thread,
+            // which writes the reply on this channel's descriptor; the CPU goes on serving.
+            let fd = ch.fd, unique = h.unique
+            syncsInFlight.wrappingAdd(1, ordering: .relaxed)
+            DispatchQueue.global().async { [self] in
+                var code: Int32 = 0
+                do throws(VFSError) { try f.file.sync() } catch { code = error == .other ? EIO : error.rawValue }
+                var header = fuse_out_header(len: UInt32(MemoryLayout<fuse_out_header>.size), error: -code, unique: unique)
+                _ = Glibc.write(fd, &header, MemoryLayout<fuse_out_header>.size)
+                syncsInFlight.wrappingSubtract(1, ordering: .relaxed)
+            }
+            return Self.replyLater
 
         case FUSE_FLUSH.rawValue, FUSE_FSYNCDIR.rawValue:
             return 0

@@ -53,6 +53,8 @@ public final class FUSEServer: @unchecked Sendable {
     private let sessionFD: Int32
     private let state = Mutex<(stopped: Bool, unmounted: Bool)>((false, false))
     let destroyed = Atomic<Bool>(false)
+    /// FSYNCs running on helper threads (their replies are still to be written).
+    let syncsInFlight = Atomic<Int>(0)
     /// Whether some CPUs read the session descriptor instead of a clone of their own.
     public private(set) var sharedChannels = false
     /// Protocol minor version agreed with the kernel.
@@ -280,6 +282,7 @@ public final class FUSEServer: @unchecked Sendable {
         for t in threads { t.cancel() }
         let deadline = DispatchlessClock.now() + 10
         while !threads.allSatisfy({ $0.isFinished }) && DispatchlessClock.now() < deadline { usleep(1000) }
+        while syncsInFlight.load(ordering: .relaxed) > 0 && DispatchlessClock.now() < deadline { usleep(1000) }
         for ch in channels where ch.fd != sessionFD { Glibc.close(ch.fd) }
         Glibc.close(sessionFD)
         nodes.clear()
