@@ -183,6 +183,26 @@ import VFS
         #expect((stats?.channels.reduce(0) { $0 + $1.requests } ?? 0) > 0)
     }
 
+    @Test func commandExitsWhenUnmountedFromOutside() throws {
+        if let why = MountRig.skipReason() { print(why); return }
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else { return }
+        let base = "/tmp/libellula-fuse-ext-\(getpid())"
+        try FileManager.default.createDirectory(atPath: base + "/mnt", withIntermediateDirectories: true)
+        defer {
+            _ = lb_fuse_kernel_unmount(base + "/mnt", 1)
+            try? FileManager.default.removeItem(atPath: base)
+        }
+        let r = try shell("""
+            '\(Self.binary)' mount '\(base)/mnt' --cpus 2 & pid=$!
+            i=0; until grep -q ' \(base)/mnt ' /proc/mounts; do i=$((i+1)); [ $i -lt 200 ] || exit 3; sleep 0.05; done
+            echo x > '\(base)/mnt/f'
+            umount '\(base)/mnt'
+            wait $pid
+            """, timeout: 30)
+        #expect(!r.timedOut && r.status == 0, "\(r.output)")
+        #expect(r.output.contains("unmounted"))
+    }
+
     @Test func commandReportsABusyMountPoint() throws {
         guard let rig = try MountRig.make() else { return }
         defer { rig.close() }
