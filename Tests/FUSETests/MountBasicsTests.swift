@@ -171,6 +171,27 @@ let renameat2Call: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePo
         #expect(sysX.status == 0, "\(sysX.output)")
     }
 
+    /// Changes made on the host behind a HostFS mount show through once the kernel's
+    /// timeouts (here 0) let it ask again: the namecache revalidates each name with the host.
+    @Test func hostChangesShowThrough() throws {
+        guard let rig = try MountRig.make(hostBacked: true, options: .init(entryTimeout: 0, attributeTimeout: 0)) else { return }
+        defer { rig.close() }
+        let m = rig.path, h = rig.backing!
+        var st = stat()
+        #expect(lstat(m + "/later", &st) == -1 && errno == ENOENT)
+        close(open(h + "/later", O_CREAT | O_WRONLY, 0o644))
+        #expect(lstat(m + "/later", &st) == 0)
+        #expect(rename(h + "/later", h + "/moved") == 0)
+        #expect(lstat(m + "/later", &st) == -1 && errno == ENOENT)
+        #expect(lstat(m + "/moved", &st) == 0 && st.st_size == 0)
+        let fd = open(h + "/moved", O_WRONLY)
+        #expect(write(fd, "12345", 5) == 5)
+        close(fd)
+        #expect(lstat(m + "/moved", &st) == 0 && st.st_size == 5)
+        #expect(unlink(h + "/moved") == 0 && mkdir(h + "/moved", 0o700) == 0)
+        #expect(lstat(m + "/moved", &st) == 0 && st.st_mode & S_IFMT == S_IFDIR)
+    }
+
     @Test func largeSparseFileOnHostFS() throws {
         guard let rig = try MountRig.make(hostBacked: true) else { return }
         defer { rig.close() }
