@@ -3,27 +3,33 @@ import VFS
 
 /// The kernel's node ids and the namecache records they stand for.
 ///
-/// Rules: a node id is the object's inode number (so every name of a hard-linked file is one
-/// kernel inode), except that the mount's root is always 1 and an object whose inode number
-/// is 1 gets `displacedOne`. An entry holds its record (`VFSProcess.hold`) and counts the
-/// kernel's lookups of it: each reply that hands the kernel a node id adds one, FORGET
-/// subtracts what the kernel says, and at zero the entry goes. The table is split into
-/// shards by node id, each behind its own short lock (a dictionary probe), so CPUs serving
-/// different objects do not meet.
+/// Rules: a node id is the address of an `Entry` (the mount's root is always 1), so serving a
+/// request for a node id takes no lock and looks nothing up: the kernel never sends a node id
+/// after the FORGET that drops its last lookup, and it sends that FORGET only once every
+/// request naming it has been answered. Entries are found by inode number when a reply hands
+/// one to the kernel (LOOKUP, CREATE, MKDIR, LINK, READDIRPLUS, ...), so every name of a
+/// hard-linked file is one kernel inode; that map is split into shards by inode number, each
+/// behind a short lock taken only by those replies and by FORGET. An entry holds its record
+/// (`VFSProcess.hold`) and counts the kernel's lookups; at zero it goes.
 final class FUSENodeTable: @unchecked Sendable {
-    /// The node id given to a non-root object whose inode number is 1.
-    static let displacedOne: UInt64 = 0x8000_0000_0000_0001
     private static let shardCount = 64
 
-    private final class Entry: @unchecked Sendable {
-        var record: NCRecord
+    final class Entry: @unchecked Sendable {
+        let inode: UInt64
+        /// The record the entry was made for; never changes, so readers need no lock.
+        let primary: NCRecord
+        /// A live record for the same object, set (under the shard lock) once `primary` has
+        /// been destroyed, e.g. a host directory's record found stale and replaced.
+        var replacement: NCRecord?
+        /// Kernel lookups; guarded by the shard lock.
         var lookups: UInt64
-        init(record: NCRecord, lookups: UInt64) { self.record = record; self.lookups = lookups }
+        init(inode: UInt64, record: NCRecord) { self.inode = inode; self.primary = record; self.lookups = 1 }
+
+        var nodeID: UInt64 { UInt64(UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque())) }
     }
 
     private final class Shard: @unchecked Sendable {
         let table = Mutex<[UInt64: Entry]>([:])
-        func withLock<R>(_ body: (inout [UInt64: Entry]) -> R) -> R { table.withLock { body(&$0) } }
     }
 
     private let shards: [Shard]
@@ -45,62 +51,67 @@ final class FUSENodeTable: @unchecked Sendable {
         process.release(root)
     }
 
-    /// The node id the kernel gets for an object with inode number `inode`.
-    func nodeID(forInode inode: UInt64) -> UInt64 {
-        if inode == rootInode { return 1 }
-        if inode == 1 { return Self.displacedOne }
-        return inode
-    }
-
     @inline(__always)
-    private func shard(_ id: UInt64) -> Int { Int(truncatingIfNeeded: (id &* 0x9E37_79B9_7F4A_7C15) >> 58) }
+    private func shard(_ inode: UInt64) -> Shard {
+        shards[Int(truncatingIfNeeded: (inode &* 0x9E37_79B9_7F4A_7C15) >> 58)]
+    }
 
     /// Records that the kernel now knows `record` (with attributes `attributes`) by one more
     /// lookup; returns its node id.
     func remember(_ record: NCRecord, attributes: FileAttributes) -> UInt64 {
-        let id = nodeID(forInode: attributes.inode)
-        if id == 1 { return 1 }
-        var replaced: NCRecord?
-        let added: Bool = shards[shard(id)].withLock { t in
-            if let e = t[id] {
+        if attributes.inode == rootInode { return 1 }
+        var held: NCRecord? = nil
+        let (id, added): (UInt64, Bool) = shard(attributes.inode).table.withLock { t in
+            if let e = t[attributes.inode] {
                 e.lookups += 1
-                if e.record !== record {
-                    // Another name of the object, or a fresh record after the old one went stale.
-                    process.hold(record)
-                    replaced = e.record
-                    e.record = record
+                if e.primary.isDestroyed, e.replacement !== record, !record.isDestroyed {
+                    held = record
+                    let old = e.replacement
+                    e.replacement = record
+                    if let old { process.release(old) }
                 }
-                return false
+                return (e.nodeID, false)
             }
-            process.hold(record)
-            t[id] = Entry(record: record, lookups: 1)
-            return true
+            let e = Entry(inode: attributes.inode, record: record)
+            held = record
+            t[attributes.inode] = e
+            return (e.nodeID, true)
         }
-        if let old = replaced { process.release(old) }
+        if let r = held { process.hold(r) }
         if added { liveCount.wrappingAdd(1, ordering: .relaxed) }
         return id
     }
 
-    /// The record behind a node id, or `nil` for an id the kernel should not have.
+    /// The record behind a node id, or `nil` for an id the kernel should not have. Lock-free
+    /// unless the entry's first record has been destroyed.
+    @inline(__always)
     func record(_ id: UInt64) -> NCRecord? {
         if id == 1 { return root }
-        return shards[shard(id)].withLock { $0[id]?.record }
+        guard let e = Self.entry(id) else { return nil }
+        if !e.primary.isDestroyed { return e.primary }
+        return shard(e.inode).table.withLock { _ in e.replacement } ?? e.primary
+    }
+
+    private static func entry(_ id: UInt64) -> Entry? {
+        guard let p = UnsafeRawPointer(bitPattern: UInt(truncatingIfNeeded: id)) else { return nil }
+        return Unmanaged<Entry>.fromOpaque(p).takeUnretainedValue()
     }
 
     /// The kernel dropped `count` lookups of `id`.
     func forget(_ id: UInt64, count: UInt64) {
         if id == 1 { return }
-        let gone: NCRecord? = shards[shard(id)].withLock { t in
-            guard let e = t[id] else { return nil }
+        guard let e = Self.entry(id) else { return }
+        let gone: Bool = shard(e.inode).table.withLock { t in
             if e.lookups > count {
                 e.lookups -= count
-                return nil
+                return false
             }
-            t[id] = nil
-            return e.record
+            if t[e.inode] === e { t[e.inode] = nil }
+            return true
         }
-        if let r = gone {
-            process.release(r)
+        if gone {
+            process.release(e.primary)
+            if let r = e.replacement { process.release(r) }
             liveCount.wrappingSubtract(1, ordering: .relaxed)
         }
     }
@@ -111,12 +122,15 @@ final class FUSENodeTable: @unchecked Sendable {
     /// Forgets everything (the connection is gone).
     func clear() {
         for s in shards {
-            let all = s.withLock { t -> [Entry] in
+            let all = s.table.withLock { t -> [Entry] in
                 let v = Array(t.values)
                 t.removeAll()
                 return v
             }
-            for e in all { process.release(e.record) }
+            for e in all {
+                process.release(e.primary)
+                if let r = e.replacement { process.release(r) }
+            }
             liveCount.wrappingSubtract(all.count, ordering: .relaxed)
         }
     }

@@ -53,6 +53,8 @@ import VFS
         let workers = 4, rounds = 150
         let r = try shell("""
             for i in $(seq 1 \(workers)); do python3 '\(rig.scratch)/worker.py' '\(m)' $i \(rounds) & done
+            # The kernel forgets inodes while the workers look them up again (FORGET vs LOOKUP).
+            (for k in $(seq 1 10); do echo 2 > /proc/sys/vm/drop_caches; sleep 0.1; done) &
             fail=0; for j in $(jobs -p); do wait $j || fail=1; done; exit $fail
             """, timeout: 240)
         #expect(!r.timedOut, "watchdog: the workers hung")
@@ -67,6 +69,15 @@ import VFS
         let x = lstat(m + "/shared/x/inner/file", &st) == 0, y = lstat(m + "/shared/y/inner/file", &st) == 0
         #expect(x != y)
         #expect(rig.vfs.namecache.checkTopology().isEmpty)
+        // Once the kernel drops its inodes, every node id it held has been forgotten.
+        #expect(rig.server.knownNodes > 0)
+        var known = rig.server.knownNodes
+        for _ in 0..<50 where known > 0 {
+            try "2".write(toFile: "/proc/sys/vm/drop_caches", atomically: false, encoding: .utf8)
+            usleep(40_000)
+            known = rig.server.knownNodes
+        }
+        #expect(known == 0, "\(known) node ids still held after the kernel dropped its caches")
     }
 
     @Test func namecachePropertiesThroughTheMount() throws {
