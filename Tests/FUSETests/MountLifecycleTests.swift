@@ -113,6 +113,25 @@ import VFS
         #expect(rename(m + "/p/b", m + "/p/b/q/x") == -1 && errno == EINVAL)
         #expect(mkdir(m + "/p/c", 0o755) == 0 && mkdir(m + "/p/c/full", 0o755) == 0)
         #expect(rename(m + "/p/b", m + "/p/c") == -1 && errno == ENOTEMPTY)
+        // Symlink chains: 40 links resolve, 41 give ELOOP; a self-loop gives ELOOP.
+        close(open(m + "/target", O_CREAT | O_WRONLY, 0o644))
+        #expect(symlink("target", m + "/l0") == 0)
+        for i in 1...40 { #expect(symlink("l\(i - 1)", m + "/l\(i)") == 0) }
+        #expect(stat(m + "/l39", &st) == 0)
+        #expect(stat(m + "/l40", &st) == -1 && errno == ELOOP)
+        #expect(symlink("self", m + "/self") == 0 && stat(m + "/self", &st) == -1 && errno == ELOOP)
+        #expect(open(m + "/l0", O_RDONLY | O_NOFOLLOW) == -1 && errno == ELOOP)
+        // Path syntax: a trailing slash after a file, long names, rmdir of ".".
+        #expect(stat(m + "/target/", &st) == -1 && errno == ENOTDIR)
+        #expect(mkdir(m + "/" + String(repeating: "n", count: 256), 0o755) == -1 && errno == ENAMETOOLONG)
+        #expect(mkdir(m + "/" + String(repeating: "n", count: 255), 0o755) == 0)
+        #expect(rmdir(m + "/p/c/.") == -1 && errno == EINVAL)
+        #expect(link(m + "/p", m + "/plink") == -1 && errno == EPERM)
+        // ".." of the mount's root is the directory it is mounted on.
+        var up = stat(), parent = stat()
+        #expect(stat(m + "/..", &up) == 0 && stat(rig.path + "/../mnt/..", &parent) == 0 && up.st_ino == parent.st_ino)
+        var rootSt = stat()
+        #expect(stat(m, &rootSt) == 0 && rootSt.st_dev != up.st_dev)
         #expect(rig.vfs.namecache.checkTopology().isEmpty)
     }
 
