@@ -42,7 +42,8 @@ extension FUSEServer {
                     return attrReply(try f.file.attributes(), out)
                 }
             }
-            return attrReply(try process.attributes(of: try record(h.nodeid)), out)
+            let (a, blocks) = try process.attributesAndBlocks(of: try record(h.nodeid))
+            return attrReply(a, out, blocks: blocks)
 
         case FUSE_SETATTR.rawValue:
             return try setattr(h, arg, argLength, out)
@@ -277,11 +278,11 @@ extension FUSEServer {
         return (first, second)
     }
 
-    static func fill(_ a: FileAttributes) -> fuse_attr {
+    static func fill(_ a: FileAttributes, blocks: Int64? = nil) -> fuse_attr {
         var f = fuse_attr()
         f.ino = a.inode
         f.size = UInt64(max(a.size, 0))
-        f.blocks = (f.size + 511) / 512
+        f.blocks = blocks.map { UInt64(max($0, 0)) } ?? (f.size + 511) / 512
         f.atime = UInt64(bitPattern: a.atime.seconds); f.atimensec = UInt32(truncatingIfNeeded: a.atime.nanoseconds)
         f.mtime = UInt64(bitPattern: a.mtime.seconds); f.mtimensec = UInt32(truncatingIfNeeded: a.mtime.nanoseconds)
         f.ctime = UInt64(bitPattern: a.ctime.seconds); f.ctimensec = UInt32(truncatingIfNeeded: a.ctime.nanoseconds)
@@ -300,10 +301,10 @@ extension FUSEServer {
         return f
     }
 
-    private func attrReply(_ a: FileAttributes, _ out: UnsafeMutableRawPointer) -> Int {
+    private func attrReply(_ a: FileAttributes, _ out: UnsafeMutableRawPointer, blocks: Int64? = nil) -> Int {
         var o = fuse_attr_out()
         (o.attr_valid, o.attr_valid_nsec) = Self.split(options.attributeTimeout)
-        o.attr = Self.fill(a)
+        o.attr = Self.fill(a, blocks: blocks)
         out.storeBytes(of: o, as: fuse_attr_out.self)
         return MemoryLayout<fuse_attr_out>.size
     }
@@ -315,12 +316,12 @@ extension FUSEServer {
     }
 
     private func entryOut(_ r: NCRecord) throws(VFSError) -> fuse_entry_out {
-        let a = try process.attributes(of: r)
+        let (a, blocks) = try process.attributesAndBlocks(of: r)
         var e = fuse_entry_out()
         e.nodeid = nodes.remember(r, attributes: a)
         (e.entry_valid, e.entry_valid_nsec) = Self.split(options.entryTimeout)
         (e.attr_valid, e.attr_valid_nsec) = Self.split(options.attributeTimeout)
-        e.attr = Self.fill(a)
+        e.attr = Self.fill(a, blocks: blocks)
         return e
     }
 
@@ -362,7 +363,8 @@ extension FUSEServer {
             try process.setAttributes(of: r, change)
         }
         if let f = file { return attrReply(try f.file.attributes(), out) }
-        return attrReply(try process.attributes(of: r), out)
+        let (a, blocks) = try process.attributesAndBlocks(of: r)
+        return attrReply(a, out, blocks: blocks)
     }
 
     private func statfs() -> fuse_statfs_out {

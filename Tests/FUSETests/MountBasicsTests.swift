@@ -207,5 +207,10 @@ let renameat2Call: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePo
         #expect(pread(fd, &hole, 4096, 1 << 30) == 4096 && hole.allSatisfy { $0 == 0 })
         close(fd)
         #expect(lstat(rig.backing! + "/big", &st) == 0 && st.st_size == offset + 4 && st.st_blocks < 1024)
+        // The mount reports the host's allocation, so du sees a sparse file as small.
+        var through = stat()
+        #expect(lstat(rig.path + "/big", &through) == 0 && through.st_blocks == st.st_blocks)
+        let du = try shell("du -k '\(rig.path)/big' | cut -f1")
+        #expect((Int(du.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 1 << 30) < 1024, "\(du.output)")
     }
 }

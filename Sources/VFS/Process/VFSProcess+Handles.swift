@@ -31,6 +31,21 @@ extension VFSProcess {
         return a
     }
 
+    /// The attributes of the object `record` names and, where the file system knows it, the
+    /// space it takes in 512-byte blocks (`st_blocks`: less than the size for a sparse host
+    /// file). One host `fstat` for HostFS.
+    public func attributesAndBlocks(of record: NCRecord) throws(VFSError) -> (FileAttributes, blocks: Int64?) {
+        guard let node = namecache.gate.read({ record.node }) else { throw .noent }
+        if let h = node as? HostFSNode {
+            var st = Glibc.stat()
+            if Glibc.fstat(h.fd, &st) != 0 { throw .current }
+            return (HostFS.attributes(st, device: record.mount.deviceID), Int64(st.st_blocks))
+        }
+        var a = try record.mount.fileSystem.attributes(of: node)
+        a.device = record.mount.deviceID
+        return (a, nil)
+    }
+
     /// Looks one name up in the directory `directory`: the positive record (mounts crossed), or
     /// `nil` when the name does not exist.
     public func lookup(_ name: [UInt8], in directory: NCRecord) throws(VFSError) -> NCRecord? {
