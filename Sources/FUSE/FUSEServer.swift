@@ -34,9 +34,12 @@ public struct FUSEMountOptions: Sendable {
 /// CPU gets its own channel (CPU 0 the session descriptor, the others a descriptor cloned
 /// with `FUSE_DEV_IOC_CLONE`), opened non-blocking and owned by that CPU's epoll. A CPU's
 /// LWKT thread reads a request, serves it with the VFS and writes the reply on the same
-/// descriptor; no queue is shared between CPUs. Node ids live in `FUSENodeTable`, open files
-/// are handles (`FUSEOpenFile`). Stopping unmounts (lazily when busy) and closes every
-/// descriptor, which aborts the connection for anything still open.
+/// descriptor. The kernel keeps one input queue per mount and gives each request to one
+/// channel that reads; on this side nothing is shared between CPUs but the node table's
+/// inode map (see `FUSENodeTable`). Open files are handles (`FUSEOpenFile`). HostFS calls run
+/// on the serving CPU like the rest of the VFS, except `fsync`, which goes to a helper thread.
+/// Stopping unmounts (lazily when busy) and closes every descriptor, which aborts the
+/// connection for anything still open.
 public final class FUSEServer: @unchecked Sendable {
     /// Where the file system is mounted.
     public let mountPoint: String
@@ -51,7 +54,7 @@ public final class FUSEServer: @unchecked Sendable {
     private(set) var channels: [FUSEChannel] = []
     private var threads: [LWKTThread] = []
     private let sessionFD: Int32
-    private let state = Mutex<(stopped: Bool, unmounted: Bool)>((false, false))
+    private let stopped = Mutex<Bool>(false)
     let destroyed = Atomic<Bool>(false)
     /// FSYNCs running on helper threads (their replies are still to be written).
     let syncsInFlight = Atomic<Int>(0)
@@ -175,14 +178,14 @@ public final class FUSEServer: @unchecked Sendable {
     private func handshake() throws {
         let buf = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 16)
         defer { buf.deallocate() }
-        let deadline = DispatchlessClock.now() + 10
+        let deadline = MonotonicSeconds.now() + 10
         while true {
             var p = pollfd(fd: sessionFD, events: Int16(POLLIN), revents: 0)
             if poll(&p, 1, 200) < 0 && errno != EINTR { throw FUSEError.handshakeFailed("poll errno \(errno)") }
             let n = Glibc.read(sessionFD, buf, Self.bufferSize)
             if n < 0 {
                 if errno == EAGAIN || errno == EINTR {
-                    if DispatchlessClock.now() > deadline { throw FUSEError.handshakeFailed("no INIT from the kernel in 10 s") }
+                    if MonotonicSeconds.now() > deadline { throw FUSEError.handshakeFailed("no INIT from the kernel in 10 s") }
                     continue
                 }
                 throw FUSEError.handshakeFailed("read errno \(errno)")
@@ -271,18 +274,18 @@ public final class FUSEServer: @unchecked Sendable {
     /// aborts the connection: processes with files still open get errors, never a hang.
     /// Call it from outside the LWKT CPUs. Safe to call more than once.
     public func stop() {
-        let first = state.withLock { s -> Bool in
-            if s.stopped { return false }
-            s.stopped = true
+        let first = stopped.withLock { s -> Bool in
+            if s { return false }
+            s = true
             return true
         }
         guard first else { return }
         Self.unmountPath(mountPoint, bySyscall: usedMountSyscall)
         for ch in channels { ch.requestStop() }
         for t in threads { t.cancel() }
-        let deadline = DispatchlessClock.now() + 10
-        while !threads.allSatisfy({ $0.isFinished }) && DispatchlessClock.now() < deadline { usleep(1000) }
-        while syncsInFlight.load(ordering: .relaxed) > 0 && DispatchlessClock.now() < deadline { usleep(1000) }
+        let deadline = MonotonicSeconds.now() + 10
+        while !threads.allSatisfy({ $0.isFinished }) && MonotonicSeconds.now() < deadline { usleep(1000) }
+        while syncsInFlight.load(ordering: .relaxed) > 0 && MonotonicSeconds.now() < deadline { usleep(1000) }
         for ch in channels where ch.fd != sessionFD { Glibc.close(ch.fd) }
         Glibc.close(sessionFD)
         nodes.clear()
@@ -301,7 +304,7 @@ func writeReply(fd: Int32, buffer: UnsafeMutableRawPointer, unique: UInt64, erro
 }
 
 /// Seconds on the monotonic clock.
-enum DispatchlessClock {
+enum MonotonicSeconds {
     static func now() -> Double {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
