@@ -54,6 +54,7 @@ final class MountRig: @unchecked Sendable {
             return MountRig(system: system, server: server, vfs: vfs, path: base + "/mnt", backing: backing, scratch: base + "/scratch")
         } catch {
             _ = try? system.shutdownBlocking()
+            try? FileManager.default.removeItem(atPath: base)
             throw error
         }
     }
