@@ -10,7 +10,7 @@ extension HTTPConnectionHandler {
         switch error {
         case .noent, .notdir: .notFound
         // EOPNOTSUPP: a FIFO, socket or device, which the VFS refuses to open (403, like nginx).
-        case .acces, .perm, .loop, .opnotsupp: .forbidden
+        case .acces, .perm, .loop, .notsup: .forbidden
         case .nametoolong: .uriTooLong
         default: .internalServerError
         }

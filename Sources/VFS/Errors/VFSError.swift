@@ -26,9 +26,10 @@ public enum VFSError: Int32, Error, Sendable, CustomStringConvertible {
     case mlink = 31        // EMLINK
     case range = 34        // ERANGE
     case nametoolong = 36  // ENAMETOOLONG
+    case nodata = 61       // ENODATA (no such extended attribute)
     case notempty = 39     // ENOTEMPTY
     case loop = 40         // ELOOP
-    case opnotsupp = 95    // EOPNOTSUPP
+    case notsup = 95       // EOPNOTSUPP
     case stale = 116       // ESTALE
     case other = 9999      // any host errno without a case of its own
 
@@ -63,9 +64,10 @@ public enum VFSError: Int32, Error, Sendable, CustomStringConvertible {
         case .mlink: "EMLINK"
         case .range: "ERANGE"
         case .nametoolong: "ENAMETOOLONG"
+        case .nodata: "ENODATA"
+        case .notsup: "EOPNOTSUPP"
         case .notempty: "ENOTEMPTY"
         case .loop: "ELOOP"
-        case .opnotsupp: "EOPNOTSUPP"
         case .stale: "ESTALE"
         case .other: "EOTHER"
         }
