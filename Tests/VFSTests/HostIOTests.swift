@@ -49,7 +49,7 @@ import Testing
 
     @Test func slowHostCallDoesNotStopTheCPU() async throws {
         let (dir, vfs, p) = try makeHostVFS()
-        defer { removeTree(dir) }
+        defer { removeTree(dir); vfs.hostIO.shutdown() }
         try await withLWKT(cpus: 2) { system in
             let (ticks, stall) = try await measure(system) {
                 let r = try await p.offCPU { () -> Int in
@@ -68,7 +68,7 @@ import Testing
 
     @Test func blockedReadDoesNotStopTheCPU() async throws {
         let (dir, vfs, p) = try makeHostVFS()
-        defer { removeTree(dir) }
+        defer { removeTree(dir); vfs.hostIO.shutdown() }
         var fds: [Int32] = [0, 0]
         #expect(pipe(&fds) == 0)
         let (r, w) = (fds[0], fds[1])
@@ -96,7 +96,7 @@ import Testing
 
     @Test func manyConcurrentCallsFromSeveralCPUsAllComplete() async throws {
         let (dir, vfs, p) = try makeHostVFS(threads: 3)
-        defer { removeTree(dir) }
+        defer { removeTree(dir); vfs.hostIO.shutdown() }
         for i in 0..<8 { try writeFile(p, "/host/f\(i)", "file \(i)") }
         let total = try await withLWKT(cpus: 4) { system -> Int in
             try await withThrowingTaskGroup(of: Int.self) { group in
@@ -133,6 +133,19 @@ import Testing
             let (_, stall) = try await measure(system) { usleep(300_000) }
             #expect(stall >= ipiStallLimitMs, "the watchdog must notice a CPU blocked for 300 ms (saw \(stall) ms)")
         }
+    }
+
+    @Test func poolRestartsAfterShutdown() async throws {
+        let (dir, vfs, p) = try makeHostVFS(threads: 2)
+        defer { removeTree(dir); vfs.hostIO.shutdown() }
+        try await withLWKT(cpus: 1) { system in
+            for round in 0..<3 {
+                let n = try await system.run(on: 0) { try await p.offCPU { round + 1 } }
+                #expect(n == round + 1)
+                vfs.hostIO.shutdown()
+            }
+        }
+        #expect(vfs.hostIO.statistics.completed == 3)
     }
 
     @Test func offCPUIsInlineWithoutBlockingFileSystems() async throws {

@@ -16,7 +16,7 @@ import Testing
         let vfs = VirtualFileSystem(rootFileSystem: MemFS(), hostIO: HostIOPool(threads: 2))
         let p = vfs.makeProcess()
         var dirs: [String] = []
-        defer { for d in dirs { removeTree(d) } }
+        defer { for d in dirs { removeTree(d) }; vfs.hostIO.shutdown() }
         let workers = min(cpus, 4)
         var processes: [(VFSProcess, String, Bool)] = []
         for w in 0..<workers {

@@ -58,6 +58,8 @@ public final class HostIOPool: @unchecked Sendable {
     private let order = Mutex<[HostIORequest]>([])
     private let semaphore: UnsafeMutablePointer<sem_t>
     private let started = Atomic<Bool>(false)
+    private let stopping = Atomic<Bool>(false)
+    private let running = Atomic<Int>(0)
     private let startLock = Mutex<Bool>(false)
 
     private let submittedCount = Atomic<Int>(0)
@@ -82,6 +84,24 @@ public final class HostIOPool: @unchecked Sendable {
             completed: completedCount.load(ordering: .relaxed), inline: inlineCount.load(ordering: .relaxed),
             queueDepth: max(0, depth.load(ordering: .relaxed)), maxQueueDepth: maxDepth.load(ordering: .relaxed),
             totalLatencyNanos: latencyTotal.load(ordering: .relaxed), maxLatencyNanos: latencyMax.load(ordering: .relaxed))
+    }
+
+    /// Lets the pool threads finish the queued calls and exit (they are started again on
+    /// the next call). For pools a program or test made for itself, not `shared`.
+    public func shutdown() {
+        guard started.load(ordering: .acquiring) else { return }
+        stopping.store(true, ordering: .releasing)
+        for _ in 0..<threadCount { sem_post(semaphore) }
+        var waited = 0
+        while running.load(ordering: .acquiring) > 0 && waited < 5_000 {
+            usleep(1_000)
+            waited += 1
+        }
+        startLock.withLock { (done: inout Bool) in
+            done = false
+            started.store(false, ordering: .releasing)
+            stopping.store(false, ordering: .releasing)
+        }
     }
 
     /// Runs `body` where blocking is harmless: on a pool thread when called on an LWKT CPU
@@ -150,6 +170,7 @@ public final class HostIOPool: @unchecked Sendable {
         startLock.withLock { (done: inout Bool) in
             guard !done else { return }
             for i in 0..<threadCount {
+                running.wrappingAdd(1, ordering: .relaxed)
                 var tid = pthread_t()
                 let ctx = Unmanaged.passRetained(HostIOWorkerContext(pool: self, index: i)).toOpaque()
                 let rc = pthread_create(&tid, nil, { arg in
@@ -158,7 +179,12 @@ public final class HostIOPool: @unchecked Sendable {
                     ctx.pool.workerLoop(index: ctx.index)
                     return nil
                 }, ctx)
-                if rc == 0 { pthread_detach(tid) } else { Unmanaged<HostIOWorkerContext>.fromOpaque(ctx).release() }
+                if rc == 0 {
+                    pthread_detach(tid)
+                } else {
+                    Unmanaged<HostIOWorkerContext>.fromOpaque(ctx).release()
+                    running.wrappingSubtract(1, ordering: .relaxed)
+                }
             }
             done = true
             started.store(true, ordering: .releasing)
@@ -166,11 +192,15 @@ public final class HostIOPool: @unchecked Sendable {
     }
 
     private func workerLoop(index: Int) {
+        defer { running.wrappingSubtract(1, ordering: .releasing) }
         while true {
             while sem_wait(semaphore) != 0 {}
             // Each post stands for one request, but a take may find it taken already by a
             // thread that grabbed a whole batch; then this thread just waits again.
-            guard let r = take() else { continue }
+            guard let r = take() else {
+                if stopping.load(ordering: .acquiring) { return }
+                continue
+            }
             depth.wrappingSubtract(1, ordering: .relaxed)
             r.execute()
             completedCount.wrappingAdd(1, ordering: .relaxed)
