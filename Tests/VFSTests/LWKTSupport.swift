@@ -34,6 +34,7 @@ final class IPIWatchdog: @unchecked Sendable {
     let slots: [Slot]
     private let stop = Atomic<Bool>(false)
     private let worst = Atomic<Int>(0)
+    private let worstBlocked = Atomic<Int>(0)
     private let finished = DispatchSemaphore(value: 0)
 
     init(system: LWKTSystem) {
@@ -42,8 +43,10 @@ final class IPIWatchdog: @unchecked Sendable {
         Thread.detachNewThread { self.loop() }
     }
 
-    private func record(_ stall: Int) {
+    private func record(_ stall: Int, ran: Int) {
         if stall > worst.load(ordering: .relaxed) { worst.store(stall, ordering: .relaxed) }
+        let blocked = stall - ran
+        if blocked > worstBlocked.load(ordering: .relaxed) { worstBlocked.store(blocked, ordering: .relaxed) }
     }
 
     private func loop() {
@@ -52,17 +55,18 @@ final class IPIWatchdog: @unchecked Sendable {
         var sentAt = [UInt64](repeating: 0, count: n)
         let tids = system.snapshot().cpus.map(\.osThreadID)
         var waitedAtSend = [UInt64](repeating: 0, count: n)
-        func waited(_ c: Int) -> Int {
-            Int(truncatingIfNeeded: (c < tids.count ? Self.runQueueWait(tids[c]) : 0) &- waitedAtSend[c])
-        }
+        var ranAtSend = [UInt64](repeating: 0, count: n)
+        func times(_ c: Int) -> (ran: UInt64, waited: UInt64) { c < tids.count ? Self.schedstat(tids[c]) : (0, 0) }
+        func waited(_ c: Int) -> Int { Int(truncatingIfNeeded: times(c).waited &- waitedAtSend[c]) }
+        func ran(_ c: Int) -> Int { Int(truncatingIfNeeded: times(c).ran &- ranAtSend[c]) }
         while !stop.load(ordering: .relaxed) {
             for c in 0..<n where slots[c].answered.load(ordering: .acquiring) == sent[c] {
                 if sent[c] > 0 {
                     let took = Int(truncatingIfNeeded: slots[c].answeredAt.load(ordering: .relaxed) &- sentAt[c])
-                    record(took - waited(c))
+                    record(took - waited(c), ran: ran(c))
                 }
                 sent[c] += 1
-                waitedAtSend[c] = c < tids.count ? Self.runQueueWait(tids[c]) : 0
+                (ranAtSend[c], waitedAtSend[c]) = times(c)
                 sentAt[c] = HostIOPool.now()
                 guard let cpu = try? system.cpu(c) else { continue }
                 // The slot travels retained: a ping may still be in flight when the test ends.
@@ -73,21 +77,23 @@ final class IPIWatchdog: @unchecked Sendable {
         // Pings still unanswered count until now.
         let now = HostIOPool.now()
         for c in 0..<n where slots[c].answered.load(ordering: .acquiring) != sent[c] {
-            record(Int(truncatingIfNeeded: now &- sentAt[c]) - waited(c))
+            record(Int(truncatingIfNeeded: now &- sentAt[c]) - waited(c), ran: ran(c))
         }
         finished.signal()
     }
 
-    /// Nanoseconds thread `tid` of this process has spent runnable, waiting for a core.
-    static func runQueueWait(_ tid: Int32) -> UInt64 {
+    /// Nanoseconds thread `tid` of this process has spent running, and runnable but waiting
+    /// for a core (`/proc/self/task/TID/schedstat`).
+    static func schedstat(_ tid: Int32) -> (ran: UInt64, waited: UInt64) {
         let fd = Glibc.open("/proc/self/task/\(tid)/schedstat", O_RDONLY)
-        guard fd >= 0 else { return 0 }
+        guard fd >= 0 else { return (0, 0) }
         defer { Glibc.close(fd) }
         var buf = [UInt8](repeating: 0, count: 128)
         let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else { return 0 }
+        guard n > 0 else { return (0, 0) }
         let fields = String(decoding: buf[0..<n], as: UTF8.self).split(separator: " ")
-        return fields.count > 1 ? UInt64(fields[1]) ?? 0 : 0
+        guard fields.count > 1 else { return (0, 0) }
+        return (UInt64(fields[0]) ?? 0, UInt64(fields[1]) ?? 0)
     }
 
     /// Stops pinging; returns the longest unanswered time in milliseconds.
@@ -95,6 +101,14 @@ final class IPIWatchdog: @unchecked Sendable {
         stop.store(true, ordering: .relaxed)
         finished.wait()
         return Double(worst.load(ordering: .relaxed)) / 1e6
+    }
+
+    /// Stops pinging; returns the longest time in milliseconds a CPU left a ping unanswered
+    /// while its thread was neither running nor waiting for a core: blocked in the kernel
+    /// (a long job that runs is not counted here, a wait in a mutex or a slow system call is).
+    func finishBlocked() -> Double {
+        _ = finish()
+        return Double(worstBlocked.load(ordering: .relaxed)) / 1e6
     }
 }
 

@@ -146,3 +146,67 @@ func differentialRunOnCPU(seed: UInt64, steps: Int, vfsProcess p: VFSProcess, ho
     if a != b { problems.append("seed \(seed): trees differ\nvfs:  \(a)\nhost: \(b)") }
     return problems
 }
+
+/// Every namecache property test of `NamecachePropertyTests`, run as LWKT threads spread
+/// over 2 and 8 CPUs at once (each on its own namespace), with the IPI watchdog.
+@Suite(.serialized) struct LWKTPropertyTests {
+    typealias Property = @Sendable () throws -> Void
+
+    static var properties: [(String, Property)] {
+        let t = NamecachePropertyTests()
+        var list: [(String, Property)] = [
+            ("renameIntoOwnSubtreeIsRefused", t.renameIntoOwnSubtreeIsRefused),
+            ("renameToItselfAndBetweenHardLinksDoesNothing", t.renameToItselfAndBetweenHardLinksDoesNothing),
+            ("renameTypeRules", t.renameTypeRules),
+            ("renameAcrossMountsAndOfMountPoints", t.renameAcrossMountsAndOfMountPoints),
+            ("renameMovesTheRecord", t.renameMovesTheRecord),
+            ("unlinkWhileOpen", t.unlinkWhileOpen),
+            ("negativeEntriesAreBounded", t.negativeEntriesAreBounded),
+            ("dotDotStaysAtRootAndJail", t.dotDotStaysAtRootAndJail),
+            ("mountCrossings", t.mountCrossings),
+            ("removedWorkingDirectory", t.removedWorkingDirectory),
+            ("symlinkLimits", t.symlinkLimits),
+            ("pathSyntax", t.pathSyntax),
+            ("searchPermission", t.searchPermission),
+            ("getcwdAfterAncestorRename", t.getcwdAfterAncestorRename),
+            ("holdsReturnToZeroAndUnmountBusy", t.holdsReturnToZeroAndUnmountBusy),
+            ("stickyDirectory", t.stickyDirectory),
+            ("attributeChanges", t.attributeChanges),
+            ("readdirAndFchdir", t.readdirAndFchdir),
+            ("chrootConfinesLookups", t.chrootConfinesLookups),
+            ("fastAndLockedWalksAgree", t.fastAndLockedWalksAgree),
+        ]
+        for how in ["create", "mkdir", "link", "symlink", "rename"] {
+            list.append(("negativeEntryInvalidatedBy(\(how))", { try t.negativeEntryInvalidatedBy(how) }))
+        }
+        return list
+    }
+
+    @Test(arguments: [2, 8])
+    func propertiesHoldOnCPUs(cpus: Int) async throws {
+        let failures = try await withLWKT(cpus: cpus) { system -> [String] in
+            let dog = IPIWatchdog(system: system)
+            let failed = try await withThrowingTaskGroup(of: String?.self) { group in
+                for (i, (name, property)) in Self.properties.enumerated() {
+                    group.addTask {
+                        try await system.run(on: i % cpus, name: name) { () -> String? in
+                            // One property per job; the CPU answers IPIs between jobs.
+                            await LWKT.yield()
+                            do { try property() } catch { return "\(name): \(error)" }
+                            return nil
+                        }
+                    }
+                }
+                var out: [String] = []
+                for try await f in group { if let f { out.append(f) } }
+                return out
+            }
+            // Some properties are one long job (thousands of names); what must never happen
+            // is a CPU blocked in the kernel, so the blocked time is what is checked here.
+            let blocked = dog.finishBlocked()
+            #expect(blocked < ipiStallLimitMs, "a CPU was blocked, deaf to IPIs, for \(blocked) ms")
+            return failed
+        }
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+    }
+}
