@@ -106,4 +106,37 @@ import Testing
         #expect(sent > big.count + 800_000 + mid.count)
         try await s.shutdown()
     }
+
+    /// Issue 18: with the hot cache off, repeated requests for a host file are answered from
+    /// the open-file cache (no lookup, no open): full bodies, HEAD, 304 and ranges alike.
+    @Test func openFileCacheAnswersRepeatedRequests() async throws {
+        let root = Self.makeRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let s = try TestServer(cpus: 1, hostRoot: root) { $0.hotCacheEnabled = false }
+        let port = s.port
+        let etag = try await blocking { () throws -> String? in
+            let first = try Self.get(port, "/a.txt")
+            #expect(first?.text == "hello a\n")
+            return first?.headers["etag"]
+        }
+        guard let etag else { Issue.record("no ETag"); return }
+        try await blocking { () throws in
+            let c = try RawClient(port: port)
+            for _ in 0..<5 {
+                c.send("GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+                #expect(c.response()?.text == "hello a\n")
+                c.send("HEAD /a.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+                let h = c.response(head: true)
+                #expect(h?.status == 200 && h?.headers["content-length"] == "8")
+                c.send("GET /a.txt HTTP/1.1\r\nHost: a\r\nIf-None-Match: \(etag)\r\n\r\n")
+                #expect(c.response()?.status == 304)
+                c.send("GET /a.txt HTTP/1.1\r\nHost: a\r\nRange: bytes=6-\r\n\r\n")
+                let r = c.response()
+                #expect(r?.status == 206 && r?.text == "a\n")
+            }
+        }
+        let cache = s.server.core.openFiles[0]
+        #expect(cache.hits >= 20, "hits \(cache.hits), misses \(cache.misses)")
+        try await s.shutdown()
+    }
 }

@@ -12,6 +12,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     let counters: HTTPCounters
     let process: VFSProcess
     let cache: HotFileCache
+    let openFiles: OpenFileCache
     let input: SlabBuffer
     let output: SlabBuffer
     var inCount = 0
@@ -29,6 +30,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
         counters = core.counters[conn.cpuID]
         process = core.processes[conn.cpuID]
         cache = core.caches[conn.cpuID]
+        openFiles = core.openFiles[conn.cpuID]
         input = consume i
         output = consume o
     }
@@ -143,6 +145,11 @@ final class HTTPConnectionHandler<C: StreamConnection> {
             if head.method == .get { append(hit.body) }
             return keep
         }
+        let openable = config.openFileCacheEnabled && head.method != .other && head.contentLength == 0 && !head.hasTransferEncoding
+        if openable, let e = openFiles.lookup(target, process: process) {
+            return try await serveRegular(e.attrs, etag: e.etag, contentType: e.contentType, body: .host(e.hostFD), path: e.path,
+                                          head: head, keepAlive: keep, cacheKey: cacheable ? target : nil)
+        }
         head.target = String(decoding: target, as: UTF8.self)
         if head.method == .other {
             // We do not read bodies of other methods: close after answering if one follows.
@@ -169,7 +176,8 @@ final class HTTPConnectionHandler<C: StreamConnection> {
         if config.statisticsEnabled, decoded.path == "/_stats" || decoded.path == "/_stats.json" {
             return try await serveStatistics(json: decoded.path == "/_stats.json", head: head, keepAlive: keep)
         }
-        return try await serveFile(decoded, head: head, keepAlive: keep, cacheKey: cacheable ? target : nil)
+        return try await serveFile(decoded, head: head, keepAlive: keep, cacheKey: cacheable ? target : nil,
+                                   openFileKey: openable ? target : nil)
     }
 
     // MARK: Output

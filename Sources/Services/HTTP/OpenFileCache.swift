@@ -1,0 +1,109 @@
+import Glibc
+import VFS
+
+/// One CPU's cache of open host files, the counterpart of nginx's `open_file_cache`: for a
+/// request target it keeps the host descriptor of the regular file it named, its attributes
+/// and its precomputed validators (ETag, Last-Modified) and content type, so a request for
+/// it costs no path decoding, no lookup and no `open`/`fstat`/`close` — only a `pread` into
+/// the output buffer, or `sendfile` for a large body. Conditional and range requests are
+/// answered from the entry too.
+///
+/// Entries come only from files the VFS opened (so the jail and every path check already
+/// applied) on a file system with host descriptors (HostFS). An entry is trusted for
+/// `validity`; after that the path is looked up again through the VFS and the entry is kept
+/// only if the file still has the same inode, size, modification and change time. Used only
+/// by its CPU's threads, without locks; an evicted entry's descriptor is closed at once.
+final class OpenFileCache: @unchecked Sendable {
+    /// An open file.
+    final class Entry {
+        let key: [UInt8]
+        let path: String
+        /// The cache's own duplicate of the host descriptor (closed on eviction).
+        let hostFD: Int32
+        let attrs: FileAttributes
+        let etag: String
+        let contentType: String
+        var validatedAt: UInt64
+
+        init(key: [UInt8], path: String, hostFD: Int32, attrs: FileAttributes, etag: String, contentType: String, now: UInt64) {
+            self.key = key
+            self.path = path
+            self.hostFD = hostFD
+            self.attrs = attrs
+            self.etag = etag
+            self.contentType = contentType
+            validatedAt = now
+        }
+
+        deinit { Glibc.close(hostFD) }
+    }
+
+    static let maxKey = 256
+    let slots: Int
+    /// Nanoseconds an entry is trusted before it is checked again (0: on every hit).
+    let validity: UInt64
+    private var table: [Entry?]
+    private(set) var hits = 0
+    private(set) var misses = 0
+
+    /// A cache of `slots` entries (a power of two) trusted for `validity`.
+    init(slots: Int, validity: Duration) {
+        var n = 16
+        while n * 2 <= slots { n *= 2 }
+        self.slots = n
+        table = Array(repeating: nil, count: n)
+        let (s, a) = validity.components
+        self.validity = s < 0 ? 0 : UInt64(s) &* 1_000_000_000 &+ UInt64(max(0, a / 1_000_000_000))
+    }
+
+    /// How many slots each CPU's cache gets: a share of the descriptor limit (half of it for
+    /// all CPUs together), at most 16,384.
+    static func slotsPerCPU(cpus: Int) -> Int {
+        var lim = rlimit()
+        let limit = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0 ? Int(clamping: lim.rlim_cur) : 1024
+        return max(16, min(16384, limit / 2 / max(1, cpus)))
+    }
+
+    @inline(__always)
+    func slot(_ key: UnsafeRawBufferPointer) -> Int {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in key { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        return Int(truncatingIfNeeded: h ^ (h >> 29)) & (slots - 1)
+    }
+
+    /// The entry for `key`, revalidated through `process` when stale; nil on a miss.
+    func lookup(_ key: UnsafeRawBufferPointer, process: VFSProcess) -> Entry? {
+        guard key.count <= Self.maxKey else { return nil }
+        let i = slot(key)
+        guard let e = table[i], e.key.count == key.count,
+              e.key.withUnsafeBytes({ memcmp($0.baseAddress!, key.baseAddress!, key.count) == 0 }) else {
+            misses += 1
+            return nil
+        }
+        let now = validity == 0 ? 0 : MonotonicClock.now()
+        if validity == 0 || now &- e.validatedAt >= validity {
+            guard let a = try? process.stat(e.path), a.type == .regular, a.inode == e.attrs.inode, a.size == e.attrs.size,
+                  a.mtime == e.attrs.mtime, a.ctime == e.attrs.ctime else {
+                table[i] = nil
+                misses += 1
+                return nil
+            }
+            e.validatedAt = now
+        }
+        hits += 1
+        return e
+    }
+
+    /// Keeps a duplicate of `hostFD` (a regular file the VFS opened at `path`) for `key`;
+    /// returns the entry, or nil when the key is too long or no descriptor is left.
+    func insert(key: UnsafeRawBufferPointer, path: String, hostFD: Int32, attrs: FileAttributes, etag: String,
+                contentType: String) -> Entry? {
+        guard key.count <= Self.maxKey else { return nil }
+        let dup = fcntl(hostFD, F_DUPFD_CLOEXEC, 0)
+        guard dup >= 0 else { return nil }
+        let e = Entry(key: Array(key), path: path, hostFD: dup, attrs: attrs, etag: etag, contentType: contentType,
+                      now: MonotonicClock.now())
+        table[slot(key)] = e
+        return e
+    }
+}
