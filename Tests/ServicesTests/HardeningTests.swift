@@ -77,6 +77,13 @@ import Testing
         #expect(try RequestPath.decode("/sub/./../a.txt").get() == .init(path: "/a.txt", trailingSlash: false))
         #expect(try RequestPath.decode("/index.html/.").get() == .init(path: "/index.html", trailingSlash: true))
         #expect(try RequestPath.decode("/a/b/..").get() == .init(path: "/a", trailingSlash: true))
+        #expect(H.matches("\"abc\"", "\"abc\""))
+        #expect(H.matches(" W/\"abc\" ", "\"abc\""))
+        #expect(H.matches("\"x\", \"abc\"", "\"abc\""))
+        #expect(H.matches("\"x\",*", "\"abc\""))
+        #expect(!H.matches("\"ab\"", "\"abc\""))
+        #expect(!H.matches("", "\"abc\""))
+        #expect(!H.matches(",, ,", "\"abc\""))
         guard case .failure(.forbidden) = RequestPath.decode("/a/../..") else { Issue.record("escaped the root"); return }
     }
 

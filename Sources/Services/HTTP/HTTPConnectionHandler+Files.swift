@@ -213,15 +213,29 @@ extension HTTPConnectionHandler {
             + String(a.mtime.nanoseconds, radix: 16) + "\""
     }
 
-    /// Whether an If-None-Match list names `etag` (weak comparison) or is `*`.
+    /// Whether an If-None-Match list names `etag` (weak comparison) or is `*`. Compares
+    /// bytes in place, allocating nothing.
     static func matches(_ list: String, _ etag: String) -> Bool {
-        for item in list.split(separator: ",") {
-            var t = item.trimmingCharacters(in: .whitespaces)[...]
-            if t == "*" { return true }
-            if t.hasPrefix("W/") { t = t.dropFirst(2) }
-            if t == etag { return true }
+        var list = list, etag = etag
+        return list.withUTF8 { l in
+            etag.withUTF8 { e in
+                var i = 0
+                while i <= l.count {
+                    var end = i
+                    while end < l.count && l[end] != 44 { end += 1 }  // ','
+                    var a = i, b = end
+                    while a < b && (l[a] == 32 || l[a] == 9) { a += 1 }
+                    while b > a && (l[b - 1] == 32 || l[b - 1] == 9) { b -= 1 }
+                    if b - a == 1 && l[a] == 42 { return true }  // '*'
+                    if b - a >= 2 && l[a] == 87 && l[a + 1] == 47 { a += 2 }  // "W/"
+                    if b - a == e.count && (e.count == 0 || memcmp(l.baseAddress! + a, e.baseAddress!, e.count) == 0) {
+                        return true
+                    }
+                    i = end + 1
+                }
+                return false
+            }
         }
-        return false
     }
 
     static func ifRangeHolds(_ ifRange: String?, etag: String, mtime: Int64) -> Bool {

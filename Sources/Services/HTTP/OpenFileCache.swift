@@ -11,8 +11,10 @@ import VFS
 /// Entries come only from files the VFS opened (so the jail and every path check already
 /// applied) on a file system with host descriptors (HostFS). An entry is trusted for
 /// `validity`; after that the path is looked up again through the VFS and the entry is kept
-/// only if the file still has the same inode, size, modification and change time. Used only
-/// by its CPU's threads, without locks; an evicted entry's descriptor is closed at once.
+/// only if the file still has the same inode, size, modification and change time. The table
+/// is two-way set associative (a key may sit in its slot or the neighbour; the less recently
+/// used of the two is replaced). Used only by its CPU's threads, without locks; an evicted
+/// entry's descriptor is closed at once.
 final class OpenFileCache: @unchecked Sendable {
     /// An open file.
     final class Entry {
@@ -24,6 +26,8 @@ final class OpenFileCache: @unchecked Sendable {
         let etag: String
         let contentType: String
         var validatedAt: UInt64
+        /// The cache's use counter at the last hit (the older of two candidates is evicted).
+        var lastUsed: UInt64 = 0
 
         init(key: [UInt8], path: String, hostFD: Int32, attrs: FileAttributes, etag: String, contentType: String, now: UInt64) {
             self.key = key
@@ -45,6 +49,7 @@ final class OpenFileCache: @unchecked Sendable {
     private var table: [Entry?]
     private(set) var hits = 0
     private(set) var misses = 0
+    private var uses: UInt64 = 0
 
     /// A cache of `slots` entries (a power of two) trusted for `validity`.
     init(slots: Int, validity: Duration) {
@@ -74,9 +79,13 @@ final class OpenFileCache: @unchecked Sendable {
     /// The entry for `key`, revalidated through `process` when stale; nil on a miss.
     func lookup(_ key: UnsafeRawBufferPointer, process: VFSProcess) -> Entry? {
         guard key.count <= Self.maxKey else { return nil }
-        let i = slot(key)
-        guard let e = table[i], e.key.count == key.count,
-              e.key.withUnsafeBytes({ memcmp($0.baseAddress!, key.baseAddress!, key.count) == 0 }) else {
+        let first = slot(key)
+        @inline(__always) func holds(_ i: Int) -> Bool {
+            guard let e = table[i], e.key.count == key.count else { return false }
+            return e.key.withUnsafeBytes { memcmp($0.baseAddress!, key.baseAddress!, key.count) == 0 }
+        }
+        let i = holds(first) ? first : first ^ 1
+        guard i == first || holds(i), let e = table[i] else {
             misses += 1
             return nil
         }
@@ -90,6 +99,8 @@ final class OpenFileCache: @unchecked Sendable {
             }
             e.validatedAt = now
         }
+        uses &+= 1
+        e.lastUsed = uses
         hits += 1
         return e
     }
@@ -103,7 +114,18 @@ final class OpenFileCache: @unchecked Sendable {
         guard dup >= 0 else { return nil }
         let e = Entry(key: Array(key), path: path, hostFD: dup, attrs: attrs, etag: etag, contentType: contentType,
                       now: MonotonicClock.now())
-        table[slot(key)] = e
+        let first = slot(key)
+        var i = first
+        if let a = table[first] {
+            if let b = table[first ^ 1] {
+                if b.lastUsed < a.lastUsed { i = first ^ 1 }
+            } else {
+                i = first ^ 1
+            }
+        }
+        uses &+= 1
+        e.lastUsed = uses
+        table[i] = e
         return e
     }
 }
