@@ -56,6 +56,10 @@ struct MemcachedCommand: AsyncParsableCommand {
         if measureHop {
             let (local, remote) = try await service.measureHop()
             print(String(format: "GET hit, in place on the owner: %.0f ns; sent to the owner by doMsg and back: %.0f ns", local, remote))
+            let r = try await service.measureRouting()
+            print(String(format: "10-key get, all keys local: %.0f ns; keys on 2 CPUs: %.0f ns", r.multiGetLocal, r.multiGetMixed))
+            print(String(format: "8 pipelined gets on 2 CPUs, one message per remote command: %.0f ns; one message per owner: %.0f ns",
+                         r.pipelineOneByOne, r.pipelineBatched))
             await service.stop()
             try await system.shutdown()
             return
