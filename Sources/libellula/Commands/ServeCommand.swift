@@ -149,7 +149,7 @@ struct ServeCommand: AsyncParsableCommand {
             } catch {
                 await server.stop()
                 _ = try? await system.shutdown()
-                throw Self.listenFailure("--memcached", memcached, error)
+                throw Self.listenFailure("--memcached", memcached, error, hint: "; --no-memcached serves HTTP without it")
             }
         }
         if debugBlockCPU, let last = system.cpus.last {
@@ -183,12 +183,12 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     /// The failure to report when a listener cannot open.
-    static func listenFailure(_ option: String, _ text: String, _ error: any Error) -> ExitCode {
+    static func listenFailure(_ option: String, _ text: String, _ error: any Error, hint: String = "") -> ExitCode {
         var e: Int32?
         if let s = error as? SocketError, case .system(_, let code) = s { e = code }
         if let m = error as? MemcachedNetworkError, case .socket(let s) = m, case .system(_, let code) = s { e = code }
-        if let e { return runtimeFailure(ExitStatus.forErrno(e), "cannot listen on \(text) (\(option)): \(errorText(e))") }
-        return runtimeFailure(ExitStatus.osError, "cannot listen on \(text) (\(option)): \(error)")
+        if let e { return runtimeFailure(ExitStatus.forErrno(e), "cannot listen on \(text) (\(option)): \(errorText(e))\(hint)") }
+        return runtimeFailure(ExitStatus.osError, "cannot listen on \(text) (\(option)): \(error)\(hint)")
     }
 
     /// Starts a watchdog that ends the process with status 70 if shutdown has not finished
