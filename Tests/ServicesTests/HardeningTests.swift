@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 @testable import Services
+import VFS
 
 /// Issue 11 item 3: path and framing details nginx gets right, over a HostFS root.
 @Suite(.serialized) struct HardeningTests {
@@ -145,5 +146,32 @@ import Testing
         let cache = s.server.core.openFiles[0]
         #expect(cache.hits >= 20, "hits \(cache.hits), misses \(cache.misses)")
         try await s.shutdown()
+    }
+
+    /// The open-file cache never holds more descriptors than its budget, and closes the
+    /// ones it drops.
+    @Test func openFileCacheKeepsToItsBudget() throws {
+        let root = Self.makeRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fd = open(root + "/a.txt", O_RDONLY)
+        defer { close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        let attrs = FileAttributes(type: .regular, mode: 0o644, uid: 0, gid: 0, nlink: 1, size: 8, device: 1, inode: UInt64(st.st_ino),
+                                   atime: .init(seconds: 0, nanoseconds: 0), mtime: .init(seconds: 0, nanoseconds: 0),
+                                   ctime: .init(seconds: 0, nanoseconds: 0))
+        let countOpen = { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0 }
+        let before = countOpen()
+        do {
+            let cache = OpenFileCache(budget: 3, validity: .seconds(60))
+            for k in 0..<200 {
+                let key = Array("/file\(k)".utf8)
+                _ = key.withUnsafeBytes { cache.insert(key: $0, path: "/a.txt", hostFD: fd, attrs: attrs, etag: "\"e\"", contentType: "text/plain") }
+                #expect(cache.live <= 3)
+            }
+            #expect(cache.live == 3)
+            #expect(countOpen() - before <= 3)
+        }
+        #expect(countOpen() <= before)
     }
 }

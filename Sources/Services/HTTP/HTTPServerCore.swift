@@ -42,8 +42,8 @@ final class HTTPServerCore: @unchecked Sendable {
         try base.jail(root)
         processes = system.cpus.map { _ in base.fork() }
         counters = system.cpus.map { _ in HTTPCounters() }
-        let slots = OpenFileCache.slotsPerCPU(cpus: system.cpuCount)
-        openFiles = system.cpus.map { _ in OpenFileCache(slots: slots, validity: configuration.cacheValidity) }
+        let budget = OpenFileCache.budgetPerCPU(cpus: system.cpuCount)
+        openFiles = system.cpus.map { _ in OpenFileCache(budget: budget, validity: configuration.cacheValidity) }
         caches = system.cpus.map { _ in HotFileCache(validity: configuration.cacheValidity) }
         inputCapacity = max(16320, configuration.limits.maxHeaderBytes + 256, configuration.limits.maxRequestLine + 256)
     }

@@ -44,6 +44,10 @@ final class OpenFileCache: @unchecked Sendable {
 
     static let maxKey = 256
     let slots: Int
+    /// The most entries (open descriptors) kept at once.
+    let budget: Int
+    /// Entries (descriptors) held now.
+    private(set) var live = 0
     /// Nanoseconds an entry is trusted before it is checked again (0: on every hit).
     let validity: UInt64
     private var table: [Entry?]
@@ -51,19 +55,21 @@ final class OpenFileCache: @unchecked Sendable {
     private(set) var misses = 0
     private var uses: UInt64 = 0
 
-    /// A cache of `slots` entries (a power of two) trusted for `validity`.
-    init(slots: Int, validity: Duration) {
+    /// A cache of at most `budget` open files trusted for `validity`, in a table of twice as
+    /// many slots (a power of two, at most 32,768) so that collisions rarely evict.
+    init(budget: Int, validity: Duration) {
+        self.budget = max(1, budget)
         var n = 16
-        while n * 2 <= slots { n *= 2 }
+        while n < 2 * budget && n < 32768 { n *= 2 }
         self.slots = n
         table = Array(repeating: nil, count: n)
         let (s, a) = validity.components
         self.validity = s < 0 ? 0 : UInt64(s) &* 1_000_000_000 &+ UInt64(max(0, a / 1_000_000_000))
     }
 
-    /// How many slots each CPU's cache gets: a share of the descriptor limit (half of it for
-    /// all CPUs together), at most 16,384.
-    static func slotsPerCPU(cpus: Int) -> Int {
+    /// How many files each CPU's cache may keep open: a share of the descriptor limit (half
+    /// of it for all CPUs together), at most 16,384.
+    static func budgetPerCPU(cpus: Int) -> Int {
         var lim = rlimit()
         let limit = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0 ? Int(clamping: lim.rlim_cur) : 1024
         return max(16, min(16384, limit / 2 / max(1, cpus)))
@@ -94,6 +100,7 @@ final class OpenFileCache: @unchecked Sendable {
             guard let a = try? process.stat(e.path), a.type == .regular, a.inode == e.attrs.inode, a.size == e.attrs.size,
                   a.mtime == e.attrs.mtime, a.ctime == e.attrs.ctime else {
                 table[i] = nil
+                live -= 1
                 misses += 1
                 return nil
             }
@@ -110,10 +117,6 @@ final class OpenFileCache: @unchecked Sendable {
     func insert(key: UnsafeRawBufferPointer, path: String, hostFD: Int32, attrs: FileAttributes, etag: String,
                 contentType: String) -> Entry? {
         guard key.count <= Self.maxKey else { return nil }
-        let dup = fcntl(hostFD, F_DUPFD_CLOEXEC, 0)
-        guard dup >= 0 else { return nil }
-        let e = Entry(key: Array(key), path: path, hostFD: dup, attrs: attrs, etag: etag, contentType: contentType,
-                      now: MonotonicClock.now())
         let first = slot(key)
         var i = first
         if let a = table[first] {
@@ -123,6 +126,16 @@ final class OpenFileCache: @unchecked Sendable {
                 i = first ^ 1
             }
         }
+        // A free slot takes a new descriptor only within the budget; a full one swaps.
+        if table[i] == nil && live >= budget {
+            guard table[i ^ 1] != nil else { return nil }
+            i ^= 1
+        }
+        let dup = fcntl(hostFD, F_DUPFD_CLOEXEC, 0)
+        guard dup >= 0 else { return nil }
+        let e = Entry(key: Array(key), path: path, hostFD: dup, attrs: attrs, etag: etag, contentType: contentType,
+                      now: MonotonicClock.now())
+        if table[i] == nil { live += 1 }
         uses &+= 1
         e.lastUsed = uses
         table[i] = e
