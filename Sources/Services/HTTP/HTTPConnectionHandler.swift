@@ -142,7 +142,8 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     /// Answers one parsed request; returns whether the connection stays open.
     private func respond(_ head: inout HTTPRequestHead, target: UnsafeRawBufferPointer) async throws(SocketError) -> Bool {
         var keep = head.keepAlive
-        if head.method != .other && head.isPlain, let hit = cache.lookup(target, process: process) {
+        let cacheable = config.hotCacheEnabled && head.method != .other && head.isPlain
+        if cacheable, let hit = cache.lookup(target, process: process) {
             try await reserve(hit.fields.count + hit.body.count + 512)
             beginHead(.ok)
             append(hit.fields)
@@ -176,7 +177,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
         if config.statisticsEnabled, decoded.path == "/_stats" || decoded.path == "/_stats.json" {
             return try await serveStatistics(json: decoded.path == "/_stats.json", head: head, keepAlive: keep)
         }
-        return try await serveFile(decoded, head: head, keepAlive: keep, cacheKey: target)
+        return try await serveFile(decoded, head: head, keepAlive: keep, cacheKey: cacheable ? target : nil)
     }
 
     // MARK: Output

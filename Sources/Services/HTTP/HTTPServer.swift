@@ -82,6 +82,7 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
             logger.warning("accept failed", metadata: ["error": "\(error)"])
         }) { conn in
             HTTPCounters.add(counters.accepted)
+            core.logger.debug("connection accepted", metadata: ["peer": "\(conn.peer)", "cpu": "\(listener.cpuID)"])
             let over = counters.open.load(ordering: .relaxed) >= core.configuration.maxConnectionsPerCPU
             // Counted here, on the accepting CPU, so a burst of accepts cannot overshoot the limit.
             HTTPCounters.add(counters.open)
