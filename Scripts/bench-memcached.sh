@@ -7,6 +7,7 @@
 # router measured in place (`libellula memcached --measure-hop`): a 10-key multi-get with
 # all keys local against keys on two CPUs, and an 8-deep mixed-owner pipeline sent one
 # message per remote command (before the router) against one message per owner CPU.
+# Each row runs twice, alternating the servers, and keeps the better of each.
 #
 #   Scripts/bench-memcached.sh                         # CPU_LIST="1 2", 3 s per run
 #   CPU_LIST="2 4" SECONDS_PER_RUN=10 Scripts/bench-memcached.sh
@@ -28,7 +29,7 @@ mkdir -p .build
 cc -O2 -o .build/mcload Scripts/memcached/mcload.c
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5; for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; pids=(); }
 trap cleanup EXIT
 
 wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
@@ -57,10 +58,16 @@ for CPUS in $CPU_LIST; do
   echo "|---|---:|---:|---:|---:|---:|"
   for row in "GET 90%, depth 1:50 1 90" "GET 90%, depth 8:50 8 90" "SET 90%, depth 1:50 1 10" "SET 90%, depth 8:50 8 10"; do
     name=${row%%:*}; set -- ${row#*:}
+    # Two rounds, alternating servers (the machine may be shared); the better of each.
     read -r l0 s0 o0 < <(route_stats $LIB_PORT)
-    lib=$(.build/mcload 127.0.0.1 $LIB_PORT "$1" "$2" "$SECS" "$3" | sed 's/.*ops_per_sec=//')
+    lib=0; mc=0
+    for _ in 1 2; do
+      a=$(.build/mcload 127.0.0.1 $LIB_PORT "$1" "$2" "$SECS" "$3" | sed 's/.*ops_per_sec=//')
+      b=$(.build/mcload 127.0.0.1 $MC_PORT "$1" "$2" "$SECS" "$3" | sed 's/.*ops_per_sec=//')
+      [ "$a" -gt "$lib" ] && lib=$a
+      [ "$b" -gt "$mc" ] && mc=$b
+    done
     read -r l1 s1 o1 < <(route_stats $LIB_PORT)
-    mc=$(.build/mcload 127.0.0.1 $MC_PORT "$1" "$2" "$SECS" "$3" | sed 's/.*ops_per_sec=//')
     printf "| %s | %s | %s | %s | %s | %s |\n" "$name" "$lib" "$mc" \
       "$(awk -v a="$lib" -v b="$mc" 'BEGIN{printf "%.2f", a/b}')" \
       "$(awk -v l=$((l1 - l0)) -v s=$((s1 - s0)) -v o=$((o1 - o0)) 'BEGIN{t=l+o; printf "%.2f", t ? s/t : 0}')" \
