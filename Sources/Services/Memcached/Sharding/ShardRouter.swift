@@ -93,7 +93,17 @@ final class ShardRouter {
             r.kind = .batch
             store.counters.remoteSent += 1
             store.counters.remoteOps += r.count
-            if (try? LWKT.beginDoMsg(r, to: ports[o])) == nil { pending = true }
+            do {
+                // nil: in flight (the usual case); a status: the port finished it at once,
+                // and anything but ok means it did not run the operations.
+                if let status = try LWKT.beginDoMsg(r, to: ports[o]) {
+                    if status != MessageStatus.ok { r.failUnanswered() }
+                } else {
+                    pending = true
+                }
+            } catch {
+                r.failUnanswered()
+            }
         }
         if pending {
             for o in 0..<requests.count where o != cpu {
