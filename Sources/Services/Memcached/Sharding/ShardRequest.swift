@@ -126,6 +126,7 @@ final class ShardRequest: Message, @unchecked Sendable {
 
     /// Runs the request against `store` on the owner CPU.
     func run(on store: ItemStore) {
+        assert(CPU.current == nil || CPU.current?.id == store.cpuID, "a shard request runs on the owner's CPU")
         switch kind {
         case .batch:
             for j in 0..<count where ends[j] < 0 {

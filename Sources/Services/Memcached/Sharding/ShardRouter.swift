@@ -57,6 +57,7 @@ final class ShardRouter {
 
     /// Runs (here) or queues (for its owner) one key operation.
     @inline(__always) func submit(_ op: KeyOp) {
+        assert(CPU.current?.id == cpu, "a ShardRouter runs only on its connection's CPU")
         let o = service.owner(op.hash)
         if o == cpu {
             store.counters.localRequests += 1
@@ -84,6 +85,7 @@ final class ShardRouter {
     /// Sends the window's remote operations (one message per owner, all in flight at
     /// once), waits for them, and writes every queued reply to the output in order.
     func flush() async {
+        assert(CPU.current?.id == cpu, "a ShardRouter runs only on its connection's CPU")
         guard staging else { return }
         let ports = service.ports
         var pending = false
