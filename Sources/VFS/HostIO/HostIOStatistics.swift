@@ -1,5 +1,5 @@
 /// Counters of a `HostIOPool`, summed since it was made.
-public struct HostIOStatistics: Sendable, Equatable {
+public struct HostIOStatistics: Sendable, Equatable, Codable {
     /// Pool threads.
     public var threads: Int
     /// Calls handed to the pool by LWKT CPUs.
