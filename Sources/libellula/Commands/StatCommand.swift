@@ -72,6 +72,20 @@ struct StatCommand: AsyncParsableCommand {
         print("")
         let n = stats.namecache
         print("Namecache: hit rate \(String(format: "%.1f", n.hitRate * 100)) % (hits \(n.hits), negative hits \(n.negativeHits), misses \(n.misses)), \(n.records) records, lock-free lookups \(n.fastLookups), locked \(n.slowLookups)")
+        if let mc = stats.memcached {
+            print("")
+            print("memcached per CPU (owner)")
+            let keys = ["curr_items", "bytes", "curr_connections", "cmd_get", "get_hits", "get_misses", "cmd_set", "evictions"]
+            table(columns: mc.indices.map { "cpu\($0)" }, rows: keys.map { k in (k, mc.map { $0[k] ?? 0 }) })
+        }
+        print("")
+        print("Latency (since start)        count        p50        p99      p99.9        max")
+        for (key, h) in stats.latency.sorted(by: { $0.key < $1.key }) {
+            print(key.padding(toLength: 22, withPad: " ", startingAt: 0) + String(h.count).leftPad(12)
+                  + StatWatch.ms(h.p50Nanos).leftPad(11) + StatWatch.ms(h.p99Nanos).leftPad(11)
+                  + StatWatch.ms(h.p999Nanos).leftPad(11) + StatWatch.ms(h.maxNanos).leftPad(11))
+        }
+        print("Stalls: \(stats.stalls.detected) over \(stats.stalls.thresholdNanos / 1_000_000) ms (\(stats.stalls.reported) reported)")
     }
 
     private func table(columns: [String], rows: [(String, [Int])]) {

@@ -11,12 +11,14 @@ let pendingProbeFunction: IPIFunction = { _, _ in }
     /// ring 0 → 1 and are listed with their function's name.
     @Test func waitingMessagesAreListedWithTheirFunction() async throws {
         let system = try LWKT.boot(cpus: 2, configuration: LWKTConfiguration(idleSpin: .microseconds(20)))
-        let release = Flag()
+        let release = Flag(), started = Flag()
         let busy = LWKTThread.spawn(on: system.cpus[1], name: "busy") {
-            let until = lb_now_ns() &+ 2_000_000_000
+            started.value.store(true, ordering: .releasing)
+            let until = lb_now_ns() &+ 5_000_000_000
             while !release.value.load(ordering: .acquiring) && lb_now_ns() < until { lb_cpu_relax() }
         }
-        try await Task.sleep(for: .milliseconds(20))
+        // Until the busy job runs, CPU 1 would drain the messages at once.
+        for _ in 0..<1000 where !started.value.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(2)) }
         try await system.run(on: 0) {
             for _ in 0..<5 { system.crossbar.sendPassive(to: 1, pendingProbeFunction, nil, 0) }
         }
