@@ -75,6 +75,7 @@ struct ServeCommand: AsyncParsableCommand {
         if memory < 1 { throw ValidationError("--memory must be at least 1 (MiB), got \(memory)") }
         if memory > 1 << 20 { throw ValidationError("--memory must be at most \(1 << 20) (MiB), got \(memory)") }
         if maxConnections < 1 { throw ValidationError("--max-connections must be at least 1, got \(maxConnections)") }
+        if !(stallMs >= 0 && stallMs <= 60_000) { throw ValidationError("--stall-ms must be between 0 (off) and 60000, got \(stallMs)") }
         if idleTimeout < 1 { throw ValidationError("--idle-timeout must be at least 1 (second), got \(idleTimeout)") }
         if let spinMicroseconds, spinMicroseconds < 0 || spinMicroseconds > 1_000_000 {
             throw ValidationError("--spin-microseconds must be between 0 and 1000000, got \(spinMicroseconds)")
