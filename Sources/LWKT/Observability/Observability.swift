@@ -20,7 +20,7 @@ public final class Observability: @unchecked Sendable {
     ///   - probeInterval: how often each CPU sends an IPI-delivery probe to the next.
     ///   - onStall: called on the watchdog thread with each (rate-limited) report.
     public static func start(on system: LWKTSystem, stallThreshold: Duration? = .milliseconds(5),
-                             probeInterval: Duration = .milliseconds(10),
+                             probeInterval: Duration = .milliseconds(100),
                              onStall: (@Sendable (StallReport) -> Void)? = nil) -> Observability {
         let dog = stallThreshold.map { StallWatchdog(system: system, threshold: $0, onReport: onStall) }
         system.latencies.watchdog.withLock { $0 = dog }

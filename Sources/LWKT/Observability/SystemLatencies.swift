@@ -67,7 +67,7 @@ extension SystemLatencies {
     /// sends are not touched). Needs two or more CPUs; the threads end when cancelled or
     /// when the system shuts down.
     @discardableResult
-    public static func startIPIProbes(on system: LWKTSystem, interval: Duration = .milliseconds(10)) -> [LWKTThread] {
+    public static func startIPIProbes(on system: LWKTSystem, interval: Duration = .milliseconds(100)) -> [LWKTThread] {
         guard system.cpuCount >= 2 else { return [] }
         return system.cpus.map { cpu in
             let target = (cpu.id + 1) % system.cpuCount
