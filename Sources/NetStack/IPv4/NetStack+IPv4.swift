@@ -58,6 +58,7 @@ extension NetStack {
     func deliver(_ m: Mbuf, _ h: IPv4Header, _ st: NetCPU) {
         switch h.proto {
         case IPv4Header.protocolUDP: udpInput(m, h, st)
+        case IPv4Header.protocolTCP: tcpInput(m, h, st)
         case IPv4Header.protocolICMP: icmpInput(m, h, st)
         default:
             sendICMPError(type: ICMPHeader.destinationUnreachable, code: ICMPHeader.codeProtocolUnreachable, about: m, h, st)

@@ -1,0 +1,87 @@
+import LWKT
+
+/// The TCP control paths of a stack: listening on every CPU, active opens, and the
+/// listening-port registry (shared, but only touched by these calls, never per segment).
+extension NetStack {
+    /// Opens a listening socket on `port` (0: an ephemeral one) with one replica per CPU;
+    /// returns the replicas, index = CPU.
+    public func listen(port: UInt16, backlog: Int = 128) throws(TCPError) -> [TCPListener] {
+        let chosen: UInt16 = try tcpPorts.withLock { (used: inout [UInt16: Int]) throws(TCPError) -> UInt16 in
+            var p = port
+            if p == 0 {
+                var candidate = UInt16.random(in: 32768...60999)
+                for _ in 0..<28232 {
+                    if used[candidate] == nil { p = candidate; break }
+                    candidate = candidate == 60999 ? 32768 : candidate + 1
+                }
+                guard p != 0 else { throw .addressNotAvailable }
+            }
+            guard used[p] == nil else { throw .addressInUse }
+            used[p] = cpuCount
+            return p
+        }
+        let address = IPv4Endpoint(configuration.address, chosen)
+        let listeners = (0..<cpuCount).map { TCPListener(stack: self, cpu: $0, address: address, backlog: backlog) }
+        do {
+            try system.crossbar.sync(cpus: Array(0..<cpuCount)) { [self] id in
+                self.cpus[id].tcp.listeners[chosen] = listeners[id]
+            }
+        } catch {
+            _ = tcpPorts.withLock { $0.removeValue(forKey: chosen) }
+            throw .invalidArgument("the system is not running")
+        }
+        return listeners
+    }
+
+    /// One replica of `port` closed; the port is free once all have.
+    func tcpListenerClosed(port: UInt16) {
+        tcpPorts.withLock { used in
+            if let n = used[port] { if n <= 1 { used[port] = nil } else { used[port] = n - 1 } }
+        }
+    }
+
+    /// Active open on CPU `st` (RFC 9293 §3.10.1): picks a source port whose 4-tuple
+    /// hashes to this CPU, makes the PCB here and sends the SYN.
+    func tcpOpen(to remote: IPv4Endpoint, _ st: NetCPU) throws(TCPError) -> TCPControlBlock {
+        guard remote.port != 0, remote.address != .any, !remote.address.isMulticast else {
+            throw .invalidArgument("bad destination \(remote)")
+        }
+        let local = configuration.address
+        var port = UInt16.random(in: 32768...60999)
+        var key: TCPFlowKey? = nil
+        for _ in 0..<28232 {
+            if owner(IPv4Endpoint(local, port), remote) == st.id {
+                let k = TCPFlowKey(local: local, localPort: port, remote: remote.address, remotePort: remote.port)
+                if st.tcp.connections[k] == nil, st.tcp.listeners[port] == nil { key = k; break }
+            }
+            port = port == 60999 ? 32768 : port + 1
+        }
+        guard let key else { throw .addressNotAvailable }
+        guard let tp = tcpMakeConnection(key, st) else { throw .noBuffers }
+        let iss = tcpSecrets.initialSequence(key, nowNs: st.now)
+        tp.iss = iss
+        tp.sndUna = iss; tp.sndNxt = iss; tp.sndMax = iss; tp.sndBase = iss &+ 1; tp.recover = iss
+        tp.wantScale = configuration.tcp.windowScaling
+        if !tp.wantScale { tp.rcvScale = 0 }
+        tcpInsert(tp, st)
+        tp.setState(.synSent)
+        tcpOutput(tp, st)
+        return tp
+    }
+
+    /// TCP connections of CPU `cpu` (read it on that CPU, or when the stack is idle).
+    public func tcpConnectionCount(cpu: Int) -> Int { cpus[cpu].tcp.connections.count }
+
+    /// Buffer bytes held by CPU `cpu`'s connections.
+    public func tcpBufferBytes(cpu: Int) -> Int { cpus[cpu].tcp.bufferBytes }
+
+    /// Frees every connection of a CPU (stack shutdown; runs on that CPU).
+    func tcpCleanUp(_ st: NetCPU) {
+        for tp in Array(st.tcp.connections.values) {
+            tp.orphaned = true
+            tcpDetach(tp, st)
+        }
+        for l in st.tcp.listeners.values { l.pending.removeAll() }
+        st.tcp.listeners.removeAll()
+    }
+}
