@@ -217,6 +217,7 @@ extension NetStack {
     // MARK: - Connections
 
     func tcpProcess(_ tp: TCPControlBlock, _ th: TCPHeader, _ m: Mbuf, _ st: NetCPU) {
+        assert(tp.cpu == st.id, "segment of a CPU \(tp.cpu) connection processed on CPU \(st.id)")
         let now = st.now
         tp.lastReceived = now
         switch tp.state {

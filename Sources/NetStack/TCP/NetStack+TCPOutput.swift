@@ -120,9 +120,12 @@ extension NetStack {
         return gain >= min(tp.receiveBuffer.capacity / 2, 2 * tp.mss) && gain > 0
     }
 
-    /// A pure ACK with the current window.
+    /// A pure ACK with the current window. It carries SND.MAX, not SND.NXT: after a
+    /// go-back-N retransmission SND.NXT lies below what the peer has received, and an ACK
+    /// from there would look like an old duplicate to it (two such peers would trade
+    /// ACKs forever).
     func tcpSendACK(_ tp: TCPControlBlock, _ st: NetCPU) {
-        tcpSendSegment(tp, seq: tp.sndNxt, length: 0, flags: .ack, st)
+        tcpSendSegment(tp, seq: tp.sndMax, length: 0, flags: .ack, st)
     }
 
     /// Resends up to `limit` bytes (and the FIN when it follows them) at `seq` without
@@ -162,7 +165,12 @@ extension NetStack {
             }
         } else {
             if tp.tsEnabled { o.timestamp = (Self.tsClock(st.now), tp.tsRecent) }
-            if tp.sackEnabled, !tp.reassembly.isEmpty { tp.reassembly.sackBlocks(max: tp.tsEnabled ? 3 : 4, into: &o) }
+            if tp.sackEnabled, !tp.reassembly.isEmpty {
+                // SACK blocks only where the segment still fits the MTU.
+                let room = mtu - 40 - length - (tp.tsEnabled ? 12 : 0) - 4
+                let blocks = min(tp.tsEnabled ? 3 : 4, max(0, room / 8))
+                if blocks > 0 { tp.reassembly.sackBlocks(max: blocks, into: &o) }
+            }
         }
         let wnd = tp.receiveWindow
         let field = syn ? min(wnd, 65535) : min(wnd >> Int(tp.rcvScale), 65535)
@@ -217,7 +225,7 @@ extension NetStack {
             NetworkBytes.put16(p, TCPHeader.checksumOffset, TCPHeader.checksum(of: m, from: 0, length: total, source: src, destination: dst))
         }
         counters.add(.tcpSegmentsSent, cpu: st.id)
-        if flags.contains(.rst) { counters.add(.tcpResetsSent, cpu: st.id, 0) }
+
         ipOutput(m, proto: IPv4Header.protocolTCP, source: src, destination: dst, st)
         return true
     }

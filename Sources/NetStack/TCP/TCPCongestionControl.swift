@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Congestion window control: slow start and congestion avoidance by NewReno
 /// (RFC 5681 with appropriate byte counting, RFC 3465) or CUBIC (RFC 9438), and the

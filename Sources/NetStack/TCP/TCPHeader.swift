@@ -4,7 +4,7 @@ public struct TCPHeader: Equatable, Sendable {
     public static let minimumSize = 20
     public static let maximumSize = 60
     /// Offset of the checksum field.
-    public static let checksumOffset = 6
+    public static let checksumOffset = 16
 
     public var sourcePort: UInt16
     public var destinationPort: UInt16
