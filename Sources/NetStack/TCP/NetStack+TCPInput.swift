@@ -220,6 +220,7 @@ extension NetStack {
         assert(tp.cpu == st.id, "segment of a CPU \(tp.cpu) connection processed on CPU \(st.id)")
         let now = st.now
         tp.lastReceived = now
+        tp.keepaliveSent = 0
         switch tp.state {
         case .closed, .listen:
             return drop(m, .dropTCPBadFlags, st)

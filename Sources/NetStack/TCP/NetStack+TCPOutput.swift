@@ -51,8 +51,13 @@ extension NetStack {
             let off = TCPSequence.distance(tp.sndBase, tp.sndNxt)
             let avail = max(0, tp.sendBuffer.count - off)
             var probe = false
+            var forced = false
             if tp.forceProbe {
+                // The persist timer fired: send what the window allows even if it is less
+                // than a segment (RFC 9293 §3.8.6.2.1's override), or probe a zero window
+                // with one byte.
                 tp.forceProbe = false
+                forced = true
                 if usable <= 0, avail > 0 || (tp.finQueued && !tp.finSent) { usable = 1; probe = true }
             }
             let len = max(0, min(avail, usable, tp.mss))
@@ -60,7 +65,7 @@ extension NetStack {
                 && (TCPSequence.le(tp.sndNxt, tp.finSeq))
             var send = false
             if len > 0 {
-                if len == tp.mss || probe { send = true }
+                if len == tp.mss || probe || forced { send = true }
                 else if (tp.noDelay || tp.sndNxt == tp.sndUna || tp.inRecovery) && len == avail { send = true }
                 else if tp.maxSndWnd > 0, len >= tp.maxSndWnd / 2 { send = true }
                 else if TCPSequence.lt(tp.sndNxt, tp.sndMax) { send = true }
@@ -98,9 +103,10 @@ extension NetStack {
             if !rexmit, len > 0, tp.rtStart == 0, !tp.tsEnabled { tp.rtSeq = start; tp.rtStart = st.now }
             if finHere { break }
         }
-        // Zero window with data waiting and nothing in flight: probe (RFC 9293 §3.8.6.1).
+        // Data waiting, nothing in flight, nothing sent: the window is zero (probe it,
+        // RFC 9293 §3.8.6.1) or too small for sender SWS avoidance (send anyway later).
         let pending = tp.sendBuffer.count - TCPSequence.distance(tp.sndBase, tp.sndNxt)
-        if tp.sndWnd == 0, tp.sndNxt == tp.sndUna, pending > 0 || (tp.finQueued && !tp.finSent) {
+        if tp.sndNxt == tp.sndUna, tp.sndMax == tp.sndUna, pending > 0 || (tp.finQueued && !tp.finSent) {
             tp.retransmitTimer = 0
             if tp.persistTimer == 0 { tp.arm(\.persistTimer, at: st.now &+ tcpPersistInterval(tp)) }
         }
