@@ -34,6 +34,8 @@ public enum LWKTError: Error, Equatable, CustomStringConvertible {
     case tokenMisuse(String)
     /// A critical section was exited more often than entered.
     case criticalSectionUnderflow
+    /// Every globaldata slot is taken (the payload is the name that asked for one).
+    case globaldataSlotsExhausted(String)
 
     public var description: String {
         switch self {
@@ -44,6 +46,7 @@ public enum LWKTError: Error, Equatable, CustomStringConvertible {
         case .systemCall(let call, let err): return "\(call) failed: errno \(err)"
         case .tokenMisuse(let why): return "token misuse: \(why)"
         case .criticalSectionUnderflow: return "critical section exited more often than entered"
+        case .globaldataSlotsExhausted(let name): return "no globaldata slot left for \(name)"
         }
     }
 }

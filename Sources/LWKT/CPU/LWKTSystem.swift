@@ -41,9 +41,8 @@ public final class LWKTSystem: @unchecked Sendable {
         }
         tickNanos = max(100_000, configuration.tick.nanoseconds)
         cyclesPerNano = LWKTSystem.calibrateCycles()
-        rings = .allocate(capacity: cpuCount * cpuCount)
-        for i in 0..<(cpuCount * cpuCount) { (rings + i).initialize(to: IPIRing()) }
-        let maskCount = CPUKernel.sleepSlots * maskWords
+        rings = IPIRing.allocate(count: cpuCount * cpuCount)
+        let maskCount = SleepQueues.slots * maskWords
         sleepMasks = .allocate(capacity: maskCount)
         for i in 0..<maskCount { (sleepMasks + i).initialize(to: Atomic<UInt64>(0)) }
         cpuTable = .allocate(capacity: cpuCount)
@@ -77,8 +76,7 @@ public final class LWKTSystem: @unchecked Sendable {
     }
 
     deinit {
-        for i in 0..<(cpuCount * cpuCount) { (rings + i).deinitialize(count: 1) }
-        rings.deallocate()
+        IPIRing.deallocate(rings, count: cpuCount * cpuCount)
         sleepMasks.deallocate()
         cpuTable.deallocate()
     }

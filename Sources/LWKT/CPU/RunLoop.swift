@@ -22,6 +22,8 @@ extension CPU {
         let tickNanos = max(Int64(1_000), system.tickNanos)
         var jobsSincePoll = 0
         var burstStart = lb_now_ns()
+        let timers = l.pointee.timers
+        let events = l.pointee.events
 
         while true {
             if s.pointee.doorbell.load(ordering: .relaxed) != 0 {
@@ -35,18 +37,20 @@ extension CPU {
                 jobsSincePoll &+= 1
                 if jobsSincePoll >= jobsPerPoll {
                     jobsSincePoll = 0
-                    kernel.fireDueTimers(cpu: self, now: lb_now_ns())
-                    if !kernel.registeredFDs.isEmpty { kernel.pollEvents(cpu: self, timeout: 0) }
+                    timers.fireDue(cpu: self, now: lb_now_ns())
+                    if events.hasDescriptors { events.poll(cpu: self, timeout: 0) }
                 }
                 continue
             }
             jobsSincePoll = 0
             // Nothing ready: timers and descriptors first.
             var now = lb_now_ns()
-            if kernel.fireDueTimers(cpu: self, now: now) > 0 { continue }
-            if !kernel.registeredFDs.isEmpty && kernel.pollEvents(cpu: self, timeout: 0) > 0 { continue }
+            if timers.fireDue(cpu: self, now: now) > 0 { continue }
+            if events.hasDescriptors && events.poll(cpu: self, timeout: 0) > 0 { continue }
             if s.pointee.stop.load(ordering: .acquiring) != 0 {
-                kernel.cancelEverything(cpu: self)
+                timers.cancelEverything()
+                sleepQueues.cancelEverything(cpu: self)
+                events.cancelEverything(cpu: self)
                 if l.pointee.runq.readyMask == 0 && s.pointee.doorbell.load(ordering: .sequentiallyConsistent) == 0 {
                     break
                 }
@@ -56,10 +60,10 @@ extension CPU {
             // Spin, watching the doorbell, for the configured window.
             if spinNanos > 0 {
                 let until = now &+ spinNanos
-                let nextTimer = kernel.timers.nextDeadline() ?? UInt64.max
+                let nextTimer = timers.nextDeadline() ?? UInt64.max
                 // Descriptors are polled while spinning too (every 256 turns, a few µs), or a
                 // CPU serving sockets would notice readiness only when its spin window ends.
-                let watchFDs = !kernel.registeredFDs.isEmpty
+                let watchFDs = events.hasDescriptors
                 var spins = 0
                 var gotIO = false
                 while s.pointee.doorbell.load(ordering: .relaxed) == 0 {
@@ -68,7 +72,7 @@ extension CPU {
                     if spins & 63 == 0 {
                         now = lb_now_ns()
                         if now >= until || now >= nextTimer { break }
-                        if watchFDs && spins & 255 == 0 && kernel.pollEvents(cpu: self, timeout: 0) > 0 {
+                        if watchFDs && spins & 255 == 0 && events.poll(cpu: self, timeout: 0) > 0 {
                             gotIO = true
                             break
                         }
@@ -91,11 +95,11 @@ extension CPU {
             }
             now = lb_now_ns()
             var timeout = tickNanos
-            if let next = kernel.timers.nextDeadline() {
+            if let next = timers.nextDeadline() {
                 timeout = next <= now ? 0 : min(timeout, Int64(clamping: next &- now))
             }
             counters.add(.sleeps)
-            kernel.pollEvents(cpu: self, timeout: timeout)
+            events.poll(cpu: self, timeout: timeout)
             s.pointee.sleeping.store(0, ordering: .sequentiallyConsistent)
             burstStart = lb_now_ns()
             counters.add(.sleepNanos, Int64(burstStart &- now))

@@ -8,9 +8,9 @@ extension LWKT {
     public static func wait(for events: IOEvents, on fd: Int32) async throws -> IOEvents {
         let cpu = try currentCPU("LWKT.wait(for:on:)")
         try Task.checkCancellation()
-        let waiter = cpu.kernel.takeIOWaiter(fd: fd, interest: events)
+        let waiter = cpu.events.takeIOWaiter(fd: fd, interest: events)
         let generation = waiter.generation
-        defer { cpu.kernel.returnIOWaiter(waiter) }
+        defer { cpu.events.returnIOWaiter(waiter) }
         let held = LWKTThread.currentThread.map { Token.releaseAll(of: $0) } ?? false
         let ready: IOEvents
         do {
@@ -22,7 +22,7 @@ extension LWKT {
                     }
                     waiter.continuation = c
                     do {
-                        try cpu.kernel.register(waiter, cpu: cpu)
+                        try cpu.events.register(waiter, cpu: cpu)
                     } catch {
                         waiter.continuation = nil
                         c.resume(throwing: error)
@@ -43,12 +43,12 @@ extension LWKT {
     /// waited on); threads still waiting on it get `CancellationError`.
     public static func unregister(fd: Int32) throws {
         let cpu = try currentCPU("LWKT.unregister(fd:)")
-        cpu.kernel.unregister(fd: fd, cpu: cpu)
+        cpu.events.unregister(fd: fd, cpu: cpu)
     }
 }
 
 let cancelIOIPI: IPIFunction = { arg, generation in
     guard let arg, let l = CPU.currentLocal else { return }
     let w = Unmanaged<IOWaiter>.fromOpaque(arg).takeRetainedValue()
-    l.pointee.cpu._withUnsafeGuaranteedRef { cpu in cpu.kernel.cancelIO(w, generation: generation, cpu: cpu) }
+    l.pointee.cpu._withUnsafeGuaranteedRef { cpu in cpu.events.cancelIO(w, generation: generation, cpu: cpu) }
 }

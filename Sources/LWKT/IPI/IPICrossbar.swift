@@ -31,10 +31,10 @@ public struct IPICrossbar: Sendable {
     @inlinable
     public func batch<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
         guard let l = CPU.currentLocal else { return try body() }
-        l.pointee.batchDepth += 1
+        l.pointee.ipi.batchDepth += 1
         defer {
-            l.pointee.batchDepth -= 1
-            if l.pointee.batchDepth == 0 { l.pointee.cpu._withUnsafeGuaranteedRef { $0.flushBatch() } }
+            l.pointee.ipi.batchDepth -= 1
+            if l.pointee.ipi.batchDepth == 0 { l.pointee.cpu._withUnsafeGuaranteedRef { $0.flushBatch() } }
         }
         return try body()
     }

@@ -64,6 +64,11 @@ public final class Port: @unchecked Sendable, CustomStringConvertible {
     let local: UnsafeMutablePointer<ThreadPortState>
     let shared: Mutex<SharedPortState>
     @usableFromInline let counters: PortCounters
+    #if DEBUG
+    /// Messages on their way to this port through the crossbar (debug builds only; a
+    /// release put touches no count shared by CPUs).
+    let inFlight = Atomic<Int>(0)
+    #endif
 
     init(kind: Kind, name: String, cpu: CPU?, handler: PortHandler?, replyHandler: ReplyHandler?) {
         self.kind = kind
@@ -81,6 +86,10 @@ public final class Port: @unchecked Sendable, CustomStringConvertible {
     }
 
     deinit {
+        #if DEBUG
+        let pending = inFlight.load(ordering: .sequentiallyConsistent)
+        precondition(pending == 0, "\(self) destroyed with \(pending) message(s) in flight to it; a port must outlive its messages")
+        #endif
         local.pointee.queue.removeAll()
         local.deinitialize(count: 1)
         local.deallocate()
@@ -202,11 +211,26 @@ public final class Port: @unchecked Sendable, CustomStringConvertible {
         return r
     }
 
-    /// Passes `msg` to `cpu` through the crossbar, with a reference to it and to this port.
+    /// Passes `msg` to `cpu` through the crossbar, with a reference to the message only:
+    /// the port is passed unretained (ports outlive their messages, as in DragonFly), so a
+    /// remote put touches no reference count that all CPUs share. Debug builds count the
+    /// messages in flight and trap if the port is destroyed before they arrive.
     func sendRemote(_ cpu: CPU, _ fn: IPIFunction, _ msg: Message) {
         let m = Unmanaged.passRetained(msg).toOpaque()
-        let p = Int(bitPattern: Unmanaged.passRetained(self).toOpaque())
+        let p = Int(bitPattern: Unmanaged.passUnretained(self).toOpaque())
+        #if DEBUG
+        inFlight.add(1, ordering: .relaxed)
+        #endif
         cpu.sendIPI(fn, m, p)
+    }
+
+    /// Ends the in-flight count of a message that arrived through the crossbar, once the
+    /// port is done with it.
+    @inline(__always)
+    func remoteDone() {
+        #if DEBUG
+        inFlight.subtract(1, ordering: .releasing)
+        #endif
     }
 
     /// Runs a serializer's handler on `msg` if the port is idle, then on whatever queued up
@@ -397,34 +421,43 @@ public final class Port: @unchecked Sendable, CustomStringConvertible {
     }
 }
 
+// The IPIs below borrow the port (`_withUnsafeGuaranteedRef`): the receiving CPU does
+// not touch the port's reference count either.
+
 /// Runs a function or serializer port's handler on the port's CPU.
 let runHandlerIPI: IPIFunction = { arg, arg2 in
     guard let arg, let pp = UnsafeMutableRawPointer(bitPattern: arg2) else { return }
     let msg = Unmanaged<Message>.fromOpaque(arg).takeRetainedValue()
-    let port = Unmanaged<Port>.fromOpaque(pp).takeRetainedValue()
-    let r: Int32
-    if port.kind == .serializer {
-        r = port.serialize(msg)
-    } else if let h = port.handler {
-        r = h(msg)
-    } else {
-        r = MessageStatus.invalid
+    Unmanaged<Port>.fromOpaque(pp)._withUnsafeGuaranteedRef { port in
+        let r: Int32
+        if port.kind == .serializer {
+            r = port.serialize(msg)
+        } else if let h = port.handler {
+            r = h(msg)
+        } else {
+            r = MessageStatus.invalid
+        }
+        if r != MessageStatus.async { LWKT.replyMsg(msg, error: r) }
+        port.remoteDone()
     }
-    if r != MessageStatus.async { LWKT.replyMsg(msg, error: r) }
 }
 
 /// Queues a message on a thread port, on the port's CPU.
 let threadPutIPI: IPIFunction = { arg, arg2 in
     guard let arg, let pp = UnsafeMutableRawPointer(bitPattern: arg2) else { return }
     let msg = Unmanaged<Message>.fromOpaque(arg).takeRetainedValue()
-    let port = Unmanaged<Port>.fromOpaque(pp).takeRetainedValue()
-    port.enqueueLocal(msg)
+    Unmanaged<Port>.fromOpaque(pp)._withUnsafeGuaranteedRef { port in
+        port.enqueueLocal(msg)
+        port.remoteDone()
+    }
 }
 
 /// Delivers a reply to a thread port, on the port's CPU.
 let replyIPI: IPIFunction = { arg, arg2 in
     guard let arg, let pp = UnsafeMutableRawPointer(bitPattern: arg2) else { return }
     let msg = Unmanaged<Message>.fromOpaque(arg).takeRetainedValue()
-    let port = Unmanaged<Port>.fromOpaque(pp).takeRetainedValue()
-    port.deliverReply(msg)
+    Unmanaged<Port>.fromOpaque(pp)._withUnsafeGuaranteedRef { port in
+        port.deliverReply(msg)
+        port.remoteDone()
+    }
 }

@@ -51,7 +51,7 @@ struct PortCounters: @unchecked Sendable {
     @inlinable @inline(__always)
     func row(_ raw: UnsafeMutableRawPointer?) -> UnsafeMutablePointer<Int64>? {
         guard let raw else { return nil }
-        let id = raw.assumingMemoryBound(to: CPULocal.self).pointee.cpu._withUnsafeGuaranteedRef { $0.id }
+        let id = raw.assumingMemoryBound(to: Globaldata.self).pointee.cpu._withUnsafeGuaranteedRef { $0.id }
         return id < Self.slots ? base + id &* Self.stride : nil
     }
 

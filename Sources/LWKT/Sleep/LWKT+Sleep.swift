@@ -25,9 +25,9 @@ extension LWKT {
         let cpu = try currentCPU("LWKT.tsleep")
         try Task.checkCancellation()
         cpu.counters.add(.tsleeps)
-        let waiter = cpu.kernel.takeWaiter(channel: channel.rawValue)
+        let waiter = cpu.sleepQueues.takeWaiter(channel: channel.rawValue)
         let generation = waiter.generation
-        defer { cpu.kernel.returnWaiter(waiter) }
+        defer { cpu.sleepQueues.returnWaiter(waiter) }
         let deadline: UInt64? = timeout.map { lb_now_ns() &+ UInt64(max(0, $0.nanoseconds)) }
         let held = LWKTThread.currentThread.map { Token.releaseAll(of: $0) } ?? false
         let result: SleepResult
@@ -39,9 +39,9 @@ extension LWKT {
                         return
                     }
                     waiter.continuation = c
-                    cpu.kernel.insertSleeper(waiter, cpu: cpu)
+                    cpu.sleepQueues.insertSleeper(waiter, cpu: cpu)
                     if interlocked && condition() {
-                        cpu.kernel.removeSleeper(waiter, cpu: cpu)
+                        cpu.sleepQueues.removeSleeper(waiter, cpu: cpu)
                         waiter.continuation = nil
                         c.resume(returning: .woken)
                         return
@@ -49,7 +49,7 @@ extension LWKT {
                     if let deadline {
                         let node = TimerNode(deadline: deadline, action: .sleepTimeout(waiter))
                         waiter.timer = node
-                        cpu.kernel.arm(node)
+                        cpu.timers.arm(node)
                     }
                 }
             } onCancel: {
@@ -82,14 +82,14 @@ extension LWKT {
         var origin = system.cpuCount
         if let cpu = current, cpu.system === system {
             cpu.counters.add(.wakeups)
-            let woke = cpu.kernel.wakeLocal(channel: channel.rawValue, one: one, cpu: cpu)
+            let woke = cpu.sleepQueues.wakeLocal(channel: channel.rawValue, one: one, cpu: cpu)
             if one && woke > 0 { return }
             origin = cpu.id
         }
         // Pairs with the sleeper's seq_cst mask update: either it sees our state change in
         // its interlock, or we see its bit.
         atomicMemoryFence(ordering: .sequentiallyConsistent)
-        let slot = channel.slot(CPUKernel.sleepSlots)
+        let slot = channel.slot(SleepQueues.slots)
         let n = system.cpuCount
         let arg = UnsafeMutableRawPointer(bitPattern: channel.rawValue)
         var first = -1
@@ -128,11 +128,11 @@ let wakeupIPI: IPIFunction = { arg, arg2 in
     let channel = UInt(bitPattern: arg)
     l.pointee.cpu._withUnsafeGuaranteedRef { cpu in
         let one = arg2 & 1 != 0
-        let woke = cpu.kernel.wakeLocal(channel: channel, one: one, cpu: cpu)
+        let woke = cpu.sleepQueues.wakeLocal(channel: channel, one: one, cpu: cpu)
         guard one && woke == 0, let ch = WaitChannel(rawValue: channel) else { return }
         let stop = arg2 >> 2
         let n = cpu.system.cpuCount
-        let slot = ch.slot(CPUKernel.sleepSlots)
+        let slot = ch.slot(SleepQueues.slots)
         var c = (cpu.id + 1) % n
         while c != stop && c != cpu.id {
             let word = cpu.system.sleepMaskWord(slot: slot, cpu: c).pointee.load(ordering: .sequentiallyConsistent)
@@ -149,5 +149,5 @@ let wakeupIPI: IPIFunction = { arg, arg2 in
 let cancelSleepIPI: IPIFunction = { arg, generation in
     guard let arg, let l = CPU.currentLocal else { return }
     let w = Unmanaged<SleepWaiter>.fromOpaque(arg).takeRetainedValue()
-    l.pointee.cpu._withUnsafeGuaranteedRef { cpu in cpu.kernel.cancelSleeper(w, generation: generation, cpu: cpu) }
+    l.pointee.cpu._withUnsafeGuaranteedRef { cpu in cpu.sleepQueues.cancelSleeper(w, generation: generation, cpu: cpu) }
 }

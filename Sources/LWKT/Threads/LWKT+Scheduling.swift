@@ -49,7 +49,7 @@ extension LWKT {
                     }
                     let node = TimerNode(deadline: deadline, action: .resume(c))
                     box.node = node
-                    cpu.kernel.arm(node)
+                    cpu.timers.arm(node)
                 }
             } onCancel: {
                 cpu.sendIPI(cancelTimerIPI, Unmanaged.passRetained(box).toOpaque(), 0)
@@ -113,7 +113,7 @@ let cancelTimerIPI: IPIFunction = { arg, _ in
     box.cancelled = true
     guard let node = box.node else { return }
     l.pointee.cpu._withUnsafeGuaranteedRef { cpu in
-        if case .resume(let c)? = cpu.kernel.timers.cancel(node) {
+        if case .resume(let c)? = cpu.timers.cancel(node) {
             c.resume(throwing: CancellationError())
         }
     }

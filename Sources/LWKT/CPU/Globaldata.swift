@@ -1,0 +1,298 @@
+import Synchronization
+
+/// The words other threads write to reach a CPU: its doorbell, its "asleep" flag and its
+/// inbox flag. Padded so that no other CPU's words share the cache line.
+@usableFromInline
+struct CPUSignals: ~Copyable {
+    var pad0: (Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int) =
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    /// Non-zero when some ring or the inbox may hold messages (DragonFly's RQF_IPIQ).
+    @usableFromInline let doorbell = Atomic<Int>(0)
+    /// 1 while the CPU has announced that it is about to sleep or sleeps.
+    @usableFromInline let sleeping = Atomic<Int>(0)
+    /// 1 when the inbox for threads that are not CPUs may hold messages.
+    @usableFromInline let inboxFlag = Atomic<Int>(0)
+    /// 1 once the CPU has been asked to stop.
+    @usableFromInline let stop = Atomic<Int>(0)
+    var pad1: (Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+}
+
+/// A growable owner-only stack of continuations that `LWKT.yield()` parks until the job
+/// that parked them has finished.
+@usableFromInline
+struct ContinuationBuffer {
+    @usableFromInline var items: UnsafeMutablePointer<UnsafeContinuation<Void, Never>>
+    @usableFromInline var capacity: Int
+    @usableFromInline var count = 0
+
+    init() {
+        capacity = 16
+        items = .allocate(capacity: capacity)
+    }
+
+    @inlinable mutating func append(_ c: UnsafeContinuation<Void, Never>) {
+        if count == capacity {
+            let n = UnsafeMutablePointer<UnsafeContinuation<Void, Never>>.allocate(capacity: capacity * 2)
+            n.moveInitialize(from: items, count: count)
+            items.deallocate()
+            items = n
+            capacity *= 2
+        }
+        (items + count).initialize(to: c)
+        count += 1
+    }
+}
+
+/// Open-addressing table from a task's address to its LWKT thread's counters, so the run
+/// loop can charge runs and run time to threads without allocating. Owner-only.
+@usableFromInline
+struct ThreadTable {
+    @usableFromInline var keys: UnsafeMutablePointer<UInt>
+    @usableFromInline var values: UnsafeMutablePointer<UnsafeMutablePointer<Int64>?>
+    @usableFromInline var capacity: Int
+    @usableFromInline var count = 0
+
+    init(capacity: Int = 64) {
+        self.capacity = capacity
+        keys = .allocate(capacity: capacity)
+        keys.initialize(repeating: 0, count: capacity)
+        values = .allocate(capacity: capacity)
+        values.initialize(repeating: nil, count: capacity)
+    }
+
+    @inlinable @inline(__always)
+    func lookup(_ key: UInt) -> UnsafeMutablePointer<Int64>? {
+        if count == 0 { return nil }
+        var i = Int(truncatingIfNeeded: (key >> 4) &* 0x9E37_79B9_7F4A_7C15) & (capacity - 1)
+        while true {
+            let k = keys[i]
+            if k == key { return values[i] }
+            if k == 0 { return nil }
+            i = (i + 1) & (capacity - 1)
+        }
+    }
+
+    mutating func insert(_ key: UInt, _ value: UnsafeMutablePointer<Int64>) {
+        if (count + 1) * 2 > capacity { rehash(capacity * 2) }
+        var i = Int(truncatingIfNeeded: (key >> 4) &* 0x9E37_79B9_7F4A_7C15) & (capacity - 1)
+        while keys[i] != 0 && keys[i] != key { i = (i + 1) & (capacity - 1) }
+        if keys[i] == 0 { count += 1 }
+        keys[i] = key
+        values[i] = value
+    }
+
+    /// Removes `key` with backward-shift deletion (no tombstones, no allocation).
+    mutating func remove(_ key: UInt) {
+        guard count > 0 else { return }
+        let mask = capacity - 1
+        var i = Int(truncatingIfNeeded: (key >> 4) &* 0x9E37_79B9_7F4A_7C15) & mask
+        while keys[i] != key {
+            if keys[i] == 0 { return }
+            i = (i + 1) & mask
+        }
+        keys[i] = 0
+        values[i] = nil
+        count -= 1
+        var j = (i + 1) & mask
+        while keys[j] != 0 {
+            let home = Int(truncatingIfNeeded: (keys[j] >> 4) &* 0x9E37_79B9_7F4A_7C15) & mask
+            // Move j back to the hole at i unless its home lies cyclically in (i, j].
+            let between = i <= j ? (home > i && home <= j) : (home > i || home <= j)
+            if !between {
+                keys[i] = keys[j]
+                values[i] = values[j]
+                keys[j] = 0
+                values[j] = nil
+                i = j
+            }
+            j = (j + 1) & mask
+        }
+    }
+
+    private mutating func rehash(_ newCapacity: Int) {
+        let oldKeys = keys, oldValues = values, oldCap = capacity
+        capacity = newCapacity
+        keys = .allocate(capacity: newCapacity)
+        keys.initialize(repeating: 0, count: newCapacity)
+        values = .allocate(capacity: newCapacity)
+        values.initialize(repeating: nil, count: newCapacity)
+        count = 0
+        for i in 0..<oldCap where oldKeys[i] != 0 {
+            if let v = oldValues[i] { insert(oldKeys[i], v) }
+        }
+        oldKeys.deallocate()
+        oldValues.deallocate()
+    }
+}
+
+// Globaldata: what each CPU owns (DragonFly's `struct globaldata`).
+//
+// Every CPU has one `Globaldata`, in raw memory allocated with the CPU and never moved;
+// the thread-local "current CPU" pointer (`lb_current_cpu()`) points at it, so the
+// current CPU's state of any subsystem is one thread-local load plus a fixed offset away.
+// No lookup table and no hash lies on any path.
+//
+//   field            home folder  what it holds                          who may touch it
+//   ---------------  -----------  -------------------------------------  ------------------------------
+//   cpu, signals     CPU/         identity; doorbell/sleep/stop words    signals: any thread (atomics)
+//   critCount,       CPU/         critical-section depth, deferred       owner only
+//     deferred                    preemption work (crit_enter/splz)
+//   currentBand,     CPU/         run queue (gd_tdrunq), yielded         owner only; other threads queue
+//     runq, yielders,             continuations, per-thread counters      jobs by IPI or the inbox
+//     threads, ...
+//   ipi              IPI/         nesting depth, batch depth, dirty       owner only; the rings themselves
+//                                 targets, inbox spare buffer             are in the system's crossbar
+//                                                                         (writer: source, reader: target)
+//   timers           Timers/      the timer heap (callout wheel)          owner only; others cancel by IPI
+//   sleepQueues      Sleep/       tsleep queues (gd_tsleep_hash)          owner only; wakeups arrive by IPI,
+//                                                                         steered by the system's slot masks
+//   events           Events/      the epoll poller and fd waiters         owner only; others cancel by IPI
+//   slab             (Slab)       the slab arena of this CPU (gd_slab)    owner only (remote frees go to
+//                                                                         the zone's atomic remote list)
+//   slots[0..<16]    any module   pointers that NetStack, VFS, Services   owner only, unless the module
+//                                 register at boot (``GlobaldataSlot``)   documents otherwise
+//
+// Nothing here is reference counted on a hot path: `cpu` is unmanaged, the subsystem
+// objects are created with the CPU and released with it.
+
+/// Everything about a CPU that only its own OS thread reads and writes, in raw memory so
+/// that no dynamic exclusivity check or reference count touches it on hot paths. The
+/// thread-local "current CPU" pointer points here. See the table at the top of this file.
+@usableFromInline
+struct Globaldata {
+    // MARK: Identity and scheduler (CPU/)
+    @usableFromInline let cpu: Unmanaged<CPU>
+    @usableFromInline let signals: UnsafeMutablePointer<CPUSignals>
+    @usableFromInline var critCount = 0
+    /// Set when a preemption point was reached inside a critical section.
+    @usableFromInline var deferred = 0
+    @usableFromInline var currentBand = 1
+    @usableFromInline var runq = RunQueue()
+    @usableFromInline var yielders = ContinuationBuffer()
+    @usableFromInline var threads = ThreadTable()
+    @usableFromInline var runningThreadStats: UnsafeMutablePointer<Int64>? = nil
+
+    // MARK: IPI (IPI/)
+    @usableFromInline var ipi: IPIGlobaldata
+
+    // MARK: Timers, sleep queues, events (Timers/, Sleep/, Events/)
+    let timers: CPUTimers
+    let sleepQueues: SleepQueues
+    let events: EventPoller
+
+    // MARK: Slab (registered by the Slab module)
+    /// The slab arena this CPU allocates from, set when the system's allocator is made.
+    @usableFromInline var slab = SlabGlobaldata()
+
+    // MARK: Module slots
+    @usableFromInline var slots: GlobaldataSlots = GlobaldataSlots()
+
+    init(cpu: Unmanaged<CPU>, signals: UnsafeMutablePointer<CPUSignals>, cpuCount: Int,
+         epollFD: Int32, eventFD: Int32) {
+        self.cpu = cpu
+        self.signals = signals
+        ipi = IPIGlobaldata(cpuCount: cpuCount)
+        timers = CPUTimers()
+        sleepQueues = SleepQueues()
+        events = EventPoller(epollFD: epollFD, eventFD: eventFD)
+    }
+
+    /// Frees what the struct owns outside itself (its class members go with it).
+    mutating func release() {
+        runq.deallocate()
+        ipi.deallocate()
+    }
+}
+
+/// The name the per-CPU block had before it became `Globaldata` (kept for code in flight).
+@usableFromInline typealias CPULocal = Globaldata
+
+/// The slab allocator's per-CPU word pair: the arena this CPU allocates from (raw, owned
+/// by the allocator) and the allocator it belongs to (opaque, for identity checks).
+@usableFromInline
+struct SlabGlobaldata {
+    @usableFromInline var arena: UnsafeMutableRawPointer? = nil
+    @usableFromInline var owner: UnsafeMutableRawPointer? = nil
+    @usableFromInline var index = 0
+}
+
+/// Fixed storage for module slots: 16 pointers inline in the globaldata.
+@usableFromInline
+struct GlobaldataSlots {
+    @usableFromInline var words: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?, UnsafeMutableRawPointer?,
+                                  UnsafeMutableRawPointer?, UnsafeMutableRawPointer?, UnsafeMutableRawPointer?,
+                                  UnsafeMutableRawPointer?, UnsafeMutableRawPointer?, UnsafeMutableRawPointer?,
+                                  UnsafeMutableRawPointer?, UnsafeMutableRawPointer?, UnsafeMutableRawPointer?,
+                                  UnsafeMutableRawPointer?, UnsafeMutableRawPointer?, UnsafeMutableRawPointer?,
+                                  UnsafeMutableRawPointer?) =
+        (nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil)
+    @usableFromInline static let count = 16
+}
+
+/// A slot in every CPU's globaldata that a module (NetStack, VFS, a service) claims once,
+/// at boot, for its own per-CPU state: DragonFly's habit of giving each subsystem a
+/// `gd_xxx` field, without LWKT knowing the module's types. The slot holds a raw pointer
+/// that the module allocates per CPU; it is reached from the current CPU at a fixed
+/// offset. A slot is process-wide: the same index names the same field in every system.
+public struct GlobaldataSlot: Sendable, Hashable, CustomStringConvertible {
+    /// The slot's index, `0..<16`.
+    public let index: Int
+    /// The name it was registered under.
+    public let name: String
+
+    /// How many slots a process can register.
+    public static let capacity = GlobaldataSlots.count
+
+    private static let registry = Mutex<[String]>([])
+
+    /// Claims the slot called `name`, or returns it if it was already claimed (so a module
+    /// booting twice gets the same slot). Throws when all 16 are taken.
+    public static func register(_ name: String) throws -> GlobaldataSlot {
+        try registry.withLock { names in
+            if let i = names.firstIndex(of: name) { return GlobaldataSlot(index: i, name: name) }
+            guard names.count < capacity else { throw LWKTError.globaldataSlotsExhausted(name) }
+            names.append(name)
+            return GlobaldataSlot(index: names.count - 1, name: name)
+        }
+    }
+
+    /// The slots registered so far, in index order.
+    public static var registered: [GlobaldataSlot] {
+        registry.withLock { $0.enumerated().map { GlobaldataSlot(index: $0.offset, name: $0.element) } }
+    }
+
+    public var description: String { "globaldata slot \(index) (\(name))" }
+}
+
+extension CPU {
+    /// The pointer this CPU's globaldata holds in `slot` (nil until set). Owner-only: call
+    /// it on this CPU's thread, or before the module's first use on it at boot.
+    @inlinable
+    public func globaldata(_ slot: GlobaldataSlot) -> UnsafeMutableRawPointer? {
+        withUnsafeMutableBytes(of: &local.pointee.slots.words) {
+            $0.load(fromByteOffset: slot.index &* MemoryLayout<UnsafeMutableRawPointer?>.stride,
+                    as: UnsafeMutableRawPointer?.self)
+        }
+    }
+
+    /// Stores `pointer` in this CPU's `slot`. Set it from the owning CPU (for example by
+    /// an IPI at boot), or before any thread on the CPU can read it.
+    @inlinable
+    public func setGlobaldata(_ slot: GlobaldataSlot, _ pointer: UnsafeMutableRawPointer?) {
+        withUnsafeMutableBytes(of: &local.pointee.slots.words) {
+            $0.storeBytes(of: pointer, toByteOffset: slot.index &* MemoryLayout<UnsafeMutableRawPointer?>.stride,
+                          as: UnsafeMutableRawPointer?.self)
+        }
+    }
+
+    /// The current CPU's pointer in `slot`, or nil off a CPU (or when unset): a
+    /// thread-local load and a fixed offset.
+    @inlinable
+    public static func currentGlobaldata(_ slot: GlobaldataSlot) -> UnsafeMutableRawPointer? {
+        guard let l = currentLocal else { return nil }
+        return withUnsafeMutableBytes(of: &l.pointee.slots.words) {
+            $0.load(fromByteOffset: slot.index &* MemoryLayout<UnsafeMutableRawPointer?>.stride,
+                    as: UnsafeMutableRawPointer?.self)
+        }
+    }
+}

@@ -1,0 +1,188 @@
+import CLibellula
+import Synchronization
+
+// A CPU's event poller: its epoll instance, the eventfd other threads write to wake it,
+// and the threads waiting for descriptor readiness. Registration, polling and
+// cancellation happen only on the owning CPU's thread (others cancel by IPI); the eventfd
+// is written by any thread, through `CPU.wakeIfSleeping`.
+
+/// The descriptor waiters and epoll instance of one CPU, held in its ``Globaldata``.
+/// Owner-only.
+final class EventPoller {
+    /// The CPU's epoll instance.
+    let epollFD: Int32
+    /// The eventfd that wakes the CPU from `epoll_wait` (registered with data `UInt64.max`).
+    let eventFD: Int32
+    var ioWaiters: [Int32: IOWaiter] = [:]
+    var ioPool: [IOWaiter] = []
+    var registeredFDs: Set<Int32> = []
+    let eventBits = UnsafeMutablePointer<UInt32>.allocate(capacity: 64)
+    let eventData = UnsafeMutablePointer<UInt64>.allocate(capacity: 64)
+
+    init(epollFD: Int32, eventFD: Int32) {
+        self.epollFD = epollFD
+        self.eventFD = eventFD
+    }
+
+    deinit {
+        eventBits.deallocate()
+        eventData.deallocate()
+    }
+
+    /// Whether any descriptor is registered (the run loop polls only then).
+    var hasDescriptors: Bool { !registeredFDs.isEmpty }
+
+    /// A wait record for `fd`, from the pool when one is free.
+    func takeIOWaiter(fd: Int32, interest: IOEvents) -> IOWaiter {
+        let w = ioPool.popLast() ?? IOWaiter(fd: fd, interest: interest)
+        w.fd = fd
+        w.interest = interest
+        w.generation &+= 1
+        w.cancelled = false
+        w.continuation = nil
+        w.next = nil
+        return w
+    }
+
+    /// Gives a finished wait record back to the pool.
+    func returnIOWaiter(_ w: IOWaiter) {
+        if ioPool.count < 256 && w.continuation == nil { w.next = nil; ioPool.append(w) }
+    }
+
+    /// Queues `w` on its descriptor (waiters of one fd form a linked list, so registering
+    /// allocates nothing) and arms the epoll registration.
+    func register(_ w: IOWaiter, cpu: CPU) throws {
+        w.next = ioWaiters[w.fd]
+        ioWaiters[w.fd] = w
+        do {
+            try arm(fd: w.fd, cpu: cpu)
+        } catch {
+            unlink(w)
+            throw error
+        }
+    }
+
+    private func unlink(_ w: IOWaiter) {
+        guard var cur = ioWaiters[w.fd] else { return }
+        if cur === w {
+            if let n = w.next { ioWaiters[w.fd] = n } else { ioWaiters.removeValue(forKey: w.fd) }
+            w.next = nil
+            return
+        }
+        while let n = cur.next {
+            if n === w {
+                cur.next = w.next
+                w.next = nil
+                return
+            }
+            cur = n
+        }
+    }
+
+    /// (Re)arms a one-shot epoll registration for the union of the fd's waiters' interests.
+    func arm(fd: Int32, cpu: CPU) throws {
+        guard var w = ioWaiters[fd] else { return }
+        var interest: UInt32 = LB_EPOLLONESHOT | LB_EPOLLRDHUP | w.interest.rawValue
+        while let n = w.next {
+            interest |= n.interest.rawValue
+            w = n
+        }
+        let data = UInt64(UInt32(bitPattern: fd))
+        var rc: Int32
+        if registeredFDs.contains(fd) {
+            rc = lb_epoll_ctl(epollFD, 3, fd, interest, data)
+            if rc == -ENOENT { rc = lb_epoll_ctl(epollFD, 1, fd, interest, data) }
+        } else {
+            rc = lb_epoll_ctl(epollFD, 1, fd, interest, data)
+            if rc == -EEXIST { rc = lb_epoll_ctl(epollFD, 3, fd, interest, data) }
+        }
+        if rc != 0 { throw LWKTError.systemCall("epoll_ctl", -rc) }
+        registeredFDs.insert(fd)
+    }
+
+    func unregister(fd: Int32, cpu: CPU) {
+        if registeredFDs.remove(fd) != nil {
+            _ = lb_epoll_ctl(epollFD, 2, fd, 0, 0)
+        }
+        var w = ioWaiters.removeValue(forKey: fd)
+        while let cur = w {
+            w = cur.next
+            cur.next = nil
+            if let c = cur.continuation {
+                cur.continuation = nil
+                c.resume(throwing: CancellationError())
+            }
+        }
+    }
+
+    func cancelIO(_ w: IOWaiter, generation: Int, cpu: CPU) {
+        guard w.generation == generation else { return }   // a late cancel of an earlier use
+        w.cancelled = true
+        guard let c = w.continuation else { return }
+        unlink(w)
+        w.continuation = nil
+        c.resume(throwing: CancellationError())
+    }
+
+    /// Polls the CPU's epoll once; `timeout` in nanoseconds (< 0 forever, 0 poll).
+    /// Returns the number of descriptor events delivered.
+    @discardableResult
+    func poll(cpu: CPU, timeout: Int64) -> Int {
+        let n = lb_epoll_wait(epollFD, eventBits, eventData, 64, timeout)
+        if n <= 0 { return 0 }
+        var delivered = 0
+        for i in 0..<Int(n) {
+            let data = eventData[i]
+            if data == UInt64.max {
+                _ = lb_eventfd_drain(eventFD)
+                continue
+            }
+            let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
+            let ready = IOEvents(rawValue: eventBits[i])
+            delivered += 1
+            guard let head = ioWaiters.removeValue(forKey: fd) else { continue }
+            let failing = !ready.intersection([.error, .hangup]).isEmpty
+            var keep: IOWaiter? = nil
+            var w: IOWaiter? = head
+            while let cur = w {
+                w = cur.next
+                cur.next = nil
+                if failing || !ready.intersection(cur.interest.union(.readHangup)).isEmpty {
+                    if let c = cur.continuation {
+                        cur.continuation = nil
+                        c.resume(returning: ready)
+                    }
+                } else {
+                    cur.next = keep
+                    keep = cur
+                }
+            }
+            if let keep {
+                ioWaiters[fd] = keep
+                do { try arm(fd: fd, cpu: cpu) } catch {
+                    // The descriptor went bad under its waiters: tell them.
+                    var k: IOWaiter? = ioWaiters.removeValue(forKey: fd)
+                    while let cur = k {
+                        k = cur.next
+                        cur.next = nil
+                        if let c = cur.continuation {
+                            cur.continuation = nil
+                            c.resume(returning: .error)
+                        }
+                    }
+                }
+            }
+        }
+        if delivered > 0 { cpu.counters.add(.ioEvents, Int64(delivered)) }
+        return delivered
+    }
+
+    /// Ends every descriptor wait at shutdown.
+    func cancelEverything(cpu: CPU) {
+        for fd in Array(ioWaiters.keys) { unregister(fd: fd, cpu: cpu) }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
