@@ -236,6 +236,13 @@ extension NetStack {
 
         // RFC 5961 §4: a SYN on a synchronized connection gets a challenge ACK, whatever its
         // sequence number. A retransmitted SYN in SYN-RECEIVED gets the SYN-ACK again.
+        if flags.contains(.syn), tp.state == .synReceived, !tp.passive, flags.contains(.ack), seq == tp.irs,
+           th.acknowledgment == tp.iss &+ 1, !flags.contains(.rst) {
+            // Simultaneous open: the peer's SYN-ACK acknowledges our SYN. Its SYN is old
+            // news; the rest is processed as an ACK.
+            flags.remove(.syn)
+            seq = seq &+ 1
+        }
         if flags.contains(.syn) {
             if tp.state == .synReceived, !flags.contains(.ack), seq == tp.irs {
                 tp.sndNxt = tp.iss

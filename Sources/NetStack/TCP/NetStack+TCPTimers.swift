@@ -119,7 +119,9 @@ extension NetStack {
     /// Enters CLOSED: out of the table, timers off, queued segments freed; the buffers
     /// go too unless a socket may still read what was received.
     func tcpDetach(_ tp: TCPControlBlock, _ st: NetCPU) {
-        if tp.state == .synReceived, let l = tp.listener { l.synCount -= 1; tp.listener = nil }
+        if tp.state == .synReceived, let l = tp.listener { l.synCount -= 1 }
+        // Not yet accepted: it leaves the accept queue.
+        if let l = tp.listener { l.remove(tp) }
         if tp.inTable {
             st.tcp.connections[tp.key] = nil
             tp.inTable = false
@@ -129,8 +131,8 @@ extension NetStack {
         tp.reassembly.removeAll()
         tp.sack.removeAll()
         tp.setState(.closed)
-        if tp.orphaned || tp.listener != nil && tp.error != nil { tp.releaseBuffers() }
-        if let l = tp.listener, tp.error != nil { l.remove(tp) }
+        // The buffers go unless a socket may still read what was received.
+        if tp.orphaned || !tp.hasSocket { tp.releaseBuffers() }
         tp.wake()
     }
 }

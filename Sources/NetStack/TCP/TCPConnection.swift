@@ -22,6 +22,7 @@ public final class TCPConnection: @unchecked Sendable {
 
     init(_ pcb: TCPControlBlock) {
         self.pcb = pcb
+        pcb.hasSocket = true
         peer = IPv4Endpoint(pcb.key.remoteAddress, pcb.key.remotePort)
         local = IPv4Endpoint(pcb.key.localAddress, pcb.key.localPort)
     }

@@ -100,6 +100,8 @@ final class TCPControlBlock {
     var orphaned = false
     /// The error the socket reports next.
     var error: TCPError?
+    /// A socket (``TCPConnection``) holds this PCB.
+    var hasSocket = false
     /// Made by a listener (passive open).
     var passive = false
     /// Listener that made this PCB, until it is accepted.

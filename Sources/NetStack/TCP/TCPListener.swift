@@ -80,6 +80,13 @@ public final class TCPListener: @unchecked Sendable {
             stack.tcpAbort(tp, st)
         }
         pending.removeAll()
+        // Half-open connections this replica made go too.
+        var embryos: [TCPControlBlock] = []
+        for tp in st.tcp.connections.values where tp.state == .synReceived && tp.listener === self { embryos.append(tp) }
+        for tp in embryos {
+            tp.orphaned = true
+            stack.tcpAbort(tp, st)
+        }
         stack.tcpListenerClosed(port: address.port)
         LWKT.wakeup(WaitChannel(self), in: stack.system)
     }
