@@ -7,13 +7,15 @@ extension NetStack {
     /// Milliseconds for timestamps.
     @inline(__always) static func tsClock(_ nowNs: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: nowNs / 1_000_000) }
 
-    func tcpInput(_ m: Mbuf, _ h: IPv4Header, _ st: NetCPU) {
+    func tcpInput(_ m0: Mbuf, _ h: IPv4Header, _ st: NetCPU) {
         counters.add(.tcpSegmentsReceived, cpu: st.id)
         let hl = h.headerLength
         let total = h.totalLength - hl
-        guard m.next == nil, m.length >= hl + TCPHeader.minimumSize, total >= TCPHeader.minimumSize else {
-            return drop(m, .dropTruncated, st)
-        }
+        guard total >= TCPHeader.minimumSize, m0.packetLength >= hl + total else { return drop(m0, .dropTruncated, st) }
+        // A coalesced segment (GRO/LRO from the device) arrives as a chain; TCP works on
+        // one buffer, so such a segment is copied into a cluster once.
+        guard let m = m0.next == nil ? m0 : tcpLinearize(m0, st) else { return }
+        guard m.length >= hl + TCPHeader.minimumSize else { return drop(m, .dropTruncated, st) }
         let th: TCPHeader
         switch TCPHeader.parse(m.data + hl, count: total) {
         case .success(let v): th = v
@@ -47,6 +49,20 @@ extension NetStack {
         }
         tcpRespondWithoutConnection(key, th, length: m.length, st)
         drop(m, .dropNoSocket, st)
+    }
+
+    /// A one-buffer copy of a chained packet (the chain is freed), or nil (counted) when
+    /// no cluster is free.
+    func tcpLinearize(_ m: Mbuf, _ st: NetCPU) -> Mbuf? {
+        let n = m.packetLength
+        guard let c = pool.allocate(forBytes: n, headroom: 0), let p = c.append(n), m.copy(from: 0, count: n, into: p) else {
+            drop(m, .dropNoBuffers, st)
+            return nil
+        }
+        c.flags = m.flags.subtracting(.cluster).union(c.flags.intersection(.cluster))
+        c.words = m.words
+        m.free()
+        return c
     }
 
     /// The answer to a segment for no connection (RFC 9293 §3.10.7.1): a reset unless it
