@@ -117,6 +117,9 @@ struct TAPTCPTests {
                 }
             }
             #expect(stack.counters.total(.tcpActiveOpens) == 2)
+            if stack.interface.offloads.contains(.segmentation) {
+                #expect(stack.counters.total(.tcpTSOSegmentsSent) > 0, "large segments went out through TSO")
+            }
             // Nobody on the port: Linux answers with a reset.
             await #expect(throws: TCPError.connectionRefused) {
                 try await rig.system.run(on: 0) { _ = try await TCPConnection.connect(stack, to: IPv4Endpoint(TAPRig.peerAddress, 9199)) }

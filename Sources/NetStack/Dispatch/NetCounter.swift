@@ -21,7 +21,7 @@ public enum NetCounter: Int, CaseIterable, Sendable, Codable {
     case tcpFastRetransmits, tcpSACKRecoveries, tcpNewRenoRecoveries, tcpChallengeACKs
     case tcpCookiesSent, tcpCookiesAccepted, tcpActiveOpens, tcpPassiveOpens, tcpResetsSent, tcpResetsReceived
     case tcpKeepaliveProbes, tcpWindowProbes, tcpDelayedACKs, tcpOutOfOrderQueued, tcpTimeouts
-    case tcpConnectionsClosed
+    case tcpConnectionsClosed, tcpTSOSegmentsSent
     // TCP connections by state (gauges: incremented on entry, decremented on exit).
     case tcpListen, tcpSynSent, tcpSynReceived, tcpEstablished, tcpFinWait1, tcpFinWait2
     case tcpCloseWait, tcpClosing, tcpLastAck, tcpTimeWait

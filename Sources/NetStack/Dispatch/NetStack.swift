@@ -23,6 +23,8 @@ public final class NetStack: @unchecked Sendable {
     let macAddress: MACAddress
     let mtu: Int
     let offloadChecksum: Bool
+    /// The device cuts TCP segments (TSO/GSO through the virtio-net header).
+    let offloadSegmentation: Bool
     let subnetBroadcast: IPv4Address
     let arpLifetimeNs: UInt64
     let arpRetryNs: UInt64
@@ -51,6 +53,7 @@ public final class NetStack: @unchecked Sendable {
         macAddress = interface.macAddress
         mtu = interface.mtu
         offloadChecksum = interface.offloads.contains(.checksum)
+        offloadSegmentation = interface.offloads.contains(.segmentation) && interface.offloads.contains(.checksum)
         subnetBroadcast = configuration.subnetBroadcast
         arpLifetimeNs = configuration.arpLifetime.ns
         arpRetryNs = configuration.arpRetryInterval.ns

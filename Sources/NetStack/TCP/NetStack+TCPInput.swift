@@ -384,7 +384,7 @@ extension NetStack {
         switch tp.state {
         case .finWait1 where tp.finAcked:
             tp.setState(.finWait2)
-            if tp.orphaned { tp.arm(\.closeTimer, at: now &+ configuration.tcp.finWait2Timeout.ns) }
+            if tp.orphaned { tp.arm(.close, at: now &+ configuration.tcp.finWait2Timeout.ns) }
         case .closing where tp.finAcked:
             enterTimeWait(tp, st)
         case .lastAck where tp.finAcked:
@@ -426,7 +426,7 @@ extension NetStack {
         }
         if !consumed { m.free() }
         if tp.inTable, !tp.ackNow, tp.unackedSegments > 0, tp.delayedACKTimer == 0 {
-            tp.arm(\.delayedACKTimer, at: now &+ configuration.tcp.delayedACK.ns)
+            tp.arm(.delayedACK, at: now &+ configuration.tcp.delayedACK.ns)
         }
         if tp.inTable { tcpOutput(tp, st) }
     }
@@ -481,7 +481,7 @@ extension NetStack {
     }
 
     func arm(timeWait tp: TCPControlBlock, _ st: NetCPU) {
-        tp.arm(\.closeTimer, at: st.now &+ 2 &* configuration.tcp.msl.ns)
+        tp.arm(.close, at: st.now &+ 2 &* configuration.tcp.msl.ns)
     }
 
     /// SYN-SENT (RFC 9293 §3.10.7.3).
@@ -523,7 +523,7 @@ extension NetStack {
             tp.backoff = 0
             tp.setState(.established)
             counters.add(.tcpActiveOpens, cpu: st.id)
-            if tp.keepalive { tp.arm(\.keepaliveTimer, at: st.now &+ configuration.tcp.keepaliveIdle.ns) }
+            if tp.keepalive { tp.arm(.keepalive, at: st.now &+ configuration.tcp.keepaliveIdle.ns) }
             tp.ackNow = true
             let len = m.length
             if len > 0 {
@@ -621,7 +621,7 @@ extension NetStack {
         if tp.sndUna == tp.sndMax {
             tp.retransmitTimer = 0
         } else {
-            tp.arm(\.retransmitTimer, at: now &+ tp.rtt.timeout(backoff: tp.backoff))
+            tp.arm(.retransmit, at: now &+ tp.rtt.timeout(backoff: tp.backoff))
         }
         tcpUpdateWindow(tp, newWindow, seq: seq, ack: ack)
         tp.wake()
@@ -653,6 +653,6 @@ extension NetStack {
         tp.rtStart = 0
         let n = tcpRetransmit(tp, at: tp.sndUna, limit: tp.mss, st)
         tp.rxmitNext = tp.sndUna &+ UInt32(max(n, 1))
-        tp.arm(\.retransmitTimer, at: st.now &+ tp.rtt.timeout(backoff: tp.backoff))
+        tp.arm(.retransmit, at: st.now &+ tp.rtt.timeout(backoff: tp.backoff))
     }
 }

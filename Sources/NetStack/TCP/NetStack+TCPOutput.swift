@@ -19,7 +19,7 @@ extension NetStack {
                 tp.sndNxt = tp.iss &+ 1
                 tp.sndMax = TCPSequence.max(tp.sndMax, tp.sndNxt)
                 if tp.retransmitTimer == 0 {
-                    tp.arm(\.retransmitTimer, at: st.now &+ tp.rtt.timeout(backoff: tp.backoff))
+                    tp.arm(.retransmit, at: st.now &+ tp.rtt.timeout(backoff: tp.backoff))
                 }
                 if tp.backoff == 0, tp.rtStart == 0 { tp.rtSeq = tp.iss; tp.rtStart = st.now }
             } else if tp.ackNow, tp.state == .synReceived {
@@ -60,12 +60,14 @@ extension NetStack {
                 forced = true
                 if usable <= 0, avail > 0 || (tp.finQueued && !tp.finSent) { usable = 1; probe = true }
             }
-            let len = max(0, min(avail, usable, tp.mss))
+            // With TSO the device cuts one large segment into MSS-sized ones.
+            let segMax = offloadSegmentation && !tp.inRecovery ? tcpTSOLimit(tp) : tp.mss
+            let len = max(0, min(avail, usable, segMax))
             let finHere = tp.finQueued && len == avail && TCPSequence.distance(tp.sndNxt, tp.finSeq) == len
                 && (TCPSequence.le(tp.sndNxt, tp.finSeq))
             var send = false
             if len > 0 {
-                if len == tp.mss || probe || forced { send = true }
+                if len >= tp.mss || probe || forced { send = true }
                 else if (tp.noDelay || tp.sndNxt == tp.sndUna || tp.inRecovery) && len == avail { send = true }
                 else if tp.maxSndWnd > 0, len >= tp.maxSndWnd / 2 { send = true }
                 else if TCPSequence.lt(tp.sndNxt, tp.sndMax) { send = true }
@@ -93,11 +95,11 @@ extension NetStack {
             if finHere { tp.finSent = true }
             if probe {
                 counters.add(.tcpWindowProbes, cpu: st.id)
-                tp.arm(\.persistTimer, at: st.now &+ tcpPersistInterval(tp))
+                tp.arm(.persist, at: st.now &+ tcpPersistInterval(tp))
                 break
             }
             if tp.retransmitTimer == 0 {
-                tp.arm(\.retransmitTimer, at: st.now &+ tp.rtt.timeout(backoff: tp.backoff))
+                tp.arm(.retransmit, at: st.now &+ tp.rtt.timeout(backoff: tp.backoff))
                 tp.persistTimer = 0
             }
             if !rexmit, len > 0, tp.rtStart == 0, !tp.tsEnabled { tp.rtSeq = start; tp.rtStart = st.now }
@@ -108,8 +110,14 @@ extension NetStack {
         let pending = tp.sendBuffer.count - TCPSequence.distance(tp.sndBase, tp.sndNxt)
         if tp.sndNxt == tp.sndUna, tp.sndMax == tp.sndUna, pending > 0 || (tp.finQueued && !tp.finSent) {
             tp.retransmitTimer = 0
-            if tp.persistTimer == 0 { tp.arm(\.persistTimer, at: st.now &+ tcpPersistInterval(tp)) }
+            if tp.persistTimer == 0 { tp.arm(.persist, at: st.now &+ tcpPersistInterval(tp)) }
         }
+    }
+
+    /// The largest TSO segment: whole MSS multiples that fit an IPv4 packet and a cluster.
+    func tcpTSOLimit(_ tp: TCPControlBlock) -> Int {
+        let room = min(65535 - IPv4Header.minimumSize, MbufPool.clusterCapacity - Self.tcpHeadroom) - TCPHeader.maximumSize
+        return max(tp.mss, room / tp.mss * tp.mss)
     }
 
     func tcpPersistInterval(_ tp: TCPControlBlock) -> UInt64 {
@@ -183,7 +191,8 @@ extension NetStack {
         let right = tp.rcvNxt &+ UInt32(field << (syn ? 0 : Int(tp.rcvScale)))
         let ack = flags.contains(.ack) ? tp.rcvNxt : 0
         guard tcpEmit(tp.key, seq: seq, ack: ack, flags: flags, window: UInt16(field), options: o,
-                      payload: length > 0 ? tp : nil, offset: TCPSequence.distance(tp.sndBase, seq), length: length, st) else {
+                      payload: length > 0 ? tp : nil, offset: TCPSequence.distance(tp.sndBase, seq), length: length,
+                      segmentSize: length > tp.mss ? tp.mss : 0, st) else {
             return false
         }
         if TCPSequence.gt(right, tp.rcvAdv) || syn { tp.rcvAdv = right }
@@ -201,7 +210,8 @@ extension NetStack {
     /// payload bytes copied from `payload`'s send buffer at `offset`.
     @discardableResult
     func tcpEmit(_ key: TCPFlowKey, seq: UInt32, ack: UInt32, flags: TCPFlags, window: UInt16, options: TCPOptions,
-                 payload: TCPControlBlock? = nil, offset: Int = 0, length: Int = 0, _ st: NetCPU) -> Bool {
+                 payload: TCPControlBlock? = nil, offset: Int = 0, length: Int = 0, segmentSize: Int = 0,
+                 _ st: NetCPU) -> Bool {
         guard let m = pool.allocate(forBytes: length + TCPHeader.maximumSize, headroom: Self.tcpHeadroom) else {
             counters.add(.dropNoBuffers, cpu: st.id)
             return false
@@ -226,7 +236,16 @@ extension NetStack {
         if offloadChecksum, m.next == nil {
             NetworkBytes.put16(p, TCPHeader.checksumOffset, TCPHeader.pseudoHeaderSum(source: src, destination: dst, length: total))
             m.flags.insert(.checksumPartial)
-            m.words = (UInt32(IPv4Header.minimumSize), UInt32(TCPHeader.checksumOffset), 0, 0)
+            if segmentSize > 0 {
+                // TSO: the device cuts the payload into `segmentSize` pieces, each with a
+                // copy of these headers (Ethernet, IPv4, TCP).
+                m.flags.insert(.segmentationOffload)
+                m.words = (UInt32(IPv4Header.minimumSize), UInt32(TCPHeader.checksumOffset), UInt32(segmentSize),
+                           UInt32(EthernetHeader.size + IPv4Header.minimumSize + hl))
+                counters.add(.tcpTSOSegmentsSent, cpu: st.id)
+            } else {
+                m.words = (UInt32(IPv4Header.minimumSize), UInt32(TCPHeader.checksumOffset), 0, 0)
+            }
         } else {
             NetworkBytes.put16(p, TCPHeader.checksumOffset, TCPHeader.checksum(of: m, from: 0, length: total, source: src, destination: dst))
         }

@@ -54,7 +54,7 @@ extension NetStack {
             let c = configuration.tcp
             let idle = now &- tp.lastReceived
             if idle < c.keepaliveIdle.ns && tp.keepaliveSent == 0 {
-                tp.arm(\.keepaliveTimer, at: tp.lastReceived &+ c.keepaliveIdle.ns)
+                tp.arm(.keepalive, at: tp.lastReceived &+ c.keepaliveIdle.ns)
                 return
             }
             if tp.keepaliveSent >= c.keepaliveProbes {
@@ -68,7 +68,7 @@ extension NetStack {
             tp.keepaliveSent += 1
             counters.add(.tcpKeepaliveProbes, cpu: st.id)
             tcpSendSegment(tp, seq: tp.sndUna &- 1, length: 0, flags: .ack, st)
-            tp.arm(\.keepaliveTimer, at: now &+ c.keepaliveInterval.ns)
+            tp.arm(.keepalive, at: now &+ c.keepaliveInterval.ns)
         }
     }
 

@@ -45,7 +45,7 @@ public final class TCPConnection: @unchecked Sendable {
             pcb.keepalive = newValue
             let st = stack.cpus[cpuID]
             pcb.keepaliveTimer = 0
-            if newValue { pcb.arm(\.keepaliveTimer, at: lb_now_ns_swift() &+ stack.configuration.tcp.keepaliveIdle.ns) }
+            if newValue { pcb.arm(.keepalive, at: lb_now_ns_swift() &+ stack.configuration.tcp.keepaliveIdle.ns) }
             _ = st
         }
     }
@@ -238,7 +238,7 @@ public final class TCPConnection: @unchecked Sendable {
         case .closed, .timeWait:
             pcb.releaseBuffers()
         case .finWait2:
-            if pcb.closeTimer == 0 { pcb.arm(\.closeTimer, at: st.now &+ stack.configuration.tcp.finWait2Timeout.ns) }
+            if pcb.closeTimer == 0 { pcb.arm(.close, at: st.now &+ stack.configuration.tcp.finWait2Timeout.ns) }
         default:
             break
         }

@@ -177,10 +177,20 @@ final class TCPControlBlock {
         return d == .max ? 0 : d
     }
 
-    /// Arms a timer field and tells the CPU's schedule.
-    @inline(__always) func arm(_ timer: ReferenceWritableKeyPath<TCPControlBlock, UInt64>, at deadline: UInt64) {
-        self[keyPath: timer] = max(1, deadline)
-        stack.cpus[cpu].tcp.schedule(deadline)
+    /// The connection's timers.
+    enum Timer { case retransmit, persist, delayedACK, keepalive, close }
+
+    /// Arms a timer and tells the CPU's schedule.
+    @inline(__always) func arm(_ timer: Timer, at deadline: UInt64) {
+        let d = max(1, deadline)
+        switch timer {
+        case .retransmit: retransmitTimer = d
+        case .persist: persistTimer = d
+        case .delayedACK: delayedACKTimer = d
+        case .keepalive: keepaliveTimer = d
+        case .close: closeTimer = d
+        }
+        stack.cpus[cpu].tcp.schedule(d)
     }
 
     /// Frees the buffers once neither side needs them.
