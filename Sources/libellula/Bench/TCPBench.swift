@@ -18,6 +18,86 @@ enum TCPBench {
         for (label, writeSize, noDelay) in [("bulk 64 KiB writes", 65536, false), ("64 B writes, no Nagle", 64, true)] {
             try await stream(label: label, writeSize: writeSize, noDelay: noDelay, reporter: reporter, quick: quick)
         }
+        try await tap(reporter: reporter, quick: quick)
+    }
+
+    /// Sends argv[3] MiB to argv[1]:argv[2] and prints the goodput in Gbit/s (until the
+    /// receiver's close after end of stream).
+    static let sender = """
+    import socket, sys, time
+    host, port, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    buf = b'x' * (1 << 20)
+    s = socket.create_connection((host, port), timeout=60)
+    t = time.time()
+    for _ in range(mib): s.sendall(buf)
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(65536): pass
+    print(mib * 8 * (1 << 20) / (time.time() - t) / 1e9)
+    """
+
+    /// Reads one connection on port argv[1] to its end, then closes.
+    static let sink = """
+    import socket, sys
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(1); s.settimeout(30)
+    c, _ = s.accept(); b = bytearray(1 << 20)
+    while c.recv_into(b): pass
+    c.close()
+    """
+
+    /// One bulk flow from a Linux sender to a Libellula sink over the TAP (with TSO and
+    /// checksum offload), next to the same sender to a Linux sink over veth.
+    static func tap(reporter: BenchReporter, quick: Bool) async throws {
+        let script = "Scripts/netrig.sh"
+        guard getuid() == 0, FileManager.default.fileExists(atPath: script),
+              FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else {
+            print("tcp bench: the TAP rows need root, /usr/bin/python3 and \(script) (run from the repository root); skipped")
+            return
+        }
+        let prefix = "lbc\(getpid() % 100_000)"
+        guard NetBench.sh("/bin/bash", [script, "up", prefix]).0 == 0 else { print("tcp bench: rig setup failed; skipped"); return }
+        defer { _ = NetBench.sh("/bin/bash", [script, "down", prefix]) }
+        let mib = quick ? "256" : "1024"
+        // Linux → Linux over veth.
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        server.arguments = ["netns", "exec", "\(prefix)-rtr", "/usr/bin/python3", "-c", sink, "9300"]
+        try server.run()
+        try await Task.sleep(for: .milliseconds(400))
+        let linux = Double(NetBench.sh("/usr/sbin/ip", ["netns", "exec", "\(prefix)-peer", "/usr/bin/python3", "-c", sender,
+                                                         "10.200.1.254", "9300", mib]).1.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        server.terminate()
+        server.waitUntilExit()
+        // Linux → Libellula over the TAP.
+        let cpus = min(2, max(1, LWKT.onlineCores))
+        let system = try LWKT.boot(cpus: cpus, configuration: .init(warnings: false))
+        let slab = SlabAllocator(system: system, configuration: .init(debug: false))
+        let tap = try TAPInterface(name: "\(prefix)t", queues: cpus)
+        _ = NetBench.sh("/bin/bash", [script, "attach", prefix, "\(prefix)t"])
+        var c = NetStackConfiguration(address: IPv4Address(10, 200, 2, 1), gateway: IPv4Address(10, 200, 2, 254))
+        c.tcp.receiveBufferSize = 4 << 20
+        let stack = try NetStack(system: system, allocator: slab, interface: tap, configuration: c)
+        try stack.start()
+        let listeners = try stack.listen(port: 9301)
+        var threads: [LWKTThread] = []
+        for l in listeners {
+            threads.append(LWKTThread.spawn(on: try system.cpu(l.cpuID), name: "tcp-tap-sink") {
+                guard let conn = try? await l.accept(timeout: .seconds(30)) else { return }
+                let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 18, alignment: 64)
+                defer { buf.deallocate() }
+                while let n = try? await conn.read(into: buf, timeout: .seconds(30)), n > 0 {}
+                await conn.close(linger: .seconds(1))
+            })
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        let ours = Double(NetBench.sh("/usr/sbin/ip", ["netns", "exec", "\(prefix)-peer", "/usr/bin/python3", "-c", sender,
+                                                        "10.200.2.1", "9301", mib]).1.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        reporter.report("tcp TAP bulk, Linux sender → Libellula (\(cpus) CPU)", unit: "Gbit/s", value: ours,
+                        baseline: "Linux → Linux over veth", baselineValue: linux)
+        for l in listeners { _ = try? await system.run(on: l.cpuID) { l.close() } }
+        for t in threads { t.cancel() }
+        try await stack.stop()
+        _ = try await system.shutdown()
     }
 
     static func stream(label: String, writeSize: Int, noDelay: Bool, reporter: BenchReporter, quick: Bool) async throws {
