@@ -95,6 +95,14 @@ static inline void lb_counter_store(int64_t *p, int64_t v) {
     __atomic_store_n(p, v, __ATOMIC_RELAXED);
 }
 
+/// Pointer-sized words shared between a CPU and other threads (per-CPU hooks in the
+/// globaldata): a relaxed load (a plain move), a release store and a compare-and-swap.
+static inline void *lb_ptr_load_relaxed(void *const *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void lb_ptr_store_release(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline int lb_ptr_cas(void **p, void *expected, void *desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+}
+
 // NetStack ------------------------------------------------------------------------------
 /// Opens one queue of TAP device `name` (IFF_TAP|IFF_NO_PI, optionally IFF_MULTI_QUEUE and
 /// IFF_VNET_HDR), non-blocking. Returns the descriptor or -errno.

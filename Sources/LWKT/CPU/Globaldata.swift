@@ -1,3 +1,4 @@
+import CLibellula
 import Synchronization
 
 /// The words other threads write to reach a CPU: its doorbell, its "asleep" flag and its
@@ -163,6 +164,10 @@ struct Globaldata {
     // MARK: Identity and scheduler (CPU/)
     @usableFromInline let cpu: Unmanaged<CPU>
     @usableFromInline let signals: UnsafeMutablePointer<CPUSignals>
+    /// The CPU's index and its system's address (unretained): modules decide "is the
+    /// caller one of my system's CPUs, and which" from these two words.
+    @usableFromInline let cpuID: Int
+    @usableFromInline let systemID: UnsafeMutableRawPointer
     @usableFromInline var critCount = 0
     /// Set when a preemption point was reached inside a critical section.
     @usableFromInline var deferred = 0
@@ -187,10 +192,12 @@ struct Globaldata {
     // MARK: Module slots
     @usableFromInline var slots: GlobaldataSlots = GlobaldataSlots()
 
-    init(cpu: Unmanaged<CPU>, signals: UnsafeMutablePointer<CPUSignals>, cpuCount: Int,
-         epollFD: Int32, eventFD: Int32) {
+    init(cpu: Unmanaged<CPU>, signals: UnsafeMutablePointer<CPUSignals>, cpuID: Int,
+         system: UnsafeMutableRawPointer, cpuCount: Int, epollFD: Int32, eventFD: Int32) {
         self.cpu = cpu
         self.signals = signals
+        self.cpuID = cpuID
+        self.systemID = system
         ipi = IPIGlobaldata(cpuCount: cpuCount)
         timers = CPUTimers()
         sleepQueues = SleepQueues()
@@ -207,13 +214,15 @@ struct Globaldata {
 /// The name the per-CPU block had before it became `Globaldata` (kept for code in flight).
 @usableFromInline typealias CPULocal = Globaldata
 
-/// The slab allocator's per-CPU word pair: the arena this CPU allocates from (raw, owned
-/// by the allocator) and the allocator it belongs to (opaque, for identity checks).
+/// The slab allocator's per-CPU words (DragonFly's `gd_slab`): the arena this CPU
+/// allocates from (raw, owned by the allocator) and the identity of the allocator it
+/// belongs to. `owner` is written by the allocator's creator and destroyer with atomic
+/// stores (release, compare-and-swap) and read by the CPU with a relaxed load; `arena` is
+/// written before `owner` is published.
 @usableFromInline
 struct SlabGlobaldata {
-    @usableFromInline var arena: UnsafeMutableRawPointer? = nil
     @usableFromInline var owner: UnsafeMutableRawPointer? = nil
-    @usableFromInline var index = 0
+    @usableFromInline var arena: UnsafeMutableRawPointer? = nil
 }
 
 /// Fixed storage for module slots: 16 pointers inline in the globaldata.
@@ -294,5 +303,50 @@ extension CPU {
             $0.load(fromByteOffset: slot.index &* MemoryLayout<UnsafeMutableRawPointer?>.stride,
                     as: UnsafeMutableRawPointer?.self)
         }
+    }
+}
+
+// MARK: - Hooks for modules above LWKT (the slab)
+
+extension CPU {
+    /// The address of this CPU's globaldata, which is what `lb_current_cpu()` returns on
+    /// its thread: a key that names the CPU in data other modules stamp (the slab marks
+    /// the zones a CPU owns with it).
+    @inlinable public var globaldataKey: UInt { UInt(bitPattern: local) }
+
+    /// The index of the calling CPU if it is one of `system`'s, else nil: a thread-local
+    /// load and one compare, no lookup.
+    @inlinable @inline(__always)
+    public static func currentIndex(in system: LWKTSystem) -> Int? {
+        guard let l = currentLocal else { return nil }
+        return l.pointee.systemID == Unmanaged.passUnretained(system).toOpaque() ? l.pointee.cpuID : nil
+    }
+
+    /// The calling CPU's slab arena and index if the slab `owner` installed itself in this
+    /// CPU's globaldata, else nil (not a CPU, or another allocator's CPU).
+    @inlinable @inline(__always)
+    public static func currentSlabArena(owner: UnsafeMutableRawPointer) -> (arena: UnsafeMutableRawPointer, index: Int)? {
+        guard let l = currentLocal else { return nil }
+        let o = withUnsafeMutablePointer(to: &l.pointee.slab.owner) { lb_ptr_load_relaxed($0) }
+        guard o == owner, let a = l.pointee.slab.arena else { return nil }
+        return (a, l.pointee.cpuID)
+    }
+
+    /// Installs `arena` as this CPU's slab arena on behalf of `owner` (an identity that
+    /// is never reused). Any thread may call it; it publishes with a release store.
+    public func installSlab(owner: UnsafeMutableRawPointer, arena: UnsafeMutableRawPointer) {
+        local.pointee.slab.arena = arena
+        withUnsafeMutablePointer(to: &local.pointee.slab.owner) { lb_ptr_store_release($0, owner) }
+    }
+
+    /// Removes `owner`'s slab arena from this CPU's globaldata if it is still installed.
+    @discardableResult
+    public func uninstallSlab(owner: UnsafeMutableRawPointer) -> Bool {
+        withUnsafeMutablePointer(to: &local.pointee.slab.owner) { lb_ptr_cas($0, owner, nil) != 0 }
+    }
+
+    /// The identity of the slab installed in this CPU's globaldata, if any.
+    public var installedSlabOwner: UnsafeMutableRawPointer? {
+        withUnsafeMutablePointer(to: &local.pointee.slab.owner) { lb_ptr_load_relaxed($0) }
     }
 }

@@ -26,6 +26,8 @@ public final class LWKTSystem: @unchecked Sendable {
     let exited = Atomic<Int>(0)
     let state = Atomic<Int>(0)   // 0 running, 1 stopping, 2 stopped
     let live = Mutex<[ObjectIdentifier: LWKTThread]>([:])
+    /// Objects that modules keep one of per system (the slab allocator), held weakly.
+    let attachments = Mutex<[String: WeakAttachment]>([:])
     let bootTime = lb_now_ns()
 
     init(cpuCount: Int, configuration: LWKTConfiguration) throws {
@@ -108,6 +110,38 @@ public final class LWKTSystem: @unchecked Sendable {
 
     /// Whether the system still runs.
     public var isRunning: Bool { state.load(ordering: .acquiring) == 0 }
+
+    // MARK: Per-system objects
+
+    /// Returns the live object registered under `key`, or registers and returns the one
+    /// `make` creates: how a module keeps exactly one of something per system (the slab
+    /// allocator is one). The system holds it weakly, so it lives as long as its users.
+    /// `make` runs under the registry's lock: it must not call back into it.
+    public func attachment<T: AnyObject & Sendable>(_ key: String, as type: T.Type = T.self,
+                                                   orMake make: () throws -> T) rethrows -> T {
+        try attachments.withLock { table in
+            if let existing = table[key]?.object as? T { return existing }
+            let made = try make()
+            table[key] = WeakAttachment(made)
+            return made
+        }
+    }
+
+    /// Registers `object` under `key` unless a live object already is; returns whether it
+    /// was registered.
+    @discardableResult
+    public func attach(_ key: String, _ object: AnyObject & Sendable) -> Bool {
+        attachments.withLock { table in
+            if table[key]?.object != nil { return false }
+            table[key] = WeakAttachment(object)
+            return true
+        }
+    }
+
+    /// The live object registered under `key`, if any.
+    public func attached<T: AnyObject & Sendable>(_ key: String, as type: T.Type = T.self) -> T? {
+        attachments.withLock { $0[key]?.object as? T }
+    }
 
     // MARK: Threads
 
@@ -226,6 +260,13 @@ extension LWKTSystem {
         guard let r = box.get() else { throw LWKTError.shutDown }
         return try r.get()
     }
+}
+
+/// A weak reference to a per-system object.
+final class WeakAttachment: @unchecked Sendable {
+    // Written once at creation; read under the system's attachment lock.
+    weak var object: AnyObject?
+    init(_ object: AnyObject) { self.object = object }
 }
 
 final class ResultBox<R: Sendable>: @unchecked Sendable {

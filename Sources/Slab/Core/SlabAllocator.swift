@@ -69,17 +69,15 @@ public final class SlabAllocator: @unchecked Sendable {
     let sharedLock = Mutex<Void>(())
     let control: SlabControl
     let typeList: Mutex<[MallocType]>
-    /// Open-addressing table from `lb_current_cpu()` values to arena index + 1 (or
-    /// `UInt.max`: "not one of ours"). Each key is inserted, once, by the thread it names.
-    let cpuKeyTable: UnsafeMutablePointer<Atomic<UInt>>
-    let cpuKeyMask: Int
-    let cpuKeyNegatives = Atomic<Int>(0)
     /// The LWKT system whose CPUs own the arenas (nil: arenas driven through handles).
     public let system: LWKTSystem?
     /// Remote chunks freed by threads that are not CPUs, per class (atomic adds).
     let foreignFrees: UnsafeMutablePointer<Atomic<Int>>
     /// Wakes sleepers waiting on a type; set by the LWKT glue.
     let wake: (@Sendable (MallocType) -> Void)?
+    /// Whether this allocator's arenas are installed in its system's CPUs' globaldata
+    /// (it is the system's slab, see ``shared(for:configuration:)``).
+    let installed = Atomic<Bool>(false)
 
     /// Index of the shared pool's arena and of the type slot for foreign frees.
     @inline(__always) var sharedIndex: Int { cpuCount }
@@ -124,11 +122,13 @@ public final class SlabAllocator: @unchecked Sendable {
                 region: unmanagedRegion))
         }
 
-        var tableSize = 64
-        while tableSize < 4 * cpuCount { tableSize *= 2 }
-        cpuKeyMask = tableSize - 1
-        cpuKeyTable = UnsafeMutablePointer<Atomic<UInt>>.allocate(capacity: 2 * tableSize)
-        for i in 0..<(2 * tableSize) { (cpuKeyTable + i).initialize(to: Atomic(0)) }
+        if let system {
+            // Zones made by CPU i's arena carry CPU i's globaldata key, so the owner
+            // recognises its own chunks on free with one compare.
+            for i in 0..<min(cpuCount, system.cpuCount) {
+                Arena(arenas.advanced(by: i * Arena.stride)).header.pointee.ownerKey = system.cpus[i].globaldataKey
+            }
+        }
 
         foreignFrees = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: SizeClass.count)
         for i in 0..<SizeClass.count { (foreignFrees + i).initialize(to: Atomic(0)) }
@@ -141,65 +141,36 @@ public final class SlabAllocator: @unchecked Sendable {
     }
 
     deinit {
+        if let system, installed.load(ordering: .acquiring) {
+            for cpu in system.cpus { cpu.uninstallSlab(owner: control.raw) }
+        }
         // Turn away notifications still in flight, wait for any running one, then unmap.
         control.closed.pointee.store(1, ordering: .sequentiallyConsistent)
         while control.inFlight.pointee.load(ordering: .sequentiallyConsistent) != 0 { sched_yield() }
         arenas.deallocate()
-        cpuKeyTable.deallocate()
         foreignFrees.deallocate()
         // `control` is leaked on purpose (a few bytes): late IPIs read it.
     }
 
-    @inline(__always)
-    static func hash(_ key: UInt) -> Int {
-        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40)
-    }
-
-    /// The arena index of the calling thread, or nil when it is not one of our CPUs.
+    /// The arena index of the calling thread, or nil when it is not one of our system's
+    /// CPUs: the CPU's index read from its globaldata (one thread-local load and a
+    /// compare). Threads that are not CPUs, and CPUs of other systems, get nil and use
+    /// the shared pool.
     @inline(__always)
     func currentArenaIndex() -> Int? {
-        let key = UInt(bitPattern: lb_current_cpu())
-        if key == 0 { return nil }
-        var slot = Self.hash(key) & cpuKeyMask
-        while true {
-            let k = cpuKeyTable[2 &* slot].load(ordering: .relaxed)
-            if k == key {
-                let v = cpuKeyTable[2 &* slot &+ 1].load(ordering: .relaxed)
-                return v == UInt.max ? nil : Int(bitPattern: v &- 1)
-            }
-            if k == 0 { return learnCurrentCPU(key: key) }
-            slot = (slot &+ 1) & cpuKeyMask
-        }
+        guard let system else { return nil }
+        guard let i = CPU.currentIndex(in: system), i < cpuCount else { return nil }
+        return i
     }
 
-    /// First call on a thread that is a CPU of some system: record whether it is one of
-    /// ours (and which), so later calls find it with one probe.
-    @inline(never)
-    func learnCurrentCPU(key: UInt) -> Int? {
-        var index: Int? = nil
-        if let system, let cpu = CPU.current, cpu.system === system, cpu.id < cpuCount {
-            index = cpu.id
-        } else if cpuKeyNegatives.load(ordering: .relaxed) * 2 > cpuKeyMask {
-            return nil   // table half full of strangers: stop caching them
-        } else {
-            cpuKeyNegatives.add(1, ordering: .relaxed)
+    /// Puts this allocator's arenas into its system's CPUs' globaldata (DragonFly's
+    /// `gd_slab`), so allocation finds the arena at a fixed offset from the current-CPU
+    /// pointer. Done once, for the system's slab only.
+    func installInGlobaldata() {
+        guard let system, !installed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        for i in 0..<min(cpuCount, system.cpuCount) {
+            system.cpus[i].installSlab(owner: control.raw, arena: arenas.advanced(by: i &* Arena.stride))
         }
-        var slot = Self.hash(key) & cpuKeyMask
-        while true {
-            // Only this thread ever inserts or reads its own key, so the value can follow
-            // the key claim without ordering.
-            let (won, seen) = cpuKeyTable[2 &* slot].compareExchange(expected: 0, desired: key, ordering: .relaxed)
-            if won || seen == key {
-                cpuKeyTable[2 &* slot &+ 1].store(index.map { UInt($0) &+ 1 } ?? UInt.max, ordering: .relaxed)
-                break
-            }
-            slot = (slot &+ 1) & cpuKeyMask
-        }
-        if let index {
-            // Zones made from now on by this arena know their owner's key.
-            arena(at: index).header.pointee.ownerKey = key
-        }
-        return index
     }
 
     @inline(__always)
@@ -231,6 +202,17 @@ public final class SlabAllocator: @unchecked Sendable {
     /// (or ``SlabFlags/waitUntilFreed``), and otherwise aborts with a report, as
     /// DragonFly's `kmalloc` panics.
     public func allocate(_ size: Int, type: MallocType? = nil, flags: SlabFlags = []) -> UnsafeMutableRawPointer? {
+        // The system's slab: the arena pointer is in the current CPU's globaldata.
+        if let (a, index) = CPU.currentSlabArena(owner: control.raw) {
+            return allocate(size, type: type, flags: flags, arena: Arena(a), arenaIndex: index)
+        }
+        return allocateOffGlobaldata(size, type: type, flags: flags)
+    }
+
+    /// Allocation by another allocator of the same system (found by CPU index), or by a
+    /// thread that is not one of the system's CPUs (the shared pool, under its lock).
+    @inline(never)
+    func allocateOffGlobaldata(_ size: Int, type: MallocType?, flags: SlabFlags) -> UnsafeMutableRawPointer? {
         if let index = currentArenaIndex() {
             return allocate(size, type: type, flags: flags, arenaIndex: index)
         }
@@ -246,6 +228,11 @@ public final class SlabAllocator: @unchecked Sendable {
     /// The allocation itself, as arena `arenaIndex` (whose thread, or lock, the caller has).
     @inline(__always)
     func allocate(_ size: Int, type: MallocType?, flags: SlabFlags, arenaIndex: Int) -> UnsafeMutableRawPointer? {
+        allocate(size, type: type, flags: flags, arena: arena(at: arenaIndex), arenaIndex: arenaIndex)
+    }
+
+    @inline(__always)
+    func allocate(_ size: Int, type: MallocType?, flags: SlabFlags, arena: Arena, arenaIndex: Int) -> UnsafeMutableRawPointer? {
         if _slowPath(size <= 0) || _slowPath(SizeClass.mapsDirectly(size)) {
             return allocateUnusual(size, type: type, flags: flags, arenaIndex: arenaIndex)
         }
@@ -253,7 +240,7 @@ public final class SlabAllocator: @unchecked Sendable {
             return failure(.limitExceeded, size: size, type: type, flags: flags)
         }
         let (sizeClass, chunkSize) = SizeClass.index(forSize: size)
-        guard let p = arena(at: arenaIndex).allocate(sizeClass: sizeClass, zero: flags.contains(.zero)) else {
+        guard let p = arena.allocate(sizeClass: sizeClass, zero: flags.contains(.zero)) else {
             return failure(.outOfMemory, size: size, type: type, flags: flags)
         }
         type?.chargeAllocation(slot: arenaIndex, bytes: chunkSize)
