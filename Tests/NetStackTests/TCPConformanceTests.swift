@@ -150,6 +150,7 @@ import LWKT
             peer.pump()
             let synacks = peer.inbox.filter { $0.0.flags == [.syn, .ack] }
             #expect(a.tcpConnectionCount(cpu: 0) == 8, "the SYN queue is bounded")
+            #expect(a.tcpBufferBytes(cpu: 0) == 0, "half-open connections hold no buffers")
             #expect(a.counters.total(.tcpCookiesSent) == 292)
             // A legitimate client completes its handshake with the cookie.
             let mine = try #require(synacks.first { $0.0.destinationPort == 20299 })

@@ -18,7 +18,7 @@ import LWKT
             #expect(tp.sendBuffer.count <= tp.sendBuffer.capacity && tp.receiveBuffer.count <= tp.receiveBuffer.capacity)
             #expect(tp.reassembly.count <= a.configuration.tcp.outOfOrderLimit)
             #expect(tp.sack.blocks.count <= TCPSACKScoreboard.limit)
-            if tp.sendBuffer.capacity > 0 { bytes += tp.bufferBytes }
+            if tp.sendBuffer.isAllocated { bytes += tp.bufferBytes }
         }
         #expect(t.bufferBytes >= bytes && t.bufferBytes <= a.configuration.tcp.memoryLimitPerCPU)
         #expect(a.pool.outstanding <= limitMbufs, "mbufs held: \(a.pool.outstanding)")

@@ -119,12 +119,12 @@ extension NetStack {
         m.free()
     }
 
-    /// A new PCB for `key` on this CPU, charged to its buffer memory (nil past the limit).
+    /// A new PCB for `key` on this CPU, or nil when its buffers would not fit the CPU's
+    /// memory limit (they are allocated and charged when it is established).
     func tcpMakeConnection(_ key: TCPFlowKey, _ st: NetCPU) -> TCPControlBlock? {
         let c = configuration.tcp
         let need = c.sendBufferSize + c.receiveBufferSize
         guard st.tcp.bufferBytes + need <= c.memoryLimitPerCPU else { return nil }
-        st.tcp.bufferBytes += need
         return TCPControlBlock(stack: self, key: key, cpu: st.id, configuration: c, mtu: mtu)
     }
 

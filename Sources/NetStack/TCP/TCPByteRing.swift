@@ -1,6 +1,7 @@
 /// A fixed-capacity byte ring: a connection's send buffer (unacknowledged and unsent
 /// bytes, starting at SND.UNA) or receive buffer (bytes not yet read). Owned by one
-/// connection on one CPU; its memory is released explicitly with ``release()``.
+/// connection on one CPU; its memory is allocated when the connection is established and
+/// released explicitly with ``release()``.
 struct TCPByteRing {
     private(set) var base: UnsafeMutableRawPointer?
     private(set) var capacity: Int
@@ -8,9 +9,18 @@ struct TCPByteRing {
     /// Bytes held.
     private(set) var count = 0
 
+    /// A ring of `capacity` bytes; its memory comes with ``allocate()``.
     init(capacity: Int) {
         self.capacity = capacity
-        base = capacity > 0 ? .allocate(byteCount: capacity, alignment: 16) : nil
+        base = nil
+    }
+
+    /// Whether the memory is there.
+    var isAllocated: Bool { base != nil }
+
+    /// Allocates the memory (once).
+    mutating func allocate() {
+        if base == nil, capacity > 0 { base = .allocate(byteCount: capacity, alignment: 16) }
     }
 
     var free: Int { capacity - count }

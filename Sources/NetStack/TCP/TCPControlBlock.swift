@@ -138,9 +138,11 @@ final class TCPControlBlock {
                "TCP connection used off its owner CPU \(cpu)")
     }
 
-    /// Moves to `s`, keeping the per-CPU state gauges right.
+    /// Moves to `s`, keeping the per-CPU state gauges right. Entering ESTABLISHED
+    /// allocates the buffers (half-open connections hold none).
     func setState(_ s: TCPState) {
         guard s != state else { return }
+        if s == .established { allocateBuffers() }
         if let g = state.gauge { stack.counters.add(g, cpu: cpu, -1) }
         if let g = s.gauge { stack.counters.add(g, cpu: cpu, 1) }
         state = s
@@ -193,11 +195,17 @@ final class TCPControlBlock {
         stack.cpus[cpu].tcp.schedule(d)
     }
 
+    /// Allocates the send and receive buffers and charges them to the CPU.
+    func allocateBuffers() {
+        guard !sendBuffer.isAllocated, sendBuffer.capacity > 0 else { return }
+        sendBuffer.allocate()
+        receiveBuffer.allocate()
+        stack.cpus[cpu].tcp.bufferBytes += bufferBytes
+    }
+
     /// Frees the buffers once neither side needs them.
     func releaseBuffers() {
-        if sendBuffer.capacity + receiveBuffer.capacity > 0 {
-            stack.cpus[cpu].tcp.bufferBytes -= bufferBytes
-        }
+        if sendBuffer.isAllocated { stack.cpus[cpu].tcp.bufferBytes -= bufferBytes }
         sendBuffer.release()
         receiveBuffer.release()
         reassembly.removeAll()
