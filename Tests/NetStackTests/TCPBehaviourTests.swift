@@ -240,4 +240,43 @@ import LWKT
             #expect(server.errors.withLock { $0.isEmpty })
         }
     }
+
+    @Test(.timeLimit(.minutes(1))) func receiveBufferGrowsWhileTheWindowLimits() async throws {
+        try await withSimPair(steering: .flowHash, configure: { a, b in
+            Self.config(&a, &b)
+            b.tcp.initialReceiveBufferSize = 16 << 10
+            b.tcp.receiveBufferSize = 1 << 20
+        }) { (p: SimPair) async throws in
+            let listeners = try p.b.listen(port: 160)
+            let total = 3 << 20
+            let reader = LWKTThread.spawn(on: try p.system.cpu(0), name: "reader") {
+                do {
+                    guard let c = try await listeners[0].accept(timeout: .seconds(5)) else { return }
+                    #expect(c.receiveBufferSize == 16 << 10)
+                    var got = 0
+                    var sum: UInt64 = 0
+                    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+                    defer { buf.deallocate() }
+                    while true {
+                        let n = try await c.read(into: buf, timeout: .seconds(10))
+                        if n == 0 { break }
+                        for i in 0..<n { sum &+= UInt64(buf[i]) &* UInt64(got + i + 1) }
+                        got += n
+                    }
+                    let want = pattern(total, tag: 6).enumerated().reduce(UInt64(0)) { $0 &+ UInt64($1.element) &* UInt64($1.offset + 1) }
+                    #expect(got == total && sum == want)
+                    #expect(c.receiveBufferSize > 16 << 10 && c.receiveBufferSize <= 1 << 20, "grew to \(c.receiveBufferSize)")
+                    await c.close()
+                } catch { Issue.record("reader: \(error)") }
+            }
+            let c = try await TCPConnection.connect(p.a, to: IPv4Endpoint(SimPair.addressB, 160))
+            try await c.write(pattern(total, tag: 6), timeout: .seconds(20))
+            try c.shutdown(.write)
+            await reader.join()
+            await c.close()
+            for l in listeners { try await p.system.run(on: l.cpuID) { l.close() } }
+            let b = try await p.b.waitForNoConnections()
+            #expect(b.connections == 0 && b.bufferBytes == 0, "growth is charged and released")
+        }
+    }
 }

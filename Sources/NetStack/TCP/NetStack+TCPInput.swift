@@ -123,7 +123,7 @@ extension NetStack {
     /// memory limit (they are allocated and charged when it is established).
     func tcpMakeConnection(_ key: TCPFlowKey, _ st: NetCPU) -> TCPControlBlock? {
         let c = configuration.tcp
-        let need = c.sendBufferSize + c.receiveBufferSize
+        let need = c.sendBufferSize + min(c.initialReceiveBufferSize, c.receiveBufferSize)
         guard st.tcp.bufferBytes + need <= c.memoryLimitPerCPU else { return nil }
         return TCPControlBlock(stack: self, key: key, cpu: st.id, configuration: c, mtu: mtu)
     }
@@ -180,7 +180,7 @@ extension NetStack {
             if ws != 0xf { o.windowScale = scale }
             o.sackPermitted = sackBit != 0
         }
-        let window = UInt16(min(c.receiveBufferSize, 65535))
+        let window = UInt16(min(c.initialReceiveBufferSize, c.receiveBufferSize, 65535))
         tcpEmit(key, seq: iss, ack: th.sequence &+ 1, flags: [.syn, .ack], window: window, options: o, st)
         counters.add(.tcpCookiesSent, cpu: st.id)
     }

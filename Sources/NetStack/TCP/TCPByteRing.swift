@@ -25,6 +25,14 @@ struct TCPByteRing {
 
     var free: Int { capacity - count }
 
+    /// Takes the first `n` bytes already placed at the start of the (empty) memory as
+    /// the ring's content.
+    mutating func adopt(count n: Int) {
+        precondition(count == 0 && n <= capacity, "adopt on a non-empty ring")
+        head = 0
+        count = n
+    }
+
     /// Frees the memory; the ring then holds nothing and accepts nothing.
     mutating func release() {
         base?.deallocate()

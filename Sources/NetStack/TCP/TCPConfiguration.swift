@@ -5,8 +5,12 @@ public struct TCPConfiguration: Sendable {
 
     /// Send buffer of each connection, bytes.
     public var sendBufferSize = 256 << 10
-    /// Receive buffer of each connection, bytes (sets the advertised window).
+    /// Largest receive buffer of a connection, bytes (sets the window scale).
     public var receiveBufferSize = 256 << 10
+    /// Receive buffer a connection starts with; it doubles (up to ``receiveBufferSize``,
+    /// within ``memoryLimitPerCPU``) while the reader drains a nearly full buffer, that is
+    /// while the window, not the reader, limits the transfer.
+    public var initialReceiveBufferSize = 64 << 10
     /// Buffer memory all connections of one CPU may hold; past it new connections are
     /// refused (ENOBUFS, or the SYN is dropped).
     public var memoryLimitPerCPU = 256 << 20

@@ -51,6 +51,8 @@ public final class TCPConnection: @unchecked Sendable {
     }
     /// Bytes received and not yet read.
     public var readable: Int { pcb.receiveBuffer.count }
+    /// The receive buffer's current size (it grows by auto-tuning).
+    public var receiveBufferSize: Int { pcb.receiveBuffer.capacity }
     /// Bytes written and not yet acknowledged.
     public var unacknowledged: Int { pcb.sendBuffer.count }
     /// The smoothed RTT, the current RTO, the congestion window (diagnostics).
@@ -120,6 +122,7 @@ public final class TCPConnection: @unchecked Sendable {
             if closed { throw .closed }
             let st = try ownerState()
             if pcb.receiveBuffer.count > 0 {
+                pcb.autotuneReceiveBuffer()
                 let n = pcb.receiveBuffer.read(into: base, buffer.count)
                 if pcb.inTable, stack.tcpWindowUpdateDue(pcb) { stack.tcpOutput(pcb, st) }
                 return n

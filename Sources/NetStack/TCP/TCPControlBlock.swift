@@ -49,7 +49,10 @@ final class TCPControlBlock {
     var sendBuffer: TCPByteRing
     var receiveBuffer: TCPByteRing
     var reassembly = TCPReassemblyQueue()
-    let bufferBytes: Int
+    /// Buffer bytes charged to the CPU (send plus receive capacity).
+    private(set) var bufferBytes: Int
+    /// The receive buffer's ceiling for auto-tuning.
+    let receiveLimit: Int
 
     // FIN handling.
     /// The socket asked for FIN after the buffered data.
@@ -116,8 +119,10 @@ final class TCPControlBlock {
         self.key = key
         self.cpu = cpu
         sendBuffer = TCPByteRing(capacity: c.sendBufferSize)
-        receiveBuffer = TCPByteRing(capacity: c.receiveBufferSize)
-        bufferBytes = c.sendBufferSize + c.receiveBufferSize
+        receiveLimit = max(c.receiveBufferSize, 1)
+        let initial = min(max(c.initialReceiveBufferSize, 4096), receiveLimit)
+        receiveBuffer = TCPByteRing(capacity: initial)
+        bufferBytes = c.sendBufferSize + initial
         rtt = TCPRTTEstimator(initial: c.initialRTO.ns, minimum: c.minimumRTO.ns, maximum: c.maximumRTO.ns)
         mss = min(536, mtu - 40)
         cc = TCPCongestionControl(algorithm: c.congestionControl, mss: mss, initialWindow: c.initialWindow)
@@ -201,6 +206,30 @@ final class TCPControlBlock {
         sendBuffer.allocate()
         receiveBuffer.allocate()
         stack.cpus[cpu].tcp.bufferBytes += bufferBytes
+    }
+
+    /// Receive-buffer auto-tuning, called when the socket reads: a reader that finds the
+    /// buffer more than three quarters full is being held back by the window, so the buffer
+    /// doubles (up to ``receiveLimit``, within the CPU's memory limit). Returns whether it grew.
+    @discardableResult
+    func autotuneReceiveBuffer() -> Bool {
+        guard receiveBuffer.isAllocated, receiveBuffer.capacity < receiveLimit,
+              receiveBuffer.count * 4 >= receiveBuffer.capacity * 3 else { return false }
+        let t = stack.cpus[cpu].tcp
+        let grown = min(receiveBuffer.capacity * 2, receiveLimit)
+        let delta = grown - receiveBuffer.capacity
+        guard t.bufferBytes + delta <= stack.configuration.tcp.memoryLimitPerCPU else { return false }
+        var bigger = TCPByteRing(capacity: grown)
+        bigger.allocate()
+        guard let base = bigger.base else { return false }
+        let n = receiveBuffer.count
+        guard receiveBuffer.peek(at: 0, n, into: base) else { bigger.release(); return false }
+        bigger.adopt(count: n)
+        receiveBuffer.release()
+        receiveBuffer = bigger
+        bufferBytes += delta
+        t.bufferBytes += delta
+        return true
     }
 
     /// Frees the buffers once neither side needs them.
