@@ -7,7 +7,7 @@ import LWKT
 @Suite(.serialized) struct TCPLossyLinkTests {
     static let cases: [(loss: Double, size: Int, seed: UInt64)] = [(0, 4 << 20, 1), (0.01, 2 << 20, 2), (0.05, 1 << 20, 3), (0.20, 512 << 10, 4)]
 
-    @Test(.timeLimit(.minutes(2)), arguments: 0..<4)
+    @Test(.timeLimit(.minutes(2)), arguments: 0..<Self.cases.count)
     func echoIsByteExactUnderFaults(_ index: Int) async throws {
         let k = Self.cases[index]
         let faults = LinkFaults(loss: k.loss, duplication: k.loss > 0 ? 0.02 : 0, corruption: k.loss > 0 ? 0.01 : 0,
@@ -33,6 +33,25 @@ import LWKT
             if k.loss >= 0.05 {
                 #expect(p.a.counters.total(.tcpRetransmits) + p.b.counters.total(.tcpRetransmits) > 0)
             }
+        }
+    }
+
+    /// A slow line (50 Mbit/s each way, 2 ms delay) in front of a short queue: the sender
+    /// overruns it, the queue tail-drops, and congestion control has to find the rate.
+    @Test(.timeLimit(.minutes(2))) func bandwidthLimitAndQueueOverflow() async throws {
+        var faults = LinkFaults(delay: .milliseconds(2), bandwidth: 50_000_000, seed: 21)
+        faults.queueLimit = 24
+        try await withSimPair(aToB: faults, bToA: faults, steering: .flowHash,
+                              configure: { a, b in tcpTestConfiguration(&a); tcpTestConfiguration(&b) }) { (p: SimPair) async throws in
+            let server = try EchoServer(p.b, port: 7)
+            try await echoRoundTrip(p.a, to: IPv4Endpoint(SimPair.addressB, 7), payload: pattern(1 << 20, tag: 99), timeout: .seconds(60))
+            let overflowed = p.link.a.statistics.overflowed + p.link.b.statistics.overflowed
+            #expect(overflowed > 0, "the queue overflowed")
+            #expect(p.a.counters.total(.tcpRetransmits) + p.b.counters.total(.tcpRetransmits) > 0)
+            let a = try await p.a.waitForNoConnections(), b = try await p.b.waitForNoConnections()
+            #expect(a.connections == 0 && b.connections == 0 && a.bufferBytes == 0 && b.bufferBytes == 0)
+            try await server.stop()
+            #expect(server.errors.withLock { $0.isEmpty })
         }
     }
 }
