@@ -24,7 +24,7 @@ import LWKT
         #expect(a.pool.outstanding <= limitMbufs, "mbufs held: \(a.pool.outstanding)")
     }
 
-    @Test(.timeLimit(.minutes(2))) func randomSegmentsAgainstEveryState() async throws {
+    @Test(.timeLimit(.minutes(2)), arguments: [UInt64(0xF022), 7]) func randomSegmentsAgainstEveryState(_ seed: UInt64) async throws {
         try await withRawPeer(configure: { c in
             c.tcp.msl = .seconds(1)
             c.tcp.outOfOrderLimit = 32
@@ -68,7 +68,7 @@ import LWKT
                 #expect(states.contains(s), "state \(s) present before fuzzing")
             }
 
-            var r = TestRandom(seed: 0xF022)
+            var r = TestRandom(seed: seed)
             let rounds = 4000
             for i in 0..<rounds {
                 let port = Int(r.next() % 10) < 9 ? Self.ports[Int(r.next() % UInt64(Self.ports.count))] : UInt16(truncatingIfNeeded: r.next())
