@@ -149,4 +149,41 @@ struct TAPTCPTests {
             #expect(server.errors.withLock { $0.isEmpty })
         }
     }
+
+    /// Opens a connection, sends 32 bytes, reads the answer, closes, argv[3] times; prints
+    /// how many answers were right.
+    static let connector = """
+    import socket, sys
+    host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    ok = 0
+    for i in range(n):
+        s = socket.create_connection((host, port), timeout=5)
+        msg = (b'%05d' % i) * 6
+        s.sendall(msg)
+        if s.recv(64) == msg: ok += 1
+        s.close()
+    print(ok)
+    """
+
+    @Test(.timeLimit(.minutes(2))) func manyShortConnectionsFromLinux() async throws {
+        try await withTAPRig { rig in
+            let stack = rig.stack
+            let listeners = try stack.listen(port: 8083, backlog: 512)
+            var threads: [LWKTThread] = []
+            for l in listeners {
+                threads.append(LWKTThread.spawn(on: try rig.system.cpu(l.cpuID), name: "answer") {
+                    while let c = try? await l.accept(timeout: nil) {
+                        if let b = try? await c.read(max: 64, timeout: .seconds(5)), !b.isEmpty {
+                            try? await c.write(b, timeout: .seconds(5))
+                        }
+                        await c.close(linger: .zero)
+                    }
+                })
+            }
+            let r = Rig.python(in: rig.peerNS, Self.connector, ["10.200.2.1", "8083", "300"])
+            #expect(r.status == 0 && r.output.trimmingCharacters(in: .whitespacesAndNewlines) == "300", "\(r.output)")
+            for l in listeners { try await rig.system.run(on: l.cpuID) { l.close() } }
+            for t in threads { await t.join() }
+        }
+    }
 }
