@@ -15,6 +15,8 @@ final class HTTPServerCore: @unchecked Sendable {
     /// One process per CPU, each jailed at the root, so descriptor tables are not shared.
     let processes: [VFSProcess]
     let counters: [HTTPCounters]
+    /// One open-file cache per CPU (host descriptors and attributes, as nginx's open_file_cache).
+    let openFiles: [OpenFileCache]
     /// One hot-file cache per CPU.
     let caches: [HotFileCache]
     let logger: Logger
@@ -40,6 +42,8 @@ final class HTTPServerCore: @unchecked Sendable {
         try base.jail(root)
         processes = system.cpus.map { _ in base.fork() }
         counters = system.cpus.map { _ in HTTPCounters() }
+        let budget = OpenFileCache.budgetPerCPU(cpus: system.cpuCount)
+        openFiles = system.cpus.map { _ in OpenFileCache(budget: budget, validity: configuration.cacheValidity) }
         caches = system.cpus.map { _ in HotFileCache(validity: configuration.cacheValidity) }
         inputCapacity = max(16320, configuration.limits.maxHeaderBytes + 256, configuration.limits.maxRequestLine + 256)
     }

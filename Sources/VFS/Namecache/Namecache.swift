@@ -347,6 +347,26 @@ public final class Namecache: @unchecked Sendable {
         }
     }
 
+    /// Swaps the names (and parents) of the locked records `a` and `b` (`RENAME_EXCHANGE`):
+    /// both records keep their nodes and children.
+    func exchange(_ a: NCRecord, _ b: NCRecord) {
+        guard let pa = a.parent, let pb = b.parent, a !== b else { return }
+        let nameA = a.name, nameB = b.name
+        let hashA = a.hash, hashB = b.hash
+        gate.write { () in
+            hashRemove(a)
+            hashRemove(b)
+            pa.children[ObjectIdentifier(a)] = nil
+            pb.children[ObjectIdentifier(b)] = nil
+            a.setName(nameB, hash: hashB)
+            a.parent = pb
+            b.setName(nameA, hash: hashA)
+            b.parent = pa
+            linkLocked(a, under: pb)
+            linkLocked(b, under: pa)
+        }
+    }
+
     /// Marks `r` as covered by `mount`.
     func setMounted(_ r: NCRecord, _ mount: Mount?) {
         gate.write { () in

@@ -37,7 +37,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Hot-file cache: on (small files' responses kept per CPU) or off (every request goes through the VFS).")
     var hotCache: HotCacheSetting = .on
 
-    @Option(parsing: .unconditional, help: "Seconds a hot-file cache entry is trusted before the file is checked again (inode, size, mtime, ctime); 0 checks on every request.")
+    @Option(help: "Open-file cache: on (host files kept open with their attributes between requests, as nginx's open_file_cache) or off.")
+    var openFileCache: HotCacheSetting = .on
+
+    @Option(parsing: .unconditional, help: "Seconds a hot-file or open-file cache entry is trusted before the file is checked again (inode, size, mtime, ctime); 0 checks on every request.")
     var cacheValidity: Double = 1
 
     @Option(parsing: .unconditional, help: "Seconds to wait for connections and CPUs to stop at shutdown before giving up with status 70.")
@@ -116,6 +119,7 @@ struct ServeCommand: AsyncParsableCommand {
         config.maxConnectionsPerCPU = maxConnections
         config.statisticsEnabled = !noStats
         config.hotCacheEnabled = hotCache == .on
+        config.openFileCacheEnabled = openFileCache == .on
         config.cacheValidity = .milliseconds(Int64((cacheValidity * 1000).rounded()))
         let server = try HTTPServer(system: system, stack: HostSocketStack(system: system), vfs: vfs, slab: slab,
                                     configuration: config, logger: Logger(label: "libellula.http"))
@@ -145,7 +149,7 @@ struct ServeCommand: AsyncParsableCommand {
             } catch {
                 await server.stop()
                 _ = try? await system.shutdown()
-                throw Self.listenFailure("--memcached", memcached, error)
+                throw Self.listenFailure("--memcached", memcached, error, hint: "; --no-memcached serves HTTP without it")
             }
         }
         if debugBlockCPU, let last = system.cpus.last {
@@ -179,12 +183,12 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     /// The failure to report when a listener cannot open.
-    static func listenFailure(_ option: String, _ text: String, _ error: any Error) -> ExitCode {
+    static func listenFailure(_ option: String, _ text: String, _ error: any Error, hint: String = "") -> ExitCode {
         var e: Int32?
         if let s = error as? SocketError, case .system(_, let code) = s { e = code }
         if let m = error as? MemcachedNetworkError, case .socket(let s) = m, case .system(_, let code) = s { e = code }
-        if let e { return runtimeFailure(ExitStatus.forErrno(e), "cannot listen on \(text) (\(option)): \(errorText(e))") }
-        return runtimeFailure(ExitStatus.osError, "cannot listen on \(text) (\(option)): \(error)")
+        if let e { return runtimeFailure(ExitStatus.forErrno(e), "cannot listen on \(text) (\(option)): \(errorText(e))\(hint)") }
+        return runtimeFailure(ExitStatus.osError, "cannot listen on \(text) (\(option)): \(error)\(hint)")
     }
 
     /// Starts a watchdog that ends the process with status 70 if shutdown has not finished

@@ -189,4 +189,24 @@ public final class HostFS: FileSystem, @unchecked Sendable {
         if fd < 0 { throw .current }
         return HostFSOpenFile(fd: fd, device: deviceID)
     }
+
+    /// Swaps two names on the host (`renameat2` with `RENAME_EXCHANGE`).
+    func exchangeNames(_ name: [UInt8], in directory: any FSNode, with otherName: [UInt8], in otherDirectory: any FSNode) throws(VFSError) {
+        let d = try host(directory), nd = try host(otherDirectory)
+        guard let call = Self.renameat2 else { throw .inval }
+        if call(d.fd, cName(name), nd.fd, cName(otherName), 2) != 0 { throw .current }
+    }
+
+    /// `renameat2`, which Swift's Glibc module does not declare, looked up in the C library.
+    private static let renameat2: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32)? = {
+        guard let handle = dlopen(nil, RTLD_NOW), let sym = dlsym(handle, "renameat2") else { return nil }
+        return unsafeBitCast(sym, to: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32).self)
+    }()
+
+    /// Creates a FIFO on the host.
+    func makeFIFONode(_ name: [UInt8], in directory: any FSNode, mode: UInt32, credentials: Credentials) throws(VFSError) -> any FSNode {
+        let d = try host(directory)
+        if mknodat(d.fd, cName(name), mode_t(S_IFIFO) | mode_t(mode & 0o7777), 0) != 0 { throw .current }
+        return try finishCreate(name, in: d, mode: mode & 0o7777, credentials: credentials)
+    }
 }

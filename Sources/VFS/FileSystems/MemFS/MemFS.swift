@@ -236,4 +236,73 @@ public final class MemFS: FileSystem, @unchecked Sendable {
             n.entries.map { DirectoryEntry(name: String(decoding: $0.key, as: UTF8.self), inode: $0.value.inode, type: $0.value.type) }
         }
     }
+
+    /// Swaps the objects named `name` in `directory` and `otherName` in `otherDirectory`
+    /// (`RENAME_EXCHANGE`); both must exist.
+    func exchangeNames(_ name: [UInt8], in directory: any FSNode, with otherName: [UInt8], in otherDirectory: any FSNode) throws(VFSError) {
+        let d = try self.directory(directory)
+        let nd = try self.directory(otherDirectory)
+        try locked { () throws(VFSError) in
+            guard let a = d.entries[name], let b = nd.entries[otherName] else { throw .noent }
+            if a === b { return }
+            let now = Timespec.now()
+            d.entries[name] = b
+            nd.entries[otherName] = a
+            if d !== nd {
+                let delta = Int32(b.type == .directory ? 1 : 0) - Int32(a.type == .directory ? 1 : 0)
+                d.update(nlinkDelta: delta)
+                nd.update(nlinkDelta: -delta)
+            }
+            d.update(mtime: now, ctime: now)
+            nd.update(mtime: now, ctime: now)
+            a.update(ctime: now)
+            b.update(ctime: now)
+        }
+    }
+
+    // MARK: FIFOs and extended attributes (used through the `FileSystem` extension in
+    // VFSProcess+Handles.swift)
+
+    /// Creates a FIFO (a node of type `.other`; whoever serves it provides the pipe).
+    func makeFIFONode(_ name: [UInt8], in directory: any FSNode, mode: UInt32, credentials: Credentials) throws(VFSError) -> any FSNode {
+        let d = try self.directory(directory)
+        return try locked { () throws(VFSError) -> MemFSNode in
+            let now = Timespec.now()
+            let n = newNode(.other, mode: mode, credentials, dir: d, now: now)
+            try insert(name, n, in: d, now: now)
+            return n
+        }
+    }
+
+    func extendedAttribute(_ name: [UInt8], of node: any FSNode) throws(VFSError) -> [UInt8] {
+        let n = try mem(node)
+        return try locked { () throws(VFSError) -> [UInt8] in
+            guard let v = n.extendedAttributes[name] else { throw .nodata }
+            return v
+        }
+    }
+
+    func extendedAttributeNames(of node: any FSNode) throws(VFSError) -> [[UInt8]] {
+        let n = try mem(node)
+        return lock.withLock { _ in n.extendedAttributes.keys.sorted { $0.lexicographicallyPrecedes($1) } }
+    }
+
+    func setExtendedAttribute(_ name: [UInt8], _ value: [UInt8], of node: any FSNode, create: Bool, replace: Bool) throws(VFSError) {
+        let n = try mem(node)
+        try locked { () throws(VFSError) in
+            let exists = n.extendedAttributes[name] != nil
+            if create && exists { throw .exist }
+            if replace && !exists { throw .nodata }
+            n.extendedAttributes[name] = value
+            n.update(ctime: .now())
+        }
+    }
+
+    func removeExtendedAttribute(_ name: [UInt8], of node: any FSNode) throws(VFSError) {
+        let n = try mem(node)
+        try locked { () throws(VFSError) in
+            guard n.extendedAttributes.removeValue(forKey: name) != nil else { throw .nodata }
+            n.update(ctime: .now())
+        }
+    }
 }

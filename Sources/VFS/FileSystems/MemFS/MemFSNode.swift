@@ -23,6 +23,8 @@ final class MemFSNode: FSNode, @unchecked Sendable {
     var target: [UInt8] = []
     /// A directory that has been removed accepts no new entries.
     var removed = false
+    /// Extended attributes by name.
+    var extendedAttributes: [[UInt8]: [UInt8]] = [:]
 
     init(type: FileType, inode: UInt64, mode: UInt32, uid: UInt32, gid: UInt32, now: Timespec) {
         self.type = type
