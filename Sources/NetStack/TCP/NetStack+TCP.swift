@@ -1,5 +1,22 @@
 import LWKT
 
+// TCP in NetStack, in brief (the rules of the TCP folder).
+//
+// - Wire layer: `TCPHeader`, `TCPOptions`, `TCPFlags` parse and emit bytes only.
+// - Ownership: a connection belongs to the CPU its 4-tuple hashes to (symmetric Toeplitz,
+//   so both directions land there). Its PCB (`TCPControlBlock`) lives in that CPU's
+//   `TCPTable`, is created, processed, timed and freed there, and is touched by socket
+//   calls only from LWKT threads on that CPU; nothing about a connection is shared or
+//   reference-counted across CPUs. `tcpProcess` asserts the CPU in debug builds.
+// - Listening ports are replicated: one `TCPListener` per CPU in each CPU's wildcard
+//   table; a SYN is answered by the CPU that owns its flow and `accept()` there returns
+//   the connection. Active opens pick a source port whose hash names the calling CPU.
+// - Input: `NetStack+TCPInput.swift` (RFC 9293 §3.10.7 with RFC 5961 and RFC 7323 checks);
+//   output: `NetStack+TCPOutput.swift`; timers: `NetStack+TCPTimers.swift`, run by the
+//   protocol thread when the CPU's earliest deadline passes.
+// - Memory: segments are slab mbufs; each established connection has a send and a
+//   receive ring charged to its CPU's limit; out-of-order segments are bounded in count.
+
 /// The TCP control paths of a stack: listening on every CPU, active opens, and the
 /// listening-port registry (shared, but only touched by these calls, never per segment).
 extension NetStack {
