@@ -35,7 +35,7 @@ final class EchoServer: @unchecked Sendable {
             let cpu = try stack.system.cpu(l.cpuID)
             list.append(LWKTThread.spawn(on: cpu, name: "echo-accept\(l.cpuID)") { [self] in
                 while true {
-                    guard let c = try? await l.accept(timeout: nil) else { return }
+                    guard let c = try? await l.accept() else { return }
                     let t = LWKTThread.spawn(on: cpu, name: "echo") { [self] in await self.serve(c) }
                     threads.withLock { $0.append(t) }
                 }
