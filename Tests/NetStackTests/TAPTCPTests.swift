@@ -105,15 +105,15 @@ struct TAPTCPTests {
         }
     }
 
-    @Test(.timeLimit(.minutes(2))) func libellulaClientsAgainstALinuxServer() async throws {
+    @Test(.timeLimit(.minutes(4))) func libellulaClientsAgainstALinuxServer() async throws {
         try await withTAPRig { rig in
-            let server = try Rig.spawnPython(in: rig.peerNS, Self.echoServer, ["9100", "40"])
+            let server = try Rig.spawnPython(in: rig.peerNS, Self.echoServer, ["9100", "150"])
             defer { server.terminate() }
             try await Task.sleep(for: .milliseconds(500))
             let stack = rig.stack
             for cpu in 0..<2 {
                 _ = try await rig.system.run(on: cpu) {
-                    try await echoRoundTrip(stack, to: IPv4Endpoint(TAPRig.peerAddress, 9100), payload: pattern(4 << 20, tag: cpu))
+                    try await echoRoundTrip(stack, to: IPv4Endpoint(TAPRig.peerAddress, 9100), payload: pattern(2 << 20, tag: cpu))
                 }
             }
             #expect(stack.counters.total(.tcpActiveOpens) == 2)

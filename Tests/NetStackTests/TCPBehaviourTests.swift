@@ -232,7 +232,17 @@ import LWKT
             a.tcp.timestamps = false; b.tcp.timestamps = false
         }) { (p: SimPair) async throws in
             let server = try EchoServer(p.b, port: 150)
+            let done = Atomic<Bool>(false)
+            let watchdog = LWKTThread.spawn(on: try p.system.cpu(1), name: "dump") {
+                try? await LWKT.sleep(for: .seconds(15))
+                if done.load(ordering: .relaxed) { return }
+                let a = (try? await p.system.run(on: 0) { p.a.tcpDescribe(cpu: 0) + "\n" + p.b.tcpDescribe(cpu: 0) }) ?? ""
+                let b = (try? await p.system.run(on: 1) { p.a.tcpDescribe(cpu: 1) + "\n" + p.b.tcpDescribe(cpu: 1) }) ?? ""
+                print("STALL\n\(a)\n\(b)")
+            }
             let c = try await echoRoundTrip(p.a, to: IPv4Endpoint(SimPair.addressB, 150), payload: pattern(1 << 20, tag: 5))
+            done.store(true, ordering: .relaxed)
+            watchdog.cancel()
             #expect(!c.pcb.sackEnabled && !c.pcb.tsEnabled)
             #expect(p.a.counters.total(.tcpSACKRecoveries) + p.b.counters.total(.tcpSACKRecoveries) == 0)
             #expect(p.a.counters.total(.tcpNewRenoRecoveries) + p.b.counters.total(.tcpNewRenoRecoveries) > 0)

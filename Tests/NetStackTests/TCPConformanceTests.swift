@@ -181,4 +181,39 @@ import LWKT
             #expect(a.tcpBufferBytes(cpu: 0) == 0)
         }
     }
+
+    /// Regression: data in flight, the window closes, the retransmission timer goes back to
+    /// SND.UNA and finds no window. The connection must keep probing (it used to arm no
+    /// timer at all and stall for good).
+    @Test(.timeLimit(.minutes(1))) func windowClosedAfterTimeoutIsProbed() async throws {
+        try await withRawPeer { (a: NetStack, peer: RawPeer) async throws in
+            let l = try a.listen(port: 80)[0]
+            let (iss, c) = try await Self.open(a, peer, l, sport: 4200, port: 80)
+            let una = iss &+ 1
+            try await c.write(pattern(3000, tag: 1))
+            let first = try #require(try await peer.expect { h, p in !p.isEmpty })
+            #expect(first.0.sequence == una)
+            // The peer closes its window without acknowledging anything.
+            peer.send(sport: 4200, dport: 80, seq: 1001, ack: una, flags: .ack, window: 0, options: Self.tsOption(400, 0))
+            try await peer.flush()
+            // The timer fires, finds the window shut, and probes it with one byte at SND.UNA.
+            let probe = try #require(try await peer.expect(timeout: .seconds(3)) { h, p in p.count == 1 })
+            #expect(probe.0.sequence == una)
+            #expect(a.counters.total(.tcpWindowProbes) >= 1)
+            // The window opens: everything arrives.
+            peer.send(sport: 4200, dport: 80, seq: 1001, ack: una, flags: .ack, window: 65535, options: Self.tsOption(401, 0))
+            var got = 0
+            let deadline = ContinuousClock.now + .seconds(3)
+            var next = una
+            while ContinuousClock.now < deadline, got < 3000 {
+                guard let seg = try await peer.expect(timeout: .milliseconds(200), { h, p in !p.isEmpty && h.sequence == next }) else { continue }
+                got += seg.1.count
+                next = next &+ UInt32(seg.1.count)
+                peer.send(sport: 4200, dport: 80, seq: 1001, ack: next, flags: .ack, window: 65535, options: Self.tsOption(402, 0))
+            }
+            #expect(got == 3000)
+            c.abort()
+            l.close()
+        }
+    }
 }

@@ -8,6 +8,9 @@ func tcpTestConfiguration(_ c: inout NetStackConfiguration) {
     c.tcp.msl = .milliseconds(50)
     c.tcp.minimumRTO = .milliseconds(30)
     c.tcp.initialRTO = .milliseconds(200)
+    // A low ceiling keeps exponential backoff from stretching a lossy test run into
+    // minutes when a loaded machine delays the threads.
+    c.tcp.maximumRTO = .seconds(1)
     c.tcp.finWait2Timeout = .seconds(2)
     c.tcp.secret = (0x1234, 0x5678)
 }
@@ -53,9 +56,9 @@ final class EchoServer: @unchecked Sendable {
         defer { buf.deallocate() }
         do {
             while true {
-                let n = try await c.read(into: buf, timeout: .seconds(30))
+                let n = try await c.read(into: buf, timeout: .seconds(150))
                 if n == 0 { break }
-                if echo { try await c.write(UnsafeRawBufferPointer(rebasing: buf[0..<n]), timeout: .seconds(30)) }
+                if echo { try await c.write(UnsafeRawBufferPointer(rebasing: buf[0..<n]), timeout: .seconds(150)) }
             }
             await c.close(linger: .seconds(2))
         } catch {

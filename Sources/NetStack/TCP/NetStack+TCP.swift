@@ -102,3 +102,19 @@ extension NetStack {
         st.tcp.listeners.removeAll()
     }
 }
+
+extension NetStack {
+    /// A line per connection of CPU `cpu` with its sequence state and timers (diagnostics;
+    /// call on that CPU).
+    public func tcpDescribe(cpu: Int) -> String {
+        let now = lb_now_ns_swift()
+        func t(_ d: UInt64) -> String { d == 0 ? "-" : "\(Int64(bitPattern: d &- now) / 1_000_000)ms" }
+        return cpus[cpu].tcp.connections.values.map { tp in
+            "\(tp.key.localPort)->\(tp.key.remotePort) \(tp.state) una \(tp.sndUna) nxt \(tp.sndNxt) max \(tp.sndMax) base \(tp.sndBase) "
+                + "wnd \(tp.sndWnd) cwnd \(tp.cc.cwnd) ssthresh \(tp.cc.ssthresh) sbuf \(tp.sendBuffer.count) rcvnxt \(tp.rcvNxt) "
+                + "rbuf \(tp.receiveBuffer.count)/\(tp.receiveBuffer.capacity) ooo \(tp.reassembly.count) rec \(tp.inRecovery) "
+                + "recover \(tp.recover) dup \(tp.dupAcks) backoff \(tp.backoff) rto \(t(tp.retransmitTimer)) persist \(t(tp.persistTimer)) "
+                + "delack \(t(tp.delayedACKTimer)) fin \(tp.finQueued)/\(tp.finSent)/\(tp.finAcked)/\(tp.finReceived) next \(t(cpus[cpu].tcp.nextTimer))"
+        }.joined(separator: "\n")
+    }
+}

@@ -107,10 +107,16 @@ extension NetStack {
         }
         // Data waiting, nothing in flight, nothing sent: the window is zero (probe it,
         // RFC 9293 §3.8.6.1) or too small for sender SWS avoidance (send anyway later).
+        // After a go-back-N into a closed window SND.MAX may still lie above SND.UNA with
+        // nothing in flight from SND.NXT: that case probes too. Whatever is unacknowledged or
+        // waiting always has a timer, so a connection can never stall silently.
         let pending = tp.sendBuffer.count - TCPSequence.distance(tp.sndBase, tp.sndNxt)
-        if tp.sndNxt == tp.sndUna, tp.sndMax == tp.sndUna, pending > 0 || (tp.finQueued && !tp.finSent) {
+        let waiting = pending > 0 || (tp.finQueued && !tp.finSent) || tp.sndMax != tp.sndUna
+        if tp.sndNxt == tp.sndUna, waiting {
             tp.retransmitTimer = 0
             if tp.persistTimer == 0 { tp.arm(.persist, at: st.now &+ tcpPersistInterval(tp)) }
+        } else if tp.sndMax != tp.sndUna, tp.retransmitTimer == 0, tp.persistTimer == 0 {
+            tp.arm(.retransmit, at: st.now &+ tp.rtt.timeout(backoff: tp.backoff))
         }
     }
 
