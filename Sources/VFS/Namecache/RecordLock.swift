@@ -36,6 +36,8 @@ final class RecordLock: @unchecked Sendable {
     /// The LWKT system whose threads sleep here (retained; set by the first sleeper of a
     /// system), so that a release from a thread that is not a CPU can wake them.
     private let sleeperSystem = Atomic<UInt>(0)
+    /// How many times a thread parked waiting for this lock (statistics and tests).
+    let parks = Atomic<Int>(0)
 
     init() {}
 
@@ -108,6 +110,7 @@ final class RecordLock: @unchecked Sendable {
             if s & ~Self.waitersBit == 0 { continue }
             if s & Self.waitersBit == 0,
                !word.compareExchange(expected: s, desired: s | Self.waitersBit, ordering: .relaxed).exchanged { continue }
+            parks.wrappingAdd(1, ordering: .relaxed)
             // The interlock: a release that cleared the bit before we were queued is seen here.
             _ = try await LWKT.tsleep(on: channel, until: {
                 self.word.load(ordering: .acquiring) & Self.waitersBit == 0
