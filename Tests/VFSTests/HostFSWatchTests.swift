@@ -105,10 +105,18 @@ import Testing
         #expect(try p.lookup("/host/s/f") == .regular)
         let after = vfs.namecache.statistics
         #expect(after.resolves - before.resolves >= 2, "every cached name below the mount is checked again")
-        // and then it is current again
-        let settled = vfs.namecache.statistics
-        _ = try p.lookup("/host/s/f")
-        #expect(vfs.namecache.statistics.resolves == settled.resolves)
+        // and then it is current again: a lookup with no host change in between resolves
+        // nothing. The watcher's validity tick (for unwatched names) or a late inotify
+        // report of the set-up writes can land between the two reads on a loaded machine,
+        // so up to three quiet windows are tried; one clean window proves the point.
+        var current = false
+        for _ in 0..<3 where !current {
+            fs.watcher?.settle()
+            let settled = vfs.namecache.statistics
+            _ = try p.lookup("/host/s/f")
+            current = vfs.namecache.statistics.resolves == settled.resolves
+        }
+        #expect(current, "after the overflow is handled, cached names are used without asking the host")
     }
 
     @Test func realQueueOverflowIsSurvived() throws {
