@@ -248,4 +248,94 @@ import Testing
         for r in records { #expect(!r.recordLock.isLocked && !r.recordLock.hasSleepers) }
         #expect(records.map { $0.recordLock.parks.load(ordering: .relaxed) }.reduce(0, +) > 0, "no thread ever parked: the stress did not contend")
     }
+
+    /// The VFS entry point for LWKT threads: `lookupParking` waits for a record that another
+    /// thread of its CPU holds across a park, and the CPU's third thread keeps running.
+    @Test(arguments: [1, 2])
+    func lookupParkingWaitsForAHeldRecordWithoutStoppingItsCPU(cpus: Int) async throws {
+        let fs = MemFS(rootMode: 0o755)
+        let vfs = VirtualFileSystem(rootFileSystem: fs)
+        let p = vfs.makeProcess()
+        let root = vfs.rootRecord
+        // A name the file system has and the namecache has not resolved: a lookup must lock
+        // its record to resolve it.
+        _ = try fs.create(Array("g".utf8), in: fs.rootNode, mode: 0o644, credentials: .root)
+        let record = vfs.namecache.lookupOrCreate(root, Array("g".utf8))
+        let board = Board()
+        let found = Cell()
+        let finished = try await withLWKT(cpus: cpus) { system -> Bool in
+            let cpu0 = try system.cpu(0)
+            let deadline = Self.now() + 10 * Self.seconds
+            let a = LWKTThread.spawn(on: cpu0, name: "A") {
+                do {
+                    try await record.lock(.exclusive)
+                    board.aHolds.store(true, ordering: .releasing)
+                    while Self.now() < deadline {
+                        let atWait = board.cStepsAtBWait.load(ordering: .acquiring)
+                        if record.recordLock.hasSleepers, atWait >= 0, board.cSteps.load(ordering: .relaxed) - atWait >= 200 { break }
+                        try await LWKT.sleep(for: .milliseconds(1))
+                    }
+                    board.cStepsWhileBWaited.store(board.cSteps.load(ordering: .relaxed) - max(0, board.cStepsAtBWait.load(ordering: .relaxed)), ordering: .relaxed)
+                    board.aReleased.store(true, ordering: .releasing)
+                    record.unlock(.exclusive)
+                } catch { board.fail("A: \(error)") }
+            }
+            let b = LWKTThread.spawn(on: cpu0, name: "B") {
+                do {
+                    while !board.aHolds.load(ordering: .acquiring) {
+                        guard Self.now() < deadline else { board.fail("A never took the lock"); return }
+                        try await LWKT.sleep(for: .microseconds(100))
+                    }
+                    board.cStepsAtBWait.store(board.cSteps.load(ordering: .relaxed), ordering: .releasing)
+                    let r = try await p.lookupParking(Array("g".utf8), in: root)
+                    board.bGotAfterRelease.store(board.aReleased.load(ordering: .acquiring), ordering: .relaxed)
+                    if r != nil { found.set() }
+                } catch { board.fail("B: \(error)") }
+            }
+            let c = LWKTThread.spawn(on: cpu0, name: "C") {
+                while !board.stop.load(ordering: .relaxed), Self.now() < deadline {
+                    board.cSteps.wrappingAdd(1, ordering: .relaxed)
+                    await LWKT.yield()
+                    if board.cSteps.load(ordering: .relaxed) & 63 == 0 { try? await LWKT.sleep(for: .microseconds(50)) }
+                }
+            }
+            let ok = await Self.join([a, b], within: 15 * Self.seconds)
+            board.stop.store(true, ordering: .relaxed)
+            _ = await Self.join([c], within: 5 * Self.seconds)
+            return ok
+        }
+        #expect(finished)
+        #expect(board.failures.withLock { $0 } == [])
+        #expect(found.isSet, "lookupParking did not find /g")
+        #expect(Bool(board.bGotAfterRelease.load(ordering: .relaxed)), "the lookup resolved the record while A held it")
+        #expect(Int(board.cStepsWhileBWaited.load(ordering: .relaxed)) >= 200)
+        #expect(record.recordLock.parks.load(ordering: .relaxed) >= 1, "the lookup never parked")
+    }
+
+    /// On HostFS the parking lookup asks the host on the host-I/O pool while its thread holds
+    /// the record lock, parked; the pool works under that hold (rule 4's assertions allow it).
+    @Test func lookupParkingOnHostFSAsksThePool() async throws {
+        let dir = makeTempDir("recordlock-hostfs")
+        defer { removeTree(dir) }
+        #expect(Glibc.close(Glibc.open(dir + "/h", O_CREAT | O_WRONLY, 0o644)) == 0)
+        let vfs = VirtualFileSystem(rootFileSystem: MemFS(), hostIO: HostIOPool(threads: 1))
+        defer { vfs.hostIO.shutdown() }
+        let p = vfs.makeProcess()
+        try p.mkdir("/host")
+        try vfs.mount(try HostFS(hostPath: dir), at: "/host", by: p)
+        guard let hostDir = try p.lookup(Array("host".utf8), in: vfs.rootRecord) else { Issue.record("no /host"); return }
+        let found = Cell(), missing = Cell()
+        let board = Board()
+        try await withLWKT(cpus: 1) { system in
+            let t = LWKTThread.spawn(on: try system.cpu(0), name: "lookup") {
+                do {
+                    if try await p.lookupParking(Array("h".utf8), in: hostDir) != nil { found.set() }
+                    if try await p.lookupParking(Array("nope".utf8), in: hostDir) == nil { missing.set() }
+                } catch { board.fail("lookup: \(error)") }
+            }
+            #expect(await Self.join([t], within: 15 * Self.seconds))
+        }
+        #expect(board.failures.withLock { $0 } == [])
+        #expect(found.isSet && missing.isSet)
+    }
 }

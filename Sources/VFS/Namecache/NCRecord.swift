@@ -169,7 +169,7 @@ public final class NCRecord: @unchecked Sendable {
     /// Releases a hold taken in `mode`.
     func unlock(_ mode: RecordLock.Mode) { recordLock.unlock(mode) }
     /// Whether the calling thread holds the lock exclusively (for assertions).
-    var isLockedByCaller: Bool { recordLock.isOwnedByCaller }
+    var isLockedByCaller: Bool { recordLock.isHeldForCaller }
 
     // MARK: holds
 

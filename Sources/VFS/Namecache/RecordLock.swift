@@ -63,6 +63,14 @@ final class RecordLock: @unchecked Sendable {
     var isOwnedByCaller: Bool {
         word.load(ordering: .relaxed) & Self.exclusiveBit != 0 && owner.load(ordering: .relaxed) == Self.callerIdentity
     }
+    /// Whether the caller may work under the exclusive hold: it holds it, or it is a thread
+    /// that is not an LWKT thread (the host-I/O pool) working for an LWKT thread that holds
+    /// it and waits, parked, for the answer (`VFSProcess.offCPU`).
+    var isHeldForCaller: Bool {
+        guard word.load(ordering: .relaxed) & Self.exclusiveBit != 0 else { return false }
+        let holder = owner.load(ordering: .relaxed)
+        return holder == Self.callerIdentity || (LWKTThread.current == nil && CPU.current == nil && holder & 1 == 0)
+    }
     /// How many hold it shared now.
     var sharedHolders: Int { Int(word.load(ordering: .relaxed) & Self.countMask) }
     /// Whether some LWKT thread sleeps waiting for it.
