@@ -13,8 +13,8 @@ import Synchronization
 ///   running its other threads and answering IPIs; the release that leaves the lock free
 ///   clears the bit and wakes every sleeper (`LWKT.wakeup`), which then compete again.
 ///   An LWKT thread may hold the lock across a park (an `await`).
-/// - `lockWithoutParking(_:)` (synchronous) is for threads that are not LWKT CPUs (the host-I/O pool, plain
-///   threads, tests): it spins, yields, then naps (`VFSWait`). On a CPU it keeps answering
+/// - `lockWithoutParking(_:)` (synchronous) is for threads that are not LWKT CPUs (the
+///   host-I/O pool, plain threads) and the synchronous VFS API: it spins, yields, then naps (`VFSWait`). On a CPU it keeps answering
 ///   IPIs while it waits but cannot let other threads of that CPU run, so a synchronous
 ///   caller on a CPU must never wait for a lock that a thread of its own CPU holds across a
 ///   park (checked in debug builds through the exclusive holder's recorded CPU).
@@ -33,8 +33,9 @@ final class RecordLock: @unchecked Sendable {
     private let owner = Atomic<UInt>(0)
     /// The exclusive holder's CPU (-1: not on a CPU, or not held exclusively); debug checks.
     private let ownerCPU = Atomic<Int>(-1)
-    /// The LWKT system whose threads sleep here (retained; set by the first sleeper of a
-    /// system), so that a release from a thread that is not a CPU can wake them.
+    /// The LWKT system whose threads sleep here (retained until the record is freed; set by
+    /// the first sleeper of a system), so that a release from a thread that is not a CPU can
+    /// wake them.
     private let sleeperSystem = Atomic<UInt>(0)
     /// How many times a thread parked waiting for this lock (statistics and tests).
     let parks = Atomic<Int>(0)
@@ -100,8 +101,8 @@ final class RecordLock: @unchecked Sendable {
 
     /// Takes the lock in `mode`, parking the calling LWKT thread with `tsleep` while it is
     /// taken (the CPU runs its other threads meanwhile). Off an LWKT CPU it waits as the
-    /// synchronous `lockWithoutParking(_:)` does. Throws `CancellationError` when the waiting thread is
-    /// cancelled; the lock is then not held.
+    /// synchronous `lockWithoutParking(_:)` does. Throws `CancellationError` when the waiting
+    /// thread is cancelled; the lock is then not held.
     func lock(_ mode: Mode) async throws {
         if tryLock(mode) { return }
         guard let cpu = CPU.current else {
