@@ -40,8 +40,8 @@ public final class NCRecord: @unchecked Sendable {
 
     /// Holds by open files, working directories and roots; the namecache never evicts a held record.
     let refs = Atomic<Int>(0)
-    /// The record's namespace lock (owner recorded; see `NamespaceLock` for how it waits).
-    private let recordLock = NamespaceLock()
+    /// The record's lock: a shared/exclusive LWKT sleep lock (namecache rule 4, `RecordLock`).
+    let recordLock = RecordLock()
 
     static let isDirectory: UInt32 = 1 << 0
     static let isSymlink: UInt32 = 1 << 1
@@ -157,14 +157,19 @@ public final class NCRecord: @unchecked Sendable {
 
     // MARK: record lock
 
-    /// Takes the record's namespace lock. A waiter on an LWKT CPU keeps answering IPIs.
-    func lock() { recordLock.lock() }
-    /// Takes the lock if it is free.
-    func tryLock() -> Bool { recordLock.tryLock() }
-    /// Releases the lock (the caller must hold it).
-    func unlock() { recordLock.unlock() }
-    /// Whether the calling thread holds the lock (for assertions).
-    var isLockedByCaller: Bool { recordLock.isOwnedByCaller }
+    /// Takes the record's lock exclusively without suspending (threads that are not LWKT
+    /// CPUs; on a CPU see rule 4). LWKT threads use `lock(_:) async`, which parks.
+    func lock() { recordLock.lockWithoutParking(.exclusive) }
+    /// Takes the record's lock in `mode`, parking the calling LWKT thread on contention.
+    func lock(_ mode: RecordLock.Mode) async throws { try await recordLock.lock(mode) }
+    /// Takes the lock exclusively if it is free.
+    func tryLock() -> Bool { recordLock.tryLock(.exclusive) }
+    /// Releases an exclusive hold (the caller must hold it).
+    func unlock() { recordLock.unlock(.exclusive) }
+    /// Releases a hold taken in `mode`.
+    func unlock(_ mode: RecordLock.Mode) { recordLock.unlock(mode) }
+    /// Whether the calling thread holds the lock exclusively (for assertions).
+    var isLockedByCaller: Bool { recordLock.isHeldForCaller }
 
     // MARK: holds
 

@@ -20,13 +20,23 @@ import Synchronization
 //     the pointer or state that makes it reachable (release fence; `NCRecord.syncHot` writes
 //     the state last), and readers load the state first, then fence. A resolved state never
 //     goes back in a `publish`.
-//  4. Record locks. A namespace operation holds the record lock of each name it changes, and
-//     of its directory, even while the record is negative; multi-record operations (rename:
-//     source, target and both directories; unmount: the covered record) take them through
-//     `lockAll`, in ascending record id. Lock order: a mount's rename lock, then record
-//     locks (by id), then MemFS node locks (by inode), then the gate's writer lock. Record
-//     locks record their owner; a waiter on an LWKT CPU keeps running the CPU's IPIs
-//     (`VFSWait`), and calls that may block in the host run on the host-I/O pool
+//  4. Record locks. Records are locked one by one with `RecordLock`, an LWKT sleep lock
+//     (shared or exclusive; the exclusive holder is recorded: its LWKT thread, else its OS
+//     thread). LWKT threads take it with `lock(_:) async`: on contention the thread parks
+//     (`LWKT.tsleep` on the lock's channel) and its CPU runs its other threads and answers
+//     IPIs; the release that frees the lock wakes the sleepers (`LWKT.wakeup`). A thread may
+//     hold a record lock across a park. A waiting exclusive locker holds off new shared
+//     ones. The synchronous `lock()` (exclusive) is for threads that are not CPUs (host-I/O
+//     pool, plain threads) and for the synchronous VFS API: it waits with `VFSWait`, which
+//     keeps answering IPIs on a CPU but cannot run the CPU's other threads, so a synchronous
+//     waiter on a CPU must never wait for a record held across a park by a thread of its own
+//     CPU (a debug assertion checks the recorded holder). A namespace operation holds the
+//     record lock of each name it changes, and of its directory, even while the record is
+//     negative; multi-record operations (rename: source, target and both directories;
+//     unmount: the covered record) take them through `lockAll` (synchronous or async), in
+//     ascending record id. Lock order: a mount's rename lock, then record locks (by id), then
+//     MemFS node locks (by inode), then the gate's writer lock; only record locks may be held
+//     across a park. Calls that may block in the host run on the host-I/O pool
 //     (`VFSProcess.offCPU`), so no lock wait or host call makes a CPU deaf.
 //  5. Retirement. What a `publish` replaces (a process's old working directory) is kept
 //     alive by the gate until the next drain, so a reader that loaded it may still use it.
@@ -517,6 +527,29 @@ public final class Namecache: @unchecked Sendable {
         for r in records where !uniq.contains(where: { $0 === r }) { uniq.append(r) }
         uniq.sort { $0.id < $1.id }
         for r in uniq { r.lock() }
+    }
+
+    /// Locks every record in `records` in `mode`, in the order of rule 4 (ascending record
+    /// id), parking the calling LWKT thread on contention (`RecordLock.lock(_:) async`). If
+    /// the thread is cancelled while it waits, the records taken so far are released and
+    /// `CancellationError` is thrown.
+    func lockAll(_ records: [NCRecord], _ mode: RecordLock.Mode) async throws {
+        var uniq: [NCRecord] = []
+        for r in records where !uniq.contains(where: { $0 === r }) { uniq.append(r) }
+        uniq.sort { $0.id < $1.id }
+        for (i, r) in uniq.enumerated() {
+            do { try await r.lock(mode) } catch {
+                for taken in uniq[..<i] { taken.unlock(mode) }
+                throw error
+            }
+        }
+    }
+
+    /// Unlocks records locked with `lockAll(_:_:)` in `mode`.
+    func unlockAll(_ records: [NCRecord], _ mode: RecordLock.Mode) {
+        var uniq: [NCRecord] = []
+        for r in records where !uniq.contains(where: { $0 === r }) { uniq.append(r) }
+        for r in uniq { r.unlock(mode) }
     }
 
     /// Unlocks records locked with `lockAll`.

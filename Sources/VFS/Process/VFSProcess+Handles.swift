@@ -56,6 +56,17 @@ extension VFSProcess {
         return crossMounts(child)
     }
 
+    /// `lookup(_:in:)` for callers in LWKT threads: a record lock it has to wait for parks the
+    /// thread (namecache rule 4) instead of holding up its CPU, and a file system that may
+    /// block is asked on the host-I/O pool. Off the CPUs it behaves as `lookup(_:in:)`.
+    public func lookupParking(_ name: [UInt8], in directory: NCRecord) async throws(VFSError) -> NCRecord? {
+        try checkName(name)
+        guard isDirectory(directory) else { throw .notdir }
+        let (child, state, _) = try await resolvedChildParking(directory, name)
+        guard state == .positive else { return nil }
+        return crossMounts(child)
+    }
+
     private func checkName(_ name: [UInt8]) throws(VFSError) {
         if name.isEmpty { throw .noent }
         if name.count > PathLimits.nameMax { throw .nametoolong }
