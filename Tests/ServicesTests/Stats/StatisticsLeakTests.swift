@@ -18,6 +18,7 @@ import Testing
         let s = try TestServer()
         let depth = StackDepthProbe()
         s.server.showMemcachedStatistics { depth.record(); return [["get_hits": 1]] }
+        depth.bindToCurrentThread()
         for _ in 0..<2000 { _ = s.server.statistics() }
         try await s.shutdown()
         let (first, last) = depth.range
@@ -113,17 +114,28 @@ import Testing
     }
 }
 
-/// Records the stack address at which a function runs, first and last call.
+/// Records the stack address at which a function runs, first and last call, on the thread
+/// bound to it. Calls from other threads (the server's once-a-second statistics
+/// sampler also asks the provider) have unrelated stacks and are ignored; the lock only
+/// guards the probe's own fields.
 final class StackDepthProbe: @unchecked Sendable {
     private var first = 0
     private var last = 0
+    private var thread: pthread_t?
+    private let lock = NSLock()
+
+    /// Makes the calling thread the one whose calls are recorded.
+    func bindToCurrentThread() { lock.lock(); thread = pthread_self(); lock.unlock() }
 
     @inline(never) func record() {
         var marker = 0
         let here = withUnsafeMutablePointer(to: &marker) { Int(bitPattern: $0) }
+        let me = pthread_self()
+        lock.lock(); defer { lock.unlock() }
+        guard let t = thread, pthread_equal(t, me) != 0 else { return }
         if first == 0 { first = here }
         last = here
     }
 
-    var range: (Int, Int) { (first, last) }
+    var range: (Int, Int) { lock.lock(); defer { lock.unlock() }; return (first, last) }
 }
