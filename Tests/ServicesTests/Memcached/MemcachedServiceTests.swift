@@ -77,7 +77,7 @@ import Testing
     /// Issue 11 item 6: a binary-protocol request is not left hanging: the connection closes.
     @Test func binaryProtocolRequestCloses() async throws {
         try await withService { s in
-            let c = try TestClient(port: s.port, timeoutSeconds: 5)
+            let c = try TestClient(port: s.port)
             // A binary GET of "k": magic 0x80, opcode 0, key length 1, body length 1.
             c.send([0x80, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, UInt8(ascii: "k")])
             var b = [UInt8](repeating: 0, count: 16)
