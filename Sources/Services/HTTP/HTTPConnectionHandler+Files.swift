@@ -9,7 +9,8 @@ extension HTTPConnectionHandler {
     static func status(for error: VFSError) -> HTTPStatus {
         switch error {
         case .noent, .notdir: .notFound
-        case .acces, .perm, .loop: .forbidden
+        // EOPNOTSUPP: a FIFO, socket or device, which the VFS refuses to open (403, like nginx).
+        case .acces, .perm, .loop, .notsup: .forbidden
         case .nametoolong: .uriTooLong
         default: .internalServerError
         }
@@ -17,18 +18,25 @@ extension HTTPConnectionHandler {
 
     func serveFile(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool,
                    cacheKey: UnsafeRawBufferPointer?, openFileKey: UnsafeRawBufferPointer? = nil) async throws(SocketError) -> Bool {
+        // open and fstat in one trip to the host-I/O pool (VFSProcess.offCPU: host calls never
+        // run on the CPU); an fstat failure becomes EIO, a 500.
         let fd: Int32
-        do { fd = try process.open(decoded.path) } catch {
+        let attrs: FileAttributes
+        do {
+            (fd, attrs) = try await process.offCPU { () throws -> (Int32, FileAttributes) in
+                let fd = try process.open(decoded.path)
+                guard let a = try? process.fstat(fd) else {
+                    try? process.close(fd)
+                    throw VFSError.io
+                }
+                return (fd, a)
+            }
+        } catch {
             try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
             return keepAlive
         }
         var open = true
         defer { if open { try? process.close(fd) } }
-        let attrs: FileAttributes
-        do { attrs = try process.fstat(fd) } catch {
-            try await sendError(.internalServerError, head: head, keepAlive: keepAlive)
-            return keepAlive
-        }
         switch attrs.type {
         case .directory:
             try? process.close(fd)
@@ -145,7 +153,8 @@ extension HTTPConnectionHandler {
             while got < Int(size) {
                 let n: Int
                 do {
-                    n = try read(body, into: output.baseAddress + bodyStart + got, count: Int(size) - got, at: Int64(got))
+                    let into = output.baseAddress + bodyStart + got, want = Int(size) - got, at = Int64(got)
+                    n = try await process.offCPU { try read(body, into: into, count: want, at: at) }
                 } catch {
                     outCount = headStart  // nothing of this response is out yet: answer 500 instead
                     try await sendError(.internalServerError, head: head, keepAlive: false)
@@ -189,7 +198,8 @@ extension HTTPConnectionHandler {
             let room = min(Int64(core.outputCapacity - outCount), remaining)
             let n: Int
             do {
-                n = try read(body, into: output.baseAddress + outCount, count: Int(room), at: offset)
+                let into = output.baseAddress + outCount, at = offset
+                n = try await process.offCPU { try read(body, into: into, count: Int(room), at: at) }
             } catch {
                 return false  // the head is out: the only honest thing left is to close
             }
@@ -299,12 +309,12 @@ extension HTTPConnectionHandler {
             return keepAlive
         }
         let dir = decoded.path == "/" ? "/" : decoded.path + "/"
-        if let t = try? process.lookup(dir + "index.html"), t == .regular {
+        if let t = try? await process.offCPU({ try process.lookup(dir + "index.html") }), t == .regular {
             return try await serveFile(.init(path: dir + "index.html", trailingSlash: false), head: head, keepAlive: keepAlive,
                                        cacheKey: cacheKey)
         }
         let entries: [DirectoryEntry]
-        do { entries = try process.listDirectory(decoded.path) } catch {
+        do { entries = try await process.offCPU { try process.listDirectory(decoded.path) } } catch {
             try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
             return keepAlive
         }

@@ -185,8 +185,8 @@ extension VFSProcess {
             if directory.isDestroyed || newDirectory.isDestroyed { throw .noent }
             let (src, _, _) = try resolvedChild(directory, name)
             let (dst, _, _) = try resolvedChild(newDirectory, newName)
-            pthread_mutex_lock(mount.renameLock)
-            defer { pthread_mutex_unlock(mount.renameLock) }
+            mount.renameLock.lock()
+            defer { mount.renameLock.unlock() }
             let all = [src, dst, directory, newDirectory]
             namecache.lockAll(all)
             defer { namecache.unlockAll(all) }

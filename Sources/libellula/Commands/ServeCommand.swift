@@ -104,7 +104,9 @@ struct ServeCommand: AsyncParsableCommand {
         let slab = SlabAllocator(system: system)
         let vfs: VirtualFileSystem
         if let root {
-            do { vfs = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: root)) } catch {
+            // --cache-validity 0 asks for every change to be seen by the next request: HostFS
+            // then applies inotify's reports before each path operation (strict).
+            do { vfs = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: root, strict: cacheValidity == 0)) } catch {
                 _ = try? await system.shutdown()
                 let e = error.rawValue
                 throw runtimeFailure(ExitStatus.forErrno(e), "cannot serve --root \(root): \(errorText(e))")

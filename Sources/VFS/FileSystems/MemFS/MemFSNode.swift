@@ -1,8 +1,8 @@
 import Synchronization
 
 /// A node of `MemFS`. Attributes are kept in atomics behind a sequence counter, so `stat`
-/// reads them without a lock; contents (directory entries, file bytes, link target) are
-/// guarded by the file system's lock.
+/// reads them without a lock; contents (directory entries, file bytes, link target) and
+/// attribute updates are guarded by the node's own `lock`.
 final class MemFSNode: FSNode, @unchecked Sendable {
     let type: FileType
     let inode: UInt64
@@ -17,7 +17,10 @@ final class MemFSNode: FSNode, @unchecked Sendable {
     private let mtimeS: Atomic<Int64>, mtimeN: Atomic<Int64>
     private let ctimeS: Atomic<Int64>, ctimeN: Atomic<Int64>
 
-    // Contents, guarded by MemFS's lock.
+    /// Guards the contents and attribute updates of this node (MemFS lock rules).
+    let lock = NamespaceLock()
+
+    // Contents, guarded by `lock`.
     var entries: [[UInt8]: MemFSNode] = [:]
     var data: [UInt8] = []
     var target: [UInt8] = []
