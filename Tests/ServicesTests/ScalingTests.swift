@@ -71,7 +71,7 @@ import Testing
         let port = s.port
         let clients = try await blocking {
             try (0..<16).map { i -> RawClient in
-                let c = try RawClient(port: port, receiveTimeout: 10)
+                let c = try RawClient(port: port)
                 if i % 2 == 0 {
                     c.send("GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n")
                     _ = c.response()
