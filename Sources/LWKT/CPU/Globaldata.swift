@@ -192,6 +192,10 @@ struct Globaldata {
     // MARK: Module slots
     @usableFromInline var slots: GlobaldataSlots = GlobaldataSlots()
 
+    // MARK: Stall watch (Observability/): words the run loop writes around each job and the
+    // stall watchdog thread reads (see StallWatch.swift).
+    @usableFromInline let watch = StallWatch.allocate()
+
     init(cpu: Unmanaged<CPU>, signals: UnsafeMutablePointer<CPUSignals>, cpuID: Int,
          system: UnsafeMutableRawPointer, cpuCount: Int, epollFD: Int32, eventFD: Int32) {
         self.cpu = cpu
@@ -208,6 +212,7 @@ struct Globaldata {
     mutating func release() {
         runq.deallocate()
         ipi.deallocate()
+        watch.deallocate()
     }
 }
 

@@ -74,6 +74,7 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
         }
         taskKey = key
         if key != 0 { l.pointee.threads.insert(key, stats) }
+        StallWatch.attach(l.pointee.watch, stats)
         let id = l.pointee.cpu._withUnsafeGuaranteedRef { $0.id }
         currentCPU.store(id, ordering: .relaxed)
         l.pointee.cpu._withUnsafeGuaranteedRef { $0.counters.add(.threadsSpawned) }

@@ -365,27 +365,22 @@ extension HTTPConnectionHandler {
 
     // MARK: Statistics
 
-    func serveStatistics(json: Bool, head: HTTPRequestHead, keepAlive: Bool) async throws(SocketError) -> Bool {
+    func serveStatistics(_ document: StatisticsDocument, head: HTTPRequestHead, keepAlive: Bool) async throws(SocketError) -> Bool {
         guard let source = core.statistics else {
             try await sendError(.notFound, head: head, keepAlive: keepAlive)
             return keepAlive
         }
-        let stats = source()
-        let body: [UInt8]
-        if json {
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.sortedKeys]
-            guard let data = try? enc.encode(stats) else {
-                try await sendError(.internalServerError, head: head, keepAlive: keepAlive)
-                return keepAlive
-            }
-            body = Array(data)
-        } else {
-            body = Array(StatsPage.render(stats).utf8)
+        let system = core.system
+        let rendered = core.statisticsPages.body(document, cpu: conn.cpuID) {
+            document == .health ? StatsPage.health(system) : StatsPage.document(document, source(), latencies: system.latencies, series: core.sampler.samples)
+        }
+        guard let body = rendered else {
+            try await sendError(.internalServerError, head: head, keepAlive: keepAlive)
+            return keepAlive
         }
         try await reserve(1024)
         beginHead(.ok)
-        append(json ? "Content-Type: application/json\r\n" : "Content-Type: text/html; charset=utf-8\r\n")
+        append(document.contentType)
         append("Cache-Control: no-store\r\nContent-Length: "); append(body.count); append("\r\n")
         endHead(keepAlive: keepAlive, head: head)
         if head.method != .head { try await appendBody(body) }

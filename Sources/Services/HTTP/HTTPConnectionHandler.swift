@@ -84,7 +84,9 @@ final class HTTPConnectionHandler<C: StreamConnection> {
                     consumed += length
                     requestStart = 0
                     HTTPCounters.add(counters.requests)
+                    let started = MonotonicClock.now()
                     let keep = try await respond(&head, target: target)
+                    core.system.latencies.httpService.recordSince(started, cpu: conn.cpuID)
                     if !keep {
                         try await flush()
                         return true
@@ -181,8 +183,8 @@ final class HTTPConnectionHandler<C: StreamConnection> {
             try await sendError(status, head: head, keepAlive: keep && status != .badRequest)
             return keep && status != .badRequest
         }
-        if config.statisticsEnabled, decoded.path == "/_stats" || decoded.path == "/_stats.json" {
-            return try await serveStatistics(json: decoded.path == "/_stats.json", head: head, keepAlive: keep)
+        if config.statisticsEnabled, let document = StatisticsDocument(path: decoded.path) {
+            return try await serveStatistics(document, head: head, keepAlive: keep)
         }
         return try await serveFile(decoded, head: head, keepAlive: keep, cacheKey: cacheable ? target : nil,
                                    openFileKey: openable ? target : nil)

@@ -16,6 +16,8 @@ public struct HTTPServerConfiguration: Sendable {
     public var closeLinger: Duration = .seconds(1)
     /// Whether `/_stats` and `/_stats.json` are served.
     public var statisticsEnabled: Bool = true
+    /// How long each CPU reuses a rendered statistics document (0: render every request).
+    public var statisticsInterval: Duration = .seconds(1)
     /// Whether each CPU keeps a hot-file cache of small files' responses.
     public var hotCacheEnabled: Bool = true
     /// Whether each CPU keeps host files open between requests, with their attributes and

@@ -49,6 +49,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
+    @Option(help: "Report a CPU that runs one job longer than this many milliseconds (0: no stall watchdog).")
+    var stallMs: Double = 5
+
     @Flag(help: "Do not serve /_stats and /_stats.json.")
     var noStats = false
 
@@ -72,6 +75,7 @@ struct ServeCommand: AsyncParsableCommand {
         if memory < 1 { throw ValidationError("--memory must be at least 1 (MiB), got \(memory)") }
         if memory > 1 << 20 { throw ValidationError("--memory must be at most \(1 << 20) (MiB), got \(memory)") }
         if maxConnections < 1 { throw ValidationError("--max-connections must be at least 1, got \(maxConnections)") }
+        if !(stallMs >= 0 && stallMs <= 60_000) { throw ValidationError("--stall-ms must be between 0 (off) and 60000, got \(stallMs)") }
         if idleTimeout < 1 { throw ValidationError("--idle-timeout must be at least 1 (second), got \(idleTimeout)") }
         if let spinMicroseconds, spinMicroseconds < 0 || spinMicroseconds > 1_000_000 {
             throw ValidationError("--spin-microseconds must be between 0 and 1000000, got \(spinMicroseconds)")
@@ -129,6 +133,10 @@ struct ServeCommand: AsyncParsableCommand {
             _ = try? await system.shutdown()
             throw Self.listenFailure("--http", http, error)
         }
+        let stallLogger = logger
+        let observability = Observability.start(on: system, stallThreshold: stallMs > 0 ? .microseconds(Int64(stallMs * 1000)) : nil) { r in
+            stallLogger.warning("stall: cpu\(r.cpu) ran \(r.thread) (\(r.priority)) for \(r.durationNanos / 1000) µs:\n  \(r.backtrace.prefix(16).joined(separator: "\n  "))")
+        }
         let what = root.map { "\($0) (HostFS)" } ?? "the demo site (MemFS)"
         logger.notice("serving \(what) on http://\(server.address)/ with \(system.cpuCount) CPU\(system.cpuCount == 1 ? "" : "s"); statistics at /_stats")
 
@@ -140,7 +148,7 @@ struct ServeCommand: AsyncParsableCommand {
                 let service = try await MemcachedService.start(system: system, address: mc.host, port: mc.port,
                                                                memoryLimit: memory << 20)
                 cache = service
-                server.showMemcachedStatistics { service.lastCounters }
+                server.showMemcachedStatistics(limitBytes: memory << 20) { service.lastCounters }
                 refresher = Task.detached {
                     while !Task.isCancelled {
                         await service.refreshCounters()
@@ -173,6 +181,7 @@ struct ServeCommand: AsyncParsableCommand {
         await refresher?.value
         await cache?.stop()
         await server.stop()
+        observability.stop()
         let report = try await system.shutdown(timeout: .seconds(max(1, limit / 2)))
         let stats = server.statistics().http
         logger.notice("stopped: \(stats.reduce(0) { $0 + $1.requests }) requests on \(stats.reduce(0) { $0 + $1.connectionsAccepted }) connections; \(report.joinedCPUs) CPUs joined, \(report.leakedThreads) threads leaked")
