@@ -10,7 +10,9 @@
 #   netrig.sh up PREFIX              create both namespaces and the veth pair
 #   netrig.sh attach PREFIX TAP      move TAP (opened by the stack in the root namespace)
 #                                    into the router and give it its address
-#   netrig.sh impair PREFIX PERMILLE drop PERMILLE/1000 of forwarded UDP, both directions
+#   netrig.sh impair PREFIX PERMILLE [PROTO]
+#                                    drop PERMILLE/1000 of forwarded PROTO (udp, the default,
+#                                    or tcp) packets, both directions
 #   netrig.sh drops PREFIX           print how many packets the impairment dropped
 #   netrig.sh unimpair PREFIX        remove the impairment
 #   netrig.sh down PREFIX            delete everything (safe to run more than once)
@@ -19,7 +21,7 @@
 set -euo pipefail
 
 cmd=${1:-}; p=${2:-}
-[ -n "$cmd" ] && [ -n "$p" ] || { sed -n '2,21p' "$0" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$p" ] || { sed -n '2,23p' "$0" >&2; exit 2; }
 [ "${#p}" -le 12 ] || { echo "netrig: prefix '$p' too long" >&2; exit 2; }
 peer="$p-peer"; rtr="$p-rtr"
 
@@ -60,7 +62,7 @@ case "$cmd" in
 table inet wire {
     chain pass {
         type filter hook forward priority 0; policy accept;
-        meta l4proto udp numgen random mod 1000 < $permille counter drop
+        meta l4proto ${4:-udp} numgen random mod 1000 < $permille counter drop
     }
 }
 NFT

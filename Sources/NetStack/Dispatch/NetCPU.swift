@@ -10,6 +10,8 @@ final class NetCPU: @unchecked Sendable {
     var resolver = ARPResolver()
     /// Bound UDP ports, replicated on every CPU.
     var udpTable: [UInt16: UDPSocket] = [:]
+    /// TCP connections and listener replicas of this CPU.
+    let tcp: TCPTable
     /// Addresses this CPU already asked CPU 0 to resolve, and when.
     var asked: [UInt32: UInt64] = [:]
     /// Packets forwarded to this CPU, in arrival order.
@@ -30,6 +32,7 @@ final class NetCPU: @unchecked Sendable {
 
     init(id: Int, configuration c: NetStackConfiguration) {
         self.id = id
+        tcp = TCPTable(cpu: id)
         arp = ARPCache(limit: c.arpCacheLimit, holdLimit: c.arpHoldLimit)
         reassembly = IPv4Reassembly(limit: c.reassemblyLimit, fragmentLimit: c.fragmentsPerDatagram)
         ipID = UInt16(truncatingIfNeeded: id &* 7919)

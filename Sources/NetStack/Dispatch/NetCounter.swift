@@ -16,6 +16,16 @@ public enum NetCounter: Int, CaseIterable, Sendable, Codable {
     case icmpReceived, icmpEchoReplies, icmpUnreachableSent
     case udpReceived, udpDelivered, udpSent
 
+    // TCP events.
+    case tcpSegmentsReceived, tcpSegmentsSent, tcpDataSegmentsSent, tcpRetransmits, tcpRTOExpiries
+    case tcpFastRetransmits, tcpSACKRecoveries, tcpNewRenoRecoveries, tcpChallengeACKs
+    case tcpCookiesSent, tcpCookiesAccepted, tcpActiveOpens, tcpPassiveOpens, tcpResetsSent, tcpResetsReceived
+    case tcpKeepaliveProbes, tcpWindowProbes, tcpDelayedACKs, tcpOutOfOrderQueued, tcpTimeouts
+    case tcpConnectionsClosed, tcpTSOSegmentsSent
+    // TCP connections by state (gauges: incremented on entry, decremented on exit).
+    case tcpListen, tcpSynSent, tcpSynReceived, tcpEstablished, tcpFinWait1, tcpFinWait2
+    case tcpCloseWait, tcpClosing, tcpLastAck, tcpTimeWait
+
     // Drops, by reason.
     case dropTruncated
     case dropBadEthernet
@@ -35,6 +45,18 @@ public enum NetCounter: Int, CaseIterable, Sendable, Codable {
     case dropARPUnresolved
     case dropTooBig
     case dropInterface
+    // TCP drops.
+    case dropTCPOutOfWindow
+    case dropTCPPAWS
+    case dropTCPBadACK
+    case dropTCPBadFlags
+    case dropTCPBadCookie
+    case dropTCPListenOverflow
+    case dropTCPMemory
+    case dropTCPOutOfOrderFull
+    case dropTCPDuplicate
+    case dropTCPChallengeLimit
+    case dropTCPReset
 
     public var name: String { String(describing: self) }
     /// Whether this counter counts dropped packets.

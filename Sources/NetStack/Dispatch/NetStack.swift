@@ -23,6 +23,8 @@ public final class NetStack: @unchecked Sendable {
     let macAddress: MACAddress
     let mtu: Int
     let offloadChecksum: Bool
+    /// The device cuts TCP segments (TSO/GSO through the virtio-net header).
+    let offloadSegmentation: Bool
     let subnetBroadcast: IPv4Address
     let arpLifetimeNs: UInt64
     let arpRetryNs: UInt64
@@ -31,6 +33,10 @@ public final class NetStack: @unchecked Sendable {
     private let stopped = Atomic<Bool>(false)
     let boundPorts = Mutex<Set<UInt16>>([])
     let echoReplies = Mutex<[UInt32: Int]>([:])
+    /// Listening TCP ports and how many CPU replicas of each are open.
+    let tcpPorts = Mutex<[UInt16: Int]>([:])
+    /// The secret behind ISNs and SYN cookies.
+    let tcpSecrets: TCPSecrets
 
     var opaque: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
 
@@ -47,10 +53,12 @@ public final class NetStack: @unchecked Sendable {
         macAddress = interface.macAddress
         mtu = interface.mtu
         offloadChecksum = interface.offloads.contains(.checksum)
+        offloadSegmentation = interface.offloads.contains(.segmentation) && interface.offloads.contains(.checksum)
         subnetBroadcast = configuration.subnetBroadcast
         arpLifetimeNs = configuration.arpLifetime.ns
         arpRetryNs = configuration.arpRetryInterval.ns
         reassemblyTimeoutNs = configuration.reassemblyTimeout.ns
+        tcpSecrets = TCPSecrets(configuration.tcp.secret)
         guard interface.queueCount >= cpuCount else { throw NetError.queueMismatch(interface.queueCount, cpuCount) }
         try interface.attach(to: self)
     }
@@ -109,6 +117,7 @@ public final class NetStack: @unchecked Sendable {
         while let m = st.dequeue() { m.free() }
         st.arp.removeAllHeld { $0.free() }
         st.reassembly.removeAll()
+        tcpCleanUp(st)
     }
 
     var isStopped: Bool { stopped.load(ordering: .relaxed) }
@@ -129,9 +138,18 @@ public final class NetStack: @unchecked Sendable {
                 }
             }
             if st.now >= st.nextSlowTick { slowTick(st) }
+            if st.now >= st.tcp.nextTimer {
+                crossbar.batch { tcpTimers(st) }
+            }
             if st.backlogHead == nil {
                 st.sleeping = true
-                let r = try? await LWKT.tsleep(on: st.channel, timeout: .milliseconds(20), until: { st.backlogHead != nil })
+                // Sleep until the next TCP timer (bounded, so timers armed by socket calls on
+                // this CPU while it sleeps are at most 5 ms late).
+                var wait: UInt64 = 20_000_000
+                if !st.tcp.connections.isEmpty { wait = 5_000_000 }
+                let now = lb_now_ns()
+                if st.tcp.nextTimer != .max { wait = min(wait, st.tcp.nextTimer > now ? max(st.tcp.nextTimer - now, 200_000) : 200_000) }
+                let r = try? await LWKT.tsleep(on: st.channel, timeout: .nanoseconds(Int64(wait)), until: { st.backlogHead != nil })
                 st.sleeping = false
                 if r == nil { return }
             }

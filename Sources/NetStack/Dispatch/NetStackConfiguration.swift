@@ -34,6 +34,8 @@ public struct NetStackConfiguration: Sendable {
     public var icmpErrorsPerSecond = 100
     /// Memory all of the stack's mbufs may hold at once.
     public var mbufLimitBytes = 256 << 20
+    /// TCP settings.
+    public var tcp = TCPConfiguration()
 
     public init(address: IPv4Address, prefixLength: Int = 24, gateway: IPv4Address? = nil) {
         self.address = address

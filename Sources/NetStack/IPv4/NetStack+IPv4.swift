@@ -58,6 +58,7 @@ extension NetStack {
     func deliver(_ m: Mbuf, _ h: IPv4Header, _ st: NetCPU) {
         switch h.proto {
         case IPv4Header.protocolUDP: udpInput(m, h, st)
+        case IPv4Header.protocolTCP: tcpInput(m, h, st)
         case IPv4Header.protocolICMP: icmpInput(m, h, st)
         default:
             sendICMPError(type: ICMPHeader.destinationUnreachable, code: ICMPHeader.codeProtocolUnreachable, about: m, h, st)
@@ -78,7 +79,7 @@ extension NetStack {
         guard payload + IPv4Header.minimumSize <= 65535 else { return drop(m, .dropTooBig, st) }
         st.ipID &+= 1
         let id = st.ipID
-        if payload + IPv4Header.minimumSize <= mtu {
+        if payload + IPv4Header.minimumSize <= mtu || m.flags.contains(.segmentationOffload) {
             guard let p = m.prepend(IPv4Header.minimumSize) else { return drop(m, .dropNoBuffers, st) }
             IPv4Header(totalLength: payload + IPv4Header.minimumSize, proto: proto, source: source,
                        destination: destination, identification: id, ttl: configuration.ttl).write(to: p)

@@ -11,6 +11,7 @@ import Synchronization
 enum NetBench {
     static func run(reporter: BenchReporter, quick: Bool) async throws {
         try await simulated(reporter: reporter, quick: quick)
+        try await TCPBench.run(reporter: reporter, quick: quick)
         try await tap(reporter: reporter, quick: quick)
     }
 

@@ -1,0 +1,242 @@
+import LWKT
+
+/// A TCP connection's protocol control block: the RFC 9293 transmission control block
+/// plus buffers, timers, RTT estimator, congestion and SACK state.
+///
+/// Rules of this file: a PCB belongs to the CPU its 4-tuple hashes to (`cpu`); it is
+/// created, processed, timed and freed only there, by the protocol thread or by a socket
+/// call running on that CPU (LWKT threads of one CPU never run at once, so no lock is
+/// needed). Debug builds assert the CPU on every entry point (``assertOwner()``).
+final class TCPControlBlock {
+    let key: TCPFlowKey
+    let cpu: Int
+    unowned let stack: NetStack
+    private(set) var state: TCPState = .closed
+
+    // Send sequence space (RFC 9293 §3.3.1).
+    var iss: UInt32 = 0
+    var sndUna: UInt32 = 0
+    var sndNxt: UInt32 = 0
+    /// Highest sequence number sent plus one.
+    var sndMax: UInt32 = 0
+    var sndWnd = 0
+    var sndWl1: UInt32 = 0
+    var sndWl2: UInt32 = 0
+    var maxSndWnd = 0
+    /// Sequence number of the first byte in ``sendBuffer``.
+    var sndBase: UInt32 = 0
+
+    // Receive sequence space.
+    var irs: UInt32 = 0
+    var rcvNxt: UInt32 = 0
+    /// Right edge of the window last advertised.
+    var rcvAdv: UInt32 = 0
+    var lastAckSent: UInt32 = 0
+
+    // Options.
+    var sndScale: UInt8 = 0
+    var rcvScale: UInt8 = 0
+    var wantScale = false
+    var sackEnabled = false
+    var tsEnabled = false
+    var tsRecent: UInt32 = 0
+    var tsRecentAge: UInt64 = 0
+    /// Payload bytes per segment (MSS less the options every segment carries).
+    var mss = 536
+    var peerMSS = 536
+
+    // Buffers.
+    var sendBuffer: TCPByteRing
+    var receiveBuffer: TCPByteRing
+    var reassembly = TCPReassemblyQueue()
+    /// Buffer bytes charged to the CPU (send plus receive capacity).
+    private(set) var bufferBytes: Int
+    /// The receive buffer's ceiling for auto-tuning.
+    let receiveLimit: Int
+
+    // FIN handling.
+    /// The socket asked for FIN after the buffered data.
+    var finQueued = false
+    /// Our FIN has been sent at least once / has been acknowledged.
+    var finSent = false
+    var finAcked = false
+    /// The peer's FIN arrived (in order).
+    var finReceived = false
+
+    // Reliability.
+    var rtt: TCPRTTEstimator
+    var cc: TCPCongestionControl
+    var sack = TCPSACKScoreboard()
+    var dupAcks = 0
+    var inRecovery = false
+    var recover: UInt32 = 0
+    /// Next byte to retransmit in SACK recovery.
+    var rxmitNext: UInt32 = 0
+    /// Sequence timed for an RTT sample without timestamps (Karn), and when it was sent.
+    var rtSeq: UInt32 = 0
+    var rtStart: UInt64 = 0
+    /// Retransmissions of the current segment (the backoff shift).
+    var backoff = 0
+    var persistShift = 0
+    var keepaliveSent = 0
+    var lastReceived: UInt64 = 0
+
+    // Timers: absolute deadlines in ns, 0 when off.
+    var retransmitTimer: UInt64 = 0
+    var persistTimer: UInt64 = 0
+    var delayedACKTimer: UInt64 = 0
+    var keepaliveTimer: UInt64 = 0
+    /// TIME-WAIT, FIN-WAIT-2 of an orphan.
+    var closeTimer: UInt64 = 0
+
+    // Output requests.
+    var ackNow = false
+    /// Full-sized segments received since the last ACK we sent.
+    var unackedSegments = 0
+    /// The next output sends one byte beyond a zero window (persist probe).
+    var forceProbe = false
+
+    // Socket side.
+    var noDelay = false
+    var keepalive = false
+    /// The socket closed; the stack finishes the connection on its own.
+    var orphaned = false
+    /// The error the socket reports next.
+    var error: TCPError?
+    /// A socket (``TCPConnection``) holds this PCB.
+    var hasSocket = false
+    /// Made by a listener (passive open).
+    var passive = false
+    /// Listener that made this PCB, until it is accepted.
+    weak var listener: TCPListener?
+    /// Socket threads sleeping on this PCB.
+    var waiters = 0
+    /// Whether the PCB is in its CPU's table.
+    var inTable = false
+
+    init(stack: NetStack, key: TCPFlowKey, cpu: Int, configuration c: TCPConfiguration, mtu: Int) {
+        self.stack = stack
+        self.key = key
+        self.cpu = cpu
+        sendBuffer = TCPByteRing(capacity: c.sendBufferSize)
+        receiveLimit = max(c.receiveBufferSize, 1)
+        let initial = min(max(c.initialReceiveBufferSize, 4096), receiveLimit)
+        receiveBuffer = TCPByteRing(capacity: initial)
+        bufferBytes = c.sendBufferSize + initial
+        rtt = TCPRTTEstimator(initial: c.initialRTO.ns, minimum: c.minimumRTO.ns, maximum: c.maximumRTO.ns)
+        mss = min(536, mtu - 40)
+        cc = TCPCongestionControl(algorithm: c.congestionControl, mss: mss, initialWindow: c.initialWindow)
+        var s: UInt8 = 0
+        while s < TCPOptions.maxWindowScale, (65535 << Int(s)) < c.receiveBufferSize { s += 1 }
+        rcvScale = s
+    }
+
+    deinit {
+        sendBuffer.release()
+        receiveBuffer.release()
+        reassembly.removeAll()
+    }
+
+    /// Debug check that the caller runs on the owner CPU.
+    @inline(__always) func assertOwner() {
+        assert(CPU.current.map { $0.id == cpu && $0.system === stack.system } ?? false,
+               "TCP connection used off its owner CPU \(cpu)")
+    }
+
+    /// Moves to `s`, keeping the per-CPU state gauges right. Entering ESTABLISHED
+    /// allocates the buffers (half-open connections hold none).
+    func setState(_ s: TCPState) {
+        guard s != state else { return }
+        if s == .established { allocateBuffers() }
+        if let g = state.gauge { stack.counters.add(g, cpu: cpu, -1) }
+        if let g = s.gauge { stack.counters.add(g, cpu: cpu, 1) }
+        state = s
+        wake()
+    }
+
+    /// Wakes socket threads waiting on this connection.
+    @inline(__always) func wake() {
+        if waiters > 0 { LWKT.wakeup(WaitChannel(self), in: stack.system) }
+    }
+
+    /// The receive window we can offer now (bytes), never shrinking the right edge
+    /// already advertised (RFC 9293 §3.8.6.2.2).
+    var receiveWindow: Int {
+        let free = max(0, receiveBuffer.free)
+        let advertised = max(0, TCPSequence.distance(rcvNxt, rcvAdv))
+        return max(free, advertised)
+    }
+
+    /// Bytes sent and not yet acknowledged.
+    var flight: Int { TCPSequence.distance(sndUna, sndMax) }
+
+    /// The sequence number our FIN takes (valid once ``finQueued``).
+    var finSeq: UInt32 { sndBase &+ UInt32(sendBuffer.count) }
+
+    /// The earliest armed timer, or 0.
+    var nextDeadline: UInt64 {
+        var d = UInt64.max
+        if retransmitTimer != 0 { d = min(d, retransmitTimer) }
+        if persistTimer != 0 { d = min(d, persistTimer) }
+        if delayedACKTimer != 0 { d = min(d, delayedACKTimer) }
+        if keepaliveTimer != 0 { d = min(d, keepaliveTimer) }
+        if closeTimer != 0 { d = min(d, closeTimer) }
+        return d == .max ? 0 : d
+    }
+
+    /// The connection's timers.
+    enum Timer { case retransmit, persist, delayedACK, keepalive, close }
+
+    /// Arms a timer and tells the CPU's schedule.
+    @inline(__always) func arm(_ timer: Timer, at deadline: UInt64) {
+        let d = max(1, deadline)
+        switch timer {
+        case .retransmit: retransmitTimer = d
+        case .persist: persistTimer = d
+        case .delayedACK: delayedACKTimer = d
+        case .keepalive: keepaliveTimer = d
+        case .close: closeTimer = d
+        }
+        stack.cpus[cpu].tcp.schedule(d)
+    }
+
+    /// Allocates the send and receive buffers and charges them to the CPU.
+    func allocateBuffers() {
+        guard !sendBuffer.isAllocated, sendBuffer.capacity > 0 else { return }
+        sendBuffer.allocate()
+        receiveBuffer.allocate()
+        stack.cpus[cpu].tcp.bufferBytes += bufferBytes
+    }
+
+    /// Receive-buffer auto-tuning, called when the socket reads: a reader that finds the
+    /// buffer more than three quarters full is being held back by the window, so the buffer
+    /// doubles (up to ``receiveLimit``, within the CPU's memory limit). Returns whether it grew.
+    @discardableResult
+    func autotuneReceiveBuffer() -> Bool {
+        guard receiveBuffer.isAllocated, receiveBuffer.capacity < receiveLimit,
+              receiveBuffer.count * 4 >= receiveBuffer.capacity * 3 else { return false }
+        let t = stack.cpus[cpu].tcp
+        let grown = min(receiveBuffer.capacity * 2, receiveLimit)
+        let delta = grown - receiveBuffer.capacity
+        guard t.bufferBytes + delta <= stack.configuration.tcp.memoryLimitPerCPU else { return false }
+        var bigger = TCPByteRing(capacity: grown)
+        bigger.allocate()
+        guard let base = bigger.base else { return false }
+        let n = receiveBuffer.count
+        guard receiveBuffer.peek(at: 0, n, into: base) else { bigger.release(); return false }
+        bigger.adopt(count: n)
+        receiveBuffer.release()
+        receiveBuffer = bigger
+        bufferBytes += delta
+        t.bufferBytes += delta
+        return true
+    }
+
+    /// Frees the buffers once neither side needs them.
+    func releaseBuffers() {
+        if sendBuffer.isAllocated { stack.cpus[cpu].tcp.bufferBytes -= bufferBytes }
+        sendBuffer.release()
+        receiveBuffer.release()
+        reassembly.removeAll()
+    }
+}

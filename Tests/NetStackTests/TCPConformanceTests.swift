@@ -1,0 +1,219 @@
+import Testing
+import LWKT
+@testable import NetStack
+
+/// Crafted segments from a raw peer, and the answers RFC 9293, RFC 5961 and RFC 7323 ask for.
+@Suite(.serialized) struct TCPConformanceTests {
+    static func synOptions(ts: UInt32 = 100) -> TCPOptions {
+        var o = TCPOptions()
+        o.mss = 1460; o.windowScale = 2; o.sackPermitted = true; o.timestamp = (ts, 0)
+        return o
+    }
+
+    static func tsOption(_ v: UInt32, _ e: UInt32) -> TCPOptions {
+        var o = TCPOptions(); o.timestamp = (v, e); return o
+    }
+
+    /// Handshake from the raw peer to `port`; returns the stack's ISN and the accepted connection.
+    static func open(_ a: NetStack, _ peer: RawPeer, _ l: TCPListener, sport: UInt16, port: UInt16) async throws -> (UInt32, TCPConnection) {
+        peer.send(sport: sport, dport: port, seq: 1000, ack: 0, flags: .syn, options: synOptions())
+        let synack = try #require(try await peer.expect { h, _ in h.flags == [.syn, .ack] && h.destinationPort == sport })
+        #expect(synack.0.acknowledgment == 1001)
+        #expect(synack.0.options.mss == 1460 && synack.0.options.sackPermitted && synack.0.options.windowScale != nil)
+        #expect(synack.0.options.timestamp?.echo == 100)
+        let iss = synack.0.sequence
+        peer.send(sport: sport, dport: port, seq: 1001, ack: iss &+ 1, flags: .ack,
+                  options: tsOption(101, synack.0.options.timestamp?.value ?? 0))
+        let c = try #require(try await l.accept(timeout: .seconds(2)))
+        #expect(c.state == .established)
+        return (iss, c)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func rfc5961AndOutOfWindowAnswers() async throws {
+        try await withRawPeer { (a: NetStack, peer: RawPeer) async throws in
+            let l = try a.listen(port: 80)[0]
+            let (iss, c) = try await Self.open(a, peer, l, sport: 4000, port: 80)
+            let una = iss &+ 1
+            var ts: UInt32 = 200
+            func opt() -> TCPOptions { ts += 1; return Self.tsOption(ts, 0) }
+            // In-order data is delivered and acknowledged (delayed ACK or at once).
+            peer.send(sport: 4000, dport: 80, seq: 1001, ack: una, flags: [.ack, .psh], options: opt(), payload: Array("hello".utf8))
+            #expect(try await c.read(max: 100, timeout: .seconds(2)) == Array("hello".utf8))
+            #expect(try await peer.expect { h, _ in h.acknowledgment == 1006 } != nil)
+            let rcvNxt: UInt32 = 1006
+            // In-window RST that is not exact: challenge ACK, the connection lives.
+            try await peer.flush()
+            let challenges = a.counters.total(.tcpChallengeACKs)
+            peer.send(sport: 4000, dport: 80, seq: rcvNxt &+ 100, ack: 0, flags: .rst)
+            let ch = try #require(try await peer.expect { h, _ in h.flags == .ack })
+            #expect(ch.0.acknowledgment == rcvNxt)
+            #expect(a.counters.total(.tcpChallengeACKs) == challenges + 1)
+            #expect(c.state == .established)
+            // SYN on an established connection: challenge ACK.
+            peer.send(sport: 4000, dport: 80, seq: rcvNxt &+ 5, ack: 0, flags: .syn, options: Self.synOptions())
+            #expect(try await peer.expect { h, _ in h.flags == .ack && h.acknowledgment == rcvNxt } != nil)
+            #expect(a.counters.total(.tcpChallengeACKs) == challenges + 2)
+            #expect(c.state == .established)
+            // Data far outside the window: an ACK, and the data is dropped.
+            let oow = a.counters.total(.dropTCPOutOfWindow)
+            peer.send(sport: 4000, dport: 80, seq: rcvNxt &+ 10_000_000, ack: una, flags: .ack, options: opt(), payload: [1, 2, 3])
+            #expect(try await peer.expect { h, _ in h.flags == .ack && h.acknowledgment == rcvNxt } != nil)
+            #expect(a.counters.total(.dropTCPOutOfWindow) == oow + 1)
+            #expect(c.readable == 0)
+            // An ACK of data never sent: answered with an ACK, dropped.
+            let badAck = a.counters.total(.dropTCPBadACK)
+            peer.send(sport: 4000, dport: 80, seq: rcvNxt, ack: una &+ 5000, flags: .ack, options: opt(), payload: [9])
+            #expect(try await peer.expect { h, _ in h.flags == .ack } != nil)
+            #expect(a.counters.total(.dropTCPBadACK) == badAck + 1)
+            #expect(c.readable == 0)
+            // PAWS: an old timestamp is refused.
+            let paws = a.counters.total(.dropTCPPAWS)
+            peer.send(sport: 4000, dport: 80, seq: rcvNxt, ack: una, flags: .ack, options: Self.tsOption(50, 0), payload: [7])
+            #expect(try await peer.expect { h, _ in h.flags == .ack } != nil)
+            #expect(a.counters.total(.dropTCPPAWS) == paws + 1)
+            #expect(c.readable == 0)
+            // Out-of-order data is held and SACKed; the hole's arrival delivers both.
+            peer.send(sport: 4000, dport: 80, seq: rcvNxt &+ 3, ack: una, flags: .ack, options: opt(), payload: [4, 5, 6])
+            let sack = try #require(try await peer.expect { h, _ in h.options.sackCount > 0 })
+            #expect(sack.0.acknowledgment == rcvNxt)
+            #expect(sack.0.options.sackBlock(0) == TCPSACKBlock(start: rcvNxt &+ 3, end: rcvNxt &+ 6))
+            peer.send(sport: 4000, dport: 80, seq: rcvNxt, ack: una, flags: .ack, options: opt(), payload: [1, 2, 3])
+            #expect(try await peer.expect { h, _ in h.acknowledgment == rcvNxt &+ 6 } != nil)
+            #expect(try await c.read(max: 100, timeout: .seconds(2)) == [1, 2, 3, 4, 5, 6])
+            // The exact RST resets.
+            peer.send(sport: 4000, dport: 80, seq: rcvNxt &+ 6, ack: 0, flags: .rst)
+            await #expect(throws: TCPError.connectionReset) { _ = try await c.read(max: 10, timeout: .seconds(2)) }
+            #expect(c.state == .closed)
+            c.abort()
+            l.close()
+            #expect(a.tcpConnectionCount(cpu: 0) == 0)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1))) func segmentsWithoutAConnectionGetResets() async throws {
+        try await withRawPeer { (a: NetStack, peer: RawPeer) async throws in
+            // A SYN to a closed port: RST|ACK acknowledging it.
+            peer.send(sport: 4100, dport: 9, seq: 5000, ack: 0, flags: .syn)
+            let r = try #require(try await peer.expect { h, _ in h.flags.contains(.rst) })
+            #expect(r.0.flags == [.rst, .ack] && r.0.acknowledgment == 5001 && r.0.sequence == 0)
+            // An ACK: RST with its sequence number taken from the ACK.
+            peer.send(sport: 4100, dport: 9, seq: 5000, ack: 777, flags: .ack)
+            let r2 = try #require(try await peer.expect { h, _ in h.flags.contains(.rst) })
+            #expect(r2.0.flags == .rst && r2.0.sequence == 777)
+            // A RST: nothing.
+            peer.send(sport: 4100, dport: 9, seq: 5000, ack: 0, flags: .rst)
+            try await LWKT.sleep(for: .milliseconds(20))
+            peer.pump()
+            #expect(peer.inbox.isEmpty)
+            #expect(a.counters.total(.dropNoSocket) == 3)
+            // A bad checksum is dropped silently, counted once.
+            peer.sendIP(RawPeer.segment(sport: 4100, dport: 9, seq: 1, ack: 0, flags: .syn, badChecksum: true))
+            try await LWKT.sleep(for: .milliseconds(20))
+            peer.pump()
+            #expect(peer.inbox.isEmpty)
+            #expect(a.counters.total(.dropBadTransportChecksum) == 1)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1))) func simultaneousOpen() async throws {
+        try await withRawPeer { (a: NetStack, peer: RawPeer) async throws in
+            let connecting = LWKTThread.spawn(on: try a.system.cpu(0), name: "connect") {
+                do {
+                    let c = try await TCPConnection.connect(a, to: IPv4Endpoint(RawPeer.address, 5000), timeout: .seconds(5))
+                    #expect(c.state == .established)
+                    c.abort()
+                } catch { Issue.record("connect: \(error)") }
+            }
+            let syn = try #require(try await peer.expect { h, _ in h.flags == .syn })
+            let sport = syn.0.sourcePort
+            // Our own SYN crosses theirs.
+            peer.send(sport: 5000, dport: sport, seq: 9000, ack: 0, flags: .syn, options: Self.synOptions())
+            let synack = try #require(try await peer.expect { h, _ in h.flags == [.syn, .ack] })
+            #expect(synack.0.sequence == syn.0.sequence && synack.0.acknowledgment == 9001)
+            #expect(a.counters.total(.tcpSynReceived) == 1)
+            // And our SYN-ACK crosses theirs.
+            peer.send(sport: 5000, dport: sport, seq: 9000, ack: syn.0.sequence &+ 1, flags: [.syn, .ack],
+                      options: Self.tsOption(300, synack.0.options.timestamp?.value ?? 0))
+            await connecting.join()
+            #expect(a.counters.total(.tcpEstablished) == 0)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1))) func synFloodIsAnsweredWithCookiesAndBounded() async throws {
+        try await withRawPeer(configure: { $0.tcp.synQueueLimit = 8; $0.tcp.synRetries = 2 }) { (a: NetStack, peer: RawPeer) async throws in
+            let l = try a.listen(port: 80)[0]
+            for i in 0..<300 {
+                peer.send(sport: UInt16(20000 + i), dport: 80, seq: UInt32(i * 1000), ack: 0, flags: .syn, options: Self.synOptions())
+                if i % 50 == 49 { try await LWKT.sleep(for: .milliseconds(2)); peer.pump() }
+            }
+            try await LWKT.sleep(for: .milliseconds(50))
+            peer.pump()
+            let synacks = peer.inbox.filter { $0.0.flags == [.syn, .ack] }
+            #expect(a.tcpConnectionCount(cpu: 0) == 8, "the SYN queue is bounded")
+            #expect(a.tcpBufferBytes(cpu: 0) == 0, "half-open connections hold no buffers")
+            #expect(a.counters.total(.tcpCookiesSent) == 292)
+            // A legitimate client completes its handshake with the cookie.
+            let mine = try #require(synacks.first { $0.0.destinationPort == 20299 })
+            peer.send(sport: 20299, dport: 80, seq: 299 * 1000 + 1, ack: mine.0.sequence &+ 1, flags: .ack,
+                      options: Self.tsOption(500, mine.0.options.timestamp?.value ?? 0), payload: Array("GET".utf8))
+            let c = try #require(try await l.accept(timeout: .seconds(2)))
+            #expect(a.counters.total(.tcpCookiesAccepted) == 1)
+            #expect(c.pcb.sackEnabled && c.pcb.tsEnabled && c.pcb.sndScale == 2)
+            #expect(try await c.read(max: 10, timeout: .seconds(2)) == Array("GET".utf8))
+            // A forged cookie is refused with a reset.
+            peer.send(sport: 20298, dport: 80, seq: 298 * 1000 + 1, ack: 12345, flags: .ack)
+            #expect(try await peer.expect { h, _ in h.flags.contains(.rst) && h.destinationPort == 20298 } != nil)
+            #expect(a.counters.total(.dropTCPBadCookie) == 1)
+            // The half-open connections give up after their SYN-ACK retries.
+            let limit = ContinuousClock.now + .seconds(10)
+            while a.tcpConnectionCount(cpu: 0) > 1, ContinuousClock.now < limit {
+                try await LWKT.sleep(for: .milliseconds(50)); peer.pump(); peer.inbox.removeAll()
+            }
+            #expect(a.tcpConnectionCount(cpu: 0) == 1)
+            #expect(a.counters.total(.tcpTimeouts) == 8)
+            c.abort()
+            // Closing the listener also ends half-open connections it made.
+            peer.send(sport: 30000, dport: 80, seq: 1, ack: 0, flags: .syn, options: Self.synOptions())
+            #expect(try await peer.expect { h, _ in h.flags == [.syn, .ack] } != nil)
+            #expect(a.tcpConnectionCount(cpu: 0) == 1)
+            l.close()
+            #expect(a.tcpConnectionCount(cpu: 0) == 0)
+            #expect(a.tcpBufferBytes(cpu: 0) == 0)
+        }
+    }
+
+    /// Regression: data in flight, the window closes, the retransmission timer goes back to
+    /// SND.UNA and finds no window. The connection must keep probing (it used to arm no
+    /// timer at all and stall for good).
+    @Test(.timeLimit(.minutes(1))) func windowClosedAfterTimeoutIsProbed() async throws {
+        try await withRawPeer { (a: NetStack, peer: RawPeer) async throws in
+            let l = try a.listen(port: 80)[0]
+            let (iss, c) = try await Self.open(a, peer, l, sport: 4200, port: 80)
+            let una = iss &+ 1
+            try await c.write(pattern(3000, tag: 1))
+            let first = try #require(try await peer.expect { h, p in !p.isEmpty })
+            #expect(first.0.sequence == una)
+            // The peer closes its window without acknowledging anything.
+            peer.send(sport: 4200, dport: 80, seq: 1001, ack: una, flags: .ack, window: 0, options: Self.tsOption(400, 0))
+            try await peer.flush()
+            // The timer fires, finds the window shut, and probes it with one byte at SND.UNA.
+            let probe = try #require(try await peer.expect(timeout: .seconds(3)) { h, p in p.count == 1 })
+            #expect(probe.0.sequence == una)
+            #expect(a.counters.total(.tcpWindowProbes) >= 1)
+            // The window opens: everything arrives.
+            peer.send(sport: 4200, dport: 80, seq: 1001, ack: una, flags: .ack, window: 65535, options: Self.tsOption(401, 0))
+            var got = 0
+            let deadline = ContinuousClock.now + .seconds(3)
+            var next = una
+            while ContinuousClock.now < deadline, got < 3000 {
+                guard let seg = try await peer.expect(timeout: .milliseconds(200), { h, p in !p.isEmpty && h.sequence == next }) else { continue }
+                got += seg.1.count
+                next = next &+ UInt32(seg.1.count)
+                peer.send(sport: 4200, dport: 80, seq: 1001, ack: next, flags: .ack, window: 65535, options: Self.tsOption(402, 0))
+            }
+            #expect(got == 3000)
+            c.abort()
+            l.close()
+        }
+    }
+}
