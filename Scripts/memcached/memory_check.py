@@ -6,7 +6,7 @@ import re, socket, sys
 
 def fill(addr, n=40000, size=1000):
     h, p = addr.rsplit(":", 1)
-    s = socket.create_connection((h, int(p)), timeout=10)
+    s = socket.create_connection((h, int(p)), timeout=60)  # generous: a loaded machine stalls servers
     s.sendall(b"flush_all\r\n")
     out = b""
     while not out.endswith(b"OK\r\n"):

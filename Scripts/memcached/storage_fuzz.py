@@ -17,7 +17,9 @@ class Conn:
         self.a = a
         self.open()
     def open(self):
-        self.s = socket.create_connection(self.a, timeout=2)
+        # Generous: on a loaded machine a server can stall for seconds, and a read that
+        # timed out would be taken for a close. Every exchange ends at its MN or a close.
+        self.s = socket.create_connection(self.a, timeout=60)
     def exchange(self, data):
         """Sends data + mn and reads to the MN; returns (reply, closed)."""
         self.s.sendall(data + b"mn\r\n")

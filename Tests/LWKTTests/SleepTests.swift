@@ -3,6 +3,13 @@ import Synchronization
 import Foundation
 @testable import LWKT
 
+/// Whether CPU `cpu` has a sleeper queued on `channel`'s slot where wakers on other CPUs
+/// see it: its bit in the slot's sleep mask (set when the sleeper is queued).
+func visibleSleeper(_ system: LWKTSystem, _ channel: WaitChannel, cpu: Int) -> Bool {
+    let word = system.sleepMaskWord(slot: channel.slot(SleepQueues.slots), cpu: cpu)
+    return word.pointee.load(ordering: .sequentiallyConsistent) & (UInt64(1) << UInt64(cpu & 63)) != 0
+}
+
 final class Results: @unchecked Sendable {
     let woken = Atomic<Int>(0)
     let timedOut = Atomic<Int>(0)
@@ -47,8 +54,13 @@ struct SleepTests {
                     }
                 })
             }
-            try await waitUntil("sleepers queued") { system.snapshot().total(.tsleeps) == 3 && res.ready.load(ordering: .relaxed) == 3 }
-            try await Task.sleep(for: .milliseconds(20))
+            // Queued and visible to wakers on all three CPUs (the tsleeps counter alone moves
+            // before the sleeper is queued: a CPU thread preempted in between, as on a loaded
+            // machine, would miss the wakeup).
+            try await waitUntil("sleepers queued") {
+                system.snapshot().total(.tsleeps) == 3 && res.ready.load(ordering: .relaxed) == 3
+                    && (1..<4).allSatisfy { visibleSleeper(system, ch, cpu: $0) }
+            }
             // From CPU 0, which has no sleeper: the chain must find exactly one.
             try await system.run(on: 0) { LWKT.wakeupOne(ch) }
             try await waitUntil("one woken") { res.woken.load(ordering: .relaxed) == 1 }
@@ -73,8 +85,8 @@ struct SleepTests {
                 _ = try? await LWKT.tsleep(on: ch, timeout: .seconds(30))
                 res.woken.add(1, ordering: .relaxed)
             }
-            try await waitUntil("queued") { system.cpus[2].counter(.tsleeps) == 1 }
-            try await Task.sleep(for: .milliseconds(5))
+            // Queued and visible to wakers (not just counted, which happens first).
+            try await waitUntil("queued") { system.cpus[2].counter(.tsleeps) == 1 && visibleSleeper(system, ch, cpu: 2) }
             let sent = try await system.run(on: 0) { () -> Int64 in
                 let before = system.cpus[0].counter(.wakeupIPIs)
                 LWKT.wakeup(ch)

@@ -44,6 +44,34 @@ func withWatchdog<R: Sendable>(seconds: Double, _ what: String,
     }
 }
 
+/// Fails the test (instead of hanging) if `progress` stands still for `stallSeconds` while
+/// `body` runs, or if `body` runs past `limitSeconds`. For stress runs whose length depends
+/// on the machine's load: a deadlock stops the progress for good, a loaded machine only
+/// slows it down.
+func withProgressWatchdog<R: Sendable>(stallSeconds: Double, limitSeconds: Double, _ what: String,
+                                       progress: @escaping @Sendable () -> Int,
+                                       _ body: @escaping @Sendable () async throws -> R) async throws -> R {
+    try await withThrowingTaskGroup(of: R?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            let start = ContinuousClock.now
+            var last = progress()
+            var lastChange = start
+            while true {
+                try await Task.sleep(for: .milliseconds(100))
+                let now = ContinuousClock.now
+                let p = progress()
+                if p != last { (last, lastChange) = (p, now) }
+                if now - lastChange > .seconds(stallSeconds) || now - start > .seconds(limitSeconds) { return nil }
+            }
+        }
+        guard let first = try await group.next() else { throw WatchdogTimeout(what: what) }
+        group.cancelAll()
+        guard let value = first else { throw WatchdogTimeout(what: what) }
+        return value
+    }
+}
+
 struct WatchdogTimeout: Error, CustomStringConvertible {
     let what: String
     var description: String { "watchdog: \(what) did not finish in time" }

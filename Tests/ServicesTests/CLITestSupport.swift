@@ -99,7 +99,7 @@ func ipv6Exchange(port: UInt16, _ request: String) -> String? {
     let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
-    var tv = timeval(tv_sec: 5, tv_usec: 0)
+    var tv = timeval(tv_sec: 30, tv_usec: 0)  // generous: a loaded machine stalls the server
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     var s6 = sockaddr_in6()
     s6.sin6_family = sa_family_t(AF_INET6)

@@ -71,7 +71,7 @@ import Testing
         let port = s.port
         let clients = try await blocking {
             try (0..<16).map { i -> RawClient in
-                let c = try RawClient(port: port, receiveTimeout: 10)
+                let c = try RawClient(port: port)
                 if i % 2 == 0 {
                     c.send("GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n")
                     _ = c.response()
@@ -81,9 +81,15 @@ import Testing
                 return c
             }
         }
-        // Let the half-sent requests reach the server.
-        try await Task.sleep(for: .milliseconds(50))
-        #expect(s.server.statistics().http.reduce(0) { $0 + $1.connectionsOpen } == 16)
+        // Wait (bounded, 30 s) until the server has accepted the half-sent ones too: on a
+        // loaded machine that takes longer than any fixed pause.
+        var open = 0
+        for _ in 0..<600 {
+            open = s.server.statistics().http.reduce(0) { $0 + $1.connectionsOpen }
+            if open >= 16 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(open == 16)
         let report = try await s.shutdown()
         #expect(report.leakedThreads == 0)
         #expect(report.joinedCPUs == 2)

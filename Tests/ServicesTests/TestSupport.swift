@@ -49,12 +49,14 @@ struct RawResponse {
     var text: String { String(decoding: body, as: UTF8.self) }
 }
 
-/// A blocking TCP client for requests no polite client would send.
+/// A blocking TCP client for requests no polite client would send. `receiveTimeout` bounds
+/// each read (and send): generous by default, since on a loaded machine (CI on 2 cores) a
+/// reply can take seconds; only a hung server should reach it.
 final class RawClient {
     let fd: Int32
     var buffer: [UInt8] = []
 
-    init(port: UInt16, receiveTimeout: Int = 5) throws {
+    init(port: UInt16, receiveTimeout: Int = 30) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var tv = timeval(tv_sec: receiveTimeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))

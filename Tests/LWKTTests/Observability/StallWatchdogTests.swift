@@ -13,24 +13,25 @@ func spinForStallTest(milliseconds: UInt64) -> Int {
 }
 
 @Suite(.serialized) struct StallWatchdogTests {
-    /// A job that spins 20 ms on CPU 1 is reported with its CPU, its thread's name and
+    /// A job that spins 200 ms on CPU 1 is reported with its CPU, its thread's name and
     /// priority, a duration of at least the threshold, and a frame of the spinning function.
     /// (On a heavily loaded host the CPU thread itself can be descheduled around the
-    /// capture; the spin is tried up to three times and one complete report is required.)
+    /// capture; the spin is tried up to ten times and one complete report is required.)
     @Test func spinningJobIsReportedWithItsThreadAndFrame() async throws {
         let system = try LWKT.boot(cpus: 2, configuration: LWKTConfiguration(idleSpin: .microseconds(20)))
         let seen = ReportBox()
         let dog = StallWatchdog(system: system, threshold: .milliseconds(5), poll: .milliseconds(1),
                                 minimumInterval: .zero) { seen.add($0) }
         var found: StallReport?
-        for attempt in 0..<3 where found == nil {
+        for attempt in 0..<10 where found == nil {
             let name = "stall-spinner\(attempt)"
             let spinner = LWKTThread.spawn(on: system.cpus[1], priority: .user, name: name) {
-                _ = spinForStallTest(milliseconds: 20)
+                _ = spinForStallTest(milliseconds: 200)
             }
             await spinner.join()
             // The report is closed (duration final) at the watchdog's next look.
-            for _ in 0..<200 where dog.statistics.recent.first(where: { $0.thread == name && !$0.ongoing }) == nil {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while dog.statistics.recent.first(where: { $0.thread == name && !$0.ongoing }) == nil && ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(5))
             }
             found = dog.statistics.recent.first {
@@ -62,7 +63,9 @@ func spinForStallTest(milliseconds: UInt64) -> Int {
         }
         #expect(dog.statistics.detected == 0)
         for k in 0..<2 {
-            let t = LWKTThread.spawn(on: system.cpus[0], name: "spin\(k)") { _ = spinForStallTest(milliseconds: 15) }
+            // 200 ms, far over the 5 ms threshold: a loaded machine can keep the watchdog's own
+            // thread off a core for longer than a short spin lasts.
+            let t = LWKTThread.spawn(on: system.cpus[0], name: "spin\(k)") { _ = spinForStallTest(milliseconds: 200) }
             await t.join()
             try await Task.sleep(for: .milliseconds(5))
         }

@@ -8,10 +8,11 @@ import LWKT
 final class TestClient {
     let fd: Int32
 
-    init(port: UInt16, timeoutSeconds: Int = 10) throws {
+    /// `timeoutSeconds` bounds each read: generous by default, since on a loaded machine
+    /// (CI on 2 cores) a reply can take seconds; only a hung server should reach it.
+    init(port: UInt16, timeoutSeconds: Int = 30) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setReceiveTimeout(seconds: timeoutSeconds)
         var sa = sockaddr_in()
         sa.sin_family = sa_family_t(AF_INET)
         sa.sin_port = port.bigEndian
@@ -23,6 +24,12 @@ final class TestClient {
     }
 
     deinit { close(fd) }
+
+    /// Bounds each later read to `seconds` (for a check that nothing arrives).
+    func setReceiveTimeout(seconds: Int) {
+        var tv = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
 
     func send(_ bytes: [UInt8]) {
         var off = 0

@@ -19,7 +19,7 @@ def check(name, cond, detail=""):
         failures.append(name)
 
 
-conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
 # Keep-alive: several requests over one connection.
 conn.request("GET", "/hello.txt")
@@ -140,7 +140,7 @@ check("index.html for /", r.status == 200 and b"Libellula" in b, r.status)
 check("one connection for everything (keep-alive)", conn.sock is sock)
 
 # HTTP/1.0 closes by default.
-c10 = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+c10 = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 c10._http_vsn = 10
 c10._http_vsn_str = "HTTP/1.0"
 c10.request("GET", "/hello.txt")
