@@ -188,7 +188,7 @@ import Testing
     /// With `--cache-validity 0` every change is seen by the next request, including a
     /// same-size rewrite that restores the old modification time, and an unlink.
     @Test(arguments: [["--cache-validity", "0"], ["--hot-cache", "off", "--cache-validity", "0"],
-                      ["--hot-cache", "off", "--open-file-cache", "off"]])
+                      ["--hot-cache", "off", "--open-file-cache", "off", "--cache-validity", "0"]])
     func changesAreSeenAtOnce(_ options: [String]) async throws {
         let root = makeTempDir("freshness")
         defer { try? FileManager.default.removeItem(atPath: root) }
