@@ -58,7 +58,7 @@ public final class CPU: @unchecked Sendable {
         }
         epollFD = ep
         eventFD = ev
-        local.initialize(to: Globaldata(cpu: Unmanaged.passUnretained(self), signals: signals, cpuID: id,
+        local.initialize(to: Globaldata(address: UnsafeMutableRawPointer(local), cpu: Unmanaged.passUnretained(self), signals: signals, cpuID: id,
                                         system: Unmanaged.passUnretained(system).toOpaque(),
                                         cpuCount: system.cpuCount, epollFD: ep, eventFD: ev))
         taskExecutor.cpu = self
