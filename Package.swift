@@ -4,9 +4,10 @@ import PackageDescription
 // Libellula: DragonFly BSD's LWKT SMP design as a Swift library OS.
 // Library targets carry no unsafeFlags so that other packages can depend on them; hot
 // state lives behind raw pointers, where no dynamic exclusivity check applies.
+// Linux only (Glibc, epoll, eventfd, futex, TAP): no other platform is claimed, and the
+// LWKT module stops the build elsewhere with an #error saying so.
 let package = Package(
     name: "Libellula",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "LWKT", targets: ["LWKT"]),
         .library(name: "Slab", targets: ["Slab"]),

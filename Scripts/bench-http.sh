@@ -1,62 +1,99 @@
 #!/usr/bin/env bash
-# HTTP benchmark: wrk against `libellula serve` and against nginx (Debian) serving the same
-# small file with the same number of server CPUs, in the same run. The servers are pinned to
-# cores 0..CPUS-1 and wrk to the remaining cores (taskset). Also counts malloc calls per
-# request of libellula with an LD_PRELOAD shim (Scripts/malloc-count.c).
+# HTTP benchmark rows: wrk against nginx (sendfile, open_file_cache) and `libellula serve`
+# with its hot-file cache on and off, serving the same HostFS directory, with the same
+# number of server CPUs, in the same run. Servers are pinned to cores 0..CPUS-1 and wrk to
+# the remaining cores (taskset). For every row it prints requests per second, the ratio to
+# nginx, and server CPU time per request (user + system, from /proc).
 #
-# Usage: [ROUNDS=2] [COMMON_RATE=20000] Scripts/bench-http.sh [CPUS] [SECONDS] [CONNECTIONS]
-# Needs: wrk, nginx (apt-get install wrk nginx), gcc for the malloc counter.
+# Rows: a 6-byte file; 4 KiB; 64 KiB; 1 MiB; 10,000 distinct 4 KiB files requested at
+# random (a wrk Lua script, so the namecache and VFS are on the path); random missing names
+# (404s); If-None-Match revalidations of the 4 KiB file (304s).
+#
+# Usage: Scripts/bench-http.sh [CPUS] [SECONDS] [CONNECTIONS]     (defaults: 1 5 64)
+# Needs: wrk, nginx, bc, curl (Debian: apt-get install wrk nginx bc curl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CPUS=${1:-1}
-SECS=${2:-10}
+SECS=${2:-5}
 CONNS=${3:-64}
 CORES=$(nproc)
 if [ "$CPUS" -ge "$CORES" ]; then echo "need more cores than server CPUs (have $CORES)" >&2; exit 1; fi
 SERVER_SET="0-$((CPUS - 1))"
 LOAD_SET="$CPUS-$((CORES - 1))"
 LOAD_THREADS=$((CORES - CPUS))
-PORT_L=18480
-PORT_N=18481
-PORT_H=18482
-HB=Benchmarks/HummingbirdBaseline/.build/release/HummingbirdBaseline
+PORT=18490
 WORK=$(mktemp -d /tmp/libellula-bench-http.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+chmod 755 "$WORK"  # nginx's workers run as an unprivileged user
+SERVER_PID=
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  if [ -s "$WORK/nginx-error.log" ]; then echo "nginx error log:" >&2; tail -5 "$WORK/nginx-error.log" >&2; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 
-for tool in wrk nginx; do
-  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "missing $tool (apt-get install $tool)" >&2; exit 1; }
-done
+ulimit -n 65536 2>/dev/null || true
+for tool in wrk bc curl; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || { echo "missing nginx" >&2; exit 1; }
 
 swift build -c release --product libellula >/dev/null
 BIN=.build/release/libellula
 
-mkdir -p "$WORK/www"
-printf 'hello\n' > "$WORK/www/hello.txt"
+# The served tree.
+WWW="$WORK/www"
+mkdir -p "$WWW/many"
+printf 'hello\n' > "$WWW/hello.txt"
+head -c 4096 /dev/urandom > "$WWW/f4k.bin"
+head -c 65536 /dev/urandom > "$WWW/f64k.bin"
+head -c 1048576 /dev/urandom > "$WWW/f1m.bin"
+for d in $(seq 0 99); do
+  mkdir -p "$WWW/many/$d"
+  for f in $(seq 0 99); do head -c 4096 "$WWW/f64k.bin" > "$WWW/many/$d/$f.bin"; done
+done
 
+cat > "$WORK/many.lua" <<'LUA'
+math.randomseed(os.time())
+request = function()
+  return wrk.format("GET", "/many/" .. math.random(0, 99) .. "/" .. math.random(0, 99) .. ".bin")
+end
+LUA
+cat > "$WORK/missing.lua" <<'LUA'
+math.randomseed(os.time() + 1)
+request = function()
+  return wrk.format("GET", "/missing/" .. math.random(0, 1000000000) .. ".txt")
+end
+LUA
+
+mkdir -p "$WORK/tmp"
 cat > "$WORK/nginx.conf" <<CONF
 worker_processes $CPUS;
 worker_cpu_affinity auto;
 daemon off;
 pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
+error_log $WORK/nginx-error.log crit;
 events { worker_connections 4096; }
 http {
   access_log off;
+  log_not_found off;
   sendfile on;
+  tcp_nopush on;
   keepalive_requests 100000000;
   keepalive_timeout 60;
-  open_file_cache max=1000 inactive=60s;
+  open_file_cache max=16384 inactive=60s;
   open_file_cache_valid 1s;
+  open_file_cache_errors on;
   client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp; fastcgi_temp_path $WORK/tmp;
   uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
-  server { listen 127.0.0.1:$PORT_N reuseport; root $WORK/www; }
+  server { listen 127.0.0.1:$PORT reuseport; root $WWW; }
 }
 CONF
-mkdir -p "$WORK/tmp"
 
-wait_port() { for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$1/hello.txt" && return 0; sleep 0.1; done; return 1; }
+# Until nothing answers on the port (nginx's workers outlive its master by a moment, and
+# libellula refuses an address that is still in use).
+wait_free() { for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/hello.txt" || return 0; sleep 0.1; done; return 1; }
+wait_port() { for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/hello.txt" && return 0; sleep 0.1; done; return 1; }
 
 # CPU ticks (user + system) used so far by a process and its children (nginx workers).
 cpu_ticks() {
@@ -67,105 +104,76 @@ cpu_ticks() {
   echo $total
 }
 
-run_wrk() { # port label server-pid
-  local t0 t1 rps p50 p99 reqs cpu_us
-  t0=$(cpu_ticks "$3")
-  taskset -c "$LOAD_SET" wrk -t "$LOAD_THREADS" -c "$CONNS" -d "${SECS}s" --latency "http://127.0.0.1:$1/hello.txt" > "$WORK/$2.wrk"
-  t1=$(cpu_ticks "$3")
-  rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$2.wrk")
-  reqs=$(awk '/requests in/ {print $1}' "$WORK/$2.wrk")
-  p50=$(awk '$1=="50%" {print $2}' "$WORK/$2.wrk")
-  p99=$(awk '$1=="99%" {print $2}' "$WORK/$2.wrk")
-  cpu_us=$(echo "($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $reqs" | bc -l)
-  printf '%-14s cpus=%s conns=%-4s %10s req/s %10.0f req/s/core  p50 %-9s p99 %-9s server CPU %5.2f us/req\n' \
-    "$2" "$CPUS" "$CONNS" "$rps" "$(echo "$rps / $CPUS" | bc -l)" "$p50" "$p99" "$cpu_us"
-  echo "$rps" >> "$WORK/${2%% *}.rps"
-  echo "$cpu_us" >> "$WORK/${2%% *}.cpu"
+ROWS="6B 4KiB 64KiB 1MiB many missing 304"
+row_args() { # row -> wrk arguments after the URL base
+  case $1 in
+    6B) echo "/hello.txt" ;;
+    4KiB) echo "/f4k.bin" ;;
+    64KiB) echo "/f64k.bin" ;;
+    1MiB) echo "/f1m.bin" ;;
+    many) echo "/ -s $WORK/many.lua" ;;
+    missing) echo "/ -s $WORK/missing.lua" ;;
+    304) echo "/f4k.bin" ;;
+  esac
 }
 
-echo "# $(date -u +%F) $(uname -r), $CORES cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); server cores $SERVER_SET, wrk cores $LOAD_SET"
+run_rows() { # server label
+  local label=$1 row t0 t1 rps reqs cpu_us args etag
+  taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$PORT/hello.txt" >/dev/null  # warm-up
+  for row in $ROWS; do
+    # shellcheck disable=SC2046
+    set -- $(row_args "$row")
+    local path=$1; shift
+    local extra=("$@")
+    if [ "$row" = 304 ]; then
+      etag=$(curl -s -D - -o /dev/null "http://127.0.0.1:$PORT/f4k.bin" | awk 'tolower($1)=="etag:" {print $2}' | tr -d '\r')
+      extra=(-H "If-None-Match: $etag")
+    fi
+    t0=$(cpu_ticks "$SERVER_PID")
+    if ! taskset -c "$LOAD_SET" wrk -t "$LOAD_THREADS" -c "$CONNS" -d "${SECS}s" "${extra[@]}" "http://127.0.0.1:$PORT$path" > "$WORK/$label.$row.wrk"; then
+      echo "wrk failed for $label, row $row" >&2
+      cat "$WORK"/libellula-*.log >&2 2>/dev/null || true
+      exit 1
+    fi
+    t1=$(cpu_ticks "$SERVER_PID")
+    rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$label.$row.wrk")
+    reqs=$(awk '/requests in/ {print $1}' "$WORK/$label.$row.wrk")
+    cpu_us=$(echo "($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $reqs" | bc -l)
+    if grep -q "Non-2xx" "$WORK/$label.$row.wrk" && [ "$row" != missing ] && [ "$row" != 304 ]; then
+      echo "warning: $label $row had non-2xx responses" >&2
+    fi
+    echo "$rps" > "$WORK/$label.$row.rps"
+    printf '%.2f' "$cpu_us" > "$WORK/$label.$row.cpu"
+  done
+}
 
-NGINX_VERSION=$($NGINX -v 2>&1 | sed 's/.*nginx\///')
-ROUNDS=${ROUNDS:-2}
-COMMON_RATE=${COMMON_RATE:-20000}
-for round in $(seq 1 "$ROUNDS"); do
-  # libellula (HostFS root, the same directory as nginx)
-  taskset -c "$SERVER_SET" "$BIN" serve --cpus "$CPUS" --http "127.0.0.1:$PORT_L" --root "$WORK/www" --log-level warning &
-  LPID=$!
-  wait_port $PORT_L
-  taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT_L/hello.txt" >/dev/null  # warm-up
-  run_wrk $PORT_L libellula $LPID
-  kill -TERM $LPID; wait $LPID || true
+echo "# $(date -u +%F) $(uname -r), $CORES cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# server cores $SERVER_SET, wrk -t$LOAD_THREADS -c$CONNS -d${SECS}s on cores $LOAD_SET"
 
-  # nginx, same file, same cores
-  taskset -c "$SERVER_SET" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null &
-  NPID=$!
-  wait_port $PORT_N
-  taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT_N/hello.txt" >/dev/null
-  run_wrk $PORT_N "nginx $NGINX_VERSION" $NPID
-  kill -QUIT $NPID; wait $NPID || true
+taskset -c "$SERVER_SET" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null &
+SERVER_PID=$!
+wait_port
+run_rows nginx
+kill -QUIT "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
+wait_free
 
-  # Hummingbird 2 (SwiftNIO), if its package has been built:
-  #   swift build -c release --package-path Benchmarks/HummingbirdBaseline
-  if [ -x "$HB" ]; then
-    taskset -c "$SERVER_SET" "$HB" "$WORK/www" $PORT_H "$CPUS" >/dev/null 2>&1 &
-    HPID=$!
-    wait_port $PORT_H
-    taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT_H/hello.txt" >/dev/null
-    run_wrk $PORT_H hummingbird $HPID
-    kill -TERM $HPID; wait $HPID || true
-  fi
+for cache in on off; do
+  taskset -c "$SERVER_SET" "$BIN" serve --cpus "$CPUS" --http "127.0.0.1:$PORT" --root "$WWW" --no-memcached \
+    --hot-cache "$cache" --log-level warning 2> "$WORK/libellula-$cache.log" &
+  SERVER_PID=$!
+  wait_port
+  kill -0 "$SERVER_PID" 2>/dev/null || { echo "libellula did not start:" >&2; cat "$WORK/libellula-$cache.log" >&2; exit 1; }
+  run_rows "hot-$cache"
+  kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
+  wait_free
 done
 
-best() { sort -g "$1" | tail -1; }
-least() { sort -g "$1" | head -1; }
-echo "best of $ROUNDS: libellula $(best "$WORK/libellula.rps") req/s, nginx $(best "$WORK/nginx.rps") req/s;" \
-  "ratio $(echo "$(best "$WORK/libellula.rps") / $(best "$WORK/nginx.rps")" | bc -l | cut -c1-5);" \
-  "server CPU per request: libellula $(least "$WORK/libellula.cpu" | cut -c1-5) us, nginx $(least "$WORK/nginx.cpu" | cut -c1-5) us"
-if [ -f "$WORK/hummingbird.rps" ]; then
-  echo "best of $ROUNDS: hummingbird $(best "$WORK/hummingbird.rps") req/s, $(least "$WORK/hummingbird.cpu" | cut -c1-5) us server CPU per request;" \
-    "libellula / hummingbird $(echo "$(best "$WORK/libellula.rps") / $(best "$WORK/hummingbird.rps")" | bc -l | cut -c1-5)"
-fi
-
-# Latency at 80 % of each server's own peak, and at one common rate (COMMON_RATE, default
-# 20000 req/s), open loop (Scripts/http-rate.c, measured from
-# each request's planned send time).
-if command -v gcc >/dev/null; then
-  gcc -O2 -o "$WORK/http-rate" Scripts/http-rate.c
-  rate_run() { # label port rate what
-    local r
-    r=$(echo "$3 / 1" | bc)
-    printf '%-14s %-26s %s\n' "$1" "$4 ($r req/s):" \
-      "$(taskset -c "$LOAD_SET" "$WORK/http-rate" "$2" /hello.txt "$CONNS" "$r" "$SECS" | sed 's/^requests [0-9]* //')"
-  }
-  taskset -c "$SERVER_SET" "$BIN" serve --cpus "$CPUS" --http "127.0.0.1:$PORT_L" --root "$WORK/www" --log-level warning &
-  LPID=$!; wait_port $PORT_L
-  rate_run libellula $PORT_L "$(echo "$(best "$WORK/libellula.rps") * 0.8" | bc -l)" "at 80% of its peak"
-  rate_run libellula $PORT_L "$COMMON_RATE" "at the common rate"
-  kill -TERM $LPID; wait $LPID || true
-  taskset -c "$SERVER_SET" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null &
-  NPID=$!; wait_port $PORT_N
-  rate_run nginx $PORT_N "$(echo "$(best "$WORK/nginx.rps") * 0.8" | bc -l)" "at 80% of its peak"
-  rate_run nginx $PORT_N "$COMMON_RATE" "at the common rate"
-  kill -QUIT $NPID; wait $NPID || true
-fi
-
-# malloc calls per keep-alive request (libellula): a run with the load minus a run without.
-if command -v gcc >/dev/null; then
-  gcc -O2 -shared -fPIC -o "$WORK/malloc-count.so" Scripts/malloc-count.c -ldl
-  count_run() { # requests? -> malloc total
-    MALLOC_COUNT_FILE="$WORK/mc" LD_PRELOAD="$WORK/malloc-count.so" taskset -c "$SERVER_SET" \
-      "$BIN" serve --cpus "$CPUS" --http "127.0.0.1:$PORT_L" --root "$WORK/www" --log-level warning &
-    local pid=$!
-    wait_port $PORT_L
-    if [ "$1" = load ]; then
-      taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d3s "http://127.0.0.1:$PORT_L/hello.txt" > "$WORK/mc.wrk"
-    fi
-    kill -TERM $pid; wait $pid || true
-    cat "$WORK/mc"
-  }
-  idle=$(count_run idle)
-  loaded=$(count_run load)
-  reqs=$(awk '/requests in/ {print $1}' "$WORK/mc.wrk")
-  echo "malloc calls per request (libellula, keep-alive): $(echo "($loaded - $idle) / $reqs" | bc -l | cut -c1-6) ($loaded - $idle over $reqs requests)"
-fi
+NGINX_VERSION=$($NGINX -v 2>&1 | sed 's/.*nginx\///')
+echo
+echo "| row | nginx $NGINX_VERSION req/s | Libellula hot cache on | ratio | Libellula hot cache off | ratio | server CPU µs/req: nginx / on / off |"
+echo "|---|---|---|---|---|---|---|"
+for row in $ROWS; do
+  n=$(cat "$WORK/nginx.$row.rps"); on=$(cat "$WORK/hot-on.$row.rps"); off=$(cat "$WORK/hot-off.$row.rps")
+  printf '| %s | %.0f | %.0f | %.2f× | %.0f | %.2f× | %s / %s / %s |\n' "$row" "$n" "$on" "$(echo "$on / $n" | bc -l)" \
+    "$off" "$(echo "$off / $n" | bc -l)" "$(cat "$WORK/nginx.$row.cpu")" "$(cat "$WORK/hot-on.$row.cpu")" "$(cat "$WORK/hot-off.$row.cpu")"
+done

@@ -1,3 +1,7 @@
+#if !os(Linux)
+#error("Libellula runs on Linux only: it needs Glibc, epoll, eventfd, futexes and pthread_setaffinity_np.")
+#endif
+
 import CLibellula
 
 /// The namespace of Libellula's Light Weight Kernel Threading layer: booting the per-CPU

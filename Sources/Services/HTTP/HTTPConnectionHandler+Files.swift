@@ -35,7 +35,12 @@ extension HTTPConnectionHandler {
             open = false
             return try await serveDirectory(decoded, head: head, keepAlive: keepAlive, cacheKey: cacheKey)
         case .regular:
-            break
+            // `/file/` or `/file/.`: a directory was asked for (nginx: 404, as open(2)
+            // fails with ENOTDIR).
+            if decoded.trailingSlash {
+                try await sendError(.notFound, head: head, keepAlive: keepAlive)
+                return keepAlive
+            }
         default:
             try await sendError(.forbidden, head: head, keepAlive: keepAlive)
             return keepAlive
@@ -77,7 +82,11 @@ extension HTTPConnectionHandler {
             }
         }
 
-        try await reserve(1024)
+        // A small file for the hot-file cache is read once, straight into the output
+        // buffer, and the cache entry is copied from there.
+        let caching = cacheKey != nil && !partial && head.method == .get && size <= HotFileCache.maxFileSize
+        try await reserve(1024 + (caching ? Int(size) : 0))
+        let headStart = outCount
         beginHead(partial ? .partialContent : .ok)
         let fieldsStart = outCount
         append("Content-Type: "); append(MIMETypes.type(forPath: decoded.path))
@@ -85,17 +94,51 @@ extension HTTPConnectionHandler {
         append("\r\nETag: "); append(etag)
         append("\r\nLast-Modified: "); appendDate(mtime)
         append("\r\nAccept-Ranges: bytes\r\n")
-        if let key = cacheKey, !partial, head.isPlain, size <= HotFileCache.maxFileSize,
-           let body = try? process.pread(fd, count: Int(size), at: 0) {
-            let fields = Array(UnsafeRawBufferPointer(start: output.baseAddress + fieldsStart, count: outCount - fieldsStart))
-            cache.insert(key: key, path: decoded.path, fields: fields, body: body, attrs: attrs)
-        }
+        let fieldsEnd = outCount
         if partial {
             append("Content-Range: bytes "); append(Int(start)); append("-"); append(Int(start + length - 1))
             append("/"); append(Int(size)); append("\r\n")
         }
         endHead(keepAlive: keepAlive, head: head)
+        if caching, let key = cacheKey {
+            let bodyStart = outCount
+            var got = 0
+            while got < Int(size) {
+                let n: Int
+                do {
+                    n = try process.read(fd, into: UnsafeMutableRawBufferPointer(start: output.baseAddress + bodyStart + got,
+                                                                                 count: Int(size) - got))
+                } catch {
+                    outCount = headStart  // nothing of this response is out yet: answer 500 instead
+                    try await sendError(.internalServerError, head: head, keepAlive: false)
+                    return false
+                }
+                if n <= 0 { break }
+                got += n
+            }
+            if got < Int(size) {
+                // The file shrank between fstat and read: take the response back and close.
+                outCount = headStart
+                try await sendError(.internalServerError, head: head, keepAlive: false)
+                return false
+            }
+            outCount = bodyStart + got
+            cache.insert(key: key, path: decoded.path,
+                         fields: Array(UnsafeRawBufferPointer(start: output.baseAddress + fieldsStart, count: fieldsEnd - fieldsStart)),
+                         body: Array(UnsafeRawBufferPointer(start: output.baseAddress + bodyStart, count: got)), attrs: attrs)
+            return keepAlive
+        }
         if head.method == .head || length == 0 { return keepAlive }
+
+        // A body larger than the output buffer, from a host file on a host socket, goes from
+        // the page cache to the socket by sendfile(2), never through user space.
+        if length > Int64(core.outputCapacity), let host = process.hostDescriptor(fd),
+           let sender = conn as? any FileSendingConnection {
+            try await flush()
+            try await sender.sendFile(host, offset: start, count: length, timeout: config.writeTimeout)
+            HTTPCounters.add(counters.bytesSent, Int(length))
+            return keepAlive
+        }
 
         // The body moves from the file system straight into the slab output buffer.
         if start > 0 {
@@ -162,9 +205,17 @@ extension HTTPConnectionHandler {
         if spec.contains(",") { return .ignore }
         guard let dash = spec.firstIndex(of: "-") else { return .ignore }
         let a = spec[..<dash], b = spec[spec.index(after: dash)...]
+        // Digits only; a value beyond Int64 saturates (it is clamped to the size below).
         func number(_ s: Substring) -> Int64? {
-            guard !s.isEmpty, s.count <= 18, s.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
-            return Int64(s)
+            guard !s.isEmpty else { return nil }
+            var v: Int64 = 0
+            for c in s.utf8 {
+                guard c >= 48 && c <= 57 else { return nil }
+                let (m, o1) = v.multipliedReportingOverflow(by: 10)
+                let (a, o2) = m.addingReportingOverflow(Int64(c - 48))
+                v = o1 || o2 ? Int64.max : a
+            }
+            return v
         }
         if a.isEmpty {
             guard let n = number(b) else { return .ignore }

@@ -12,25 +12,33 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     let counters: HTTPCounters
     let process: VFSProcess
     let cache: HotFileCache
-    let input: SlabBuffer
-    let output: SlabBuffer
-    var inCount = 0
-    var outCount = 0
+    let input: IOBuffer
+    let output: IOBuffer
+    /// Bytes held in the input and output buffers (their write indexes).
+    var inCount: Int {
+        get { input.writeIndex }
+        set { input.writeIndex = newValue }
+    }
+    var outCount: Int {
+        get { output.writeIndex }
+        set { output.writeIndex = newValue }
+    }
     /// Body bytes of the current request still to be discarded.
     var bodyRemaining = 0
     /// When the first byte of the request being received arrived (0: between requests).
     var requestStart: UInt64 = 0
 
     init?(conn: C, core: HTTPServerCore) {
-        guard let i = SlabBuffer(count: core.inputCapacity, from: core.slab, type: core.bufferType),
-              let o = SlabBuffer(count: core.outputCapacity, from: core.slab, type: core.bufferType) else { return nil }
+        guard let i = IOBuffer(slabCapacity: core.inputCapacity, maxCapacity: core.inputCapacity, allocator: core.slab, type: core.bufferType),
+              let o = IOBuffer(slabCapacity: core.outputCapacity, maxCapacity: core.outputCapacity, allocator: core.slab, type: core.bufferType)
+        else { return nil }
         self.conn = conn
         self.core = core
         counters = core.counters[conn.cpuID]
         process = core.processes[conn.cpuID]
         cache = core.caches[conn.cpuID]
-        input = consume i
-        output = consume o
+        input = i
+        output = o
     }
 
     var config: HTTPServerConfiguration { core.configuration }
@@ -134,7 +142,8 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     /// Answers one parsed request; returns whether the connection stays open.
     private func respond(_ head: inout HTTPRequestHead, target: UnsafeRawBufferPointer) async throws(SocketError) -> Bool {
         var keep = head.keepAlive
-        if head.method != .other && head.isPlain, let hit = cache.lookup(target, process: process) {
+        let cacheable = config.hotCacheEnabled && head.method != .other && head.isPlain
+        if cacheable, let hit = cache.lookup(target, process: process) {
             try await reserve(hit.fields.count + hit.body.count + 512)
             beginHead(.ok)
             append(hit.fields)
@@ -168,13 +177,15 @@ final class HTTPConnectionHandler<C: StreamConnection> {
         if config.statisticsEnabled, decoded.path == "/_stats" || decoded.path == "/_stats.json" {
             return try await serveStatistics(json: decoded.path == "/_stats.json", head: head, keepAlive: keep)
         }
-        return try await serveFile(decoded, head: head, keepAlive: keep, cacheKey: target)
+        return try await serveFile(decoded, head: head, keepAlive: keep, cacheKey: cacheable ? target : nil)
     }
 
     // MARK: Output
 
     /// Writes the buffered output to the socket.
     func flush() async throws(SocketError) {
+        // A response part that did not fit was refused, not cut: never send the rest.
+        if output.failed { throw .closed }
         guard outCount > 0 else { return }
         let n = outCount
         outCount = 0
@@ -188,44 +199,16 @@ final class HTTPConnectionHandler<C: StreamConnection> {
         if outCount + n > core.outputCapacity { try await flush() }
     }
 
+    // Appends are whole or refused (and the connection then closes at the next flush);
+    // callers make room first with `reserve`.
     @inline(__always)
-    func append(_ s: StaticString) {
-        let c = min(s.utf8CodeUnitCount, core.outputCapacity - outCount)
-        (output.baseAddress + outCount).copyMemory(from: s.utf8Start, byteCount: c)
-        outCount += c
-    }
+    func append(_ s: StaticString) { output.append(s) }
 
-    func append(_ s: String) {
-        var s = s
-        s.withUTF8 { b in
-            let c = min(b.count, core.outputCapacity - outCount)
-            if c > 0 { (output.baseAddress + outCount).copyMemory(from: b.baseAddress!, byteCount: c) }
-            outCount += c
-        }
-    }
+    func append(_ s: String) { output.append(string: s) }
 
-    func append(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { b in
-            let c = min(b.count, core.outputCapacity - outCount)
-            if c > 0 { (output.baseAddress + outCount).copyMemory(from: b.baseAddress!, byteCount: c) }
-            outCount += c
-        }
-    }
+    func append(_ bytes: [UInt8]) { output.append(bytes) }
 
-    func append(_ v: Int) {
-        var v = v
-        if v < 0 { append("-"); v = -v }
-        var digits = 1, t = v
-        while t >= 10 { t /= 10; digits += 1 }
-        guard outCount + digits <= core.outputCapacity else { return }
-        var i = outCount + digits - 1
-        repeat {
-            output.baseAddress.storeBytes(of: UInt8(48 + v % 10), toByteOffset: i, as: UInt8.self)
-            v /= 10
-            i -= 1
-        } while v > 0
-        outCount += digits
-    }
+    func append(_ v: Int) { output.append(signed: Int64(v)) }
 
     /// Appends body bytes, flushing as often as needed.
     func appendBody(_ bytes: [UInt8]) async throws(SocketError) {

@@ -50,7 +50,18 @@ public enum HTTPDate {
         guard let m = months.firstIndex(where: { s in
             s.utf8CodeUnitCount == 3 && (0..<3).allSatisfy { s.utf8Start[$0] == mon[mon.startIndex + $0] }
         }) else { return nil }
+        // An impossible date (30 February, 29 February 2100) is no date at all.
+        guard d <= daysInMonth(y, m + 1) else { return nil }
         return days(fromCivil: y, m + 1, d) * 86400 + Int64(hh * 3600 + mm * 60 + ss)
+    }
+
+    /// The number of days in month `m` (1–12) of year `y` (Gregorian).
+    static func daysInMonth(_ y: Int, _ m: Int) -> Int {
+        switch m {
+        case 2: (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 ? 29 : 28
+        case 4, 6, 9, 11: 30
+        default: 31
+        }
     }
 
     /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).

@@ -1,6 +1,6 @@
 import Glibc
 
-/// A minimal blocking HTTP/1.1 GET for command-line tools (`libellula stat`): IPv4,
+/// A minimal blocking HTTP/1.1 GET for command-line tools (`libellula stat`): IPv4 or IPv6,
 /// `http://` only, `Connection: close`, bounded by a receive timeout.
 public enum HTTPFetch {
     /// Why a fetch failed.
@@ -25,16 +25,13 @@ public enum HTTPFetch {
         if let slash = hostPort.firstIndex(of: "/") { hostPort = String(hostPort[..<slash]) }
         if !hostPort.contains(":") { hostPort += ":80" }
         guard let addr = SocketAddress(parsing: hostPort) else { throw .badURL(url) }
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(addr.family, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw .connect(hostPort, errno) }
         defer { close(fd) }
         var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var sin = addr.sockaddr
-        let rc = withUnsafePointer(to: &sin) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
+        let rc = addr.withSockaddr { connect(fd, $0, $1) }
         guard rc == 0 else { throw .connect(hostPort, errno) }
         let request = Array("GET \(path) HTTP/1.1\r\nHost: \(hostPort)\r\nConnection: close\r\n\r\n".utf8)
         _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }

@@ -34,11 +34,12 @@ enum HTTPParser {
     static func parse(_ b: UnsafeRawBufferPointer, limits: HTTPLimits) -> HTTPParseResult {
         let n = b.count
         guard n > 0, let base = b.baseAddress else { return .incomplete }
-        // Robustness (RFC 9112 §2.2): ignore empty lines before the request line.
+        // Robustness (RFC 9112 §2.2): ignore empty lines before the request line, up to
+        // the length of a request line (a client that sends only those is cut off).
         var start = 0
         while start < n && (b[start] == cr || b[start] == lf) {
             start += 1
-            if start > 64 { return .failure(.badRequest) }
+            if start > limits.maxRequestLine { return .failure(.badRequest) }
         }
         if start == n { return .incomplete }
         guard let lineEnd = find(lf, base, from: start, to: n) else {

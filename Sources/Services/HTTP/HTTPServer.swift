@@ -75,18 +75,14 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
     }
 
     private func acceptLoop(_ listener: Stack.Listener) async {
-        defer { listener.close() }
         let counters = core.counters[listener.cpuID]
         let cpu = system.cpus[listener.cpuID]
-        while !Task.isCancelled {
-            let conn: Stack.Listener.Connection
-            do { conn = try await listener.accept() } catch {
-                if error == .cancelled || error == .closed { return }
-                core.logger.warning("accept failed", metadata: ["error": "\(error)"])
-                do { try await LWKT.sleep(for: .milliseconds(10)) } catch { return }
-                continue
-            }
+        let logger = core.logger
+        await AcceptLoop.run(listener, onError: { error in
+            logger.warning("accept failed", metadata: ["error": "\(error)"])
+        }) { conn in
             HTTPCounters.add(counters.accepted)
+            core.logger.debug("connection accepted", metadata: ["peer": "\(conn.peer)", "cpu": "\(listener.cpuID)"])
             let over = counters.open.load(ordering: .relaxed) >= core.configuration.maxConnectionsPerCPU
             // Counted here, on the accepting CPU, so a burst of accepts cannot overshoot the limit.
             HTTPCounters.add(counters.open)

@@ -16,6 +16,11 @@ public struct HTTPServerConfiguration: Sendable {
     public var closeLinger: Duration = .seconds(1)
     /// Whether `/_stats` and `/_stats.json` are served.
     public var statisticsEnabled: Bool = true
+    /// Whether each CPU keeps a hot-file cache of small files' responses.
+    public var hotCacheEnabled: Bool = true
+    /// How long a hot-file cache entry is trusted before the file's inode, size,
+    /// modification and change times are checked again (zero: on every request).
+    public var cacheValidity: Duration = .seconds(1)
     /// Listen backlog of each CPU's socket.
     public var backlog: Int = 1024
 

@@ -40,7 +40,7 @@ final class HTTPServerCore: @unchecked Sendable {
         try base.jail(root)
         processes = system.cpus.map { _ in base.fork() }
         counters = system.cpus.map { _ in HTTPCounters() }
-        caches = system.cpus.map { _ in HotFileCache() }
+        caches = system.cpus.map { _ in HotFileCache(validity: configuration.cacheValidity) }
         inputCapacity = max(16320, configuration.limits.maxHeaderBytes + 256, configuration.limits.maxRequestLine + 256)
     }
 }

@@ -4,8 +4,12 @@ import VFS
 /// One CPU's cache of small files' complete responses, keyed by the raw request target, in
 /// the spirit of nginx's `open_file_cache`: a hit answers a plain GET or HEAD with one
 /// copy and no allocation, no path decoding and no VFS call. An entry is revalidated with a
-/// VFS `stat` (inode, size, modification time) when it is older than ``revalidateAfter``,
-/// so changes show up within that time. Used only by its CPU's threads, without locks.
+/// VFS `stat` when it is older than ``validity`` (zero: on every hit): the file must still
+/// be a regular file with the same inode, size, modification time *and* change time. The
+/// change time is set by the kernel on every write, rename or `utimes`, so a same-size
+/// rewrite that puts the old modification time back is still seen. Like nginx's
+/// `open_file_cache_valid`, changes show up within ``validity``. Used only by its CPU's
+/// threads, without locks.
 final class HotFileCache: @unchecked Sendable {
     /// A cached answer.
     final class Entry {
@@ -14,7 +18,7 @@ final class HotFileCache: @unchecked Sendable {
         /// Header fields after Date (Content-Type … Accept-Ranges), CRLF-terminated.
         let fields: [UInt8]
         let body: [UInt8]
-        let inode: UInt64, size: Int64, mtime: Timespec
+        let inode: UInt64, size: Int64, mtime: Timespec, ctime: Timespec
         var validatedAt: UInt64
 
         init(key: [UInt8], path: String, fields: [UInt8], body: [UInt8], attrs: FileAttributes, now: UInt64) {
@@ -25,6 +29,7 @@ final class HotFileCache: @unchecked Sendable {
             inode = attrs.inode
             size = attrs.size
             mtime = attrs.mtime
+            ctime = attrs.ctime
             validatedAt = now
         }
     }
@@ -32,8 +37,15 @@ final class HotFileCache: @unchecked Sendable {
     static let slots = 256
     static let maxFileSize: Int64 = 8192
     static let maxKey = 256
-    /// How long an entry is trusted before it is checked against the file system again.
-    static let revalidateAfter: UInt64 = 1_000_000_000
+    /// Nanoseconds an entry is trusted before it is checked against the file system again
+    /// (0: checked on every hit).
+    let validity: UInt64
+
+    /// A cache whose entries are trusted for `validity` (zero or less: checked on every hit).
+    init(validity: Duration) {
+        let (s, a) = validity.components
+        self.validity = s < 0 ? 0 : UInt64(s) &* 1_000_000_000 &+ UInt64(max(0, a / 1_000_000_000))
+    }
 
     private var table: [Entry?] = Array(repeating: nil, count: HotFileCache.slots)
     private(set) var hits = 0
@@ -53,10 +65,10 @@ final class HotFileCache: @unchecked Sendable {
             misses += 1
             return nil
         }
-        let now = MonotonicClock.now()
-        if now &- e.validatedAt > Self.revalidateAfter {
+        let now = validity == 0 ? 0 : MonotonicClock.now()
+        if validity == 0 || now &- e.validatedAt >= validity {
             guard let a = try? process.stat(e.path), a.type == .regular, a.inode == e.inode, a.size == e.size,
-                  a.mtime == e.mtime else {
+                  a.mtime == e.mtime, a.ctime == e.ctime else {
                 table[Self.hash(key)] = nil
                 misses += 1
                 return nil

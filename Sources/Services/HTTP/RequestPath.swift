@@ -1,13 +1,15 @@
 /// Turns a request target into a VFS path, refusing anything that could step outside the
-/// served root: `..` segments (plain or percent-encoded), encoded slashes and backslashes,
-/// NUL bytes, and invalid encodings. The VFS jail root is the second line of defence: it
+/// served root: a `..` segment (plain or percent-encoded) with nothing left to climb out of,
+/// encoded slashes and backslashes, NUL bytes, and invalid encodings. Inside the root, `.`
+/// and `..` are resolved as nginx does (`/sub/./../a.txt` is `/a.txt`). The VFS jail root is the second line of defence: it
 /// keeps `..` inside symlink targets and absolute symlinks within the root.
 public enum RequestPath {
-    /// A decoded path: absolute, with `.` and empty segments removed.
+    /// A decoded path: absolute, with `.`, `..` and empty segments resolved.
     public struct Decoded: Sendable, Equatable {
         /// The path to look up, always starting with `/`.
         public var path: String
-        /// Whether the target ended with `/` (a directory was asked for).
+        /// Whether the target ended with `/`, `/.` or `/..` (a directory was asked for: a
+        /// regular file there is not found, as the kernel's ENOTDIR says).
         public var trailingSlash: Bool
     }
 
@@ -28,10 +30,19 @@ public enum RequestPath {
         var segments: [[UInt8]] = []
         var current: [UInt8] = []
         var i = 0
+        // Whether the last segment named a directory (empty, `.` or `..`).
+        var endsInDirectory = false
         func finish() -> HTTPStatus? {
             defer { current.removeAll(keepingCapacity: true) }
+            endsInDirectory = true
             if current.isEmpty || current == [46] { return nil }
-            if current == [46, 46] { return .forbidden }
+            if current == [46, 46] {
+                // Climbing above the served root is refused, never clamped.
+                if segments.isEmpty { return .forbidden }
+                segments.removeLast()
+                return nil
+            }
+            endsInDirectory = false
             segments.append(current)
             return nil
         }
@@ -62,8 +73,7 @@ public enum RequestPath {
             out.append(contentsOf: s)
         }
         guard let path = String(validating: out, as: UTF8.self) else { return .failure(.badRequest) }
-        let trailing = raw.count > 1 && raw.last == 47
-        return .success(Decoded(path: path, trailingSlash: trailing || segments.isEmpty))
+        return .success(Decoded(path: path, trailingSlash: endsInDirectory || segments.isEmpty))
     }
 
     static func hex(_ c: UInt8) -> UInt8? {

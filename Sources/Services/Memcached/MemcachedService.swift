@@ -34,20 +34,34 @@ public final class MemcachedService: @unchecked Sendable {
     let threads = Mutex<[ObjectIdentifier: LWKTThread]>([:])
     let stopping = Atomic<Bool>(false)
     let counterCache = Mutex<[[String: Int]]>([])
+    /// memcached's `-c`: connections beyond it are answered with an error and closed.
+    public let maxConnections: Int
+    let openConnections = Atomic<Int>(0)
+    let rejectedConnections = Atomic<Int>(0)
+    let connectionIDs = Atomic<Int>(0)
+    let detail = DetailSwitch()
+    /// The malloc type of connection buffers (input, output, request replies).
+    let bufferType: MallocType
 
-    init(system: LWKTSystem, address: String, memoryLimit: Int, maxValueSize: Int) {
+    /// A fresh id for `stats conns`.
+    func nextConnectionID() -> Int { connectionIDs.add(1, ordering: .relaxed).newValue }
+
+    init(system: LWKTSystem, address: String, memoryLimit: Int, maxValueSize: Int, maxConnections: Int = 1024) {
         self.system = system
+        self.maxConnections = maxConnections
         self.address = address
         self.memoryLimit = memoryLimit
         self.maxValueSize = maxValueSize
         slab = SlabAllocator.shared(for: system)
         let type = slab.makeType(name: "memcached-items")
+        bufferType = slab.makeType(name: "memcached-buffers")
         let n = system.cpuCount
         let perCPU = max(64 * 1024, memoryLimit / n)
         var s: [ItemStore] = []
         var p: [Port] = []
         for i in 0..<n {
-            let store = ItemStore(cpuID: i, cpuCount: n, slab: slab, type: type, limit: perCPU, maxItemSize: maxValueSize)
+            let store = ItemStore(cpuID: i, cpuCount: n, slab: slab, type: type, limit: perCPU, maxItemSize: maxValueSize,
+                                  detail: detail)
             s.append(store)
             p.append(Port.function(name: "memcached-shard\(i)", on: system.cpus[i]) { msg in
                 let req = unsafeDowncast(msg, to: ShardRequest.self)
@@ -69,10 +83,14 @@ public final class MemcachedService: @unchecked Sendable {
     ///   - address: an IPv4 address to listen on, such as `127.0.0.1`.
     ///   - port: the TCP port; 0 picks a free one (read it back from ``port``).
     ///   - memoryLimit: bytes of items to keep before evicting (memcached's `-m`).
-    ///   - maxValueSize: the largest value accepted (memcached's `-I`, 1 MiB by default).
+    ///   - maxValueSize: the largest item (memcached's `-I`, 1 MiB by default), counted as
+    ///     memcached counts it: header, CAS, key, flags and value.
+    ///   - maxConnections: memcached's `-c` (1024 by default).
     public static func start(system: LWKTSystem, address: String = "127.0.0.1", port: UInt16 = 11211,
-                             memoryLimit: Int = 64 << 20, maxValueSize: Int = 1 << 20) async throws -> MemcachedService {
-        let service = MemcachedService(system: system, address: address, memoryLimit: memoryLimit, maxValueSize: maxValueSize)
+                             memoryLimit: Int = 64 << 20, maxValueSize: Int = 1 << 20,
+                             maxConnections: Int = 1024) async throws -> MemcachedService {
+        let service = MemcachedService(system: system, address: address, memoryLimit: memoryLimit, maxValueSize: maxValueSize,
+                                       maxConnections: maxConnections)
         guard let where_ = SocketAddress(parsing: "\(address):\(port)") else { throw MemcachedNetworkError.badAddress(address) }
         let listeners: [HostListener]
         do {
@@ -172,7 +190,7 @@ extension MemcachedService {
             for which in 0..<2 {
                 let key = keys[which]
                 let owner = key.withUnsafeBytes { service.owner(keyHash($0.baseAddress.unsafelyUnwrapped, $0.count)) }
-                let req = ShardRequest(target: out)
+                let req = ShardRequest()
                 let kp = UnsafeMutableRawPointer.allocate(byteCount: key.count, alignment: 8)
                 let vp = UnsafeMutableRawPointer.allocate(byteCount: value.count, alignment: 8)
                 defer { kp.deallocate(); vp.deallocate() }
@@ -186,18 +204,21 @@ extension MemcachedService {
                 op.kind = .set
                 op.value = UnsafeRawPointer(vp)
                 op.valueLength = value.count
-                req.kind = .single
-                req.op = op
+                req.add(op)
                 _ = try await LWKT.doMsg(req, to: service.ports[owner])
+                req.reset()
                 op.kind = .get
-                req.op = op
                 let t0 = ContinuousClock.now
                 for _ in 0..<iterations {
                     out.count = 0
                     if owner == 0 {
                         CommandExecutor.execute(&op, store: service.stores[0], out: out)
                     } else {
+                        req.add(op)
                         _ = try await LWKT.doMsg(req, to: service.ports[owner])
+                        let (p, n) = req.replyRange(0)
+                        out.append(p, n)
+                        req.reset()
                     }
                 }
                 let d = ContinuousClock.now - t0
@@ -205,6 +226,93 @@ extension MemcachedService {
                 result.append(ns / Double(iterations))
             }
             return (result[0], result[1])
+        }
+    }
+}
+
+/// What ``MemcachedService/measureRouting(iterations:)`` found, in nanoseconds.
+public struct RoutingCosts: Sendable {
+    /// A 10-key get whose keys the connection's CPU owns.
+    public var multiGetLocal: Double
+    /// A 10-key get whose keys alternate between the connection's CPU and another.
+    public var multiGetMixed: Double
+    /// 8 pipelined gets on keys alternating owners, one message per remote command (the
+    /// path before the router batched a pipeline window).
+    public var pipelineOneByOne: Double
+    /// The same 8 gets as one window: one message per owner CPU.
+    public var pipelineBatched: Double
+}
+
+extension MemcachedService {
+    /// Measures the router in place (no sockets): from CPU 0, multi-gets all-local and
+    /// mixed-owner, and an 8-command mixed-owner pipeline sent one message per command
+    /// against one message per owner. Needs 2 or more CPUs.
+    public func measureRouting(iterations: Int = 100_000) async throws -> RoutingCosts {
+        guard stores.count >= 2 else { return RoutingCosts(multiGetLocal: 0, multiGetMixed: 0, pipelineOneByOne: 0, pipelineBatched: 0) }
+        let service = self
+        return try await system.run(on: 0) { () -> RoutingCosts in
+            // 10 keys owned by CPU 0 and 10 owned elsewhere, stored, laid out in one buffer.
+            var local: [[UInt8]] = []
+            var remote: [[UInt8]] = []
+            var i = 0
+            while local.count < 10 || remote.count < 10 {
+                let k = Array("route\(i)".utf8)
+                let o = k.withUnsafeBytes { service.owner(keyHash($0.baseAddress.unsafelyUnwrapped, $0.count)) }
+                if o == 0 { if local.count < 10 { local.append(k) } } else if remote.count < 10 { remote.append(k) }
+                i += 1
+            }
+            let all = local + remote
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 8)
+            defer { buffer.deallocate() }
+            var offsets: [Int] = []
+            var at = 0
+            for k in all { buffer.advanced(by: at).copyMemory(from: k, byteCount: k.count); offsets.append(at); at += k.count }
+            func op(_ j: Int, _ kind: OpKind) -> KeyOp {
+                var o = KeyOp()
+                o.kind = kind
+                o.key = UnsafeRawPointer(buffer + offsets[j])
+                o.keyLength = all[j].count
+                o.hash = keyHash(buffer + offsets[j], all[j].count)
+                o.now = Int64(time(nil))
+                o.value = o.key
+                o.valueLength = o.keyLength
+                return o
+            }
+            let out = OutputBuffer()
+            let router = ShardRouter(service: service, cpu: 0, out: out)
+            for j in 0..<all.count { router.submit(op(j, .set)) }
+            await router.flush()
+            func measure(_ body: () async -> Void) async -> Double {
+                let t0 = ContinuousClock.now
+                for _ in 0..<iterations { out.count = 0; await body() }
+                let d = ContinuousClock.now - t0
+                return (Double(d.components.seconds) * 1e9 + Double(d.components.attoseconds) / 1e9) / Double(iterations)
+            }
+            let localGet = await measure {
+                for j in 0..<10 { router.submit(op(j, .get)) }
+                router.literal("END\r\n")
+                await router.flush()
+            }
+            let mixedGet = await measure {
+                for j in 0..<10 { router.submit(op(j % 2 == 0 ? j / 2 : 10 + j / 2, .get)) }
+                router.literal("END\r\n")
+                await router.flush()
+            }
+            let oneByOne = await measure {
+                for j in 0..<8 {
+                    router.submit(op(j % 2 == 0 ? j / 2 : 10 + j / 2, .get))
+                    router.literal("END\r\n")
+                    await router.flush()
+                }
+            }
+            let batched = await measure {
+                for j in 0..<8 {
+                    router.submit(op(j % 2 == 0 ? j / 2 : 10 + j / 2, .get))
+                    router.literal("END\r\n")
+                }
+                await router.flush()
+            }
+            return RoutingCosts(multiGetLocal: localGet, multiGetMixed: mixedGet, pipelineOneByOne: oneByOne, pipelineBatched: batched)
         }
     }
 }

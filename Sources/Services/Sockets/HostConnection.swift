@@ -168,3 +168,50 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
         Glibc.close(fd)
     }
 }
+
+/// A connection that can send a host file's bytes straight from the kernel's page cache,
+/// without copying them through user space.
+public protocol FileSendingConnection: StreamConnection {
+    /// Sends `count` bytes of host file `hostFD` from `offset`, waiting for room while the
+    /// send buffer is full, bounded by `timeout` per wait. Throws ``SocketError/reset`` if
+    /// the file ends early (it shrank), since the bytes promised cannot be sent.
+    func sendFile(_ hostFD: Int32, offset: Int64, count: Int64, timeout: Duration) async throws(SocketError)
+}
+
+extension HostConnection: FileSendingConnection {
+    /// `sendfile(2)` from `hostFD` into this socket.
+    public func sendFile(_ hostFD: Int32, offset: Int64, count: Int64, timeout: Duration) async throws(SocketError) {
+        if closed { throw .closed }
+        if timedOut { throw .timedOut }
+        var off = off_t(offset)
+        var remaining = count
+        deadline = 0
+        writing = true
+        defer {
+            deadline = 0
+            writing = false
+        }
+        while remaining > 0 {
+            let n = Glibc.sendfile(fd, hostFD, &off, Int(min(remaining, 1 << 30)))
+            if n > 0 {
+                remaining -= Int64(n)
+                deadline = 0
+                continue
+            }
+            if n == 0 { throw .reset }  // end of file before `count` bytes
+            let e = errno
+            switch e {
+            case EAGAIN, EWOULDBLOCK:
+                if deadline == 0 { deadline = MonotonicClock.deadline(after: timeout) }
+                try await self.await(.writable)
+            case EINTR:
+                continue
+            case ECONNRESET, EPIPE, ENOTCONN:
+                throw timedOut ? .timedOut : .reset
+            default:
+                throw timedOut ? .timedOut : .system(call: "sendfile", errno: e)
+            }
+        }
+        waitBeforeRead = true
+    }
+}

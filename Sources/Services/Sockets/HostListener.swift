@@ -1,7 +1,7 @@
 import Glibc
 import LWKT
 
-/// One CPU's `SO_REUSEPORT` listening socket on the host kernel.
+/// One CPU's listening socket on the host kernel (see ``HostSocketStack/listen(on:cpus:backlog:)``).
 public final class HostListener: StreamListener, @unchecked Sendable {
     let fd: Int32
     let sockets: HostCPUSockets
@@ -24,9 +24,9 @@ public final class HostListener: StreamListener, @unchecked Sendable {
     public func accept() async throws(SocketError) -> HostConnection {
         while true {
             if closed { throw .closed }
-            var sin = sockaddr_in()
-            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let c = withUnsafeMutablePointer(to: &sin) {
+            var peer = sockaddr_storage()
+            var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let c = withUnsafeMutablePointer(to: &peer) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                     Glibc.accept(fd, $0, &len)
                 }
@@ -37,7 +37,7 @@ public final class HostListener: StreamListener, @unchecked Sendable {
                 _ = fcntl(c, F_SETFD, FD_CLOEXEC)
                 var one: Int32 = 1
                 setsockopt(c, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-                let conn = HostConnection(fd: c, peer: SocketAddress(sin), sockets: sockets)
+                let conn = HostConnection(fd: c, peer: SocketAddress(peer) ?? address, sockets: sockets)
                 sockets.add(conn)
                 return conn
             }

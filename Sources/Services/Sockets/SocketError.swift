@@ -1,3 +1,5 @@
+import Glibc
+
 /// Why a socket operation failed.
 public enum SocketError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A system call failed with `errno`.
@@ -14,7 +16,7 @@ public enum SocketError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A short explanation.
     public var description: String {
         switch self {
-        case .system(let call, let e): "\(call): errno \(e)"
+        case .system(let call, let e): "\(call): \(String(cString: strerror(e)))"
         case .timedOut: "timed out"
         case .reset: "connection reset"
         case .cancelled: "cancelled"

@@ -11,7 +11,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     static let suites = ["ipi", "wake", "spawn", "switch", "ports", "slab", "vfs", "net", "all"]
 
-    @Argument(help: "The suite to run.")
+    @Argument(help: ArgumentHelp("The suite to run: \(BenchCommand.suites.joined(separator: ", ")) (all runs every one)."))
     var suite: String
 
     @Flag(help: "Print one JSON object per line: name, unit, value, baseline, baseline_value.")

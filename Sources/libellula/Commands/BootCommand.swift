@@ -11,10 +11,9 @@ struct BootCommand: AsyncParsableCommand {
         abstract: "Boot all CPUs, run a short built-in workload, print statistics, shut down."
     )
 
-    @Option(help: "Number of CPUs (default: one per online core).")
-    var cpus: Int?
+    @OptionGroup var cpuOptions: CPUOptions
 
-    @Option(help: "Idle spin window in microseconds before a CPU sleeps.")
+    @Option(parsing: .unconditional, help: "Idle spin window in microseconds before a CPU sleeps (default: 50, or 2 when CPUs outnumber cores).")
     var spinMicroseconds: Int?
 
     @Flag(help: "Print the statistics snapshot as JSON instead of tables.")
@@ -22,7 +21,7 @@ struct BootCommand: AsyncParsableCommand {
 
     func run() async throws {
         let config = LWKTConfiguration(idleSpin: spinMicroseconds.map { .microseconds($0) })
-        let system = try LWKT.boot(cpus: cpus, configuration: config)
+        let system = try LWKT.boot(cpus: cpuOptions.cpus, configuration: config)
         let n = system.cpuCount
         print("Libellula booted: \(n) CPU\(n == 1 ? "" : "s") on \(LWKT.onlineCores) online core\(LWKT.onlineCores == 1 ? "" : "s")")
         for cpu in system.cpus {

@@ -11,62 +11,73 @@ struct MemcachedCommand: AsyncParsableCommand {
         abstract: "Serve the memcached text and meta protocol from per-CPU shards."
     )
 
-    @Option(help: "Number of CPUs (default: one per online core).")
-    var cpus: Int?
+    @OptionGroup var cpuOptions: CPUOptions
 
-    @Option(help: "Address and port to listen on.")
-    var listen: String = "127.0.0.1:11211"
+    @Option(name: [.customLong("memcached"), .customLong("listen")],
+            help: "Address to listen on: ADDR:PORT, [IPV6]:PORT, or [::]:PORT for IPv6 and IPv4 (as `serve --memcached`; --listen is the same).")
+    var memcached: String = "127.0.0.1:11211"
 
-    @Option(help: "Memory limit for items, in MiB.")
+    @Option(parsing: .unconditional, help: "MiB of items kept before evicting (memcached's -m).")
     var memory: Int = 64
 
-    @Option(help: "Largest value accepted, in KiB.")
+    @Option(parsing: .unconditional, help: "Largest value accepted, in KiB (memcached's -I).")
     var maxValueKB: Int = 1024
 
-    @Option(help: "Stop after this many seconds (default: run until interrupted).")
+    @Option(parsing: .unconditional, help: "Stop after this many seconds (default: run until SIGINT or SIGTERM).")
     var seconds: Double?
 
     @Flag(help: "Measure the cost of a cross-CPU GET against a local one (needs --cpus 2 or more), then exit.")
     var measureHop = false
 
-    func run() async throws {
-        guard let colon = listen.lastIndex(of: ":"), let port = UInt16(listen[listen.index(after: colon)...]) else {
-            throw ValidationError("--listen wants ADDR:PORT")
+    func validate() throws {
+        _ = try parseAddress(memcached, option: "--memcached")
+        if memory < 1 || memory > 1 << 20 { throw ValidationError("--memory must be between 1 and \(1 << 20) (MiB), got \(memory)") }
+        if maxValueKB < 1 || maxValueKB > 1 << 20 {
+            throw ValidationError("--max-value-kb must be between 1 and \(1 << 20) (KiB), got \(maxValueKB)")
         }
-        let address = String(listen[..<colon])
-        let system = try LWKT.boot(cpus: cpus)
-        let service = try await MemcachedService.start(system: system, address: address, port: port,
+        if let seconds, !(seconds > 0) { throw ValidationError("--seconds must be more than 0, got \(seconds)") }
+    }
+
+    func run() async throws {
+        let signals = SignalWaiter()
+        let address = try parseAddress(memcached, option: "--memcached")
+        let system: LWKTSystem
+        do { system = try LWKT.boot(cpus: cpuOptions.cpus) } catch {
+            throw runtimeFailure(ExitStatus.osError, "cannot boot the CPUs: \(error)")
+        }
+        let service: MemcachedService
+        do {
+            service = try await MemcachedService.start(system: system, address: address.host, port: address.port,
                                                        memoryLimit: memory << 20, maxValueSize: maxValueKB << 10)
+        } catch {
+            _ = try? await system.shutdown()
+            throw ServeCommand.listenFailure("--memcached", memcached, error)
+        }
         if measureHop {
             let (local, remote) = try await service.measureHop()
             print(String(format: "GET hit, in place on the owner: %.0f ns; sent to the owner by doMsg and back: %.0f ns", local, remote))
+            let r = try await service.measureRouting()
+            print(String(format: "10-key get, all keys local: %.0f ns; keys on 2 CPUs: %.0f ns", r.multiGetLocal, r.multiGetMixed))
+            print(String(format: "8 pipelined gets on 2 CPUs, one message per remote command: %.0f ns; one message per owner: %.0f ns",
+                         r.pipelineOneByOne, r.pipelineBatched))
             await service.stop()
             try await system.shutdown()
             return
         }
-        print("libellula memcached: \(system.cpuCount) CPUs, listening on \(address):\(service.port), \(memory) MiB")
+        print("libellula memcached: \(system.cpuCount) CPUs, listening on \(address.host):\(service.port), \(memory) MiB")
         fflush(nil)
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        let stop = DispatchSemaphore(value: 0)
-        let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler { stop.signal() }
-            s.resume()
-            return s
-        }
         if let seconds {
-            DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { stop.signal() }
+            DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { signals.fire(0) }
         }
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async { stop.wait(); c.resume() }
-        }
-        _ = sources
+        _ = await signals.wait()
         let counters = try await service.perCPUCounters()
         for (i, c) in counters.enumerated() {
             print("cpu\(i): get_hits \(c.getHits) get_misses \(c.getMisses) cmd_set \(c.cmdSet) local \(c.localRequests) remote_sent \(c.remoteSent) remote_served \(c.remoteServed) items \(c.currItems) evictions \(c.evictions)")
         }
         await service.stop()
-        try await system.shutdown()
+        let report = try await system.shutdown()
+        if report.leakedThreads > 0 {
+            throw runtimeFailure(ExitStatus.software, "\(report.leakedThreads) LWKT threads did not stop")
+        }
     }
 }

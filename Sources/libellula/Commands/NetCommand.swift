@@ -29,8 +29,7 @@ struct NetCommand: AsyncParsableCommand {
     @Option(help: "UDP port the stack answers as an echo server.")
     var echoPort: UInt16 = 7
 
-    @Option(help: "Number of CPUs (default: one per online core).")
-    var cpus: Int?
+    @OptionGroup var cpuOptions: CPUOptions
 
     @Option(help: "Stop after this many seconds (default: run until interrupted).")
     var duration: Double?
@@ -53,7 +52,7 @@ struct NetCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (addr, prefix) = try parseAddress()
-        let n = cpus ?? LWKT.onlineCores
+        let n = cpuOptions.cpus ?? LWKT.onlineCores
         let system = try LWKT.boot(cpus: n)
         let slab = SlabAllocator(system: system)
         let device: TAPInterface
@@ -61,7 +60,7 @@ struct NetCommand: AsyncParsableCommand {
             device = try TAPInterface(name: tap, queues: n, vnetHeader: !noVnetHeader)
         } catch {
             _ = try? await system.shutdown()
-            throw ValidationError("\(error)")
+            throw runtimeFailure(ExitStatus.osError, "cannot open TAP device \(tap): \(error)")
         }
         var c = NetStackConfiguration(address: addr, prefixLength: prefix, gateway: gateway.flatMap { IPv4Address($0) })
         c.udpEchoPort = echoPort

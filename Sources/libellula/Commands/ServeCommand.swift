@@ -17,23 +17,31 @@ struct ServeCommand: AsyncParsableCommand {
         discussion: "Live statistics are at /_stats (HTML) and /_stats.json; `libellula stat` prints them."
     )
 
-    @Option(help: "Number of CPUs (default: one per online core).")
-    var cpus: Int?
+    @OptionGroup var cpuOptions: CPUOptions
 
-    @Option(help: "Address to listen on, ADDR:PORT.")
+    @Option(help: "Address to listen on for HTTP: ADDR:PORT, [IPV6]:PORT, or [::]:PORT for IPv6 and IPv4.")
     var http = "127.0.0.1:8080"
 
     @Option(help: "Serve this host directory through HostFS instead of the built-in demo site.")
     var root: String?
 
-    @Option(help: "Seconds a keep-alive connection may stay idle.")
+    @Option(parsing: .unconditional, help: "Seconds a keep-alive connection may stay idle.")
     var idleTimeout = 30
 
-    @Option(help: "Open connections allowed per CPU (503 beyond).")
+    @Option(parsing: .unconditional, help: "Open connections allowed per CPU (503 beyond).")
     var maxConnections = 4096
 
-    @Option(help: "Idle spin window in microseconds before a CPU sleeps.")
+    @Option(parsing: .unconditional, help: "Idle spin window in microseconds before a CPU sleeps (default: 50, or 2 when CPUs outnumber cores).")
     var spinMicroseconds: Int?
+
+    @Option(help: "Hot-file cache: on (small files' responses kept per CPU) or off (every request goes through the VFS).")
+    var hotCache: HotCacheSetting = .on
+
+    @Option(parsing: .unconditional, help: "Seconds a hot-file cache entry is trusted before the file is checked again (inode, size, mtime, ctime); 0 checks on every request.")
+    var cacheValidity: Double = 1
+
+    @Option(parsing: .unconditional, help: "Seconds to wait for connections and CPUs to stop at shutdown before giving up with status 70.")
+    var shutdownTimeout: Double = 15
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
@@ -41,26 +49,41 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(help: "Do not serve /_stats and /_stats.json.")
     var noStats = false
 
-    @Option(help: "Address for the memcached-protocol cache, ADDR:PORT.")
+    @Option(help: "Address for the memcached-protocol cache, ADDR:PORT (as `libellula memcached --memcached`).")
     var memcached = "127.0.0.1:11211"
 
     @Flag(help: "Do not start the memcached-protocol cache.")
     var noMemcached = false
 
-    @Option(help: "Megabytes of items the cache keeps before evicting (memcached's -m).")
+    @Option(parsing: .unconditional, help: "MiB of items the cache keeps before evicting (memcached's -m).")
     var memory = 64
 
+    /// Test hook: blocks the last CPU in a host call that never returns, to check that
+    /// shutdown stays bounded.
+    @Flag(help: .hidden)
+    var debugBlockCPU = false
+
     func validate() throws {
-        guard SocketAddress(parsing: http) != nil else { throw ValidationError("--http wants ADDR:PORT, got '\(http)'") }
-        if let cpus, cpus < 1 { throw ValidationError("--cpus must be at least 1") }
-        if !noMemcached && SocketAddress(parsing: memcached) == nil {
-            throw ValidationError("--memcached wants ADDR:PORT, got '\(memcached)'")
+        _ = try parseAddress(http, option: "--http")
+        if !noMemcached { _ = try parseAddress(memcached, option: "--memcached") }
+        if memory < 1 { throw ValidationError("--memory must be at least 1 (MiB), got \(memory)") }
+        if memory > 1 << 20 { throw ValidationError("--memory must be at most \(1 << 20) (MiB), got \(memory)") }
+        if maxConnections < 1 { throw ValidationError("--max-connections must be at least 1, got \(maxConnections)") }
+        if idleTimeout < 1 { throw ValidationError("--idle-timeout must be at least 1 (second), got \(idleTimeout)") }
+        if let spinMicroseconds, spinMicroseconds < 0 || spinMicroseconds > 1_000_000 {
+            throw ValidationError("--spin-microseconds must be between 0 and 1000000, got \(spinMicroseconds)")
         }
-        if memory < 1 { throw ValidationError("--memory must be at least 1 (MB)") }
+        if !(cacheValidity >= 0 && cacheValidity <= 86400) {
+            throw ValidationError("--cache-validity must be between 0 and 86400 (seconds), got \(cacheValidity)")
+        }
+        if !(shutdownTimeout > 0 && shutdownTimeout <= 3600) {
+            throw ValidationError("--shutdown-timeout must be between 0 and 3600 (seconds), got \(shutdownTimeout)")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level '\(logLevel)'") }
     }
 
     func run() async throws {
+        let signals = SignalWaiter()
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
@@ -68,38 +91,47 @@ struct ServeCommand: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "libellula.serve")
-        let system = try LWKT.boot(cpus: cpus, configuration: LWKTConfiguration(idleSpin: spinMicroseconds.map { .microseconds($0) }))
+        let httpAddress = try parseAddress(http, option: "--http")
+        let system: LWKTSystem
+        do {
+            system = try LWKT.boot(cpus: cpuOptions.cpus, configuration: LWKTConfiguration(idleSpin: spinMicroseconds.map { .microseconds($0) }))
+        } catch {
+            throw runtimeFailure(ExitStatus.osError, "cannot boot the CPUs: \(error)")
+        }
         let slab = SlabAllocator(system: system)
         let vfs: VirtualFileSystem
         if let root {
             do { vfs = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: root)) } catch {
                 _ = try? await system.shutdown()
-                throw ValidationError("cannot serve --root \(root): \(error)")
+                let e = error.rawValue
+                throw runtimeFailure(ExitStatus.forErrno(e), "cannot serve --root \(root): \(errorText(e))")
             }
         } else {
             vfs = VirtualFileSystem(rootFileSystem: MemFS())
             try DemoSite.install(in: vfs)
         }
         var config = HTTPServerConfiguration()
-        config.address = SocketAddress(parsing: http) ?? .loopback(port: 8080)
+        config.address = httpAddress
         config.idleTimeout = .seconds(idleTimeout)
         config.maxConnectionsPerCPU = maxConnections
         config.statisticsEnabled = !noStats
+        config.hotCacheEnabled = hotCache == .on
+        config.cacheValidity = .milliseconds(Int64((cacheValidity * 1000).rounded()))
         let server = try HTTPServer(system: system, stack: HostSocketStack(system: system), vfs: vfs, slab: slab,
                                     configuration: config, logger: Logger(label: "libellula.http"))
         do { try server.start() } catch {
             _ = try? await system.shutdown()
-            throw ValidationError("cannot listen on \(http): \(error)")
+            throw Self.listenFailure("--http", http, error)
         }
         let what = root.map { "\($0) (HostFS)" } ?? "the demo site (MemFS)"
         logger.notice("serving \(what) on http://\(server.address)/ with \(system.cpuCount) CPU\(system.cpuCount == 1 ? "" : "s"); statistics at /_stats")
 
         var cache: MemcachedService?
         var refresher: Task<Void, Never>?
-        if !noMemcached, let mc = SocketAddress(parsing: memcached) {
-            let host = "\(mc)".split(separator: ":").first.map(String.init) ?? "127.0.0.1"
+        if !noMemcached {
+            let mc = try parseAddress(memcached, option: "--memcached")
             do {
-                let service = try await MemcachedService.start(system: system, address: host, port: mc.port,
+                let service = try await MemcachedService.start(system: system, address: mc.host, port: mc.port,
                                                                memoryLimit: memory << 20)
                 cache = service
                 server.showMemcachedStatistics { service.lastCounters }
@@ -109,42 +141,62 @@ struct ServeCommand: AsyncParsableCommand {
                         try? await Task.sleep(for: .seconds(1))
                     }
                 }
-                logger.notice("memcached protocol on \(host):\(service.port) (\(memory) MB); --no-memcached to turn it off")
+                logger.notice("memcached protocol on \(mc.host):\(service.port) (\(memory) MiB); --no-memcached to turn it off")
             } catch {
-                logger.warning("memcached not started on \(memcached): \(error) (HTTP keeps serving)")
+                await server.stop()
+                _ = try? await system.shutdown()
+                throw Self.listenFailure("--memcached", memcached, error)
             }
         }
+        if debugBlockCPU, let last = system.cpus.last {
+            // A thread that blocks its CPU in a host call (what a FIFO open once did).
+            LWKTThread.spawn(on: last, priority: .user, name: "debug-block") {
+                var fds: [Int32] = [0, 0]
+                _ = pipe(&fds)
+                var byte: UInt8 = 0
+                _ = Glibc.read(fds[0], &byte, 1)
+            }
+            logger.notice("debug: CPU \(last.id) is blocked")
+        }
 
-        let signal = await Self.waitForSignal()
+        let signal = await signals.wait()
         logger.notice("\(signal == SIGINT ? "SIGINT" : "SIGTERM"): shutting down")
+        let limit = shutdownTimeout
+        Self.exitIfStuck(after: limit, logger: logger)
         refresher?.cancel()
         await refresher?.value
         await cache?.stop()
         await server.stop()
-        let report = try await system.shutdown()
+        let report = try await system.shutdown(timeout: .seconds(max(1, limit / 2)))
         let stats = server.statistics().http
         logger.notice("stopped: \(stats.reduce(0) { $0 + $1.requests }) requests on \(stats.reduce(0) { $0 + $1.connectionsAccepted }) connections; \(report.joinedCPUs) CPUs joined, \(report.leakedThreads) threads leaked")
-        if report.leakedThreads > 0 { throw ExitCode(1) }
+        if report.leakedThreads > 0 { throw ExitCode(ExitStatus.software) }
     }
 
-    /// Waits for SIGINT or SIGTERM (delivered through Dispatch sources, not a handler).
-    static func waitForSignal() async -> Int32 {
-        Glibc.signal(SIGINT, SIG_IGN)
-        Glibc.signal(SIGTERM, SIG_IGN)
-        let queue = DispatchQueue(label: "libellula.signals")
-        let done = Mutex(false)
-        var sources: [DispatchSourceSignal] = []
-        let got: Int32 = await withCheckedContinuation { c in
-            for sig in [SIGINT, SIGTERM] {
-                let s = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-                s.setEventHandler {
-                    if done.withLock({ d in defer { d = true }; return !d }) { c.resume(returning: sig) }
-                }
-                s.resume()
-                sources.append(s)
-            }
+    /// What `--hot-cache` takes.
+    enum HotCacheSetting: String, ExpressibleByArgument, CaseIterable {
+        case on, off
+    }
+
+    /// The failure to report when a listener cannot open.
+    static func listenFailure(_ option: String, _ text: String, _ error: any Error) -> ExitCode {
+        var e: Int32?
+        if let s = error as? SocketError, case .system(_, let code) = s { e = code }
+        if let m = error as? MemcachedNetworkError, case .socket(let s) = m, case .system(_, let code) = s { e = code }
+        if let e { return runtimeFailure(ExitStatus.forErrno(e), "cannot listen on \(text) (\(option)): \(errorText(e))") }
+        return runtimeFailure(ExitStatus.osError, "cannot listen on \(text) (\(option)): \(error)")
+    }
+
+    /// Starts a watchdog that ends the process with status 70 if shutdown has not finished
+    /// after `seconds` (a CPU stuck in a host call cannot be joined), saying so.
+    static func exitIfStuck(after seconds: Double, logger: Logger) {
+        let t = Thread {
+            Thread.sleep(forTimeInterval: seconds)
+            let text = "libellula: error: shutdown did not finish within \(seconds) s (a CPU is stuck and cannot be joined); exiting with status \(ExitStatus.software)\n"
+            text.utf8CString.withUnsafeBufferPointer { _ = Glibc.write(2, $0.baseAddress, $0.count - 1) }
+            _exit(ExitStatus.software)
         }
-        for s in sources { s.cancel() }
-        return got
+        t.name = "shutdown-watchdog"
+        t.start()
     }
 }

@@ -18,7 +18,10 @@ struct StatCommand: AsyncParsableCommand {
     func run() async throws {
         let body: [UInt8]
         do { body = try HTTPFetch.get(url, path: "/_stats.json") } catch {
-            throw ValidationError("\(error)")
+            if case .badURL = error { throw ValidationError("--url wants http://ADDR:PORT, got '\(url)'") }
+            var status = ExitStatus.unavailable
+            if case .connect(_, let e) = error { status = ExitStatus.forErrno(e) }
+            throw runtimeFailure(status, "cannot read statistics from \(url): \(error)")
         }
         if json {
             print(String(decoding: body, as: UTF8.self))

@@ -21,28 +21,29 @@ enum Listener {
     /// connection on the same CPU.
     static func acceptLoop(_ listener: HostListener, service: MemcachedService) async {
         let cpu = listener.cpuID
-        defer { listener.close() }
-        while !Task.isCancelled {
-            let conn: HostConnection
-            do {
-                conn = try await listener.accept()
-            } catch {
-                if error == .cancelled || error == .closed || Task.isCancelled { return }
-                // A failing accept (not a busy one): back off rather than spin.
-                do { try await LWKT.sleep(for: .milliseconds(10)) } catch { return }
-                continue
-            }
+        await AcceptLoop.run(listener) { conn in
             let store = service.stores[cpu]
+            // memcached's maxconns_fast: over the limit, say so and close at once.
+            if service.openConnections.add(1, ordering: .relaxed).newValue > service.maxConnections {
+                service.openConnections.subtract(1, ordering: .relaxed)
+                service.rejectedConnections.add(1, ordering: .relaxed)
+                let refusal: StaticString = "ERROR Too many open connections\r\n"
+                try? await conn.write(UnsafeRawBufferPointer(start: refusal.utf8Start, count: refusal.utf8CodeUnitCount),
+                                      timeout: .milliseconds(100))
+                await conn.close(linger: .milliseconds(10))
+                return
+            }
             store.counters.totalConnections += 1
             store.counters.currConnections += 1
             let holder = ThreadHolder()
             let box = ConnectionBox(conn)
             let t = LWKTThread.spawn(on: service.system.cpus[cpu], priority: .kernel, name: "memcached-conn") {
                 var stream = ConnectionStream(connection: box.connection)
-                let session = MemcachedSession(service: service, cpu: cpu)
+                let session = MemcachedSession(service: service, cpu: cpu, peer: "\(box.connection.peer)")
                 await session.serve(&stream)
                 await box.connection.close(linger: .milliseconds(100))
                 store.counters.currConnections -= 1
+                service.openConnections.subtract(1, ordering: .relaxed)
                 if let me = holder.thread { service.untrack(me) }
             }
             holder.thread = t

@@ -3,7 +3,7 @@ enum OpKind: UInt8 {
     case get, gets, gat, gats
     case set, add, replace, append, prepend, cas
     case delete, incr, decr, touch
-    case metaGet, metaSet, metaDelete, metaArithmetic
+    case metaGet, metaSet, metaDelete, metaArithmetic, metaDebug
 }
 
 /// One parsed single-key operation. Its pointers point into the connection's input
@@ -21,6 +21,8 @@ struct KeyOp {
     var cas: UInt64 = 0
     var delta: UInt64 = 0
     var noreply = false
+    /// A storage command refused as larger than memcached's `-I` (its data is swallowed).
+    var tooLarge = false
     /// Unix seconds at the connection when the command was read.
     var now: Int64 = 0
     var meta = MetaFlags()
@@ -35,6 +37,9 @@ struct MetaFlags {
     var textLength = 0
     var ttl: Int64 = 0            // T
     var vivifyTTL: Int64 = 0      // N
+    var recache: Int64 = 0        // R
+    /// An `O` token longer than memcached's 32 bytes.
+    var opaqueTooLong = false
     var cas: UInt64 = 0           // C
     var clientFlags: UInt32 = 0   // F
     var initial: UInt64 = 0       // J
@@ -50,6 +55,17 @@ struct MetaFlags {
     @inline(__always) func has(_ c: Unicode.Scalar) -> Bool {
         present & MetaFlags.bit(UInt8(ascii: c)) != 0
     }
+
+    /// The bits of every letter in `s`.
+    static func mask(_ s: StaticString) -> UInt64 {
+        var m: UInt64 = 0
+        for i in 0..<s.utf8CodeUnitCount { m |= bit(s.utf8Start[i]) }
+        return m
+    }
+
+    @inline(__always) func has(byte c: UInt8) -> Bool { present & MetaFlags.bit(c) != 0 }
+
+    @inline(__always) mutating func mark(_ c: UInt8) { present |= MetaFlags.bit(c) }
 }
 
 /// memcached's `realtime()`: 0 is never, a negative time has already passed, up to 30

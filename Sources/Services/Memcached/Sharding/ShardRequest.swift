@@ -1,92 +1,138 @@
 import LWKT
+import Slab
 
-/// A request from a connection to the CPU that owns some keys, sent with `doMsg` to that
-/// CPU's shard port. Each connection keeps one per CPU and reuses it for every request,
-/// so the steady state allocates nothing.
+/// A message from a connection to one CPU's shard port, sent by the connection's
+/// ``ShardRouter``. Each connection keeps one per CPU and reuses it, so the steady state
+/// allocates nothing.
+///
+/// Rules: the connection fills a request, sends it, and touches it again only after the
+/// owner replied (the IPI rings order the hand-off both ways); the owner touches only the
+/// request while it runs it. Replies go to the request's own ``reply`` buffer, never to the
+/// connection's: one convention for single keys, multi-gets and pipelines alike.
 final class ShardRequest: Message, @unchecked Sendable {
     enum Kind: UInt8 {
-        /// Run `op`, appending the response to `target`.
-        case single
-        /// Run `op` (a get-family operation) for each key in `keys[keyIndexes]`, appending
-        /// the responses to `scratch` and the end offset of each to `ends`.
-        case multiGet
+        /// Run `ops[0..<count]` in order, appending each reply to `reply` and its end to `ends`.
+        case batch
         /// Copy the shard's counters and per-class tables into this request.
         case stats
-        /// `flush_all` with `op.expiry` as the delay.
+        /// `flush_all` with `delay` seconds.
         case flush
         /// Zero the shard's counters (`stats reset`).
         case resetStats
     }
 
-    var kind: Kind = .single
-    var op = KeyOp()
-    /// The connection's output buffer (for `.single`).
-    unowned(unsafe) var target: OutputBuffer
-    let scratch = OutputBuffer(capacity: 4096)
-    /// The connection's key table (for `.multiGet`): start, length, hash per key.
-    var keys: UnsafeMutablePointer<KeyRef>? = nil
-    var keyIndexes: UnsafeMutablePointer<Int32>
-    var keyIndexCapacity = 64
-    var keyIndexCount = 0
-    var ends: UnsafeMutablePointer<Int>
+    var kind: Kind = .batch
+    /// The operations of a batch (pointers into the connection's input, which stays put
+    /// until the reply).
+    private(set) var ops: UnsafeMutablePointer<KeyOp>
+    private(set) var ends: UnsafeMutablePointer<Int>
+    private(set) var capacity = 16
+    /// Operations (or literal replies, for the connection's own CPU) queued.
+    private(set) var count = 0
+    /// The replies, back to back; `ends[j]` is where reply `j` ends.
+    let reply: IOBuffer
+    /// Replies already spliced into the connection's output.
     var cursor = 0
+    var delay: Int64 = 0
+    var now: Int64 = 0
     var counters = ShardCounters()
     var classItems: [Int] = []
     var classBytes: [Int] = []
     var classEvictions: [Int] = []
+    var connections: [Int: ConnectionInfo] = [:]
+    var prefixes: [String: PrefixCounters] = [:]
 
-    init(target: OutputBuffer) {
-        self.target = target
-        keyIndexes = .allocate(capacity: 64)
-        ends = .allocate(capacity: 64)
-        super.init()
+    /// A request whose replies take slab memory of `type` (malloc when no slab is given).
+    init(slab: SlabAllocator? = nil, type: MallocType? = nil) {
+        reply = IOBuffer(capacity: 4096, allocator: slab, type: type)
+        ops = .allocate(capacity: 16)
+        ends = .allocate(capacity: 16)
+        super.init(replyPort: nil, options: [])
     }
 
     deinit {
-        keyIndexes.deallocate()
+        ops.deallocate()
         ends.deallocate()
     }
 
-    func addKeyIndex(_ i: Int) {
-        if keyIndexCount == keyIndexCapacity {
-            let c = keyIndexCapacity * 2
-            let ni = UnsafeMutablePointer<Int32>.allocate(capacity: c)
-            ni.update(from: keyIndexes, count: keyIndexCount)
-            keyIndexes.deallocate()
-            keyIndexes = ni
-            let ne = UnsafeMutablePointer<Int>.allocate(capacity: c)
-            ends.deallocate()
-            ends = ne
-            keyIndexCapacity = c
-        }
-        keyIndexes[keyIndexCount] = Int32(truncatingIfNeeded: i)
-        keyIndexCount += 1
+    @inline(__always) private func makeRoom() {
+        guard count == capacity else { return }
+        let c = capacity * 2
+        let no = UnsafeMutablePointer<KeyOp>.allocate(capacity: c)
+        no.moveInitialize(from: ops, count: count)
+        ops.deallocate()
+        ops = no
+        let ne = UnsafeMutablePointer<Int>.allocate(capacity: c)
+        ne.moveInitialize(from: ends, count: count)
+        ends.deallocate()
+        ends = ne
+        capacity = c
+    }
+
+    /// Queues an operation to run on the owner.
+    @inline(__always) func add(_ op: KeyOp) {
+        makeRoom()
+        (ops + count).initialize(to: op)
+        ends[count] = -1
+        count += 1
+    }
+
+    /// Queues a reply that needs no shard (a literal, or a reply made on this CPU).
+    @inline(__always) func addReply(_ s: StaticString) {
+        makeRoom()
+        reply.append(s)
+        (ops + count).initialize(to: KeyOp())
+        ends[count] = reply.count
+        count += 1
+    }
+
+    /// Runs an operation here at once and queues its reply (the connection's own CPU, in
+    /// order with its literals).
+    @inline(__always) func addLocal(_ op: KeyOp, store: ItemStore) {
+        makeRoom()
+        (ops + count).initialize(to: op)
+        CommandExecutor.execute(&ops[count], store: store, out: reply)
+        ends[count] = reply.count
+        count += 1
+    }
+
+    /// The reply of entry `j` (in order of queueing).
+    @inline(__always) func replyRange(_ j: Int) -> (UnsafeRawPointer, Int) {
+        var from = 0
+        var k = j - 1
+        while k >= 0 && ends[k] < 0 { k -= 1 }
+        if k >= 0 { from = ends[k] }
+        // An entry that never ran (the message could not be sent) has no reply.
+        return (UnsafeRawPointer(reply.base + from), ends[j] < 0 ? 0 : ends[j] - from)
+    }
+
+    /// Empties the request for the next window.
+    @inline(__always) func reset() {
+        (ops).deinitialize(count: count)
+        count = 0
+        cursor = 0
+        reply.clear()
+        reply.trim(limit: 256 * 1024)
     }
 
     /// Runs the request against `store` on the owner CPU.
     func run(on store: ItemStore) {
         switch kind {
-        case .single:
-            CommandExecutor.execute(&op, store: store, out: target)
-        case .multiGet:
-            guard let keys else { return }
-            scratch.count = 0
-            for j in 0..<keyIndexCount {
-                let k = keys[Int(keyIndexes[j])]
-                op.key = UnsafeRawPointer(k.start)
-                op.keyLength = k.length
-                op.hash = k.hash
-                CommandExecutor.execute(&op, store: store, out: scratch)
-                ends[j] = scratch.count
+        case .batch:
+            for j in 0..<count where ends[j] < 0 {
+                CommandExecutor.execute(&ops[j], store: store, out: reply)
+                ends[j] = reply.count
             }
         case .stats:
-            store.tick(op.now)
+            store.tick(now)
             counters = store.counters
             classItems = store.classItems
             classBytes = store.classBytes
             classEvictions = store.classEvictions
+            connections = store.connections
+            prefixes = store.prefixes
         case .flush:
-            store.flush(delay: op.expiry, now: op.now)
+            store.flush(delay: delay, now: now)
         case .resetStats:
             let keep = store.counters
             store.counters = ShardCounters()
@@ -96,12 +142,4 @@ final class ShardRequest: Message, @unchecked Sendable {
             store.counters.currConnections = keep.currConnections
         }
     }
-}
-
-/// A key of a multi-key command: where it sits in the input buffer, and its hash.
-struct KeyRef {
-    var start: UnsafeMutableRawPointer
-    var length: Int
-    var hash: UInt64
-    var owner: Int
 }

@@ -1,68 +1,97 @@
-/// One cached item: a view of a slab chunk holding a fixed header, then the key, then the
-/// value. The chunk belongs to the shard (CPU) that owns the key and is only touched on it.
-///
-/// Header layout (72 bytes, 8-aligned): hash-chain next, LRU prev, LRU next, CAS id, key
-/// hash, expiry (absolute Unix seconds, 0 = never), last access (Unix seconds), client
-/// flags, value length, key length, item flags, bytes charged to the memory limit.
+/// The fixed header at the start of every item's slab chunk (72 bytes, 8-aligned).
+struct ItemHeader {
+    /// Next item in the same hash bucket.
+    var hashNext: UnsafeMutableRawPointer?
+    /// LRU neighbours (towards the head, towards the tail).
+    var prev: UnsafeMutableRawPointer?
+    var next: UnsafeMutableRawPointer?
+    var cas: UInt64
+    /// The key hash (its high half names the owner CPU).
+    var hash: UInt64
+    /// Absolute Unix seconds; 0 = never.
+    var expiry: Int64
+    /// Unix seconds of the last access.
+    var lastAccess: Int64
+    /// The client's flags.
+    var flags: UInt32
+    var valueLength: UInt32
+    var keyLength: UInt16
+    /// Bit 0: fetched since stored. Bit 1: stale (meta invalidation). Bit 2: a win token
+    /// was sent (meta `W`). Bit 3: the key is binary (stored with the meta `b` flag).
+    var itemFlags: UInt16
+    /// Bytes charged to the memory limit.
+    var charged: UInt32
+}
+
+/// One cached item: a view of a slab chunk holding an ``ItemHeader``, then the key, then
+/// the value. The chunk belongs to the shard (CPU) that owns the key and is only touched on
+/// it.
 struct Item: Equatable {
     let raw: UnsafeMutableRawPointer
 
-    static let headerSize = 72
+    static let headerSize = MemoryLayout<ItemHeader>.stride
 
     @inline(__always) init(_ raw: UnsafeMutableRawPointer) { self.raw = raw }
+
+    /// Binds a fresh chunk's first bytes to ``ItemHeader`` (once, when allocated).
+    @inline(__always) static func bind(_ raw: UnsafeMutableRawPointer) -> Item {
+        raw.bindMemory(to: ItemHeader.self, capacity: 1)
+        return Item(raw)
+    }
 
     @inline(__always) static func totalSize(keyLength: Int, valueLength: Int) -> Int {
         headerSize &+ keyLength &+ valueLength
     }
 
+    @inline(__always) var header: UnsafeMutablePointer<ItemHeader> { raw.assumingMemoryBound(to: ItemHeader.self) }
+
     @inline(__always) var hashNext: UnsafeMutableRawPointer? {
-        get { raw.load(as: UnsafeMutableRawPointer?.self) }
-        nonmutating set { raw.storeBytes(of: newValue, as: UnsafeMutableRawPointer?.self) }
+        get { header.pointee.hashNext }
+        nonmutating set { header.pointee.hashNext = newValue }
     }
     @inline(__always) var prev: UnsafeMutableRawPointer? {
-        get { raw.load(fromByteOffset: 8, as: UnsafeMutableRawPointer?.self) }
-        nonmutating set { raw.storeBytes(of: newValue, toByteOffset: 8, as: UnsafeMutableRawPointer?.self) }
+        get { header.pointee.prev }
+        nonmutating set { header.pointee.prev = newValue }
     }
     @inline(__always) var next: UnsafeMutableRawPointer? {
-        get { raw.load(fromByteOffset: 16, as: UnsafeMutableRawPointer?.self) }
-        nonmutating set { raw.storeBytes(of: newValue, toByteOffset: 16, as: UnsafeMutableRawPointer?.self) }
+        get { header.pointee.next }
+        nonmutating set { header.pointee.next = newValue }
     }
     @inline(__always) var cas: UInt64 {
-        get { raw.load(fromByteOffset: 24, as: UInt64.self) }
-        nonmutating set { raw.storeBytes(of: newValue, toByteOffset: 24, as: UInt64.self) }
+        get { header.pointee.cas }
+        nonmutating set { header.pointee.cas = newValue }
     }
     @inline(__always) var hash: UInt64 {
-        get { raw.load(fromByteOffset: 32, as: UInt64.self) }
-        nonmutating set { raw.storeBytes(of: newValue, toByteOffset: 32, as: UInt64.self) }
+        get { header.pointee.hash }
+        nonmutating set { header.pointee.hash = newValue }
     }
     @inline(__always) var expiry: Int64 {
-        get { raw.load(fromByteOffset: 40, as: Int64.self) }
-        nonmutating set { raw.storeBytes(of: newValue, toByteOffset: 40, as: Int64.self) }
+        get { header.pointee.expiry }
+        nonmutating set { header.pointee.expiry = newValue }
     }
     @inline(__always) var lastAccess: Int64 {
-        get { raw.load(fromByteOffset: 48, as: Int64.self) }
-        nonmutating set { raw.storeBytes(of: newValue, toByteOffset: 48, as: Int64.self) }
+        get { header.pointee.lastAccess }
+        nonmutating set { header.pointee.lastAccess = newValue }
     }
     @inline(__always) var flags: UInt32 {
-        get { raw.load(fromByteOffset: 56, as: UInt32.self) }
-        nonmutating set { raw.storeBytes(of: newValue, toByteOffset: 56, as: UInt32.self) }
+        get { header.pointee.flags }
+        nonmutating set { header.pointee.flags = newValue }
     }
     @inline(__always) var valueLength: Int {
-        get { Int(raw.load(fromByteOffset: 60, as: UInt32.self)) }
-        nonmutating set { raw.storeBytes(of: UInt32(truncatingIfNeeded: newValue), toByteOffset: 60, as: UInt32.self) }
+        get { Int(header.pointee.valueLength) }
+        nonmutating set { header.pointee.valueLength = UInt32(truncatingIfNeeded: newValue) }
     }
     @inline(__always) var keyLength: Int {
-        get { Int(raw.load(fromByteOffset: 64, as: UInt16.self)) }
-        nonmutating set { raw.storeBytes(of: UInt16(truncatingIfNeeded: newValue), toByteOffset: 64, as: UInt16.self) }
+        get { Int(header.pointee.keyLength) }
+        nonmutating set { header.pointee.keyLength = UInt16(truncatingIfNeeded: newValue) }
     }
-    /// Bit 0: fetched since stored. Bit 1: stale (meta invalidation).
     @inline(__always) var itemFlags: UInt16 {
-        get { raw.load(fromByteOffset: 66, as: UInt16.self) }
-        nonmutating set { raw.storeBytes(of: newValue, toByteOffset: 66, as: UInt16.self) }
+        get { header.pointee.itemFlags }
+        nonmutating set { header.pointee.itemFlags = newValue }
     }
     @inline(__always) var charged: Int {
-        get { Int(raw.load(fromByteOffset: 68, as: UInt32.self)) }
-        nonmutating set { raw.storeBytes(of: UInt32(truncatingIfNeeded: newValue), toByteOffset: 68, as: UInt32.self) }
+        get { Int(header.pointee.charged) }
+        nonmutating set { header.pointee.charged = UInt32(truncatingIfNeeded: newValue) }
     }
     @inline(__always) var key: UnsafeMutableRawPointer { raw + Item.headerSize }
     @inline(__always) var value: UnsafeMutableRawPointer { raw + (Item.headerSize &+ keyLength) }
@@ -70,6 +99,26 @@ struct Item: Equatable {
     @inline(__always) var fetched: Bool {
         get { itemFlags & 1 != 0 }
         nonmutating set { itemFlags = newValue ? itemFlags | 1 : itemFlags & ~1 }
+    }
+
+    /// The item's size as memcached counts it (`bytes`, `-I`, `me`).
+    @inline(__always) var memcachedSize: Int {
+        MemcachedCommandParser.itemSize(keyLength: keyLength, valueLength: valueLength, flags: flags)
+    }
+
+    @inline(__always) var stale: Bool {
+        get { itemFlags & 2 != 0 }
+        nonmutating set { itemFlags = newValue ? itemFlags | 2 : itemFlags & ~2 }
+    }
+
+    @inline(__always) var tokenSent: Bool {
+        get { itemFlags & 4 != 0 }
+        nonmutating set { itemFlags = newValue ? itemFlags | 4 : itemFlags & ~4 }
+    }
+
+    @inline(__always) var binaryKey: Bool {
+        get { itemFlags & 8 != 0 }
+        nonmutating set { itemFlags = newValue ? itemFlags | 8 : itemFlags & ~8 }
     }
 
     @inline(__always) func keyEquals(_ k: UnsafeRawPointer, _ n: Int) -> Bool {

@@ -1,4 +1,13 @@
 import Slab
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `stats detail on|off`, shared by the service and its CPUs' stores.
+final class DetailSwitch: Sendable {
+    let on = Atomic<Bool>(false)
+}
 
 /// How a store command treats an existing item.
 enum StoreMode: UInt8 {
@@ -29,11 +38,20 @@ final class ItemStore: @unchecked Sendable {
     var pendingFlush: Int64 = 0
     var counters = ShardCounters()
     /// Items and charged bytes per slab size class (the last slot: directly mapped items).
-    var classItems = [Int](repeating: 0, count: SizeClass.count + 1)
-    var classBytes = [Int](repeating: 0, count: SizeClass.count + 1)
-    var classEvictions = [Int](repeating: 0, count: SizeClass.count + 1)
+    /// Items, charged bytes and evictions per memcached slab class (``MemcachedSlabClasses``).
+    var classItems = [Int](repeating: 0, count: MemcachedSlabClasses.sizes.count)
+    var classBytes = [Int](repeating: 0, count: MemcachedSlabClasses.sizes.count)
+    var classEvictions = [Int](repeating: 0, count: MemcachedSlabClasses.sizes.count)
+    /// Open connections of this CPU (`stats conns`), by connection id.
+    var connections: [Int: ConnectionInfo] = [:]
+    /// `stats detail` counters of the keys this CPU owns, by prefix.
+    var prefixes: [String: PrefixCounters] = [:]
+    /// Whether `stats detail on` is in force (shared by every CPU of the service).
+    let detail: DetailSwitch
 
-    init(cpuID: Int, cpuCount: Int, slab: SlabAllocator, type: MallocType, limit: Int, maxItemSize: Int) {
+    init(cpuID: Int, cpuCount: Int, slab: SlabAllocator, type: MallocType, limit: Int, maxItemSize: Int,
+         detail: DetailSwitch = DetailSwitch()) {
+        self.detail = detail
         self.cpuID = cpuID
         self.cpuCount = cpuCount
         self.slab = slab
@@ -52,14 +70,26 @@ final class ItemStore: @unchecked Sendable {
         buckets.deallocate()
     }
 
-    // MARK: - Charging
-
-    @inline(__always) static func sizeClass(of bytes: Int) -> Int {
-        SizeClass.mapsDirectly(bytes) ? SizeClass.count : SizeClass.index(forSize: bytes).index
+    /// Counts a get (and whether it hit), set or delete for the key's prefix (the text
+    /// before memcached's `:` delimiter; keys without one are not counted).
+    func recordPrefix(_ key: UnsafeRawPointer, _ n: Int, get: Bool = false, hit: Bool = false, set: Bool = false, delete: Bool = false) {
+        guard let colon = memchr(key, 0x3A, n) else { return }
+        let prefix = String(decoding: UnsafeRawBufferPointer(start: key, count: UnsafeRawPointer(colon) - key), as: UTF8.self)
+        var c = prefixes[prefix, default: PrefixCounters()]
+        if get { c.gets += 1; if hit { c.hits += 1 } }
+        if set { c.sets += 1 }
+        if delete { c.deletes += 1 }
+        prefixes[prefix] = c
     }
 
-    @inline(__always) static func charge(of bytes: Int) -> Int {
-        SizeClass.mapsDirectly(bytes) ? (bytes + 4095) & ~4095 : SizeClass.index(forSize: bytes).chunkSize
+    // MARK: - Charging
+
+    // The memory limit and `bytes` count what memcached counts: `bytes` is the sum of
+    // memcached's item sizes (header, CAS, key, flags, value and CRLF), and the limit is
+    // charged memcached's slab chunk for each item (so the same values fill the same -m).
+
+    @inline(__always) static func sizeClass(of it: Item) -> Int {
+        MemcachedSlabClasses.index(forSize: it.memcachedSize)
     }
 
     @inline(__always) func nextCAS() -> UInt64 {
@@ -130,22 +160,22 @@ final class ItemStore: @unchecked Sendable {
         var link = buckets + b
         while let r = link.pointee {
             if r == it.raw { link.pointee = it.hashNext; break }
-            link = Item(r).raw.assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+            link = UnsafeMutablePointer(mutating: Item(r).header.pointer(to: \.hashNext).unsafelyUnwrapped)
         }
         unlinkLRU(it)
         counters.currItems -= 1
-        counters.bytes -= it.valueLength + it.keyLength
+        counters.bytes -= it.memcachedSize
         counters.chargedBytes -= it.charged
-        let c = ItemStore.sizeClass(of: Item.totalSize(keyLength: it.keyLength, valueLength: it.valueLength))
+        let c = ItemStore.sizeClass(of: it)
         classItems[c] -= 1
         classBytes[c] -= it.charged
         slab.free(it.raw, type: slabType)
     }
 
     /// Allocates an unlinked item, evicting from the LRU tail to stay within the budget.
-    func allocate(keyLength: Int, valueLength: Int) -> Item? {
+    func allocate(keyLength: Int, valueLength: Int, flags: UInt32) -> Item? {
         let size = Item.totalSize(keyLength: keyLength, valueLength: valueLength)
-        let charge = ItemStore.charge(of: size)
+        let charge = MemcachedSlabClasses.charge(forSize: MemcachedCommandParser.itemSize(keyLength: keyLength, valueLength: valueLength, flags: flags))
         if charge > limit { return nil }
         while counters.chargedBytes + charge > limit, let t = tail {
             let victim = Item(t)
@@ -153,12 +183,12 @@ final class ItemStore: @unchecked Sendable {
             let e = victim.expiry
             if e != 0 && e <= Int64(victim.lastAccess) { counters.reclaimed += 1 } else {
                 counters.evictions += 1
-                classEvictions[ItemStore.sizeClass(of: Item.totalSize(keyLength: victim.keyLength, valueLength: victim.valueLength))] += 1
+                classEvictions[ItemStore.sizeClass(of: victim)] += 1
             }
             remove(victim)
         }
         guard let raw = slab.allocate(size, type: slabType, flags: .mayReturnNil) else { return nil }
-        let it = Item(raw)
+        let it = Item.bind(raw)
         it.hashNext = nil
         it.prev = nil
         it.next = nil
@@ -183,9 +213,9 @@ final class ItemStore: @unchecked Sendable {
         linkLRUHead(it)
         counters.currItems += 1
         counters.totalItems += 1
-        counters.bytes += it.valueLength + it.keyLength
+        counters.bytes += it.memcachedSize
         counters.chargedBytes += it.charged
-        let c = ItemStore.sizeClass(of: Item.totalSize(keyLength: it.keyLength, valueLength: it.valueLength))
+        let c = ItemStore.sizeClass(of: it)
         classItems[c] += 1
         classBytes[c] += it.charged
         if counters.currItems > (mask + 1) + (mask + 1) / 2 { grow() }
@@ -221,18 +251,23 @@ final class ItemStore: @unchecked Sendable {
     /// mode when non-zero, as the meta commands do). Returns the result and the new CAS.
     func store(mode: StoreMode, key: UnsafeRawPointer, keyLength: Int, hash: UInt64,
                flags: UInt32, expiry: Int64, value: UnsafeRawPointer, valueLength: Int,
-               casIn: UInt64, now: Int64) -> (StoreResult, UInt64) {
+               casIn: UInt64, now: Int64, binaryKey: Bool = false, allowStale: Bool = false) -> (StoreResult, UInt64) {
         counters.cmdSet += 1
-        if Item.totalSize(keyLength: keyLength, valueLength: valueLength) > maxItemSize + Item.headerSize + 250 {
-            return (.tooLarge, 0)
-        }
         let old = find(key, keyLength, hash: hash, now: now)
+        // meta `I` with an older CAS: replace the value but keep it stale (memcached's
+        // set_stale), with the old TTL and win-token state.
+        var storeStale = false
+        var keepTokenSent = false
         switch mode {
         case .add: if old != nil { if let old { bump(old, now: now) }; return (.notStored, 0) }
         case .replace, .append, .prepend: if old == nil { return (.notStored, 0) }
         case .cas:
             guard let old else { counters.casMisses += 1; return (.notFound, 0) }
-            if old.cas != casIn { counters.casBadval += 1; return (.exists, 0) }
+            if old.cas != casIn {
+                guard allowStale && casIn != 0 && casIn < old.cas else { counters.casBadval += 1; return (.exists, 0) }
+                storeStale = true
+                keepTokenSent = old.tokenSent
+            }
             counters.casHits += 1
         case .set: break
         }
@@ -242,12 +277,14 @@ final class ItemStore: @unchecked Sendable {
         }
         var total = valueLength
         if mode == .append || mode == .prepend, let old { total += old.valueLength }
-        if Item.totalSize(keyLength: keyLength, valueLength: total) > maxItemSize + Item.headerSize + 250 {
-            return (.tooLarge, 0)
+        if MemcachedCommandParser.itemSize(keyLength: keyLength, valueLength: total, flags: old?.flags ?? flags) > maxItemSize {
+            // memcached cannot allocate the joined item and answers NOT_STORED.
+            return (mode == .append || mode == .prepend ? .notStored : .tooLarge, 0)
         }
         // Keep the old item out of eviction's way while allocating the new one.
         if let old { unlinkLRU(old); linkLRUHead(old) }
-        guard let it = allocate(keyLength: keyLength, valueLength: total) else {
+        let newFlags = (mode == .append || mode == .prepend) ? (old?.flags ?? flags) : flags
+        guard let it = allocate(keyLength: keyLength, valueLength: total, flags: newFlags) else {
             counters.outOfMemory += 1
             return (.outOfMemory, 0)
         }
@@ -272,8 +309,10 @@ final class ItemStore: @unchecked Sendable {
         } else {
             it.value.copyMemory(from: value, byteCount: valueLength)
             it.flags = flags
-            it.expiry = expiry
+            it.expiry = storeStale ? (current?.expiry ?? expiry) : expiry
         }
+        it.binaryKey = binaryKey
+        if storeStale { it.stale = true; it.tokenSent = keepTokenSent }
         link(it, replacing: current, now: now)
         return (.stored, it.cas)
     }
@@ -302,7 +341,7 @@ final class ItemStore: @unchecked Sendable {
             return .notFound
         }
         if casIn != 0 && it.cas != casIn { return .exists }
-        guard let cur = parseUInt64(UnsafeRawBufferPointer(start: it.value, count: it.valueLength), allowTrailingSpace: true) else {
+        guard it.valueLength > 0, let cur = parseStoredNumber(UnsafeRawBufferPointer(start: it.value, count: it.valueLength)) else {
             return .nonNumeric
         }
         let v: UInt64
@@ -316,7 +355,7 @@ final class ItemStore: @unchecked Sendable {
             it.cas = nextCAS()
             return .value(v, it.cas)
         }
-        guard let n = allocate(keyLength: keyLength, valueLength: len) else { counters.outOfMemory += 1; return .outOfMemory }
+        guard let n = allocate(keyLength: keyLength, valueLength: len, flags: it.flags) else { counters.outOfMemory += 1; return .outOfMemory }
         guard let current = findRaw(key, keyLength, hash: hash) else { discard(n); return .notFound }
         n.hash = hash
         n.key.copyMemory(from: key, byteCount: keyLength)
@@ -383,6 +422,36 @@ func parseUInt64(_ b: UnsafeRawBufferPointer, allowTrailingSpace: Bool = false) 
         guard allowTrailingSpace else { return nil }
         while i < n { if b[i] != 0x20 { return nil }; i += 1 }
     }
+    return v
+}
+
+/// memcached's reading of a stored value for incr/decr (`strtoull` then its checks):
+/// leading white space and a sign are allowed, the number must be followed by white space
+/// or the end of the value, and a negative number is refused only when it looks negative
+/// as a signed 64-bit value.
+func parseStoredNumber(_ b: UnsafeRawBufferPointer) -> UInt64? {
+    @inline(__always) func isSpace(_ c: UInt8) -> Bool { c == 0x20 || (c >= 0x09 && c <= 0x0D) }
+    let n = b.count
+    var i = 0
+    while i < n && isSpace(b[i]) { i += 1 }
+    var negative = false
+    if i < n && (b[i] == 0x2B || b[i] == 0x2D) { negative = b[i] == 0x2D; i += 1 }
+    let digitsStart = i
+    var v: UInt64 = 0
+    while i < n, b[i] >= 0x30 && b[i] <= 0x39 {
+        let (m, o1) = v.multipliedReportingOverflow(by: 10)
+        let (a, o2) = m.addingReportingOverflow(UInt64(b[i] - 0x30))
+        if o1 || o2 { return nil }
+        v = a
+        i += 1
+    }
+    // strtoull's end pointer: after the digits, or the very start when there were none.
+    let endIndex = i == digitsStart ? 0 : i
+    // The stored value is followed by CR LF in memcached, which counts as white space.
+    guard endIndex == n || isSpace(b[endIndex]) else { return nil }
+    if i == digitsStart { return 0 }
+    if negative { v = 0 &- v }
+    if Int64(bitPattern: v) < 0 && negative { return nil }
     return v
 }
 

@@ -18,6 +18,8 @@ public struct ShardCounters: Sendable, Equatable {
     /// Items held now and ever stored, their key and value bytes, the bytes they are charged
     /// against the memory limit (slab chunk sizes), and stores refused for lack of memory.
     public var currItems = 0, totalItems = 0, bytes = 0, chargedBytes = 0, outOfMemory = 0
+    /// Stores refused as larger than the item size limit (`store_too_large`).
+    public var storeTooLarge = 0
     /// Connections accepted on this CPU, and open now.
     public var totalConnections = 0, currConnections = 0
     /// Bytes read from and written to this CPU's connections.
@@ -26,6 +28,8 @@ public struct ShardCounters: Sendable, Equatable {
     public var localRequests = 0
     /// Messages this CPU's connections sent to other CPUs (one per owner per command).
     public var remoteSent = 0
+    /// Key operations those messages carried (batch size = remoteOps / remoteSent).
+    public var remoteOps = 0
     /// Messages this CPU served for connections on other CPUs.
     public var remoteServed = 0
 
@@ -43,10 +47,10 @@ public struct ShardCounters: Sendable, Equatable {
         cmdFlush += o.cmdFlush; evictions += o.evictions; expiredUnfetched += o.expiredUnfetched
         evictedUnfetched += o.evictedUnfetched; reclaimed += o.reclaimed
         currItems += o.currItems; totalItems += o.totalItems; bytes += o.bytes
-        chargedBytes += o.chargedBytes; outOfMemory += o.outOfMemory
+        chargedBytes += o.chargedBytes; outOfMemory += o.outOfMemory; storeTooLarge += o.storeTooLarge
         totalConnections += o.totalConnections; currConnections += o.currConnections
         bytesRead += o.bytesRead; bytesWritten += o.bytesWritten
-        localRequests += o.localRequests; remoteSent += o.remoteSent; remoteServed += o.remoteServed
+        localRequests += o.localRequests; remoteSent += o.remoteSent; remoteOps += o.remoteOps; remoteServed += o.remoteServed
     }
 
     /// The counters as memcached-style `(name, value)` pairs.
@@ -62,7 +66,8 @@ public struct ShardCounters: Sendable, Equatable {
          ("curr_items", currItems), ("total_items", totalItems), ("bytes", bytes),
          ("expired_unfetched", expiredUnfetched), ("evicted_unfetched", evictedUnfetched),
          ("evictions", evictions), ("reclaimed", reclaimed),
-         ("local_requests", localRequests), ("remote_requests_sent", remoteSent),
+         ("store_too_large", storeTooLarge), ("store_no_memory", outOfMemory),
+         ("local_requests", localRequests), ("remote_requests_sent", remoteSent), ("remote_ops_sent", remoteOps),
          ("remote_requests_served", remoteServed)]
     }
 }
