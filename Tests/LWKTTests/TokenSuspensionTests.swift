@@ -18,6 +18,20 @@ actor TokenProbe {
     }
 }
 
+/// An actor pinned to a CPU that takes and releases a token inside its method, on behalf
+/// of whichever LWKT thread calls it.
+actor TokenTaker {
+    let cpu: CPU
+    init(cpu: CPU) { self.cpu = cpu }
+    nonisolated var unownedExecutor: UnownedSerialExecutor { cpu.serialExecutor.asUnownedSerialExecutor() }
+    func take(_ token: Token) async -> Bool {
+        await token.acquire()
+        let ok = token.isHeld
+        try? token.release()
+        return ok
+    }
+}
+
 /// Holds a continuation for another thread to resume.
 final class ContinuationBox: @unchecked Sendable {
     let lock = Mutex<CheckedContinuation<Void, Never>?>(nil)
@@ -82,6 +96,32 @@ struct TokenSuspensionTests {
                 await holder.join()
                 #expect(s.traceLock.withLock { $0 } == ["other took it", "holder sawOther=true mine=true"])
                 #expect(!token.isHeld)
+            }
+        }
+    }
+
+    /// A thread holding a token calls an actor on another CPU, which takes a second token
+    /// on the thread's behalf. Each hop is a suspension, so the thread's tokens are
+    /// released before it can run on the other CPU (never released there by the wrong CPU
+    /// while it runs); nothing livelocks, the outer token is the thread's again when it is
+    /// back, and both are free at the end.
+    @Test func takingATokenInsideAnActorOnAnotherCPU() async throws {
+        try await withWatchdog(seconds: 60, "token inside a foreign actor") {
+            try await withSystem(cpus: 2) { system in
+                let a = Token(name: "outer"), b = Token(name: "inner")
+                let taker = TokenTaker(cpu: system.cpus[1])
+                let results = try await system.run(on: 0) { () -> [Bool] in
+                    var out: [Bool] = []
+                    for _ in 0..<50 {
+                        await a.acquire()
+                        _ = await taker.take(b)
+                        out.append(a.isHeldExclusively && Token.heldByCurrentThread.count == 1)
+                        try a.release()
+                    }
+                    return out
+                }
+                #expect(results.count == 50 && results.allSatisfy { $0 })
+                #expect(!a.isHeld && !b.isHeld)
             }
         }
     }

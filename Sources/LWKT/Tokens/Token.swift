@@ -82,6 +82,9 @@ public final class Token: @unchecked Sendable, CustomStringConvertible {
     /// Call it only from an LWKT thread.
     public func acquire(_ mode: TokenMode = .exclusive) async {
         let thread = Token.requireThread("acquire")
+        // Running where the run loop does not know the thread (inside an actor pinned to
+        // another CPU) its released tokens were not taken back: take them first.
+        if thread.stats[LWKTThread.tokensReleased] != 0 { await Token.reacquireAll(of: thread) }
         let key = UInt(bitPattern: ObjectIdentifier(thread))
         acquisitionCount.add(1, ordering: .relaxed)
         if owner.load(ordering: .acquiring) == key, word.load(ordering: .relaxed) & Token.exclusiveBit != 0 {
@@ -101,6 +104,7 @@ public final class Token: @unchecked Sendable, CustomStringConvertible {
     /// thread.
     public func tryAcquire(_ mode: TokenMode = .exclusive) -> Bool {
         let thread = Token.requireThread("tryAcquire")
+        if thread.stats[LWKTThread.tokensReleased] != 0 && !Token.tryReacquireAll(of: thread) { return false }
         let key = UInt(bitPattern: ObjectIdentifier(thread))
         if owner.load(ordering: .acquiring) == key, word.load(ordering: .relaxed) & Token.exclusiveBit != 0 {
             acquisitionCount.add(1, ordering: .relaxed)
@@ -123,7 +127,10 @@ public final class Token: @unchecked Sendable, CustomStringConvertible {
             thread.tokens.removeLast()
             if !top.nested {
                 thread.stats[LWKTThread.physicalTokens] &-= 1
-                drop(top.mode)
+                // While released (the thread runs where the run loop does not know it),
+                // the hold is not physical: nothing to drop.
+                if thread.stats[LWKTThread.tokensReleased] == 0 { drop(top.mode) }
+                if thread.stats[LWKTThread.physicalTokens] == 0 { thread.stats[LWKTThread.tokensReleased] = 0 }
             }
         } else {
             let w = word.load(ordering: .relaxed)
