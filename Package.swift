@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "VFS", targets: ["VFS"]),
         .library(name: "Services", targets: ["Services"]),
         .library(name: "NetStack", targets: ["NetStack"]),
+        .library(name: "FUSE", targets: ["FUSE"]),
         .executable(name: "libellula", targets: ["libellula"]),
     ],
     dependencies: [
@@ -26,6 +27,9 @@ let package = Package(
         .target(name: "Slab", dependencies: ["LWKT", "CLibellula"]),
         .target(name: "VFS", dependencies: ["LWKT"]),
         .target(name: "NetStack", dependencies: ["LWKT", "Slab", "CLibellula"]),
+        // FUSE speaks the kernel protocol on /dev/fuse itself (no libfuse at build or run time).
+        .target(name: "CFUSE"),
+        .target(name: "FUSE", dependencies: ["CFUSE", "CLibellula", "LWKT", "VFS"]),
         .target(
             name: "Services",
             dependencies: ["LWKT", "Slab", "VFS", "CLibellula", .product(name: "Logging", package: "swift-log")]
@@ -33,7 +37,7 @@ let package = Package(
         .executableTarget(
             name: "libellula",
             dependencies: [
-                "CLibellula", "LWKT", "Slab", "VFS", "Services", "NetStack",
+                "CLibellula", "LWKT", "Slab", "VFS", "Services", "NetStack", "FUSE",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -44,6 +48,7 @@ let package = Package(
         .testTarget(name: "VFSTests", dependencies: ["VFS", "LWKT"]),
         .testTarget(name: "ServicesTests", dependencies: ["Services", "LWKT", "Slab", "VFS"], exclude: ["Scripts"]),
         .testTarget(name: "NetStackTests", dependencies: ["NetStack", "LWKT", "Slab", "CLibellula"]),
+        .testTarget(name: "FUSETests", dependencies: ["FUSE", "VFS", "LWKT"]),
     ],
     swiftLanguageModes: [.v6]
 )

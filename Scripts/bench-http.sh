@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # HTTP benchmark rows: wrk against nginx (sendfile, open_file_cache) and `libellula serve`
-# with its hot-file cache on and off, serving the same HostFS directory, with the same
+# with its hot-file cache on and off (its open-file cache, like nginx's, stays on), serving the same HostFS directory, with the same
 # number of server CPUs, in the same run. Servers are pinned to cores 0..CPUS-1 and wrk to
 # the remaining cores (taskset). For every row it prints requests per second, the ratio to
 # nginx, and server CPU time per request (user + system, from /proc).
@@ -170,7 +170,7 @@ done
 
 NGINX_VERSION=$($NGINX -v 2>&1 | sed 's/.*nginx\///')
 echo
-echo "| row | nginx $NGINX_VERSION req/s | Libellula hot cache on | ratio | Libellula hot cache off | ratio | server CPU µs/req: nginx / on / off |"
+echo "| row | nginx $NGINX_VERSION req/s | Libellula hot cache on | ratio | Libellula hot cache off (open-file cache on) | ratio | server CPU µs/req: nginx / on / off |"
 echo "|---|---|---|---|---|---|---|"
 for row in $ROWS; do
   n=$(cat "$WORK/nginx.$row.rps"); on=$(cat "$WORK/hot-on.$row.rps"); off=$(cat "$WORK/hot-off.$row.rps")

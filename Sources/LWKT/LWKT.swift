@@ -14,7 +14,9 @@ public enum LWKT {
     ///     cores is allowed (a warning is printed) so that tests can oversubscribe.
     ///   - configuration: spinning, tick and logging settings.
     public static func boot(cpus: Int? = nil, configuration: LWKTConfiguration = .init()) throws -> LWKTSystem {
-        try LWKTSystem(cpuCount: cpus ?? Int(lb_online_cores()), configuration: configuration)
+        let system = try LWKTSystem(cpuCount: cpus ?? Int(lb_online_cores()), configuration: configuration)
+        StallWatchdog.startFromEnvironment(system)
+        return system
     }
 
     /// The number of online processor cores of this machine.

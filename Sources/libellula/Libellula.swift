@@ -8,7 +8,7 @@ struct Libellula: AsyncParsableCommand {
         abstract: "DragonFly BSD's LWKT SMP design as a Swift library OS.",
         discussion: "Exit status: 0 success, 64 command-line error, 66 missing input (--root), 69 service unavailable (address in use, server refused), 70 internal error (shutdown did not finish), 71 other operating-system error, 77 permission denied.",
         version: "libellula \(libellulaVersion)",
-        subcommands: [BootCommand.self, ServeCommand.self, StatCommand.self, MemcachedCommand.self, BenchCommand.self, NetCommand.self]
+        subcommands: [BootCommand.self, ServeCommand.self, StatCommand.self, MemcachedCommand.self, BenchCommand.self, NetCommand.self, MountCommand.self]
     )
 }
 

@@ -187,7 +187,8 @@ import Testing
 
     /// With `--cache-validity 0` every change is seen by the next request, including a
     /// same-size rewrite that restores the old modification time, and an unlink.
-    @Test(arguments: [["--cache-validity", "0"], ["--hot-cache", "off"]])
+    @Test(arguments: [["--cache-validity", "0"], ["--hot-cache", "off", "--cache-validity", "0"],
+                      ["--hot-cache", "off", "--open-file-cache", "off"]])
     func changesAreSeenAtOnce(_ options: [String]) async throws {
         let root = makeTempDir("freshness")
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -210,12 +211,13 @@ import Testing
 
     /// With a validity window the change is seen once the window has passed (it used to
     /// be never, for a rewrite that restores the modification time).
-    @Test func restoredMTimeIsSeenAfterTheWindow() async throws {
+    @Test(arguments: [[], ["--hot-cache", "off"]])
+    func restoredMTimeIsSeenAfterTheWindow(_ options: [String]) async throws {
         let root = makeTempDir("freshness")
         defer { try? FileManager.default.removeItem(atPath: root) }
         let file = root + "/f.txt"
         _ = FileManager.default.createFile(atPath: file, contents: Data("version-1\n".utf8))
-        guard let (p, port) = try Self.serve(root, ["--cache-validity", "0.2"]) else { return }
+        guard let (p, port) = try Self.serve(root, ["--cache-validity", "0.2"] + options) else { return }
         try await blocking {
             for _ in 0..<3 { #expect(try Self.get(port, "/f.txt")?.text == "version-1\n") }
             Self.rewrite(file, "version-2\n", mtime: Self.mtime(file))

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 @testable import Services
+import VFS
 
 /// Issue 11 item 3: path and framing details nginx gets right, over a HostFS root.
 @Suite(.serialized) struct HardeningTests {
@@ -77,6 +78,13 @@ import Testing
         #expect(try RequestPath.decode("/sub/./../a.txt").get() == .init(path: "/a.txt", trailingSlash: false))
         #expect(try RequestPath.decode("/index.html/.").get() == .init(path: "/index.html", trailingSlash: true))
         #expect(try RequestPath.decode("/a/b/..").get() == .init(path: "/a", trailingSlash: true))
+        #expect(H.matches("\"abc\"", "\"abc\""))
+        #expect(H.matches(" W/\"abc\" ", "\"abc\""))
+        #expect(H.matches("\"x\", \"abc\"", "\"abc\""))
+        #expect(H.matches("\"x\",*", "\"abc\""))
+        #expect(!H.matches("\"ab\"", "\"abc\""))
+        #expect(!H.matches("", "\"abc\""))
+        #expect(!H.matches(",, ,", "\"abc\""))
         guard case .failure(.forbidden) = RequestPath.decode("/a/../..") else { Issue.record("escaped the root"); return }
     }
 
@@ -105,5 +113,65 @@ import Testing
         let sent = s.server.statistics().http.reduce(0) { $0 + $1.bytesSent }
         #expect(sent > big.count + 800_000 + mid.count)
         try await s.shutdown()
+    }
+
+    /// Issue 18: with the hot cache off, repeated requests for a host file are answered from
+    /// the open-file cache (no lookup, no open): full bodies, HEAD, 304 and ranges alike.
+    @Test func openFileCacheAnswersRepeatedRequests() async throws {
+        let root = Self.makeRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let s = try TestServer(cpus: 1, hostRoot: root) { $0.hotCacheEnabled = false }
+        let port = s.port
+        let etag = try await blocking { () throws -> String? in
+            let first = try Self.get(port, "/a.txt")
+            #expect(first?.text == "hello a\n")
+            return first?.headers["etag"]
+        }
+        guard let etag else { Issue.record("no ETag"); return }
+        try await blocking { () throws in
+            let c = try RawClient(port: port)
+            for _ in 0..<5 {
+                c.send("GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+                #expect(c.response()?.text == "hello a\n")
+                c.send("HEAD /a.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+                let h = c.response(head: true)
+                #expect(h?.status == 200 && h?.headers["content-length"] == "8")
+                c.send("GET /a.txt HTTP/1.1\r\nHost: a\r\nIf-None-Match: \(etag)\r\n\r\n")
+                #expect(c.response()?.status == 304)
+                c.send("GET /a.txt HTTP/1.1\r\nHost: a\r\nRange: bytes=6-\r\n\r\n")
+                let r = c.response()
+                #expect(r?.status == 206 && r?.text == "a\n")
+            }
+        }
+        let cache = s.server.core.openFiles[0]
+        #expect(cache.hits >= 20, "hits \(cache.hits), misses \(cache.misses)")
+        try await s.shutdown()
+    }
+
+    /// The open-file cache never holds more descriptors than its budget, and closes the
+    /// ones it drops.
+    @Test func openFileCacheKeepsToItsBudget() throws {
+        let root = Self.makeRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fd = open(root + "/a.txt", O_RDONLY)
+        defer { close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        let attrs = FileAttributes(type: .regular, mode: 0o644, uid: 0, gid: 0, nlink: 1, size: 8, device: 1, inode: UInt64(st.st_ino),
+                                   atime: .init(seconds: 0, nanoseconds: 0), mtime: .init(seconds: 0, nanoseconds: 0),
+                                   ctime: .init(seconds: 0, nanoseconds: 0))
+        let countOpen = { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0 }
+        let before = countOpen()
+        do {
+            let cache = OpenFileCache(budget: 3, validity: .seconds(60))
+            for k in 0..<200 {
+                let key = Array("/file\(k)".utf8)
+                _ = key.withUnsafeBytes { cache.insert(key: $0, path: "/a.txt", hostFD: fd, attrs: attrs, etag: "\"e\"", contentType: "text/plain") }
+                #expect(cache.live <= 3)
+            }
+            #expect(cache.live == 3)
+            #expect(countOpen() - before <= 3)
+        }
+        #expect(countOpen() <= before)
     }
 }

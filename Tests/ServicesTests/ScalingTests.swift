@@ -49,7 +49,7 @@ import Testing
         }
         #expect(json?.status == 200)
         #expect(json?.headers["content-type"] == "application/json")
-        let stats = try JSONDecoder().decode(ServerStatistics.self, from: Data(json?.body ?? []))
+        let stats = try ServerStatistics.decoder().decode(ServerStatistics.self, from: Data(json?.body ?? []))
         #expect(stats.lwkt.cpuCount == 2)
         #expect(stats.http.count == 2)
         #expect(stats.http.reduce(0) { $0 + $1.requests } >= 2)

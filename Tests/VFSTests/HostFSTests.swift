@@ -5,45 +5,60 @@ import Testing
 /// HostFS: pass-through behaviour and changes made on the host behind the cache (property 11).
 @Suite struct HostFSTests {
     func setUp() throws -> (String, VirtualFileSystem, VFSProcess) {
+        let (dir, vfs, p, _) = try setUpWithFS()
+        return (dir, vfs, p)
+    }
+
+    func setUpWithFS(watch: Bool = true) throws -> (String, VirtualFileSystem, VFSProcess, HostFS) {
         let dir = makeTempDir("hostfs-stale")
         let vfs = VirtualFileSystem(rootFileSystem: MemFS())
         let p = vfs.makeProcess()
         try p.mkdir("/host")
-        try vfs.mount(try HostFS(hostPath: dir), at: "/host", by: p)
-        return (dir, vfs, p)
+        let fs = try HostFS(hostPath: dir, watch: watch)
+        try vfs.mount(fs, at: "/host", by: p)
+        return (dir, vfs, p, fs)
     }
 
-    @Test func negativeEntryDoesNotHideHostCreation() throws {
-        let (dir, _, p) = try setUp()
+    /// Host changes are seen by the next lookup once inotify has reported them (`settle`
+    /// waits for that); without a watch every use asks the host.
+    @Test(arguments: [true, false]) func negativeEntryDoesNotHideHostCreation(watch: Bool) throws {
+        let (dir, _, p, fs) = try setUpWithFS(watch: watch)
         defer { removeTree(dir) }
         #expect(errno { try p.stat("/host/late") } == .noent)
         #expect(errno { try p.stat("/host/late") } == .noent)
         let fd = Glibc.open(dir + "/late", O_CREAT | O_WRONLY, 0o644)
         Glibc.close(fd)
+        fs.settle()
         #expect(try p.stat("/host/late").type == .regular)
         Glibc.mkdir(dir + "/newdir", 0o755)
+        fs.settle()
         #expect(errno { try p.stat("/host/newdir/f") } == .noent)
         Glibc.close(Glibc.open(dir + "/newdir/f", O_CREAT | O_WRONLY, 0o644))
+        fs.settle()
         #expect(try p.stat("/host/newdir/f").type == .regular)
     }
 
-    @Test func renamedOrRemovedHostFileIsNotServedStale() throws {
-        let (dir, _, p) = try setUp()
+    @Test(arguments: [true, false]) func renamedOrRemovedHostFileIsNotServedStale(watch: Bool) throws {
+        let (dir, _, p, fs) = try setUpWithFS(watch: watch)
         defer { removeTree(dir) }
         try writeFile(p, "/host/a", "AAA")
         try writeFile(p, "/host/b", "B")
         #expect(try readFile(p, "/host/a") == "AAA")
         Glibc.rename(dir + "/a", dir + "/moved")
+        fs.settle()
         #expect(errno { try p.stat("/host/a") } == .noent)
         #expect(try readFile(p, "/host/moved") == "AAA")
         Glibc.rename(dir + "/b", dir + "/moved")   // replaced on the host
+        fs.settle()
         #expect(try readFile(p, "/host/moved") == "B")
         Glibc.unlink(dir + "/moved")
+        fs.settle()
         #expect(errno { try p.stat("/host/moved") } == .noent)
         // a directory renamed on the host takes its subtree with it
         try p.mkdir("/host/d"); try writeFile(p, "/host/d/f", "F")
         #expect(try readFile(p, "/host/d/f") == "F")
         Glibc.rename(dir + "/d", dir + "/e")
+        fs.settle()
         #expect(errno { try p.stat("/host/d/f") } == .noent)
         #expect(try readFile(p, "/host/e/f") == "F")
     }

@@ -94,6 +94,32 @@ static inline int64_t lb_counter_load(const int64_t *p) {
 static inline void lb_counter_store(int64_t *p, int64_t v) {
     __atomic_store_n(p, v, __ATOMIC_RELAXED);
 }
+/// Shared statistics counters (several writers): relaxed read-modify-write.
+static inline void lb_atomic_add64(int64_t *p, int64_t v) {
+    __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+}
+static inline void lb_atomic_max64(int64_t *p, int64_t v) {
+    int64_t old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    while (old < v && !__atomic_compare_exchange_n(p, &old, v, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+}
+
+// Stall capture (stall_capture.c) ------------------------------------------------------
+/// Installs the capture signal handler once; returns the signal number or -1.
+int lb_stall_install(void);
+/// Unblocks the capture signal in the calling thread (threads inherit blocked masks).
+int lb_stall_unblock(void);
+/// Signals `thread` (a pthread_t, Linux thread id `tid`) and waits up to `timeout_ns` for
+/// its handler to record a backtrace. Returns the number of frames or -1.
+int lb_stall_capture(unsigned long thread, int tid, int64_t timeout_ns);
+/// Frame `index` of the last capture: writes its symbol (mangled) or `binary+offset` into
+/// `out`, its address into `address`. Returns 1 for a symbol, 2 for binary+offset, 0 if none.
+int lb_stall_symbol(int index, char *out, int capacity, uintptr_t *address);
+/// The function symbol (mangled) containing file-relative `offset` in the ELF file at
+/// `path`, from its .symtab, into `out`. Returns 1 if found, else 0.
+int lb_elf_symbol(const char *path, uint64_t offset, char *out, int capacity);
+/// The (mangled) function symbol at `address` (dynamic symbols, then the ELF .symtab).
+/// Returns 1 if found. For observability threads only (it may open files).
+int lb_symbolize(uintptr_t address, char *out, int capacity);
 
 /// Pointer-sized words shared between a CPU and other threads (per-CPU hooks in the
 /// globaldata): a relaxed load (a plain move), a release store and a compare-and-swap.

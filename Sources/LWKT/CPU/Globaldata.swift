@@ -192,6 +192,10 @@ struct Globaldata {
     // MARK: Module slots
     @usableFromInline var slots: GlobaldataSlots = GlobaldataSlots()
 
+    // MARK: Stall watch (Observability/): words the run loop writes around each job and the
+    // stall watchdog thread reads (see StallWatch.swift).
+    @usableFromInline let watch = StallWatch.allocate()
+
     /// `address` is where this globaldata will live (what `lb_current_cpu()` returns on
     /// the CPU's thread): the subsystems keep it for their owner checks.
     init(address: UnsafeMutableRawPointer, cpu: Unmanaged<CPU>, signals: UnsafeMutablePointer<CPUSignals>, cpuID: Int,
@@ -210,6 +214,7 @@ struct Globaldata {
     mutating func release() {
         runq.deallocate()
         ipi.deallocate()
+        watch.deallocate()
     }
 }
 

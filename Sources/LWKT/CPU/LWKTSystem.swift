@@ -29,11 +29,14 @@ public final class LWKTSystem: @unchecked Sendable {
     /// Objects that modules keep one of per system (the slab allocator), held weakly.
     let attachments = Mutex<[String: WeakAttachment]>([:])
     let bootTime = lb_now_ns()
+    /// Latency histograms (Observability/).
+    public let latencies: SystemLatencies
 
     init(cpuCount: Int, configuration: LWKTConfiguration) throws {
         guard cpuCount >= 1 && cpuCount <= 1024 else { throw LWKTError.invalidCPUCount(cpuCount) }
         self.cpuCount = cpuCount
         self.configuration = configuration
+        latencies = SystemLatencies(cpuCount: cpuCount)
         maskWords = (cpuCount + 63) / 64
         let cores = max(1, LWKT.onlineCores)
         if let spin = configuration.idleSpin {

@@ -28,7 +28,9 @@ extension CPU {
         while true {
             if s.pointee.doorbell.load(ordering: .relaxed) != 0 {
                 l.pointee.critCount += 1
+                StallWatch.begin(l.pointee.watch, nil)
                 drainIPIs()
+                StallWatch.end(l.pointee.watch)
                 l.pointee.critCount -= 1
             }
             if let (job, band) = l.pointee.runq.pop() {
@@ -126,6 +128,8 @@ extension CPU {
         l.pointee.runningThreadStats = stats
         let t0: UInt64 = stats == nil ? 0 : lb_cycles()
         let job = unsafeBitCast(q.job, to: UnownedJob.self)
+        StallWatch.begin(l.pointee.watch, stats)
+        defer { StallWatch.end(l.pointee.watch) }
         if q.tag & 1 != 0 {
             counters.add(.actorJobs)
             job.runSynchronously(isolatedTo: unownedSerial, taskExecutor: unownedTask)

@@ -1,3 +1,4 @@
+import CLibellula
 import Synchronization
 
 extension LWKT {
@@ -32,6 +33,8 @@ extension LWKT {
     @inlinable
     nonisolated(nonsending) public static func doMsg(_ msg: Message, to port: Port) async throws(PortError) -> Int32 {
         if let r = try beginDoMsg(msg, to: port) { return r }
+        let start = lb_now_ns()
+        defer { SystemLatencies.recordDoMsg(since: start) }
         return try await waitMsg(msg)
     }
 

@@ -10,6 +10,39 @@ public struct LWKTSnapshot: Codable, Sendable {
         public var core: Int
         public var osThreadID: Int32
         public var counters: [String: Int64]
+
+        enum CodingKeys: String, CodingKey { case id, name, core, osThreadID = "osThreadId", counters }
+
+        public init(id: Int, name: String, core: Int, osThreadID: Int32, counters: [String: Int64]) {
+            self.id = id
+            self.name = name
+            self.core = core
+            self.osThreadID = osThreadID
+            self.counters = counters
+        }
+
+        /// Counter names are written in snake_case, like every other key of the documents.
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(id, forKey: .id)
+            try c.encode(name, forKey: .name)
+            try c.encode(core, forKey: .core)
+            try c.encode(osThreadID, forKey: .osThreadID)
+            var snake: [String: Int64] = [:]
+            for (k, v) in counters { snake[SnakeCase.from(camel: k)] = v }
+            try c.encode(snake, forKey: .counters)
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            id = try c.decode(Int.self, forKey: .id)
+            name = try c.decode(String.self, forKey: .name)
+            core = try c.decode(Int.self, forKey: .core)
+            osThreadID = try c.decode(Int32.self, forKey: .osThreadID)
+            var camel: [String: Int64] = [:]
+            for (k, v) in try c.decode([String: Int64].self, forKey: .counters) { camel[SnakeCase.toCamel(k)] = v }
+            counters = camel
+        }
     }
 
     /// One LWKT thread's counters.
@@ -69,4 +102,9 @@ extension LWKTSystem {
 extension CPU {
     /// One counter of this CPU.
     public func counter(_ c: CPUCounter) -> Int64 { counters.load(c) }
+}
+
+extension LWKTSystem {
+    /// Nanoseconds since the system booted.
+    public var snapshotUptimeNanos: UInt64 { lb_now_ns() &- bootTime }
 }

@@ -85,6 +85,7 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
         // The run loop did not know this job was ours: tell it, so that tokens taken in
         // this first job are released if it suspends.
         if l.pointee.runningThreadStats == nil { l.pointee.runningThreadStats = stats }
+        StallWatch.attach(l.pointee.watch, stats)
         let id = l.pointee.cpu._withUnsafeGuaranteedRef { $0.id }
         currentCPU.store(id, ordering: .relaxed)
         l.pointee.cpu._withUnsafeGuaranteedRef { $0.counters.add(.threadsSpawned) }

@@ -9,26 +9,34 @@ extension HTTPConnectionHandler {
     static func status(for error: VFSError) -> HTTPStatus {
         switch error {
         case .noent, .notdir: .notFound
-        case .acces, .perm, .loop: .forbidden
+        // EOPNOTSUPP: a FIFO, socket or device, which the VFS refuses to open (403, like nginx).
+        case .acces, .perm, .loop, .notsup: .forbidden
         case .nametoolong: .uriTooLong
         default: .internalServerError
         }
     }
 
     func serveFile(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool,
-                   cacheKey: UnsafeRawBufferPointer?) async throws(SocketError) -> Bool {
+                   cacheKey: UnsafeRawBufferPointer?, openFileKey: UnsafeRawBufferPointer? = nil) async throws(SocketError) -> Bool {
+        // open and fstat in one trip to the host-I/O pool (VFSProcess.offCPU: host calls never
+        // run on the CPU); an fstat failure becomes EIO, a 500.
         let fd: Int32
-        do { fd = try process.open(decoded.path) } catch {
+        let attrs: FileAttributes
+        do {
+            (fd, attrs) = try await process.offCPU { () throws -> (Int32, FileAttributes) in
+                let fd = try process.open(decoded.path)
+                guard let a = try? process.fstat(fd) else {
+                    try? process.close(fd)
+                    throw VFSError.io
+                }
+                return (fd, a)
+            }
+        } catch {
             try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
             return keepAlive
         }
         var open = true
         defer { if open { try? process.close(fd) } }
-        let attrs: FileAttributes
-        do { attrs = try process.fstat(fd) } catch {
-            try await sendError(.internalServerError, head: head, keepAlive: keepAlive)
-            return keepAlive
-        }
         switch attrs.type {
         case .directory:
             try? process.close(fd)
@@ -45,8 +53,47 @@ extension HTTPConnectionHandler {
             try await sendError(.forbidden, head: head, keepAlive: keepAlive)
             return keepAlive
         }
+        // A host file is kept open for the next requests of the same target (the
+        // counterpart of nginx's open_file_cache), and this one is answered from there.
+        if let key = openFileKey, let host = process.hostDescriptor(fd),
+           let entry = openFiles.insert(key: key, path: decoded.path, hostFD: host, attrs: attrs, etag: Self.etag(attrs),
+                                        contentType: MIMETypes.type(forPath: decoded.path)) {
+            try? process.close(fd)
+            open = false
+            return try await serveRegular(entry.attrs, etag: entry.etag, contentType: entry.contentType, body: .host(entry.hostFD),
+                                          path: entry.path, head: head, keepAlive: keepAlive, cacheKey: cacheKey)
+        }
+        return try await serveRegular(attrs, etag: Self.etag(attrs), contentType: MIMETypes.type(forPath: decoded.path),
+                                      body: .vfs(fd), path: decoded.path, head: head, keepAlive: keepAlive, cacheKey: cacheKey)
+    }
+
+    /// Where a regular file's bytes come from: a VFS descriptor of this request, or a host
+    /// descriptor kept by the open-file cache (read with `pread`, so requests that share it
+    /// never disturb each other's offset).
+    enum FileBody {
+        case vfs(Int32)
+        case host(Int32)
+    }
+
+    /// Reads up to `count` bytes at `offset` of `body` to `p`; 0 at end of file.
+    func read(_ body: FileBody, into p: UnsafeMutableRawPointer, count: Int, at offset: Int64) throws(VFSError) -> Int {
+        switch body {
+        case .host(let fd):
+            let n = Glibc.pread(fd, p, count, off_t(offset))
+            if n < 0 { throw VFSError.current }
+            return n
+        case .vfs(let fd):
+            _ = try process.seek(fd, offset, from: .set)
+            return try process.read(fd, into: UnsafeMutableRawBufferPointer(start: p, count: count))
+        }
+    }
+
+    /// Answers for a regular file: validators, conditional and range requests, the head,
+    /// and the body (by sendfile when it is larger than the output buffer and the socket
+    /// and file allow).
+    func serveRegular(_ attrs: FileAttributes, etag: String, contentType: String, body: FileBody, path: String,
+                      head: HTTPRequestHead, keepAlive: Bool, cacheKey: UnsafeRawBufferPointer?) async throws(SocketError) -> Bool {
         let size = attrs.size
-        let etag = Self.etag(attrs)
         let mtime = attrs.mtime.seconds
 
         // Conditional requests (RFC 9110 §13): If-None-Match wins over If-Modified-Since.
@@ -89,7 +136,7 @@ extension HTTPConnectionHandler {
         let headStart = outCount
         beginHead(partial ? .partialContent : .ok)
         let fieldsStart = outCount
-        append("Content-Type: "); append(MIMETypes.type(forPath: decoded.path))
+        append("Content-Type: "); append(contentType)
         append("\r\nContent-Length: "); append(Int(length))
         append("\r\nETag: "); append(etag)
         append("\r\nLast-Modified: "); appendDate(mtime)
@@ -106,8 +153,8 @@ extension HTTPConnectionHandler {
             while got < Int(size) {
                 let n: Int
                 do {
-                    n = try process.read(fd, into: UnsafeMutableRawBufferPointer(start: output.baseAddress + bodyStart + got,
-                                                                                 count: Int(size) - got))
+                    let into = output.baseAddress + bodyStart + got, want = Int(size) - got, at = Int64(got)
+                    n = try await process.offCPU { try read(body, into: into, count: want, at: at) }
                 } catch {
                     outCount = headStart  // nothing of this response is out yet: answer 500 instead
                     try await sendError(.internalServerError, head: head, keepAlive: false)
@@ -123,7 +170,7 @@ extension HTTPConnectionHandler {
                 return false
             }
             outCount = bodyStart + got
-            cache.insert(key: key, path: decoded.path,
+            cache.insert(key: key, path: path,
                          fields: Array(UnsafeRawBufferPointer(start: output.baseAddress + fieldsStart, count: fieldsEnd - fieldsStart)),
                          body: Array(UnsafeRawBufferPointer(start: output.baseAddress + bodyStart, count: got)), attrs: attrs)
             return keepAlive
@@ -132,8 +179,11 @@ extension HTTPConnectionHandler {
 
         // A body larger than the output buffer, from a host file on a host socket, goes from
         // the page cache to the socket by sendfile(2), never through user space.
-        if length > Int64(core.outputCapacity), let host = process.hostDescriptor(fd),
-           let sender = conn as? any FileSendingConnection {
+        let host: Int32? = switch body {
+        case .host(let fd): fd
+        case .vfs(let fd): process.hostDescriptor(fd)
+        }
+        if length > Int64(core.outputCapacity), let host, let sender = conn as? any FileSendingConnection {
             try await flush()
             try await sender.sendFile(host, offset: start, count: length, timeout: config.writeTimeout)
             HTTPCounters.add(counters.bytesSent, Int(length))
@@ -141,21 +191,21 @@ extension HTTPConnectionHandler {
         }
 
         // The body moves from the file system straight into the slab output buffer.
-        if start > 0 {
-            do { _ = try process.seek(fd, start, from: .set) } catch { return false }
-        }
         var remaining = length
+        var offset = start
         while remaining > 0 {
             if outCount == core.outputCapacity { try await flush() }
             let room = min(Int64(core.outputCapacity - outCount), remaining)
             let n: Int
             do {
-                n = try process.read(fd, into: UnsafeMutableRawBufferPointer(start: output.baseAddress + outCount, count: Int(room)))
+                let into = output.baseAddress + outCount, at = offset
+                n = try await process.offCPU { try read(body, into: into, count: Int(room), at: at) }
             } catch {
                 return false  // the head is out: the only honest thing left is to close
             }
             if n <= 0 { return false }  // the file shrank under us
             outCount += n
+            offset += Int64(n)
             remaining -= Int64(n)
         }
         return keepAlive
@@ -173,15 +223,29 @@ extension HTTPConnectionHandler {
             + String(a.mtime.nanoseconds, radix: 16) + "\""
     }
 
-    /// Whether an If-None-Match list names `etag` (weak comparison) or is `*`.
+    /// Whether an If-None-Match list names `etag` (weak comparison) or is `*`. Compares
+    /// bytes in place, allocating nothing.
     static func matches(_ list: String, _ etag: String) -> Bool {
-        for item in list.split(separator: ",") {
-            var t = item.trimmingCharacters(in: .whitespaces)[...]
-            if t == "*" { return true }
-            if t.hasPrefix("W/") { t = t.dropFirst(2) }
-            if t == etag { return true }
+        var list = list, etag = etag
+        return list.withUTF8 { l in
+            etag.withUTF8 { e in
+                var i = 0
+                while i <= l.count {
+                    var end = i
+                    while end < l.count && l[end] != 44 { end += 1 }  // ','
+                    var a = i, b = end
+                    while a < b && (l[a] == 32 || l[a] == 9) { a += 1 }
+                    while b > a && (l[b - 1] == 32 || l[b - 1] == 9) { b -= 1 }
+                    if b - a == 1 && l[a] == 42 { return true }  // '*'
+                    if b - a >= 2 && l[a] == 87 && l[a + 1] == 47 { a += 2 }  // "W/"
+                    if b - a == e.count && (e.count == 0 || memcmp(l.baseAddress! + a, e.baseAddress!, e.count) == 0) {
+                        return true
+                    }
+                    i = end + 1
+                }
+                return false
+            }
         }
-        return false
     }
 
     static func ifRangeHolds(_ ifRange: String?, etag: String, mtime: Int64) -> Bool {
@@ -245,12 +309,12 @@ extension HTTPConnectionHandler {
             return keepAlive
         }
         let dir = decoded.path == "/" ? "/" : decoded.path + "/"
-        if let t = try? process.lookup(dir + "index.html"), t == .regular {
+        if let t = try? await process.offCPU({ try process.lookup(dir + "index.html") }), t == .regular {
             return try await serveFile(.init(path: dir + "index.html", trailingSlash: false), head: head, keepAlive: keepAlive,
                                        cacheKey: cacheKey)
         }
         let entries: [DirectoryEntry]
-        do { entries = try process.listDirectory(decoded.path) } catch {
+        do { entries = try await process.offCPU { try process.listDirectory(decoded.path) } } catch {
             try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
             return keepAlive
         }
@@ -301,27 +365,22 @@ extension HTTPConnectionHandler {
 
     // MARK: Statistics
 
-    func serveStatistics(json: Bool, head: HTTPRequestHead, keepAlive: Bool) async throws(SocketError) -> Bool {
+    func serveStatistics(_ document: StatisticsDocument, head: HTTPRequestHead, keepAlive: Bool) async throws(SocketError) -> Bool {
         guard let source = core.statistics else {
             try await sendError(.notFound, head: head, keepAlive: keepAlive)
             return keepAlive
         }
-        let stats = source()
-        let body: [UInt8]
-        if json {
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.sortedKeys]
-            guard let data = try? enc.encode(stats) else {
-                try await sendError(.internalServerError, head: head, keepAlive: keepAlive)
-                return keepAlive
-            }
-            body = Array(data)
-        } else {
-            body = Array(StatsPage.render(stats).utf8)
+        let system = core.system
+        let rendered = core.statisticsPages.body(document, cpu: conn.cpuID) {
+            document == .health ? StatsPage.health(system) : StatsPage.document(document, source(), latencies: system.latencies, series: core.sampler.samples)
+        }
+        guard let body = rendered else {
+            try await sendError(.internalServerError, head: head, keepAlive: keepAlive)
+            return keepAlive
         }
         try await reserve(1024)
         beginHead(.ok)
-        append(json ? "Content-Type: application/json\r\n" : "Content-Type: text/html; charset=utf-8\r\n")
+        append(document.contentType)
         append("Cache-Control: no-store\r\nContent-Length: "); append(body.count); append("\r\n")
         endHead(keepAlive: keepAlive, head: head)
         if head.method != .head { try await appendBody(body) }

@@ -12,6 +12,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     let counters: HTTPCounters
     let process: VFSProcess
     let cache: HotFileCache
+    let openFiles: OpenFileCache
     let input: IOBuffer
     let output: IOBuffer
     /// Bytes held in the input and output buffers (their write indexes).
@@ -37,6 +38,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
         counters = core.counters[conn.cpuID]
         process = core.processes[conn.cpuID]
         cache = core.caches[conn.cpuID]
+        openFiles = core.openFiles[conn.cpuID]
         input = i
         output = o
     }
@@ -82,7 +84,9 @@ final class HTTPConnectionHandler<C: StreamConnection> {
                     consumed += length
                     requestStart = 0
                     HTTPCounters.add(counters.requests)
+                    let started = MonotonicClock.now()
                     let keep = try await respond(&head, target: target)
+                    core.system.latencies.httpService.recordSince(started, cpu: conn.cpuID)
                     if !keep {
                         try await flush()
                         return true
@@ -151,6 +155,11 @@ final class HTTPConnectionHandler<C: StreamConnection> {
             if head.method == .get { append(hit.body) }
             return keep
         }
+        let openable = config.openFileCacheEnabled && head.method != .other && head.contentLength == 0 && !head.hasTransferEncoding
+        if openable, let e = openFiles.lookup(target, process: process) {
+            return try await serveRegular(e.attrs, etag: e.etag, contentType: e.contentType, body: .host(e.hostFD), path: e.path,
+                                          head: head, keepAlive: keep, cacheKey: cacheable ? target : nil)
+        }
         head.target = String(decoding: target, as: UTF8.self)
         if head.method == .other {
             // We do not read bodies of other methods: close after answering if one follows.
@@ -174,10 +183,11 @@ final class HTTPConnectionHandler<C: StreamConnection> {
             try await sendError(status, head: head, keepAlive: keep && status != .badRequest)
             return keep && status != .badRequest
         }
-        if config.statisticsEnabled, decoded.path == "/_stats" || decoded.path == "/_stats.json" {
-            return try await serveStatistics(json: decoded.path == "/_stats.json", head: head, keepAlive: keep)
+        if config.statisticsEnabled, let document = StatisticsDocument(path: decoded.path) {
+            return try await serveStatistics(document, head: head, keepAlive: keep)
         }
-        return try await serveFile(decoded, head: head, keepAlive: keep, cacheKey: cacheable ? target : nil)
+        return try await serveFile(decoded, head: head, keepAlive: keep, cacheKey: cacheable ? target : nil,
+                                   openFileKey: openable ? target : nil)
     }
 
     // MARK: Output

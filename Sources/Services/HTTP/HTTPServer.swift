@@ -17,7 +17,11 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
     public let stack: Stack
     let core: HTTPServerCore
     private let state = Mutex<State>(State())
-    private let extraMemcached = Mutex<(@Sendable () -> [[String: Int]]?)?>(nil)
+    /// Holds the provider in a class so reading it copies a reference. (Copying a closure out
+    /// of `Mutex.withLock { $0 }` wrapped the stored closure in one more reabstraction thunk
+    /// on every call: ~160 bytes leaked per `/_stats` request and a call chain that grew
+    /// without bound. Issue 11 item 4.)
+    private let extraMemcached = Mutex<MemcachedStatisticsProvider?>(nil)
     /// The bound address (the real port when port 0 was asked for); set by ``start()``.
     public private(set) var address: SocketAddress
 
@@ -49,6 +53,7 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
     public func start() throws(SocketError) {
         let listeners = try stack.listen(on: core.configuration.address, cpus: system.cpus, backlog: core.configuration.backlog)
         if let first = listeners.first { address = first.address }
+        if core.configuration.statisticsEnabled { core.sampler.start(system: system) { [weak self] in self?.statistics() } }
         var threads: [LWKTThread] = []
         for l in listeners {
             let cpu = system.cpus[l.cpuID]
@@ -64,6 +69,7 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
     /// Stops accepting and closes every open connection (their threads are cancelled and
     /// close their sockets on their CPUs); returns once all of them have finished.
     public func stop() async {
+        core.sampler.stop()
         let (acceptors, conns) = state.withLock { s -> ([LWKTThread], [LWKTThread]) in
             s.stopping = true
             return (s.acceptors, Array(s.connections.values))
@@ -132,8 +138,9 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
     public func statistics() -> ServerStatistics { statistics(address: address) }
 
     /// Adds a memcached service's per-CPU counters to `/_stats` and `/_stats.json`.
-    public func showMemcachedStatistics(_ provider: @escaping @Sendable () -> [[String: Int]]?) {
-        extraMemcached.withLock { $0 = provider }
+    public func showMemcachedStatistics(limitBytes: Int = 0, _ provider: @escaping @Sendable () -> [[String: Int]]?) {
+        let box = MemcachedStatisticsProvider(provider, limitBytes: limitBytes)
+        extraMemcached.withLock { $0 = box }
     }
 
     func statistics(address: SocketAddress) -> ServerStatistics {
@@ -142,12 +149,27 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
         var perCPU = [Int](repeating: 0, count: system.cpuCount)
         for t in snap.threads where t.cpu >= 0 && t.cpu < perCPU.count { perCPU[t.cpu] += 1 }
         if snap.threads.count > 64 { snap.threads = Array(snap.threads.prefix(64)) }
-        let memcached = extraMemcached.withLock { $0 }?()
+        let mc = extraMemcached.withLock { $0 }
+        let memcached = mc?.provide()
+        var process = ServerStatistics.ProcessStatistics.current()
+        process.memcachedLimitBytes = mc?.limitBytes ?? 0
         return ServerStatistics(lwkt: snap, slab: core.slab.statistics(),
                                 namecache: .init(core.vfs.namecache.statistics),
                                 http: core.counters.enumerated().map { $1.snapshot(cpu: $0) },
                                 address: "\(address)", threadCount: threadCount, threadsPerCPU: perCPU,
-                                memcached: memcached)
+                                memcached: memcached, latency: system.latencies.summaries(), process: process,
+                                stalls: system.stallStatistics, rates: core.sampler.latest,
+                                pendingMessages: core.sampler.pending)
+    }
+}
+
+/// A memcached statistics provider, boxed (see `extraMemcached`).
+final class MemcachedStatisticsProvider: Sendable {
+    let provide: @Sendable () -> [[String: Int]]?
+    let limitBytes: Int
+    init(_ provide: @escaping @Sendable () -> [[String: Int]]?, limitBytes: Int) {
+        self.provide = provide
+        self.limitBytes = limitBytes
     }
 }
 

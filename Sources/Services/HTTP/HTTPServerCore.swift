@@ -15,6 +15,8 @@ final class HTTPServerCore: @unchecked Sendable {
     /// One process per CPU, each jailed at the root, so descriptor tables are not shared.
     let processes: [VFSProcess]
     let counters: [HTTPCounters]
+    /// One open-file cache per CPU (host descriptors and attributes, as nginx's open_file_cache).
+    let openFiles: [OpenFileCache]
     /// One hot-file cache per CPU.
     let caches: [HotFileCache]
     let logger: Logger
@@ -22,6 +24,10 @@ final class HTTPServerCore: @unchecked Sendable {
     let giantEntry = Giant.register("http.connection", mpSafe: true)
     /// Renders statistics; set by the server.
     var statistics: (@Sendable () -> ServerStatistics)?
+    /// Rendered statistics documents, reused per CPU for `statisticsInterval`.
+    let statisticsPages: StatisticsPageCache
+    /// Per-second rates for five minutes, sampled off the CPUs.
+    let sampler = StatisticsSampler()
 
     /// Bytes of each connection's input and output buffer: the largest slab size class
     /// below the zone limit, so they come from per-CPU zones rather than `mmap`.
@@ -40,7 +46,10 @@ final class HTTPServerCore: @unchecked Sendable {
         try base.jail(root)
         processes = system.cpus.map { _ in base.fork() }
         counters = system.cpus.map { _ in HTTPCounters() }
+        let budget = OpenFileCache.budgetPerCPU(cpus: system.cpuCount)
+        openFiles = system.cpus.map { _ in OpenFileCache(budget: budget, validity: configuration.cacheValidity) }
         caches = system.cpus.map { _ in HotFileCache(validity: configuration.cacheValidity) }
+        statisticsPages = StatisticsPageCache(cpuCount: system.cpuCount, interval: configuration.statisticsInterval)
         inputCapacity = max(16320, configuration.limits.maxHeaderBytes + 256, configuration.limits.maxRequestLine + 256)
     }
 }

@@ -1,8 +1,10 @@
+import Foundation
 import LWKT
 import Slab
 import VFS
 
-/// Everything `/_stats` shows, per subsystem and per CPU; `/_stats.json` is this, encoded.
+/// Everything `/_stats` shows, per subsystem and per CPU; `/_stats.json` is this, encoded
+/// with ``encoder()`` (snake_case keys throughout, a schema version and a timestamp).
 public struct ServerStatistics: Codable, Sendable {
     /// The scheduler: per-CPU counters, IPI matrix, threads, Giant coverage.
     public var lwkt: LWKTSnapshot
@@ -21,6 +23,73 @@ public struct ServerStatistics: Codable, Sendable {
     /// The memcached service's counters per CPU (memcached's `stats` names), when one runs
     /// beside the HTTP server.
     public var memcached: [[String: Int]]?
+    /// The JSON layout's version: 2 is snake_case with latency, stalls and pending messages.
+    public static let currentSchemaVersion = 2
+    /// The layout of this document (``currentSchemaVersion`` when written by this build).
+    public var schemaVersion: Int = ServerStatistics.currentSchemaVersion
+    /// When the snapshot was taken, seconds since 1970 (UTC).
+    public var timestamp: Double = Date().timeIntervalSince1970
+    /// Latency quantiles per histogram (`http_service`, `memcached_command`,
+    /// `domsg_round_trip`, `ipi_delivery`), merged over CPUs.
+    public var latency: [String: LatencySummary] = [:]
+    /// The process: resident memory and the memcached memory limit.
+    public var process: ProcessStatistics = .current()
+    /// The stall watchdog: threshold, counts and the last reports with backtraces.
+    public var stalls: StallStatistics = StallStatistics()
+    /// The last second's rates (nil until the sampler has two snapshots).
+    public var rates: RateSample? = nil
+    /// Cross-CPU messages waiting on each ring at the last sample, with their functions
+    /// (empty when every CPU keeps up).
+    public var pendingMessages: [PendingRing] = []
+
+    /// The encoder `/_stats.json` uses: snake_case keys, sorted.
+    public static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }
+
+    /// The decoder that reads ``encoder()``'s output back (snake_case to the Swift names,
+    /// acronyms included).
+    public static func decoder() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .custom { path in
+            let key = path[path.count - 1]
+            if key.intValue != nil { return key }
+            return StatisticsKey(snakeCaseKeys[key.stringValue] ?? SnakeCase.toCamel(key.stringValue))
+        }
+        return d
+    }
+
+    /// Keys whose Swift names end in an acronym (plain camel-casing would miss them).
+    static let snakeCaseKeys = ["zones_returned_to_os": "zonesReturnedToOS", "threads_per_cpu": "threadsPerCPU"]
+
+    struct StatisticsKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ s: String) { stringValue = s }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    /// The process as the host kernel sees it.
+    public struct ProcessStatistics: Codable, Sendable {
+        /// Resident set size in bytes (`/proc/self/statm`).
+        public var residentBytes: Int
+        /// The memcached cache's memory limit in bytes, when one runs (0: none).
+        public var memcachedLimitBytes: Int = 0
+
+        /// The resident size now.
+        public static func current() -> ProcessStatistics {
+            var rss = 0
+            if let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) {
+                let fields = text.split(separator: " ")
+                if fields.count > 1, let pages = Int(fields[1]) { rss = pages * Int(sysconf(Int32(_SC_PAGESIZE))) }
+            }
+            return ProcessStatistics(residentBytes: rss)
+        }
+    }
 
     /// The namecache's counters in a codable form.
     public struct NamecacheCounters: Codable, Sendable, Equatable {

@@ -1,3 +1,4 @@
+import Foundation
 import LWKT
 
 /// The `/_stats` page: inline SVG charts of every subsystem per CPU, refreshed every two
@@ -5,7 +6,7 @@ import LWKT
 enum StatsPage {
     static let palette = ["#2b6cb0", "#d69e2e", "#38a169", "#e53e3e", "#805ad5", "#dd6b20"]
 
-    static func render(_ s: ServerStatistics) -> String {
+    static func render(_ s: ServerStatistics, series: [RateSample] = []) -> String {
         let cpus = s.lwkt.cpus.map { $0.name }
         func counter(_ c: CPUCounter) -> [Double] { s.lwkt.cpus.map { Double($0.counters[c.name] ?? 0) } }
         var h = """
@@ -13,13 +14,43 @@ enum StatsPage {
         <title>libellula statistics</title><style>
         body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}h2{margin-top:1.6em;font-size:1.1em}
         .grid{display:flex;flex-wrap:wrap;gap:1.5em}figure{margin:0}figcaption{font-size:.85em;color:#555}
+        figure h3{font-size:.95em;margin:0 0 .2em 0}.legend{font-size:.8em;margin-bottom:.2em}
+        .legend span{display:inline-block;margin-right:.8em}.legend i{display:inline-block;width:.8em;height:.8em;margin-right:.3em;vertical-align:-.1em}
+        .tiles{display:flex;flex-wrap:wrap;gap:.8em}.tile{border:1px solid #ddd;border-radius:6px;padding:.4em .8em;min-width:8em}
+        .tile b{display:block;font-size:1.4em}.tile small{color:#555}.bad{color:#c53030}
         table{border-collapse:collapse;font-size:.85em}td,th{padding:.15em .6em;text-align:right}th{text-align:left}
+        details pre{font-size:.75em;background:#f7f7f7;padding:.5em;overflow-x:auto}
         </style></head><body>
         <h1>libellula statistics</h1>
         <p>\(esc(s.address)) · \(s.lwkt.cpuCount) CPUs · up \(s.lwkt.uptimeNanos / 1_000_000_000) s · \(s.threadCount) LWKT threads ·
-        <a href="/_stats.json">JSON</a> · refreshes every 2 s</p>
+        <a href="/_stats.json">JSON</a> · <a href="/metrics">Prometheus</a> · <a href="/_health">health</a> · refreshes every 2 s</p>
         """
-        h += "<h2>HTTP</h2><div class=grid>"
+        h += tiles(s)
+        let span = Int(((series.last?.timestamp ?? 0) - (series.first?.timestamp ?? 0)).rounded())
+        h += "<h2>Traffic (last \(span) s, \(series.count) samples)</h2><div class=grid>"
+        let t = series.map { $0.timestamp }
+        func total(_ f: (RateSample) -> [Double]) -> [Double] { series.map { f($0).reduce(0, +) } }
+        func perCPU(_ f: (RateSample) -> [Double]) -> [(String, [Double])] {
+            (0..<s.lwkt.cpuCount).map { c in ("cpu\(c)", series.map { c < f($0).count ? f($0)[c] : 0 }) }
+        }
+        h += lineChart("Request rate", unit: "req/s", t, [("all CPUs", total { $0.requests })] + perCPU { $0.requests })
+        h += lineChart("Error rate (4xx + 5xx)", unit: "errors/s", t, [("all CPUs", total { $0.errors })])
+        h += lineChart("HTTP service time p99", unit: "ms", t, [("p99", series.map { Double($0.httpP99Nanos) / 1e6 })])
+        h += lineChart("Open connections", unit: "connections", t, [("open", series.map { Double($0.openConnections) })])
+        var memory: [(String, [Double])] = [("resident", series.map { Double($0.residentBytes) / 1_048_576 })]
+        if s.process.memcachedLimitBytes > 0 {
+            memory.append(("cache items", series.map { Double($0.memcachedBytes) / 1_048_576 }))
+            memory.append(("cache limit", series.map { Double($0.memcachedLimitBytes) / 1_048_576 }))
+        }
+        h += lineChart("Memory against the limit", unit: "MiB", t, memory)
+        if s.memcached != nil {
+            h += lineChart("memcached hit ratio", unit: "%", t, [("hits / gets", series.map { ($0.hitRatio ?? 0) * 100 })], fixedMax: 100)
+        }
+        h += lineChart("CPU busy", unit: "%", t, perCPU { $0.busyPercent }, fixedMax: 100)
+        h += lineChart("IPIs received", unit: "IPIs/s", t, perCPU { $0.ipis })
+        h += "</div><h2>Latency</h2>" + latencyTable(s.latency)
+        h += stallSection(s.stalls)
+        h += "<h2>HTTP per CPU (since start)</h2><div class=grid>"
         h += bars("Requests per CPU", cpus, [("requests", s.http.map { Double($0.requests) })])
         h += bars("Connections per CPU", cpus, [("accepted", s.http.map { Double($0.connectionsAccepted) }),
                                                 ("open", s.http.map { Double($0.connectionsOpen) }),
@@ -69,12 +100,29 @@ enum StatsPage {
     }
 
     static func esc(_ s: String) -> String {
-        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-            .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
+        // Most strings need nothing: scan the bytes once and copy only when needed.
+        guard s.utf8.contains(where: { $0 == 0x26 || $0 == 0x3C || $0 == 0x3E || $0 == 0x22 }) else { return s }
+        var o = ""
+        o.reserveCapacity(s.utf8.count + 16)
+        for ch in s.unicodeScalars {
+            switch ch {
+            case "&": o += "&amp;"
+            case "<": o += "&lt;"
+            case ">": o += "&gt;"
+            case "\"": o += "&quot;"
+            default: o.unicodeScalars.append(ch)
+            }
+        }
+        return o
     }
 
     static func num(_ v: Double) -> String {
-        v >= 1e9 ? "\(Int(v / 1e8) / 10)G" : v >= 1e6 ? "\(Int(v / 1e5) / 10)M" : v >= 1e4 ? "\(Int(v / 1e3))k" : "\(Int(v))"
+        if v >= 1e9 { return "\(Int(v / 1e8) / 10)G" }
+        if v >= 1e6 { return "\(Int(v / 1e5) / 10)M" }
+        if v >= 1e4 { return "\(Int(v / 1e3))k" }
+        if v >= 10 || v == v.rounded() { return "\(Int(v))" }
+        let tenths = Int((v * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10)"
     }
 
     /// A grouped bar chart: one group per label, one bar per series.
@@ -150,5 +198,126 @@ enum StatsPage {
             svg += "<text x=\"\(Int(224 + w))\" y=\"\(Int(y + 12))\" font-size=\"10\">\(c.calls) calls, \(c.giantAcquisitions) under Giant</text>"
         }
         return svg + "</svg>"
+    }
+}
+
+extension StatsPage {
+    /// Renders one statistics document (nil if encoding failed).
+    static func document(_ d: StatisticsDocument, _ s: @autoclosure () -> ServerStatistics,
+                         latencies: SystemLatencies?, series: [RateSample] = []) -> [UInt8]? {
+        switch d {
+        case .html: return Array(render(s(), series: series).utf8)
+        case .json: return (try? ServerStatistics.encoder().encode(s())).map { Array($0) }
+        case .metrics: return Array(PrometheusExposition.render(s(), latencies: latencies).utf8)
+        case .health: return nil
+        }
+    }
+}
+
+extension StatsPage {
+    /// `/_health`: answered by the CPU that accepted the connection, so an answer means
+    /// that CPU runs; reports the schema version, a timestamp, uptime and CPU count.
+    static func health(_ system: LWKTSystem) -> [UInt8] {
+        let up = Double(system.snapshotUptimeNanos) / 1e9
+        let ts = Date().timeIntervalSince1970
+        return Array("{\"cpus\":\(system.cpuCount),\"schema_version\":\(ServerStatistics.currentSchemaVersion),\"status\":\"ok\",\"timestamp\":\(ts),\"uptime_seconds\":\(up)}\n".utf8)
+    }
+}
+
+extension StatsPage {
+    /// The numbers an operator looks at first, as tiles.
+    static func tiles(_ s: ServerStatistics) -> String {
+        let r = s.rates
+        func tile(_ label: String, _ value: String, _ note: String = "", bad: Bool = false) -> String {
+            "<div class=tile><small>\(esc(label))</small><b\(bad ? " class=bad" : "")>\(esc(value))</b><small>\(esc(note))</small></div>"
+        }
+        var h = "<div class=tiles>"
+        h += tile("requests", r.map { num($0.requests.reduce(0, +)) } ?? "–", "per second")
+        let errors = r.map { $0.errors.reduce(0, +) } ?? 0
+        h += tile("errors", r == nil ? "–" : num(errors), "4xx+5xx per second", bad: errors > 0)
+        let p99 = s.latency["http_service"]?.p99Nanos ?? 0
+        h += tile("p99 service time", ms(p99), "since start")
+        h += tile("open connections", "\(s.http.reduce(0) { $0 + $1.connectionsOpen })")
+        let limit = s.process.memcachedLimitBytes
+        h += tile("resident memory", "\(s.process.residentBytes / 1_048_576) MiB", limit > 0 ? "cache limit \(limit / 1_048_576) MiB" : "")
+        if let mc = s.memcached {
+            let hits = mc.reduce(0) { $0 + ($1["get_hits"] ?? 0) }, misses = mc.reduce(0) { $0 + ($1["get_misses"] ?? 0) }
+            h += tile("memcached hit ratio", hits + misses == 0 ? "–" : "\(Int((Double(hits) / Double(hits + misses) * 100).rounded())) %", "since start")
+        }
+        h += tile("stalls", "\(s.stalls.detected)", s.stalls.thresholdNanos > 0 ? "over \(ms(s.stalls.thresholdNanos))" : "watchdog off", bad: s.stalls.detected > 0)
+        return h + "</div>"
+    }
+
+    static func ms(_ nanos: Int64) -> String {
+        if nanos >= 10_000_000 { return "\(nanos / 1_000_000) ms" }
+        if nanos >= 1_000_000 { return "\(nanos / 1_000_000).\(nanos / 100_000 % 10) ms" }
+        return "\(nanos / 1000) µs"
+    }
+
+    /// p50 … max of every histogram.
+    static func latencyTable(_ l: [String: LatencySummary]) -> String {
+        let rows = [("http_service", "HTTP request service"), ("memcached_command", "memcached command"),
+                    ("domsg_round_trip", "cross-CPU doMsg round trip"), ("ipi_delivery", "IPI delivery (sampled)")]
+        var h = "<table><tr><th>operation</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>"
+        for (key, label) in rows {
+            guard let x = l[key] else { continue }
+            h += "<tr><th>\(label)</th><td>\(x.count)</td><td>\(ms(x.p50Nanos))</td><td>\(ms(x.p90Nanos))</td><td>\(ms(x.p99Nanos))</td><td>\(ms(x.p999Nanos))</td><td>\(ms(x.maxNanos))</td></tr>"
+        }
+        return h + "</table>"
+    }
+
+    /// Stall counts and the last reports with their backtraces.
+    static func stallSection(_ st: StallStatistics) -> String {
+        var h = "<h2>Stalls</h2>"
+        guard st.thresholdNanos > 0 else { return h + "<p>No stall watchdog runs (serve --stall-ms 0).</p>" }
+        h += "<p>Threshold \(ms(st.thresholdNanos)): \(st.detected) detected, \(st.reported) reported, \(st.suppressed) rate-limited.</p>"
+        for r in st.recent.reversed().prefix(5) {
+            h += "<details><summary>cpu\(r.cpu) · \(esc(r.thread)) (\(esc(r.priority))) · \(ms(r.durationNanos))\(r.ongoing ? " and running" : "")</summary><pre>"
+            h += r.backtrace.prefix(24).map(esc).joined(separator: "\n") + "</pre></details>"
+        }
+        return h
+    }
+
+    /// A line chart over time with a title, a legend, a y axis with its unit and an x axis
+    /// in seconds before now.
+    static func lineChart(_ title: String, unit: String, _ t: [Double], _ series: [(String, [Double])],
+                          fixedMax: Double? = nil) -> String {
+        let width = 440.0, height = 170.0, left = 46.0, right = 8.0, top = 8.0, bottom = 22.0
+        let plotW = width - left - right, plotH = height - top - bottom
+        let maxV = fixedMax ?? max(1, (series.flatMap { $0.1 }.max() ?? 1) * 1.1)
+        let t0 = t.first ?? 0, t1 = max(t0 + 1, t.last ?? 1)
+        var h = "<figure class=chart data-points=\"\(t.count)\"><h3>\(esc(title))</h3><div class=legend>"
+        for (k, (name, _)) in series.enumerated() {
+            h += "<span><i style=\"background:\(palette[k % palette.count])\"></i>\(esc(name))</span>"
+        }
+        h += "</div><svg width=\"\(Int(width))\" height=\"\(Int(height))\" role=\"img\" aria-label=\"\(esc(title)) in \(esc(unit))\">"
+        // Axes, grid and ticks.
+        h += "<line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(top + plotH)\" stroke=\"#999\"/>"
+        h += "<line x1=\"\(left)\" y1=\"\(top + plotH)\" x2=\"\(left + plotW)\" y2=\"\(top + plotH)\" stroke=\"#999\"/>"
+        for f in [0.0, 0.5, 1.0] {
+            let y = top + plotH * (1 - f)
+            h += "<line x1=\"\(left)\" y1=\"\(Int(y))\" x2=\"\(left + plotW)\" y2=\"\(Int(y))\" stroke=\"#eee\"/>"
+            h += "<text x=\"\(Int(left - 4))\" y=\"\(Int(y + 4))\" font-size=\"10\" text-anchor=\"end\">\(num(maxV * f))</text>"
+        }
+        h += "<text x=\"4\" y=\"\(Int(top + plotH / 2))\" font-size=\"10\" transform=\"rotate(-90 8 \(Int(top + plotH / 2)))\" text-anchor=\"middle\">\(esc(unit))</text>"
+        let span = Int((t1 - t0).rounded())
+        for f in [0.0, 0.5, 1.0] {
+            let x = left + plotW * f
+            let ago = Int((Double(span) * (1 - f)).rounded())
+            h += "<text x=\"\(Int(x))\" y=\"\(Int(height - 6))\" font-size=\"10\" text-anchor=\"\(f == 0 ? "start" : f == 1 ? "end" : "middle")\">\(ago == 0 ? "now" : "-\(ago) s")</text>"
+        }
+        if t.isEmpty {
+            h += "<text x=\"\(Int(left + plotW / 2))\" y=\"\(Int(top + plotH / 2))\" font-size=\"11\" text-anchor=\"middle\" fill=\"#777\">collecting (one sample a second)</text>"
+        }
+        for (k, (name, values)) in series.enumerated() where !t.isEmpty {
+            var pts: [String] = []
+            for (i, v) in values.enumerated() where i < t.count {
+                let x = left + plotW * (t.count == 1 ? 1 : (t[i] - t0) / (t1 - t0))
+                let y = top + plotH * (1 - min(1, max(0, v / maxV)))
+                pts.append("\(Int(x)),\(Int(y))")
+            }
+            h += "<polyline fill=\"none\" stroke=\"\(palette[k % palette.count])\" stroke-width=\"\(k == 0 ? 2 : 1.2)\" points=\"\(pts.joined(separator: " "))\"><title>\(esc(name))</title></polyline>"
+        }
+        return h + "</svg></figure>"
     }
 }

@@ -26,8 +26,10 @@ public enum VFSError: Int32, Error, Sendable, CustomStringConvertible {
     case mlink = 31        // EMLINK
     case range = 34        // ERANGE
     case nametoolong = 36  // ENAMETOOLONG
+    case nodata = 61       // ENODATA (no such extended attribute)
     case notempty = 39     // ENOTEMPTY
     case loop = 40         // ELOOP
+    case notsup = 95       // EOPNOTSUPP
     case stale = 116       // ESTALE
     case other = 9999      // any host errno without a case of its own
 
@@ -62,6 +64,8 @@ public enum VFSError: Int32, Error, Sendable, CustomStringConvertible {
         case .mlink: "EMLINK"
         case .range: "ERANGE"
         case .nametoolong: "ENAMETOOLONG"
+        case .nodata: "ENODATA"
+        case .notsup: "EOPNOTSUPP"
         case .notempty: "ENOTEMPTY"
         case .loop: "ELOOP"
         case .stale: "ESTALE"

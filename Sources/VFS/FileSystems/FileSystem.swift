@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// The type of a file-system object.
 public enum FileType: UInt8, Sendable {
@@ -111,6 +112,17 @@ public protocol FileSystem: AnyObject, Sendable {
     /// system are revalidated with `revalidate` before they are used.
     var changesBehindCache: Bool { get }
 
+    /// Whether calls into this file system can wait in the host kernel (disk or network I/O,
+    /// FIFOs). `VFSProcess.offCPU(_:)` sends such work to the host-I/O pool instead of running it
+    /// on an LWKT CPU.
+    var callsMayBlock: Bool { get }
+
+    /// For a file system that changes behind the cache: a word that moves whenever the names
+    /// in `directory` may have changed on the host (0 while changes cannot be seen). A cached
+    /// name checked when the word held `g` stays valid, without asking the file system,
+    /// while the word still holds `g`. `nil`: names are checked on every use.
+    func validityWord(for directory: any FSNode) -> UnsafeMutablePointer<Atomic<UInt64>>?
+
     /// Looks `name` up in `directory`: the node, or `nil` when the name does not exist.
     func resolve(_ name: [UInt8], in directory: any FSNode) throws(VFSError) -> (any FSNode)?
     /// Whether a cached answer for `name` in `directory` (`cached`, or `nil` for a negative entry) still holds.
@@ -137,4 +149,11 @@ public protocol FileSystem: AnyObject, Sendable {
     func readSymlink(_ node: any FSNode) throws(VFSError) -> [UInt8]
     /// Opens a node for data operations. `name` and `directory` are where it was found.
     func open(_ node: any FSNode, name: [UInt8], in directory: (any FSNode)?, read: Bool, write: Bool) throws(VFSError) -> any FSOpenFile
+}
+
+extension FileSystem {
+    /// By default a file system works in memory and never waits.
+    public var callsMayBlock: Bool { false }
+    /// By default names are checked on every use (when the file system changes behind the cache).
+    public func validityWord(for directory: any FSNode) -> UnsafeMutablePointer<Atomic<UInt64>>? { nil }
 }

@@ -1,3 +1,4 @@
+import Synchronization
 /// The outcome of a lock-free lookup attempt.
 enum FastOutcome {
     case found(FileAttributes)
@@ -18,6 +19,7 @@ extension VFSProcess {
     /// With `wantAttributes` the attributes of a MemFS result are read in the same section.
     @inline(__always)
     func fastLookup(_ path: String, follow: Bool, wantAttributes: Bool) -> FastOutcome {
+        vfs.settleStrictMounts()
         let gate = gateView
         let outcome: FastOutcome? = path.utf8.withContiguousStorageIfAvailable { buf -> FastOutcome in
             guard let p = buf.baseAddress, buf.count > 0, buf.count < PathLimits.pathMax else { return .fallback }
@@ -51,7 +53,7 @@ extension VFSProcess {
             let isLast = i == n
 
             let flags = cur.pointee.flags
-            guard cur.pointee.state == .positive, flags & NCRecord.isDirectory != 0, !cur.pointee.revalidates else { return .fallback }
+            guard cur.pointee.state == .positive, flags & NCRecord.isDirectory != 0 else { return .fallback }
             if !superuser && flags & NCRecord.worldSearchable == 0 { return .fallback }
 
             if len == 1 && p[start] == dot {
@@ -73,7 +75,17 @@ extension VFSProcess {
             }
             let h = Namecache.hash(parentID: cur.pointee.id, p + start, len)
             guard var child = Namecache.probe(table, cur, p + start, len, hash: h) else { return .fallback }
-            switch child.pointee.state {
+            let state = child.pointee.state
+            // Pairs with the writer's fence before the state (Namecache rule 3).
+            atomicMemoryFence(ordering: .acquiring)
+            if child.pointee.revalidates {
+                // A host name: usable only while its directory has not changed since it was
+                // checked (Namecache rule 7).
+                let stamp = child.pointee.validStamp
+                guard stamp != 0, let word = child.pointee.validity,
+                      word.pointee.load(ordering: .acquiring) == stamp else { return .fallback }
+            }
+            switch state {
             case .unresolved:
                 return .fallback
             case .negative:
@@ -98,8 +110,14 @@ extension VFSProcess {
         gate.count(.hits, slot: slot, by: hits)
         gate.count(.fastLookups, slot: slot)
         guard wantAttributes else { return .type(cur.pointee.nodeType) }
-        guard let mem = cur.pointee.memNode else { return .fallback }
         let device = cur.pointee.device
+        guard let mem = cur.pointee.memNode else {
+            // A host node: its cached attributes, while its directory has not changed.
+            guard let host = cur.pointee.hostNode,
+                  let a = Unmanaged<HostFSNode>.fromOpaque(host)._withUnsafeGuaranteedRef({ HostFS.currentAttributes($0, device: device) })
+            else { return .fallback }
+            return .found(a)
+        }
         return .found(Unmanaged<MemFSNode>.fromOpaque(mem)._withUnsafeGuaranteedRef { $0.attributes(device: device) })
     }
 }

@@ -1,3 +1,4 @@
+import Synchronization
 import Glibc
 
 /// Permission bits asked for by `access` checks.
@@ -26,6 +27,7 @@ extension VFSProcess {
         if path.count >= PathLimits.pathMax { throw .nametoolong }
         if path.contains(0) { throw .inval }
         namecache.gate.count(.slowLookups)
+        vfs.settleStrictMounts()
         let (cwdRec, rootRec, jailRec, ctx) = snapshot()
         let cred = ctx.credentials
         var buf = path
@@ -127,8 +129,13 @@ extension VFSProcess {
         for _ in 0..<10_000 {
             if dir.isDestroyed { throw .noent }
             let r = namecache.lookupOrCreate(dir, name)
-            if !r.mount.revalidates {
-                let (state, node, dead) = namecache.gate.read { (r.state, r.node, r.isDestroyed) }
+            if !r.mount.revalidates || r.isCurrent {
+                // The state first: a record is resolved in a publish section, node before state.
+                let (state, node, dead) = namecache.gate.read { () -> (NCRecord.State, (any FSNode)?, Bool) in
+                    let s = r.state
+                    atomicMemoryFence(ordering: .acquiring)
+                    return (s, s == .positive ? r.node : nil, r.isDestroyed)
+                }
                 if state != .unresolved && !dead { return (r, state, node) }
             }
             r.lock()
@@ -148,17 +155,26 @@ extension VFSProcess {
         guard let dirNode = parent.node else { return false }
         let fs = r.mount.fileSystem
         let name = r.name
+        // The directory's validity word is read before asking the host: a change that lands
+        // during the call moves the word past the stamp, and the next use checks again.
+        let word = r.mount.revalidates ? fs.validityWord(for: dirNode) : nil
+        let generation = word?.pointee.load(ordering: .acquiring) ?? 0
         if r.state == .unresolved {
             namecache.gate.count(.resolves)
             let node = try fs.resolve(name, in: dirNode)
             var ws = false
             if let node, node.type == .directory, let a = try? fs.attributes(of: node) { ws = a.mode & 0o001 != 0 }
             namecache.setResolved(r, node: node, worldSearchable: ws)
+            if word != nil { r.stamp(word, generation) }
             return true
         }
         if r.mount.revalidates {
+            if r.isCurrent { return true }
             namecache.gate.count(.resolves)
-            if fs.revalidate(name, in: dirNode, cached: r.state == .positive ? r.node : nil) { return true }
+            if fs.revalidate(name, in: dirNode, cached: r.state == .positive ? r.node : nil) {
+                r.stamp(word, generation)
+                return true
+            }
             namecache.replace(r, negative: false)
             return false
         }

@@ -18,7 +18,9 @@ public final class Mount: @unchecked Sendable {
     /// Holds on records of this mount (open files, working directories, roots).
     let holds = Atomic<Int>(0)
     /// Serialises renames on this file system, so that two renames cannot together make a cycle.
-    let renameLock: UnsafeMutablePointer<pthread_mutex_t>
+    let renameLock = NamespaceLock()
+    /// A strict HostFS (`HostFS.strict`): path operations settle its events first.
+    let strictHost: HostFS?
     /// Set when the mount has been taken out of the namespace.
     var unmounted = false
 
@@ -26,12 +28,6 @@ public final class Mount: @unchecked Sendable {
         self.fileSystem = fileSystem
         self.deviceID = fileSystem.deviceID
         self.revalidates = fileSystem.changesBehindCache
-        renameLock = .allocate(capacity: 1)
-        pthread_mutex_init(renameLock, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(renameLock)
-        renameLock.deallocate()
+        if let h = fileSystem as? HostFS, h.strict { strictHost = h } else { strictHost = nil }
     }
 }

@@ -9,15 +9,27 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// The mount at `/`.
     public let rootMount: Mount
     private let mounts = Mutex<[Mount]>([])
+    /// The pool that runs host calls which can block, off the LWKT CPUs.
+    public let hostIO: HostIOPool
+    /// Mounted file systems whose calls can block (`FileSystem.callsMayBlock`).
+    let blockingMounts = Atomic<Int>(0)
+    /// Strict HostFS mounts (path operations settle their inotify events first).
+    let strictCount = Atomic<Int>(0)
+    private let strictLock = NamespaceLock()
+    private var strictHosts: [HostFS] = []
 
-    /// Creates a namespace whose `/` is `rootFileSystem`.
-    public init(rootFileSystem: any FileSystem, namecache: Namecache = Namecache()) {
+    /// Creates a namespace whose `/` is `rootFileSystem`; host calls that can block run on
+    /// `hostIO` (by default the shared pool, sized by `HostIOPool.defaultThreads`).
+    public init(rootFileSystem: any FileSystem, namecache: Namecache = Namecache(), hostIO: HostIOPool = .shared) {
         self.namecache = namecache
+        self.hostIO = hostIO
+        if rootFileSystem.callsMayBlock { blockingMounts.wrappingAdd(1, ordering: .relaxed) }
         let m = Mount(fileSystem: rootFileSystem)
         let r = namecache.makeMountRoot(for: m)
         m.root = r
         rootMount = m
         mounts.withLock { $0.append(m) }
+        if let h = m.strictHost { addStrict(h) }
     }
 
     /// The root record of the namespace.
@@ -44,6 +56,20 @@ public final class VirtualFileSystem: @unchecked Sendable {
         covered.hold()
         namecache.setMounted(covered, m)
         mounts.withLock { $0.append(m) }
+        if fileSystem.callsMayBlock { blockingMounts.wrappingAdd(1, ordering: .relaxed) }
+        if let h = m.strictHost { addStrict(h) }
+    }
+
+    private func addStrict(_ h: HostFS) {
+        strictLock.withLock { () in strictHosts.append(h) }
+        strictCount.wrappingAdd(1, ordering: .releasing)
+    }
+
+    /// Applies the host changes reported so far on every strict HostFS mount.
+    @inline(__always)
+    func settleStrictMounts() {
+        guard strictCount.load(ordering: .acquiring) != 0 else { return }
+        strictLock.withLock { () in for h in strictHosts { h.settle() } }
     }
 
     /// Unmounts the file system mounted at `path`: EBUSY while a file is open in it, a process
@@ -64,7 +90,15 @@ public final class VirtualFileSystem: @unchecked Sendable {
         covered.drop()
         m.unmounted = true
         mounts.withLock { list in list.removeAll { $0 === m } }
+        if m.fileSystem.callsMayBlock { blockingMounts.wrappingSubtract(1, ordering: .relaxed) }
+        if let h = m.strictHost {
+            strictLock.withLock { () in strictHosts.removeAll { $0 === h } }
+            strictCount.wrappingSubtract(1, ordering: .releasing)
+        }
     }
+
+    /// Whether some mounted file system's calls can block the calling thread.
+    public var mayBlock: Bool { blockingMounts.load(ordering: .relaxed) != 0 }
 
     /// The mounts of this namespace, root first.
     public var mountList: [Mount] { mounts.withLock { $0 } }

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The part of a namecache record that a cached lookup reads, kept in plain memory (no
 /// reference counting) so that a lookup is pure pointer chasing: it neither retains nor
 /// releases anything, and writes nothing shared. Each `NCRecord` owns one; the namecache
@@ -20,6 +22,13 @@ struct NCHot {
     var device: UInt64
     /// The node, unretained, when it is a `MemFSNode` (whose attributes can be read lock-free).
     var memNode: UnsafeMutableRawPointer?
+    /// The node, unretained, when it is a `HostFSNode` (whose cached attributes can be read lock-free).
+    var hostNode: UnsafeMutableRawPointer?
+    /// For a record of a mount that revalidates: its directory's validity word and the value
+    /// it held when the name was last checked (0: never). The record is current while the
+    /// word still holds `validStamp`.
+    var validity: UnsafeMutablePointer<Atomic<UInt64>>?
+    var validStamp: UInt64
     /// The owning `NCRecord`, unretained.
     var owner: UnsafeMutableRawPointer?
 }

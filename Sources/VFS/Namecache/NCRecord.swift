@@ -40,7 +40,8 @@ public final class NCRecord: @unchecked Sendable {
 
     /// Holds by open files, working directories and roots; the namecache never evicts a held record.
     let refs = Atomic<Int>(0)
-    private let lockStorage: UnsafeMutablePointer<pthread_mutex_t>
+    /// The record's namespace lock (owner recorded; see `NamespaceLock` for how it waits).
+    private let recordLock = NamespaceLock()
 
     static let isDirectory: UInt32 = 1 << 0
     static let isSymlink: UInt32 = 1 << 1
@@ -61,24 +62,23 @@ public final class NCRecord: @unchecked Sendable {
         self.flags = 0
         self.parent = parent
         self.mount = mount
-        lockStorage = .allocate(capacity: 1)
-        pthread_mutex_init(lockStorage, nil)
         hot = .allocate(capacity: 1)
         hot.initialize(to: NCHot(hashNext: nil, hash: hash, parent: parent?.hot, name: nameBytes, nameLength: nameLength,
                                  id: id, flags: 0, state: .unresolved, nodeType: .other, revalidates: mount.revalidates,
-                                 mountedRoot: nil, device: mount.deviceID, memNode: nil, owner: nil))
+                                 mountedRoot: nil, device: mount.deviceID, memNode: nil, hostNode: nil, validity: nil, validStamp: 0,
+                                 owner: nil))
         hot.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
     }
 
-    /// Copies the fields a cached lookup reads into `hot`. Called inside namecache write
-    /// sections (or before the record is published).
+    /// Copies the fields a cached lookup reads into `hot`. Called inside namecache writer
+    /// sections (or before the record is published). The state goes last, after a release
+    /// fence: a lock-free reader that sees the new state sees the fields that go with it.
     func syncHot() {
         hot.pointee.hash = hash
         hot.pointee.parent = parent?.hot
         hot.pointee.name = nameBytes
         hot.pointee.nameLength = nameLength
         hot.pointee.flags = flags
-        hot.pointee.state = state
         hot.pointee.nodeType = node?.type ?? .other
         hot.pointee.mountedRoot = mountedHere?.root.hot
         if let n = node, ObjectIdentifier(type(of: n)) == ObjectIdentifier(MemFSNode.self) {
@@ -86,14 +86,19 @@ public final class NCRecord: @unchecked Sendable {
         } else {
             hot.pointee.memNode = nil
         }
+        if let n = node, ObjectIdentifier(type(of: n)) == ObjectIdentifier(HostFSNode.self) {
+            hot.pointee.hostNode = Unmanaged.passUnretained(n as AnyObject).toOpaque()
+        } else {
+            hot.pointee.hostNode = nil
+        }
+        atomicMemoryFence(ordering: .releasing)
+        hot.pointee.state = state
     }
 
     deinit {
         hot.deinitialize(count: 1)
         hot.deallocate()
         nameBytes.deallocate()
-        pthread_mutex_destroy(lockStorage)
-        lockStorage.deallocate()
     }
 
     /// The record's name as bytes.
@@ -130,14 +135,36 @@ public final class NCRecord: @unchecked Sendable {
         self.hash = hash
     }
 
+    // MARK: validity (mounts that revalidate)
+
+    /// Whether the name was checked with the host since the last change in its directory
+    /// (HostFS with inotify): then it is used without asking the file system.
+    var isCurrent: Bool {
+        let stamp = hot.pointee.validStamp
+        guard stamp != 0, let word = hot.pointee.validity else { return false }
+        return word.pointee.load(ordering: .acquiring) == stamp
+    }
+
+    /// Records that the name was checked when `word` held `stamp` (0: not stampable). The
+    /// caller holds the record lock, the only writer of these two fields.
+    func stamp(_ word: UnsafeMutablePointer<Atomic<UInt64>>?, _ stamp: UInt64) {
+        hot.pointee.validStamp = 0
+        atomicMemoryFence(ordering: .releasing)
+        hot.pointee.validity = word
+        atomicMemoryFence(ordering: .releasing)
+        hot.pointee.validStamp = word == nil ? 0 : stamp
+    }
+
     // MARK: record lock
 
-    /// Takes the record's namespace lock, blocking.
-    func lock() { pthread_mutex_lock(lockStorage) }
+    /// Takes the record's namespace lock. A waiter on an LWKT CPU keeps answering IPIs.
+    func lock() { recordLock.lock() }
     /// Takes the lock if it is free.
-    func tryLock() -> Bool { pthread_mutex_trylock(lockStorage) == 0 }
-    /// Releases the lock.
-    func unlock() { pthread_mutex_unlock(lockStorage) }
+    func tryLock() -> Bool { recordLock.tryLock() }
+    /// Releases the lock (the caller must hold it).
+    func unlock() { recordLock.unlock() }
+    /// Whether the calling thread holds the lock (for assertions).
+    var isLockedByCaller: Bool { recordLock.isOwnedByCaller }
 
     // MARK: holds
 

@@ -1,6 +1,43 @@
 import Glibc
 import Synchronization
 
+// Namecache rules (the VFS's locking, in the manner of the comment at the top of DragonFly's
+// vfs_cache.c). Every rule is referred to by number elsewhere in the VFS.
+//
+//  1. Topology. Records form one connected tree hashed by (parent id, name); a record is
+//     unresolved, positive or negative. Lookups of cached names (`fastLookup`, `probe`) run
+//     in read sections of the `ReadGate` and take no lock, allocate nothing and touch no
+//     reference count; they follow the records' plain-memory `NCHot` mirrors.
+//  2. Two kinds of writer section, both under the gate's one writer lock, which is held only
+//     for pointer and counter work, never across a file-system call:
+//     - `publish` (readers go on): adding a child (`lookupOrCreate`), resolving an unresolved
+//       or negative record (`setResolved`), a directory's search flag, replacing a process's
+//       working, root or jail directory (`chdir`, `chroot`, `jail`);
+//     - `write` (every reader drained first): anything that unlinks or frees what a reader
+//       may stand on: removal and replacement of a record, rename (`move`), eviction of
+//       negative records (in batches of `negativeSlack`), unmount, table growth, credentials.
+//  3. Publication order. A `publish` writes every field a lock-free reader follows before
+//     the pointer or state that makes it reachable (release fence; `NCRecord.syncHot` writes
+//     the state last), and readers load the state first, then fence. A resolved state never
+//     goes back in a `publish`.
+//  4. Record locks. A namespace operation holds the record lock of each name it changes, and
+//     of its directory, even while the record is negative; multi-record operations (rename:
+//     source, target and both directories; unmount: the covered record) take them through
+//     `lockAll`, in ascending record id. Lock order: a mount's rename lock, then record
+//     locks (by id), then MemFS node locks (by inode), then the gate's writer lock. Record
+//     locks record their owner; a waiter on an LWKT CPU keeps running the CPU's IPIs
+//     (`VFSWait`), and calls that may block in the host run on the host-I/O pool
+//     (`VFSProcess.offCPU`), so no lock wait or host call makes a CPU deaf.
+//  5. Retirement. What a `publish` replaces (a process's old working directory) is kept
+//     alive by the gate until the next drain, so a reader that loaded it may still use it.
+//  6. Holds. Open files, working directories and roots hold their records: a held record is
+//     never evicted, and a mount with holds cannot be unmounted.
+//  7. Host names. Records of a file system that changes behind the cache (HostFS) carry a
+//     stamp: the value of their directory's validity word when the name was last checked
+//     with the host. While the word still holds it, the record is used without asking
+//     (lock-free); inotify moves the word on every change, and a record with an old stamp
+//     is checked again under its record lock.
+
 /// Statistics of the namecache.
 public struct NamecacheStatistics: Sendable, Equatable {
     /// Components found positive in the cache.
@@ -23,15 +60,19 @@ public struct NamecacheStatistics: Sendable, Equatable {
     public var positives: Int
     /// Negative records now.
     public var negatives: Int
+    /// Writer sections that drained every reader (removals, renames, evictions, growth).
+    public var drains: Int = 0
+    /// Writer sections that published without stopping readers (new names, resolutions, chdir).
+    public var publishes: Int = 0
 }
 
 /// The namecache: a hash of records by (parent, name) over one connected tree of records.
 ///
 /// Lookups of cached names run inside read sections of a `ReadGate`; they take no lock and
-/// allocate nothing. Changes to the topology (a new record, a resolution, a rename, a removal)
-/// run inside short write sections. Namespace operations serialise on record locks, taken
-/// one blocking and the rest with try-lock (see `lockAll`), so that no set of operations can
-/// deadlock.
+/// allocate nothing. Additions and resolutions are published without stopping readers;
+/// removals, renames and evictions drain them first. Namespace operations serialise on
+/// record locks taken in record-id order. The numbered rules at the top of this file say
+/// who may change what, and how.
 public final class Namecache: @unchecked Sendable {
     let gate = ReadGate()
     /// The hash table header (buckets of `NCHot` chains), in plain memory.
@@ -75,7 +116,7 @@ public final class Namecache: @unchecked Sendable {
             resolves: gate.total(.resolves), evictions: gate.total(.evictions),
             fastLookups: gate.total(.fastLookups), slowLookups: gate.total(.slowLookups),
             records: recordCount.load(ordering: .relaxed), positives: positiveCount.load(ordering: .relaxed),
-            negatives: negativeCount.load(ordering: .relaxed))
+            negatives: negativeCount.load(ordering: .relaxed), drains: gate.total(.drains), publishes: gate.total(.publishes))
     }
 
     // MARK: hashing and probing (read or write section)
@@ -126,13 +167,25 @@ public final class Namecache: @unchecked Sendable {
 
     // MARK: topology changes (write section)
 
+    /// Puts `r` at the head of its chain. Runs in a `publish` or `write` section: the record's
+    /// hot fields and chain link are written before the bucket head that makes it reachable
+    /// (rule 3). Growing the table needs a drain, so it is left to `growIfNeeded`.
     private func hashInsert(_ r: NCRecord) {
         r.syncHot()
         let i = Int(truncatingIfNeeded: r.hash) & table.pointee.mask
         r.hot.pointee.hashNext = table.pointee.buckets[i]
+        atomicMemoryFence(ordering: .releasing)
         table.pointee.buckets[i] = r.hot
         recordCount.wrappingAdd(1, ordering: .relaxed)
-        if recordCount.load(ordering: .relaxed) > 2 * (table.pointee.mask + 1) { grow() }
+    }
+
+    /// Whether the table has grown past two records per bucket.
+    private var needsGrow: Bool { recordCount.load(ordering: .relaxed) > 2 * (table.pointee.mask + 1) }
+
+    /// Doubles the table when it is too full (a drained write section, rare).
+    private func growIfNeeded() {
+        guard needsGrow else { return }
+        gate.write { () in if needsGrow { grow() } }
     }
 
     private func hashRemove(_ r: NCRecord) {
@@ -199,16 +252,19 @@ public final class Namecache: @unchecked Sendable {
         case .unresolved: break
         }
         r.state = .unresolved
+        r.syncHot()
+        atomicMemoryFence(ordering: .releasing)
         r.node = nil
         r.flags &= ~(NCRecord.isDirectory | NCRecord.isSymlink | NCRecord.worldSearchable)
-        r.syncHot()
     }
 
+    /// Gives a record its file system's answer. In a `publish` section the record is
+    /// unresolved or negative, so lock-free readers either fall back (unresolved) or stop at
+    /// the state (negative); the node and flags are written before the new state (rule 3).
     private func applyResolution(_ r: NCRecord, node: (any FSNode)?, worldSearchable: Bool) {
         clearResolution(r)
         if let node {
             r.node = node
-            r.state = .positive
             switch node.type {
             case .directory: r.flags |= NCRecord.isDirectory
             case .symlink: r.flags |= NCRecord.isSymlink
@@ -216,6 +272,8 @@ public final class Namecache: @unchecked Sendable {
             }
             if worldSearchable { r.flags |= NCRecord.worldSearchable }
             positiveCount.wrappingAdd(1, ordering: .relaxed)
+            atomicMemoryFence(ordering: .releasing)
+            r.state = .positive
         } else {
             r.state = .negative
             negativeListAppend(r)
@@ -282,28 +340,42 @@ public final class Namecache: @unchecked Sendable {
             return found
         }
         let fresh = newRecord(parent: parent, name: name, hash: h)
-        return gate.write { () -> NCRecord in
+        // Adding a child publishes it: no reader waits (rule 2).
+        let r = gate.publish { () -> NCRecord in
             if let again = probe(parent, name) { return again }
             gate.count(.misses)
             linkLocked(fresh, under: parent)
             return fresh
         }
+        growIfNeeded()
+        return r
     }
 
-    /// Records the file system's answer for a locked record.
+    /// Records the file system's answer for a locked record. An unresolved or negative record
+    /// is resolved in a `publish` section (rule 2); only a positive one, whose node readers may
+    /// be using, needs a drain. Negative records beyond the bound are reclaimed in batches.
     func setResolved(_ r: NCRecord, node: (any FSNode)?, worldSearchable: Bool) {
-        gate.write { () in
-            guard !r.isDestroyed else { return }
-            applyResolution(r, node: node, worldSearchable: worldSearchable)
-            if node == nil { trimNegativesLocked() }
+        assert(r.isLockedByCaller, "namecache rule 4: a record is resolved under its lock")
+        if r.state == .positive {
+            gate.write { () in
+                guard !r.isDestroyed else { return }
+                applyResolution(r, node: node, worldSearchable: worldSearchable)
+            }
+        } else {
+            gate.publish { () in
+                guard !r.isDestroyed else { return }
+                applyResolution(r, node: node, worldSearchable: worldSearchable)
+            }
         }
+        if node == nil { trimNegativesIfNeeded() }
     }
 
-    /// Updates the world-searchable flag of a directory record after a mode change.
+    /// Updates the world-searchable flag of a directory record after a mode change (one flag
+    /// word: readers see the old or the new one).
     func setWorldSearchable(_ r: NCRecord, _ on: Bool) {
-        gate.write { () in
+        gate.publish { () in
             if on { r.flags |= NCRecord.worldSearchable } else { r.flags &= ~NCRecord.worldSearchable }
-            r.syncHot()
+            r.hot.pointee.flags = r.flags
         }
     }
 
@@ -311,6 +383,7 @@ public final class Namecache: @unchecked Sendable {
     /// its place: negative when `negative`, else unresolved. Returns the fresh record.
     @discardableResult
     func replace(_ r: NCRecord, negative: Bool) -> NCRecord? {
+        assert(r.isLockedByCaller, "namecache rule 4: a record is replaced under its lock")
         guard let parent = r.parent else { return nil }
         let name = r.name
         return gate.write { () -> NCRecord? in
@@ -318,10 +391,9 @@ public final class Namecache: @unchecked Sendable {
             destroyLocked(r)
             let fresh = newRecord(parent: parent, name: name, hash: r.hash)
             linkLocked(fresh, under: parent)
-            if negative {
-                applyResolution(fresh, node: nil, worldSearchable: false)
-                trimNegativesLocked()
-            }
+            if negative { applyResolution(fresh, node: nil, worldSearchable: false) }
+            if needsGrow { grow() }
+            trimNegativesLocked()
             return fresh
         }
     }
@@ -330,6 +402,7 @@ public final class Namecache: @unchecked Sendable {
     /// destroyed; the source's old name gets a fresh negative record. Keeps the source record,
     /// its node and its children: open files and working directories below it stay valid.
     func move(_ source: NCRecord, over target: NCRecord) {
+        assert(source.isLockedByCaller && target.isLockedByCaller, "namecache rule 4: rename holds both records")
         guard let newParent = target.parent, let oldParent = source.parent else { return }
         let newName = target.name
         let oldName = source.name
@@ -339,11 +412,33 @@ public final class Namecache: @unchecked Sendable {
             oldParent.children[ObjectIdentifier(source)] = nil
             source.setName(newName, hash: target.hash)
             source.parent = newParent
+            source.stamp(nil, 0)   // checked again in its new directory
             linkLocked(source, under: newParent)
             let hole = newRecord(parent: oldParent, name: oldName, hash: Self.hash(parentID: oldParent.id, oldName))
             linkLocked(hole, under: oldParent)
             applyResolution(hole, node: nil, worldSearchable: false)
+            if needsGrow { grow() }
             trimNegativesLocked()
+        }
+    }
+
+    /// Swaps the names (and parents) of the locked records `a` and `b` (`RENAME_EXCHANGE`):
+    /// both records keep their nodes and children.
+    func exchange(_ a: NCRecord, _ b: NCRecord) {
+        guard let pa = a.parent, let pb = b.parent, a !== b else { return }
+        let nameA = a.name, nameB = b.name
+        let hashA = a.hash, hashB = b.hash
+        gate.write { () in
+            hashRemove(a)
+            hashRemove(b)
+            pa.children[ObjectIdentifier(a)] = nil
+            pb.children[ObjectIdentifier(b)] = nil
+            a.setName(nameB, hash: hashB)
+            a.parent = pb
+            b.setName(nameA, hash: hashA)
+            b.parent = pa
+            linkLocked(a, under: pb)
+            linkLocked(b, under: pa)
         }
     }
 
@@ -360,6 +455,17 @@ public final class Namecache: @unchecked Sendable {
         gate.write { () -> R in body() }
     }
 
+    /// Runs `body` in a `publish` section for a change of single pointers that readers load
+    /// once (a working or root directory): `body` hands every object it replaced to `retire`,
+    /// which keeps it alive until readers that may still hold it have left.
+    func publishReplacing(_ body: (_ retire: (AnyObject) -> Void) -> Void) {
+        let crowded = gate.publish { () -> Bool in
+            body { gate.retire($0) }
+            return gate.retiredCount > 64
+        }
+        if crowded { gate.write { () in } }
+    }
+
     /// Drops every unheld child record below `r` (used after unmount and for stale host directories).
     func purgeChildren(of r: NCRecord) {
         gate.write { () in
@@ -374,10 +480,20 @@ public final class Namecache: @unchecked Sendable {
         max(minimumNegatives, positiveCount.load(ordering: .relaxed) * negativeRatio)
     }
 
+    /// Negative records allowed above the limit before a drained trim runs, so that a storm of
+    /// misses pays one drain per batch instead of one per name.
+    var negativeSlack: Int { max(16, negativeLimit / 16) }
+
+    /// Trims the negative list back to its limit once it is a batch over it.
+    private func trimNegativesIfNeeded() {
+        guard negativeCount.load(ordering: .relaxed) > negativeLimit + negativeSlack else { return }
+        gate.write { () in trimNegativesLocked(budget: negativeSlack * 2 + 32) }
+    }
+
     /// Reclaims the oldest negative records beyond the limit. Runs inside a write section; a
     /// record that is held or locked by someone is rotated to the tail instead.
-    private func trimNegativesLocked() {
-        var budget = 32
+    private func trimNegativesLocked(budget initial: Int = 32) {
+        var budget = initial
         while negativeCount.load(ordering: .relaxed) > negativeLimit, budget > 0, let victim = negativeHead {
             budget -= 1
             if victim.refs.load(ordering: .relaxed) == 0, victim.children.isEmpty, victim.tryLock() {
@@ -393,27 +509,14 @@ public final class Namecache: @unchecked Sendable {
 
     // MARK: locking several records
 
-    /// Locks every record in `records` (duplicates allowed). One lock is taken blocking, the
-    /// rest with try-lock; on a failure everything is released and the contended lock is waited
-    /// for before trying again. No thread ever blocks while holding a record lock, so record
-    /// locks cannot deadlock, whatever the order of the input.
+    /// Locks every record in `records` (duplicates allowed) in the one order of rule 4:
+    /// ascending record id. Every multi-record operation locks through here, so no two can
+    /// wait for each other in a cycle.
     func lockAll(_ records: [NCRecord]) {
         var uniq: [NCRecord] = []
         for r in records where !uniq.contains(where: { $0 === r }) { uniq.append(r) }
         uniq.sort { $0.id < $1.id }
-        var first = 0
-        while true {
-            uniq[first].lock()
-            var taken = [first]
-            var blocker: Int? = nil
-            for i in uniq.indices where i != first {
-                if uniq[i].tryLock() { taken.append(i) } else { blocker = i; break }
-            }
-            guard let b = blocker else { return }
-            for i in taken { uniq[i].unlock() }
-            first = b
-            sched_yield()
-        }
+        for r in uniq { r.lock() }
     }
 
     /// Unlocks records locked with `lockAll`.

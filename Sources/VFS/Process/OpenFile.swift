@@ -11,11 +11,8 @@ public final class OpenFile: @unchecked Sendable {
     let append: Bool
     let isDirectory: Bool
     private var offsetValue: Int64 = 0
-    private let offsetLock: UnsafeMutablePointer<pthread_mutex_t> = {
-        let p = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        pthread_mutex_init(p, nil)
-        return p
-    }()
+    /// Serialises uses of the file offset (`read`, `write`, `seek`); `pread` takes no lock.
+    private let offsetLock = NamespaceLock()
     private let closed = Atomic<Bool>(false)
 
     init(record: NCRecord, file: any FSOpenFile, readable: Bool, writable: Bool, append: Bool, isDirectory: Bool) {
@@ -37,14 +34,12 @@ public final class OpenFile: @unchecked Sendable {
 
     /// Runs `body` with the file offset locked.
     func withOffset<R>(_ body: (inout Int64) throws(VFSError) -> R) throws(VFSError) -> R {
-        pthread_mutex_lock(offsetLock)
-        defer { pthread_mutex_unlock(offsetLock) }
+        offsetLock.lock()
+        defer { offsetLock.unlock() }
         return try body(&offsetValue)
     }
 
     deinit {
         close()
-        pthread_mutex_destroy(offsetLock)
-        offsetLock.deallocate()
     }
 }

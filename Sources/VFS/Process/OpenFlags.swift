@@ -11,6 +11,10 @@ public struct OpenFlags: OptionSet, Sendable, Hashable {
     public static let exclusive = OpenFlags(rawValue: 0o200)
     public static let truncate = OpenFlags(rawValue: 0o1000)
     public static let append = OpenFlags(rawValue: 0o2000)
+    /// Admits FIFOs, sockets and devices, which are then opened non-blocking (`O_NONBLOCK`).
+    /// Without it, opening anything but a regular file or a directory fails with
+    /// `EOPNOTSUPP` before the file system is asked, so an open can never wait for a peer.
+    public static let nonBlocking = OpenFlags(rawValue: 0o4000)
     public static let directory = OpenFlags(rawValue: 0o200000)
     public static let noFollow = OpenFlags(rawValue: 0o400000)
 

@@ -53,6 +53,9 @@ extension VFSProcess {
         if flags.contains(.directory) && !isDir { throw .notdir }
         if record.isSymlink { throw .loop }
         if isDir && flags.writable { throw .isdir }
+        // FIFOs, sockets and devices: refused unless asked for, because opening one can wait
+        // for a peer indefinitely (a FIFO's open blocks until a writer appears).
+        if node.type == .other && !flags.contains(.nonBlocking) { throw .notsup }
         if !created {
             var want: AccessMode = []
             if flags.readable { want.insert(.read) }

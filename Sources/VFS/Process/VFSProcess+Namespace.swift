@@ -132,8 +132,8 @@ extension VFSProcess {
             if srcDir.mount !== dstDir.mount { throw .xdev }
             let src = a.record, dst = b.record
             let mount = srcDir.mount
-            pthread_mutex_lock(mount.renameLock)
-            defer { pthread_mutex_unlock(mount.renameLock) }
+            mount.renameLock.lock()
+            defer { mount.renameLock.unlock() }
             let all = [src, dst, srcDir, dstDir]
             namecache.lockAll(all)
             defer { namecache.unlockAll(all) }

@@ -52,6 +52,20 @@ public final class VFSProcess: @unchecked Sendable {
         }
     }
 
+    /// Runs VFS work that may call into the host kernel where it cannot stop an LWKT CPU:
+    /// when the namespace has a file system whose calls can block (HostFS) and the caller is
+    /// an LWKT thread, `body` runs on the namespace's host-I/O pool while the thread parks
+    /// and its CPU runs on; otherwise it runs at once. For example
+    /// `let fd = try await p.offCPU { try p.open(path) }`.
+    /// Errors other than `VFSError` become `EIO`.
+    public func offCPU<R>(_ body: () throws -> R) async throws(VFSError) -> R {
+        func typed() throws(VFSError) -> R {
+            do { return try body() } catch let e as VFSError { throw e } catch { throw .io }
+        }
+        if !vfs.mayBlock { return try typed() }
+        return try await vfs.hostIO.perform(typed)
+    }
+
     /// A child process: same credentials, directories and (shared) open files.
     public func fork() -> VFSProcess {
         let (c, r, j, cr) = snapshot()
@@ -72,10 +86,12 @@ public final class VFSProcess: @unchecked Sendable {
     func replaceDirectories(cwd newCwd: NCRecord? = nil, root newRoot: NCRecord? = nil, jail newJail: NCRecord? = nil) {
         newCwd?.hold(); newRoot?.hold(); newJail?.hold()
         var old: [NCRecord] = []
-        namecache.exclusive {
-            if let c = newCwd { old.append(cwd); cwd = c; fastCwd = c.hot }
-            if let r = newRoot { old.append(root); root = r; fastRoot = r.hot }
-            if let j = newJail { old.append(jailRoot); jailRoot = j; fastJail = j.hot }
+        // No drain: lock-free readers load each pointer once, and the records replaced stay
+        // alive (retired) until every reader that may hold them has left (Namecache rule 5).
+        namecache.publishReplacing { retire in
+            if let c = newCwd { old.append(cwd); retire(cwd); fastCwd = c.hot; cwd = c }
+            if let r = newRoot { old.append(root); retire(root); fastRoot = r.hot; root = r }
+            if let j = newJail { old.append(jailRoot); retire(jailRoot); fastJail = j.hot; jailRoot = j }
         }
         for o in old { o.drop() }
     }

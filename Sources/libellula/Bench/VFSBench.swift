@@ -1,4 +1,5 @@
 import Glibc
+import LWKT
 import Synchronization
 import VFS
 
@@ -75,6 +76,62 @@ enum VFSBench {
         let kTwo = throughput(threads: 2, seconds: seconds) { _ in () } body: { _, _ in _ = kernelStat(hostFD, hostA) }
         reporter.report("kernel stat() d4, 2 threads, same file", unit: "lookups/s", value: kTwo, baseline: "1 thread", baselineValue: kOne)
 
+        // Cached lookups on one thread while a second thread makes distinct new names (each a
+        // miss that adds a record and resolves it) as fast as it can.
+        // The control: the second thread only spins (same CPU sharing, no namecache work).
+        let (spun, _) = lookupsDuringCreates(p, path: fileA, seconds: seconds, creating: false)
+        let before = vfs.namecache.statistics
+        let (busy, creates) = lookupsDuringCreates(p, path: fileA, seconds: seconds, creating: true)
+        let after = vfs.namecache.statistics
+        let made = Double(max(1, after.misses - before.misses))
+        reporter.report("vfs reader-draining write sections per new name", unit: "drains/name",
+                        value: Double(after.drains - before.drains) / made)
+        reporter.report("vfs non-draining publish sections per new name", unit: "publishes/name",
+                        value: Double(after.publishes - before.publishes) / made)
+        reporter.report("vfs stat d4 lookups/s while another thread creates names", unit: "lookups/s", value: busy,
+                        baseline: "other thread spins", baselineValue: spun)
+        reporter.report("vfs new names/s made by the creator meanwhile", unit: "names/s", value: creates)
+
+        // HostFS: the same tree as a host directory mounted in the VFS, cached stat against the
+        // kernel's stat() of the same file.
+        try p.mkdir("/host")
+        try vfs.mount(try HostFS(hostPath: hostDir), at: "/host", by: p)
+        for d in [1, 4, 8] {
+            let vpath = "/host" + path(d)
+            let hpath = String(path(d).dropFirst())
+            _ = try p.stat(vpath)
+            let kernel = time(kernelIterations) { _ = kernelStat(hostFD, hpath) }
+            let vstat = time(kernelIterations) { _ = try? p.stat(vpath) }
+            reporter.report("vfs HostFS cached stat, depth \(d)", unit: "ns/lookup", value: vstat, baseline: "kernel stat()", baselineValue: kernel)
+        }
+
+        // The cost of keeping host calls off the CPUs: an open+fstat+close of a HostFS file
+        // made by an LWKT thread through the host-I/O pool (parked, answered by IPI) against
+        // the same calls made directly on the CPU thread.
+        let pooled = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: hostDir), hostIO: HostIOPool(threads: 2))
+        let pp = pooled.makeProcess()
+        let rounds = quick ? 2_000 : 10_000
+        let system = try LWKT.boot(cpus: 1, configuration: .init(warnings: false))
+        let (direct, viaPool) = try await system.run(on: 0) { () -> (Double, Double) in
+            func once() throws(VFSError) {
+                let fd = try pp.open("/c1/f")
+                _ = try pp.fstat(fd)
+                try pp.close(fd)
+            }
+            var t0 = now()
+            for _ in 0..<rounds { try once() }
+            let d = Double(now() - t0) / Double(rounds)
+            t0 = now()
+            for _ in 0..<rounds { try await pp.offCPU { try once() } }
+            return (d, Double(now() - t0) / Double(rounds))
+        }
+        _ = try await system.shutdown()
+        let io = pooled.hostIO.statistics
+        reporter.report("vfs HostFS open+fstat+close through the host-I/O pool", unit: "ns/call", value: viaPool,
+                        baseline: "on the CPU thread", baselineValue: direct)
+        reporter.report("vfs host-I/O pool mean latency (submit to answer)", unit: "ns", value: Double(io.meanLatencyNanos))
+        reporter.report("vfs host-I/O pool deepest queue", unit: "requests", value: Double(io.maxQueueDepth))
+
         let s = vfs.namecache.statistics
         reporter.report("namecache hits (components)", unit: "count", value: Double(s.hits))
         reporter.report("namecache lookups on the lock-free path", unit: "count", value: Double(s.fastLookups))
@@ -82,6 +139,51 @@ enum VFSBench {
     }
 
     // MARK: helpers
+
+    /// Stat calls per second of `path` on one OS thread, while a second OS thread stats
+    /// distinct names that do not exist yet, each adding a record to the namecache (with
+    /// `creating`), or only spins (without). Returns (lookups/s, new names/s).
+    static func lookupsDuringCreates(_ p: VFSProcess, path: String, seconds: Double, creating: Bool) -> (Double, Double) {
+        let shared = Shared([p.fork(), p.fork()])
+        let made = Atomic<Int>(0)
+        let generation = Int(now() % 1_000_000)
+        var tids: [pthread_t] = []
+        let threads = 2
+        for i in 0..<threads {
+            let job = Job {
+                let proc = shared.contexts[i]
+                shared.ready.wrappingAdd(1, ordering: .relaxed)
+                while shared.ready.load(ordering: .relaxed) < threads {}
+                var n = 0
+                while !shared.stop.load(ordering: .relaxed) {
+                    if i == 0 {
+                        for _ in 0..<256 { _ = try? proc.stat(path) }
+                        n += 256
+                    } else if creating {
+                        _ = try? proc.stat("/c1/new-\(generation)-\(n)")
+                        n += 1
+                    } else {
+                        for _ in 0..<256 { atomicMemoryFence(ordering: .acquiring) }
+                    }
+                }
+                if i == 0 { shared.total.wrappingAdd(n, ordering: .relaxed) } else { made.wrappingAdd(n, ordering: .relaxed) }
+            }
+            var t = pthread_t()
+            _ = pthread_create(&t, nil, { arg in
+                guard let arg else { return nil }
+                Unmanaged<Job>.fromOpaque(arg).takeRetainedValue().run()
+                return nil
+            }, Unmanaged.passRetained(job).toOpaque())
+            tids.append(t)
+        }
+        while shared.ready.load(ordering: .relaxed) < threads { sched_yield() }
+        let t0 = now()
+        usleep(UInt32(seconds * 1_000_000))
+        shared.stop.store(true, ordering: .relaxed)
+        for t in tids { pthread_join(t, nil) }
+        let elapsed = Double(now() - t0) / 1e9
+        return (Double(shared.total.load(ordering: .relaxed)) / elapsed, Double(made.load(ordering: .relaxed)) / elapsed)
+    }
 
     static func now() -> UInt64 {
         var ts = timespec()

@@ -37,7 +37,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Hot-file cache: on (small files' responses kept per CPU) or off (every request goes through the VFS).")
     var hotCache: HotCacheSetting = .on
 
-    @Option(parsing: .unconditional, help: "Seconds a hot-file cache entry is trusted before the file is checked again (inode, size, mtime, ctime); 0 checks on every request.")
+    @Option(help: "Open-file cache: on (host files kept open with their attributes between requests, as nginx's open_file_cache) or off.")
+    var openFileCache: HotCacheSetting = .on
+
+    @Option(parsing: .unconditional, help: "Seconds a hot-file or open-file cache entry is trusted before the file is checked again (inode, size, mtime, ctime); 0 checks on every request.")
     var cacheValidity: Double = 1
 
     @Option(parsing: .unconditional, help: "Seconds to wait for connections and CPUs to stop at shutdown before giving up with status 70.")
@@ -45,6 +48,9 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
+
+    @Option(help: "Report a CPU that runs one job longer than this many milliseconds (0: no stall watchdog).")
+    var stallMs: Double = 5
 
     @Flag(help: "Do not serve /_stats and /_stats.json.")
     var noStats = false
@@ -69,6 +75,7 @@ struct ServeCommand: AsyncParsableCommand {
         if memory < 1 { throw ValidationError("--memory must be at least 1 (MiB), got \(memory)") }
         if memory > 1 << 20 { throw ValidationError("--memory must be at most \(1 << 20) (MiB), got \(memory)") }
         if maxConnections < 1 { throw ValidationError("--max-connections must be at least 1, got \(maxConnections)") }
+        if !(stallMs >= 0 && stallMs <= 60_000) { throw ValidationError("--stall-ms must be between 0 (off) and 60000, got \(stallMs)") }
         if idleTimeout < 1 { throw ValidationError("--idle-timeout must be at least 1 (second), got \(idleTimeout)") }
         if let spinMicroseconds, spinMicroseconds < 0 || spinMicroseconds > 1_000_000 {
             throw ValidationError("--spin-microseconds must be between 0 and 1000000, got \(spinMicroseconds)")
@@ -101,7 +108,9 @@ struct ServeCommand: AsyncParsableCommand {
         let slab = SlabAllocator(system: system)
         let vfs: VirtualFileSystem
         if let root {
-            do { vfs = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: root)) } catch {
+            // --cache-validity 0 asks for every change to be seen by the next request: HostFS
+            // then applies inotify's reports before each path operation (strict).
+            do { vfs = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: root, strict: cacheValidity == 0)) } catch {
                 _ = try? await system.shutdown()
                 let e = error.rawValue
                 throw runtimeFailure(ExitStatus.forErrno(e), "cannot serve --root \(root): \(errorText(e))")
@@ -116,12 +125,17 @@ struct ServeCommand: AsyncParsableCommand {
         config.maxConnectionsPerCPU = maxConnections
         config.statisticsEnabled = !noStats
         config.hotCacheEnabled = hotCache == .on
+        config.openFileCacheEnabled = openFileCache == .on
         config.cacheValidity = .milliseconds(Int64((cacheValidity * 1000).rounded()))
         let server = try HTTPServer(system: system, stack: HostSocketStack(system: system), vfs: vfs, slab: slab,
                                     configuration: config, logger: Logger(label: "libellula.http"))
         do { try server.start() } catch {
             _ = try? await system.shutdown()
             throw Self.listenFailure("--http", http, error)
+        }
+        let stallLogger = logger
+        let observability = Observability.start(on: system, stallThreshold: stallMs > 0 ? .microseconds(Int64(stallMs * 1000)) : nil) { r in
+            stallLogger.warning("stall: cpu\(r.cpu) ran \(r.thread) (\(r.priority)) for \(r.durationNanos / 1000) µs:\n  \(r.backtrace.prefix(16).joined(separator: "\n  "))")
         }
         let what = root.map { "\($0) (HostFS)" } ?? "the demo site (MemFS)"
         logger.notice("serving \(what) on http://\(server.address)/ with \(system.cpuCount) CPU\(system.cpuCount == 1 ? "" : "s"); statistics at /_stats")
@@ -134,7 +148,7 @@ struct ServeCommand: AsyncParsableCommand {
                 let service = try await MemcachedService.start(system: system, address: mc.host, port: mc.port,
                                                                memoryLimit: memory << 20)
                 cache = service
-                server.showMemcachedStatistics { service.lastCounters }
+                server.showMemcachedStatistics(limitBytes: memory << 20) { service.lastCounters }
                 refresher = Task.detached {
                     while !Task.isCancelled {
                         await service.refreshCounters()
@@ -145,7 +159,7 @@ struct ServeCommand: AsyncParsableCommand {
             } catch {
                 await server.stop()
                 _ = try? await system.shutdown()
-                throw Self.listenFailure("--memcached", memcached, error)
+                throw Self.listenFailure("--memcached", memcached, error, hint: "; --no-memcached serves HTTP without it")
             }
         }
         if debugBlockCPU, let last = system.cpus.last {
@@ -167,6 +181,7 @@ struct ServeCommand: AsyncParsableCommand {
         await refresher?.value
         await cache?.stop()
         await server.stop()
+        observability.stop()
         let report = try await system.shutdown(timeout: .seconds(max(1, limit / 2)))
         let stats = server.statistics().http
         logger.notice("stopped: \(stats.reduce(0) { $0 + $1.requests }) requests on \(stats.reduce(0) { $0 + $1.connectionsAccepted }) connections; \(report.joinedCPUs) CPUs joined, \(report.leakedThreads) threads leaked")
@@ -179,12 +194,12 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     /// The failure to report when a listener cannot open.
-    static func listenFailure(_ option: String, _ text: String, _ error: any Error) -> ExitCode {
+    static func listenFailure(_ option: String, _ text: String, _ error: any Error, hint: String = "") -> ExitCode {
         var e: Int32?
         if let s = error as? SocketError, case .system(_, let code) = s { e = code }
         if let m = error as? MemcachedNetworkError, case .socket(let s) = m, case .system(_, let code) = s { e = code }
-        if let e { return runtimeFailure(ExitStatus.forErrno(e), "cannot listen on \(text) (\(option)): \(errorText(e))") }
-        return runtimeFailure(ExitStatus.osError, "cannot listen on \(text) (\(option)): \(error)")
+        if let e { return runtimeFailure(ExitStatus.forErrno(e), "cannot listen on \(text) (\(option)): \(errorText(e))\(hint)") }
+        return runtimeFailure(ExitStatus.osError, "cannot listen on \(text) (\(option)): \(error)\(hint)")
     }
 
     /// Starts a watchdog that ends the process with status 70 if shutdown has not finished

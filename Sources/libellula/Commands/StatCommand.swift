@@ -15,7 +15,25 @@ struct StatCommand: AsyncParsableCommand {
     @Flag(help: "Print the raw JSON instead of tables.")
     var json = false
 
+    @Flag(help: "Keep a top-like view on screen: rates since the last sample, per-CPU bars, latency, memcached.")
+    var watch = false
+
+    @Option(help: "Seconds between samples with --watch. (default: 2)")
+    var interval: Double = 2
+
+    @Option(help: "With --watch, stop after this many screens (default: until interrupted).")
+    var iterations: Int?
+
+    func validate() throws {
+        if interval < 0.1 || interval > 3600 { throw ValidationError("--interval wants 0.1 to 3600 seconds, got \(interval)") }
+        if let n = iterations, n < 1 { throw ValidationError("--iterations wants 1 or more, got \(n)") }
+    }
+
     func run() async throws {
+        if watch {
+            try await StatWatch(url: url, interval: interval, iterations: iterations).run()
+            return
+        }
         let body: [UInt8]
         do { body = try HTTPFetch.get(url, path: "/_stats.json") } catch {
             if case .badURL = error { throw ValidationError("--url wants http://ADDR:PORT, got '\(url)'") }
@@ -27,7 +45,7 @@ struct StatCommand: AsyncParsableCommand {
             print(String(decoding: body, as: UTF8.self))
             return
         }
-        let stats = try JSONDecoder().decode(ServerStatistics.self, from: Data(body))
+        let stats = try ServerStatistics.decoder().decode(ServerStatistics.self, from: Data(body))
         print("libellula at \(stats.address): \(stats.lwkt.cpuCount) CPUs, up \(stats.lwkt.uptimeNanos / 1_000_000_000) s, \(stats.threadCount) LWKT threads")
         print("")
         StatTables.print(stats.lwkt)
@@ -54,6 +72,20 @@ struct StatCommand: AsyncParsableCommand {
         print("")
         let n = stats.namecache
         print("Namecache: hit rate \(String(format: "%.1f", n.hitRate * 100)) % (hits \(n.hits), negative hits \(n.negativeHits), misses \(n.misses)), \(n.records) records, lock-free lookups \(n.fastLookups), locked \(n.slowLookups)")
+        if let mc = stats.memcached {
+            print("")
+            print("memcached per CPU (owner)")
+            let keys = ["curr_items", "bytes", "curr_connections", "cmd_get", "get_hits", "get_misses", "cmd_set", "evictions"]
+            table(columns: mc.indices.map { "cpu\($0)" }, rows: keys.map { k in (k, mc.map { $0[k] ?? 0 }) })
+        }
+        print("")
+        print("Latency (since start)        count        p50        p99      p99.9        max")
+        for (key, h) in stats.latency.sorted(by: { $0.key < $1.key }) {
+            print(key.padding(toLength: 22, withPad: " ", startingAt: 0) + String(h.count).leftPad(12)
+                  + StatWatch.ms(h.p50Nanos).leftPad(11) + StatWatch.ms(h.p99Nanos).leftPad(11)
+                  + StatWatch.ms(h.p999Nanos).leftPad(11) + StatWatch.ms(h.maxNanos).leftPad(11))
+        }
+        print("Stalls: \(stats.stalls.detected) over \(stats.stalls.thresholdNanos / 1_000_000) ms (\(stats.stalls.reported) reported)")
     }
 
     private func table(columns: [String], rows: [(String, [Int])]) {

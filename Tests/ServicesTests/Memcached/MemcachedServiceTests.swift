@@ -292,6 +292,35 @@ import Testing
         try await system.shutdown()
     }
 
+    /// Random bytes and fragments of commands, on many connections, never stop the server.
+    @Test func garbageNeverStopsTheServer() async throws {
+        try await withService(cpus: 2) { s in
+            var rng = SplitMix(seed: 0xBADF00D)
+            let pieces = ["set k 0 0 3\r\nabc\r\n", "get k k k\r\n", "ms k 2 b T1\r\nhi\r\n", "mg k v k O1 c t s f h l\r\n",
+                          "ma k N0 J1 MD v\r\n", "md k I T1 q\r\n", "me k\r\n", "gat 1 k\r\n", "incr k 9\r\n", "stats\r\n",
+                          "\r\n", "\u{80}\u{1}", "set k 0 0 1048600\r\n", "ms k 5000000 T\r\n", "flush_all 0 noreply\r\n"]
+            var clients: [TestClient] = []
+            for _ in 0..<40 {
+                let c = try TestClient(port: s.port, timeoutSeconds: 1)
+                clients.append(c)
+                var bytes: [UInt8] = []
+                for _ in 0..<20 {
+                    if rng.next() % 3 == 0 {
+                        for _ in 0..<Int(rng.next() % 64) { bytes.append(UInt8(truncatingIfNeeded: rng.next())) }
+                    } else {
+                        bytes += Array(pieces[Int(rng.next() % UInt64(pieces.count))].utf8)
+                    }
+                }
+                c.send(bytes)
+            }
+            // Let every CPU chew on it, then a new connection must still be served.
+            try await Task.sleep(for: .milliseconds(500))
+            let d = try TestClient(port: s.port)
+            #expect(d.roundTrip("set alive 0 0 1\r\ny\r\nget alive\r\n") == "STORED\r\nVALUE alive 0 1\r\ny\r\nEND\r\n")
+            clients.removeAll()
+        }
+    }
+
     /// Many connections on both CPUs hammering the same keys stay consistent.
     @Test func concurrentConnections() async throws {
         try await withService(cpus: 2) { s in

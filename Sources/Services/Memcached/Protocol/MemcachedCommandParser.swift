@@ -56,7 +56,7 @@ struct MemcachedCommandParser {
         if end > 0 && base.load(fromByteOffset: end - 1, as: UInt8.self) == 0x0D { end -= 1 }
         let lineLength = nl + 1
         return withUnsafeTemporaryAllocation(of: Int.self, capacity: 2 * MemcachedCommandParser.maxTokens) { tb in
-            var line = Line(base: base, end: end, next: lineLength, starts: tb.baseAddress.unsafelyUnwrapped,
+            var line = TokenizedLine(base: base, end: end, next: lineLength, starts: tb.baseAddress.unsafelyUnwrapped,
                             lengths: tb.baseAddress.unsafelyUnwrapped + MemcachedCommandParser.maxTokens)
             line.tokenize()
             return parseLine(&line, available: count, now: now)
@@ -65,7 +65,7 @@ struct MemcachedCommandParser {
 
     // MARK: - Dispatch
 
-    func parseLine(_ l: inout Line, available: Int, now: Int64) -> ParseResult {
+    func parseLine(_ l: inout TokenizedLine, available: Int, now: Int64) -> ParseResult {
         if l.count == 0 { return l.reply("ERROR\r\n") }
         switch l.byte(0, 0) {
         case UInt8(ascii: "g"):
@@ -122,7 +122,7 @@ struct MemcachedCommandParser {
 
     // MARK: - Retrieval
 
-    func retrieve(_ l: inout Line, _ kind: OpKind, keysFrom first: Int, expiry: Int64, now: Int64) -> ParseResult {
+    func retrieve(_ l: inout TokenizedLine, _ kind: OpKind, keysFrom first: Int, expiry: Int64, now: Int64) -> ParseResult {
         guard l.count > first else { return l.reply("ERROR\r\n") }
         // Every key of the line (there may be more than the token table holds).
         var i = l.starts[first]
@@ -146,7 +146,7 @@ struct MemcachedCommandParser {
     /// set, add, replace, append, prepend and cas. memcached reads the data block only after
     /// a line it accepts (or one refused as too large); after any other refusal it would run
     /// the value as commands, so here the connection closes instead.
-    func storage(_ l: inout Line, _ kind: OpKind, available: Int, now: Int64) -> ParseResult {
+    func storage(_ l: inout TokenizedLine, _ kind: OpKind, available: Int, now: Int64) -> ParseResult {
         let isCAS = kind == .cas
         let base = isCAS ? 6 : 5
         guard l.count == base || l.count == base + 1 else { return l.refuse("ERROR\r\n") }
@@ -187,7 +187,7 @@ struct MemcachedCommandParser {
 
     // MARK: - Other key commands
 
-    func delete(_ l: inout Line, now: Int64) -> ParseResult {
+    func delete(_ l: inout TokenizedLine, now: Int64) -> ParseResult {
         guard l.count >= 2 && l.count <= 4 else { return l.reply("ERROR\r\n") }
         let noreply = l.is(l.count - 1, "noreply")
         if l.count > 2 {
@@ -201,7 +201,7 @@ struct MemcachedCommandParser {
         return .command(.key(op), consumed: l.next)
     }
 
-    func arithmetic(_ l: inout Line, incr: Bool, now: Int64) -> ParseResult {
+    func arithmetic(_ l: inout TokenizedLine, incr: Bool, now: Int64) -> ParseResult {
         guard l.count == 3 || l.count == 4 else { return l.reply("ERROR\r\n") }
         let noreply = l.is(l.count - 1, "noreply")
         guard l.lengths[1] <= MemcachedCommandParser.maxKeyLength else { return l.reply(noreply ? "" : "CLIENT_ERROR bad command line format\r\n") }
@@ -212,7 +212,7 @@ struct MemcachedCommandParser {
         return .command(.key(op), consumed: l.next)
     }
 
-    func touch(_ l: inout Line, now: Int64) -> ParseResult {
+    func touch(_ l: inout TokenizedLine, now: Int64) -> ParseResult {
         guard l.count == 3 || l.count == 4 else { return l.reply("ERROR\r\n") }
         let noreply = l.is(l.count - 1, "noreply")
         guard l.lengths[1] <= MemcachedCommandParser.maxKeyLength else { return l.reply(noreply ? "" : "CLIENT_ERROR bad command line format\r\n") }
@@ -223,7 +223,7 @@ struct MemcachedCommandParser {
         return .command(.key(op), consumed: l.next)
     }
 
-    func flushAll(_ l: inout Line, now: Int64) -> ParseResult {
+    func flushAll(_ l: inout TokenizedLine, now: Int64) -> ParseResult {
         guard l.count <= 3 else { return l.reply("ERROR\r\n") }
         let noreply = l.count > 1 && l.is(l.count - 1, "noreply")
         var delay: Int64 = 0
@@ -238,7 +238,7 @@ struct MemcachedCommandParser {
 
     /// mg, ms, md, ma and me, with the flags memcached 1.6.18 knows. Errors found before
     /// an `ms` data block is read still swallow the block, as memcached does.
-    func meta(_ l: inout Line, _ kind: OpKind, available: Int, now: Int64) -> ParseResult {
+    func meta(_ l: inout TokenizedLine, _ kind: OpKind, available: Int, now: Int64) -> ParseResult {
         let isSet = kind == .metaSet
         guard l.count >= 2 else {
             if kind == .metaDebug { return l.reply("CLIENT_ERROR bad command line format\r\n") }
@@ -338,7 +338,7 @@ struct MemcachedCommandParser {
     /// memcached's flag pre-parse: every flag at most once, known letters only, arguments
     /// that parse. Returns the error to answer, or nil. A `b` key is decoded into
     /// `decodedKey` (the input is not touched here).
-    func preparse(_ l: inout Line, from first: Int, into m: inout MetaFlags,
+    func preparse(_ l: inout TokenizedLine, from first: Int, into m: inout MetaFlags,
                   decodedKey: UnsafeMutableRawBufferPointer, decodedLength: inout Int) -> StaticString? {
         var error: StaticString? = nil
         var i = first < l.count ? l.starts[first] : l.end
@@ -420,7 +420,7 @@ enum MemcachedCommand {
 
 /// One command line split at spaces, as memcached's tokenizer does: the first
 /// ``MemcachedCommandParser/maxTokens`` tokens are kept, `total` counts them all.
-struct Line {
+struct TokenizedLine {
     let base: UnsafeMutableRawPointer
     /// Offset of the end of the line (before CR LF) and of the byte after the LF.
     let end: Int

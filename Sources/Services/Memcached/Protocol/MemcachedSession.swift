@@ -62,7 +62,9 @@ final class MemcachedSession {
             store.counters.bytesRead += n
             let now = Int64(time(nil))
             store.connections[id]?.lastCommand = now
+            let started = MonotonicClock.now()
             let keepOpen = await processInput(now: now)
+            service.system.latencies.memcachedCommand.recordSince(started, cpu: cpu)
             // A reply that could not be held whole is not sent cut: the connection closes.
             if out.failed { return }
             if out.count > 0 {

@@ -106,6 +106,15 @@ final class ShardRequest: Message, @unchecked Sendable {
         return (UnsafeRawPointer(reply.base + from), ends[j] < 0 ? 0 : ends[j] - from)
     }
 
+    /// Answers every operation that did not run (its message could not be delivered) with
+    /// an error, so the connection still gets one reply per command.
+    func failUnanswered() {
+        for j in 0..<count where ends[j] < 0 {
+            reply.append("SERVER_ERROR cross-CPU request failed\r\n")
+            ends[j] = reply.count
+        }
+    }
+
     /// Empties the request for the next window.
     @inline(__always) func reset() {
         (ops).deinitialize(count: count)
@@ -117,6 +126,7 @@ final class ShardRequest: Message, @unchecked Sendable {
 
     /// Runs the request against `store` on the owner CPU.
     func run(on store: ItemStore) {
+        assert(CPU.current == nil || CPU.current?.id == store.cpuID, "a shard request runs on the owner's CPU")
         switch kind {
         case .batch:
             for j in 0..<count where ends[j] < 0 {

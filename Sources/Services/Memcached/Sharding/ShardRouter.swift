@@ -57,6 +57,7 @@ final class ShardRouter {
 
     /// Runs (here) or queues (for its owner) one key operation.
     @inline(__always) func submit(_ op: KeyOp) {
+        assert(CPU.current?.id == cpu, "a ShardRouter runs only on its connection's CPU")
         let o = service.owner(op.hash)
         if o == cpu {
             store.counters.localRequests += 1
@@ -84,6 +85,7 @@ final class ShardRouter {
     /// Sends the window's remote operations (one message per owner, all in flight at
     /// once), waits for them, and writes every queued reply to the output in order.
     func flush() async {
+        assert(CPU.current?.id == cpu, "a ShardRouter runs only on its connection's CPU")
         guard staging else { return }
         let ports = service.ports
         var pending = false
@@ -93,7 +95,17 @@ final class ShardRouter {
             r.kind = .batch
             store.counters.remoteSent += 1
             store.counters.remoteOps += r.count
-            if (try? LWKT.beginDoMsg(r, to: ports[o])) == nil { pending = true }
+            do {
+                // nil: in flight (the usual case); a status: the port finished it at once,
+                // and anything but ok means it did not run the operations.
+                if let status = try LWKT.beginDoMsg(r, to: ports[o]) {
+                    if status != MessageStatus.ok { r.failUnanswered() }
+                } else {
+                    pending = true
+                }
+            } catch {
+                r.failUnanswered()
+            }
         }
         if pending {
             for o in 0..<requests.count where o != cpu {

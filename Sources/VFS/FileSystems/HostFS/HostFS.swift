@@ -5,11 +5,14 @@ import Synchronization
 /// node holds an `O_PATH` descriptor, so operations address the host object itself rather
 /// than a path that could change.
 ///
-/// The host directory may change behind the VFS (`changesBehindCache` is true): before a
-/// cached name is used, the VFS asks `revalidate`, which compares the host's current answer
-/// (`fstatat`, not following links) with the cached one by device and inode. A negative
-/// entry is therefore never trusted past one lookup, and a renamed or removed host file is
-/// never served under its old name.
+/// The host directory may change behind the VFS (`changesBehindCache` is true). Every
+/// directory HostFS hands out is watched with inotify (`HostFSWatcher`): a cached name is
+/// used without a host call for as long as its directory's generation word has not moved
+/// since the name was last checked, so cached lookups take the namecache's lock-free walk.
+/// After a change, or where inotify cannot watch, the VFS asks `revalidate`, which compares
+/// the host's current answer (`fstatat`, not following links) with the cached one by device
+/// and inode. A renamed or removed host file is never served under its old name once the
+/// kernel has reported the change.
 ///
 /// Objects are created with exactly the requested mode (the host umask is undone) and, when
 /// the host process may, owned by the caller's uid and gid.
@@ -19,16 +22,52 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     public let deviceID: UInt64
     public var rootNode: any FSNode { root }
     public var changesBehindCache: Bool { true }
+    /// Host system calls can wait for a disk, a network file system or a FIFO's peer.
+    public var callsMayBlock: Bool { true }
     private let hostIsRoot = geteuid() == 0
+    let watcher: HostFSWatcher?
+    /// Every path operation first applies the changes the kernel has reported so far (one
+    /// non-blocking `read` of the inotify descriptor), so a change completed before the
+    /// operation began is always seen by it.
+    public let strict: Bool
 
-    /// Opens `hostPath` (a directory) as the root of the file system.
-    public init(hostPath: String) throws(VFSError) {
+    /// Opens `hostPath` (a directory) as the root of the file system. With `watch` (the
+    /// default) host changes are learnt from inotify: a change is seen once the watcher has
+    /// read it (microseconds), or, with `strict`, by every operation that starts after the
+    /// change. Without `watch` every cached name is checked with the host on each use.
+    ///
+    /// Where inotify cannot watch a directory (its limits, a file system without inotify), a
+    /// cached name in it is trusted for `unwatchedValidity` (nil: checked on every use).
+    public init(hostPath: String, watch: Bool = true, strict: Bool = false,
+                unwatchedValidity: Duration? = .milliseconds(200)) throws(VFSError) {
+        self.strict = strict && watch
         let fd = Glibc.open(hostPath, O_PATH | O_DIRECTORY | O_CLOEXEC)
         if fd < 0 { throw .current }
         var st = stat()
         if fstat(fd, &st) != 0 { let e = VFSError.current; Glibc.close(fd); throw e }
-        root = HostFSNode(fd: fd, st: st)
+        watcher = watch ? HostFSWatcher(validity: unwatchedValidity) : nil
+        root = HostFSNode(fd: fd, st: st, watcher: watcher, parent: nil)
         deviceID = Self.deviceCounter.wrappingAdd(1, ordering: .relaxed).newValue
+    }
+
+    deinit { watcher?.stop() }
+
+    /// Counters of the inotify watcher: events read, queue overflows, watches refused.
+    public var watchStatistics: (events: Int, overflows: Int, refused: Int) {
+        guard let w = watcher else { return (0, 0, 0) }
+        return (w.events.load(ordering: .relaxed), w.overflows.load(ordering: .relaxed), w.refusals.load(ordering: .relaxed))
+    }
+
+    /// Applies the host changes inotify has reported so far before returning (the reader
+    /// thread does this continuously; tests call it to wait for a change they just made).
+    public func settle() { watcher?.settle() }
+
+    public func validityWord(for directory: any FSNode) -> UnsafeMutablePointer<Atomic<UInt64>>? {
+        guard let d = directory as? HostFSNode else { return nil }
+        if d.generation.pointee.load(ordering: .acquiring) != 0 { return d.generation }
+        // Unwatched (rule 1 of HostFSWatcher): time-bounded validity, if any.
+        guard let w = watcher, w.validity != nil else { return nil }
+        return w.clock
     }
 
     static func fileType(_ mode: mode_t) -> FileType {
@@ -67,7 +106,14 @@ public final class HostFS: FileSystem, @unchecked Sendable {
         }
         var st = stat()
         if fstat(fd, &st) != 0 { let e = VFSError.current; Glibc.close(fd); throw e }
-        return HostFSNode(fd: fd, st: st)
+        return HostFSNode(fd: fd, st: st, watcher: watcher, parent: dir)
+    }
+
+    /// After HostFS itself changed `nodes` and the names in `directories`: their cached
+    /// attributes and the directories' cached names are stale now, before inotify says so.
+    private func changed(_ nodes: HostFSNode?..., directories: [HostFSNode] = []) {
+        for n in nodes { n?.forgetAttributes() }
+        for d in directories { d.forgetAttributes(); d.advance() }
     }
 
     public func resolve(_ name: [UInt8], in directory: any FSNode) throws(VFSError) -> (any FSNode)? {
@@ -86,13 +132,26 @@ public final class HostFS: FileSystem, @unchecked Sendable {
 
     public func attributes(of node: any FSNode) throws(VFSError) -> FileAttributes {
         let n = try host(node)
+        if let cached = n.currentAttributes() { return cached }
+        let stamp = n.parentGeneration
         var st = stat()
         if fstat(n.fd, &st) != 0 { throw .current }
-        return Self.attributes(st, device: deviceID)
+        let a = Self.attributes(st, device: deviceID)
+        n.remember(a, stamp: stamp)
+        return a
+    }
+
+    /// The attributes of `node` if they are cached and current, without a host call (the
+    /// namecache's lock-free walk uses this through a raw pointer).
+    static func currentAttributes(_ node: HostFSNode, device: UInt64) -> FileAttributes? {
+        guard var a = node.currentAttributes() else { return nil }
+        a.device = device
+        return a
     }
 
     public func setAttributes(of node: any FSNode, _ change: AttributeChange) throws(VFSError) {
         let n = try host(node)
+        defer { changed(n, n.parent) }
         if let size = change.size {
             if n.type == .directory { throw .isdir }
             if Glibc.truncate(n.procPath, off_t(size)) != 0 { throw .current }
@@ -115,6 +174,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     }
 
     private func finishCreate(_ name: [UInt8], in d: HostFSNode, mode: UInt32?, credentials: Credentials) throws(VFSError) -> any FSNode {
+        changed(directories: [d])
         if let mode { _ = fchmodat(d.fd, cName(name), mode_t(mode), 0) }
         if hostIsRoot && (credentials.uid != 0 || credentials.gid != 0) {
             _ = fchownat(d.fd, cName(name), credentials.uid, credentials.gid, AT_SYMLINK_NOFOLLOW)
@@ -145,17 +205,20 @@ public final class HostFS: FileSystem, @unchecked Sendable {
 
     public func link(_ node: any FSNode, as name: [UInt8], in directory: any FSNode) throws(VFSError) {
         let n = try host(node), d = try host(directory)
+        defer { changed(n, directories: [d]) }
         if linkat(n.fd, "", d.fd, cName(name), AT_EMPTY_PATH) == 0 { return }
         if linkat(AT_FDCWD, n.procPath, d.fd, cName(name), AT_SYMLINK_FOLLOW) != 0 { throw .current }
     }
 
     public func unlink(_ name: [UInt8], in directory: any FSNode, node: any FSNode) throws(VFSError) {
         let d = try host(directory)
+        defer { changed(node as? HostFSNode, directories: [d]) }
         if unlinkat(d.fd, cName(name), 0) != 0 { throw .current }
     }
 
     public func removeDirectory(_ name: [UInt8], in directory: any FSNode, node: any FSNode) throws(VFSError) {
         let d = try host(directory)
+        defer { changed(node as? HostFSNode, directories: [d]) }
         if unlinkat(d.fd, cName(name), AT_REMOVEDIR) != 0 {
             let e = VFSError.current
             throw e == .exist ? .notempty : e
@@ -164,6 +227,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
 
     public func rename(_ name: [UInt8], in directory: any FSNode, to newName: [UInt8], in newDirectory: any FSNode) throws(VFSError) {
         let d = try host(directory), nd = try host(newDirectory)
+        defer { changed(directories: [d, nd]) }
         if renameat(d.fd, cName(name), nd.fd, cName(newName)) != 0 {
             let e = VFSError.current
             throw e == .exist ? .notempty : e
@@ -183,10 +247,33 @@ public final class HostFS: FileSystem, @unchecked Sendable {
 
     public func open(_ node: any FSNode, name: [UInt8], in directory: (any FSNode)?, read: Bool, write: Bool) throws(VFSError) -> any FSOpenFile {
         let n = try host(node)
-        var flags: Int32 = O_CLOEXEC
+        // Always non-blocking: it changes nothing for regular files and directories, and a
+        // FIFO, socket or device (which the VFS opens only when asked) must never make the
+        // open or a later read wait for a peer.
+        var flags: Int32 = O_CLOEXEC | O_NONBLOCK
         if n.type == .directory { flags |= O_RDONLY | O_DIRECTORY } else if read && write { flags |= O_RDWR } else if write { flags |= O_WRONLY } else { flags |= O_RDONLY }
         let fd = Glibc.open(n.procPath, flags)
         if fd < 0 { throw .current }
-        return HostFSOpenFile(fd: fd, device: deviceID)
+        return HostFSOpenFile(fd: fd, device: deviceID, node: n)
+    }
+
+    /// Swaps two names on the host (`renameat2` with `RENAME_EXCHANGE`).
+    func exchangeNames(_ name: [UInt8], in directory: any FSNode, with otherName: [UInt8], in otherDirectory: any FSNode) throws(VFSError) {
+        let d = try host(directory), nd = try host(otherDirectory)
+        guard let call = Self.renameat2 else { throw .inval }
+        if call(d.fd, cName(name), nd.fd, cName(otherName), 2) != 0 { throw .current }
+    }
+
+    /// `renameat2`, which Swift's Glibc module does not declare, looked up in the C library.
+    private static let renameat2: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32)? = {
+        guard let handle = dlopen(nil, RTLD_NOW), let sym = dlsym(handle, "renameat2") else { return nil }
+        return unsafeBitCast(sym, to: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32).self)
+    }()
+
+    /// Creates a FIFO on the host.
+    func makeFIFONode(_ name: [UInt8], in directory: any FSNode, mode: UInt32, credentials: Credentials) throws(VFSError) -> any FSNode {
+        let d = try host(directory)
+        if mknodat(d.fd, cName(name), mode_t(S_IFIFO) | mode_t(mode & 0o7777), 0) != 0 { throw .current }
+        return try finishCreate(name, in: d, mode: mode & 0o7777, credentials: credentials)
     }
 }

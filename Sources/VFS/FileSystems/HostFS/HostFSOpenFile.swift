@@ -4,14 +4,20 @@ import Glibc
 final class HostFSOpenFile: FSOpenFile, @unchecked Sendable {
     let fd: Int32
     let device: UInt64
+    /// The node opened: writes and truncation drop its cached attributes at once.
+    let node: HostFSNode
 
-    init(fd: Int32, device: UInt64) {
+    init(fd: Int32, device: UInt64, node: HostFSNode) {
         self.fd = fd
         self.device = device
+        self.node = node
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(VFSError) -> Int {
-        let n = Glibc.pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+        var n = Glibc.pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+        // A FIFO, socket or character device has no offset (ESPIPE): read the stream. The
+        // descriptor is non-blocking, so with no data this is EAGAIN, never a wait.
+        if n < 0 && Glibc.errno == ESPIPE { n = Glibc.read(fd, buffer.baseAddress, buffer.count) }
         if n < 0 { throw .current }
         return n
     }
@@ -23,7 +29,9 @@ final class HostFSOpenFile: FSOpenFile, @unchecked Sendable {
             if fstat(fd, &st) != 0 { throw .current }
             off = Int64(st.st_size)
         }
-        let n = Glibc.pwrite(fd, buffer.baseAddress, buffer.count, off_t(off))
+        var n = Glibc.pwrite(fd, buffer.baseAddress, buffer.count, off_t(off))
+        if n < 0 && Glibc.errno == ESPIPE { n = Glibc.write(fd, buffer.baseAddress, buffer.count) }
+        node.forgetAttributes()
         if n < 0 { throw .current }
         return (n, off + Int64(n))
     }
@@ -35,6 +43,7 @@ final class HostFSOpenFile: FSOpenFile, @unchecked Sendable {
     }
 
     func truncate(to length: Int64) throws(VFSError) {
+        defer { node.forgetAttributes() }
         if Glibc.ftruncate(fd, off_t(length)) != 0 { throw .current }
     }
 

@@ -2,11 +2,16 @@ import Glibc
 import Synchronization
 
 /// An in-memory file system: regular files, directories, symbolic links and hard links, with
-/// modes, owners and times. Contents are guarded by one lock per file system; attributes can
-/// be read without it.
+/// modes, owners and times.
+///
+/// Lock rules:
+/// 1. Each node has its own lock (`MemFSNode.lock`), guarding its contents (entries, bytes,
+///    link target) and its attribute updates; attributes are read without it.
+/// 2. An operation locks every node it changes, in ascending inode order (`locked(_:_:)`);
+///    node locks come after the namecache's record locks and are never held across a call
+///    out of MemFS. There is no file-system-wide lock.
 public final class MemFS: FileSystem, @unchecked Sendable {
     private static let deviceCounter = Atomic<UInt64>(0x4D46_0000)
-    private let lock = Mutex<Void>(())
     private let nextInode = Atomic<UInt64>(2)
     private let root: MemFSNode
     public let deviceID: UInt64
@@ -25,8 +30,22 @@ public final class MemFS: FileSystem, @unchecked Sendable {
         return unsafeDowncast(node as AnyObject, to: MemFSNode.self)
     }
 
-    private func locked<R>(_ body: () throws(VFSError) -> R) throws(VFSError) -> R {
-        try lock.withLock { (_: inout Void) throws(VFSError) -> R in try body() }
+    /// Runs `body` with the distinct nodes of `nodes` locked in ascending inode order (rule 2).
+    private func locked<R>(_ nodes: [MemFSNode], _ body: () throws(VFSError) -> R) throws(VFSError) -> R {
+        var order: [MemFSNode] = []
+        for n in nodes where !order.contains(where: { $0 === n }) { order.append(n) }
+        order.sort { $0.inode < $1.inode }
+        for n in order { n.lock.lock() }
+        defer { for n in order.reversed() { n.lock.unlock() } }
+        return try body()
+    }
+
+    /// One node locked (the common case, without building an array).
+    @inline(__always)
+    private func locked<R>(_ n: MemFSNode, _ body: () throws(VFSError) -> R) throws(VFSError) -> R {
+        n.lock.lock()
+        defer { n.lock.unlock() }
+        return try body()
     }
 
     private func newNode(_ type: FileType, mode: UInt32, _ cred: Credentials, dir: MemFSNode, now: Timespec) -> MemFSNode {
@@ -49,7 +68,9 @@ public final class MemFS: FileSystem, @unchecked Sendable {
 
     public func resolve(_ name: [UInt8], in directory: any FSNode) throws(VFSError) -> (any FSNode)? {
         let d = try self.directory(directory)
-        return lock.withLock { _ in d.entries[name] }
+        d.lock.lock()
+        defer { d.lock.unlock() }
+        return d.entries[name]
     }
 
     public func revalidate(_ name: [UInt8], in directory: any FSNode, cached: (any FSNode)?) -> Bool { true }
@@ -60,7 +81,7 @@ public final class MemFS: FileSystem, @unchecked Sendable {
 
     public func setAttributes(of node: any FSNode, _ change: AttributeChange) throws(VFSError) {
         let n = try mem(node)
-        try locked { () throws(VFSError) in
+        try locked(n) { () throws(VFSError) in
             let now = Timespec.now()
             if let size = change.size {
                 guard n.type == .regular else { throw n.type == .directory ? .isdir : .inval }
@@ -83,7 +104,7 @@ public final class MemFS: FileSystem, @unchecked Sendable {
 
     public func create(_ name: [UInt8], in directory: any FSNode, mode: UInt32, credentials: Credentials) throws(VFSError) -> any FSNode {
         let d = try self.directory(directory)
-        return try locked { () throws(VFSError) -> MemFSNode in
+        return try locked(d) { () throws(VFSError) -> MemFSNode in
             let now = Timespec.now()
             let n = newNode(.regular, mode: mode, credentials, dir: d, now: now)
             try insert(name, n, in: d, now: now)
@@ -93,7 +114,7 @@ public final class MemFS: FileSystem, @unchecked Sendable {
 
     public func makeDirectory(_ name: [UInt8], in directory: any FSNode, mode: UInt32, credentials: Credentials) throws(VFSError) -> any FSNode {
         let d = try self.directory(directory)
-        return try locked { () throws(VFSError) -> MemFSNode in
+        return try locked(d) { () throws(VFSError) -> MemFSNode in
             let now = Timespec.now()
             let n = newNode(.directory, mode: mode, credentials, dir: d, now: now)
             try insert(name, n, in: d, now: now)
@@ -103,7 +124,7 @@ public final class MemFS: FileSystem, @unchecked Sendable {
 
     public func makeSymlink(_ name: [UInt8], in directory: any FSNode, target: [UInt8], credentials: Credentials) throws(VFSError) -> any FSNode {
         let d = try self.directory(directory)
-        return try locked { () throws(VFSError) -> MemFSNode in
+        return try locked(d) { () throws(VFSError) -> MemFSNode in
             let now = Timespec.now()
             let n = newNode(.symlink, mode: 0o777, credentials, dir: d, now: now)
             n.target = target
@@ -117,7 +138,7 @@ public final class MemFS: FileSystem, @unchecked Sendable {
         let d = try self.directory(directory)
         let n = try mem(node)
         guard n.type != .directory else { throw .perm }
-        try locked { () throws(VFSError) in
+        try locked([d, n]) { () throws(VFSError) in
             if n.nlink == 0 { throw .noent }
             let now = Timespec.now()
             try insert(name, n, in: d, now: now)
@@ -136,8 +157,9 @@ public final class MemFS: FileSystem, @unchecked Sendable {
 
     public func unlink(_ name: [UInt8], in directory: any FSNode, node: any FSNode) throws(VFSError) {
         let d = try self.directory(directory)
-        try locked { () throws(VFSError) in
+        try locked([d, try mem(node)]) { () throws(VFSError) in
             guard let n = d.entries[name] else { throw .noent }
+            guard n === node as AnyObject else { throw .stale }
             guard n.type != .directory else { throw .isdir }
             let now = Timespec.now()
             d.entries[name] = nil
@@ -148,8 +170,9 @@ public final class MemFS: FileSystem, @unchecked Sendable {
 
     public func removeDirectory(_ name: [UInt8], in directory: any FSNode, node: any FSNode) throws(VFSError) {
         let d = try self.directory(directory)
-        try locked { () throws(VFSError) in
+        try locked([d, try mem(node)]) { () throws(VFSError) in
             guard let n = d.entries[name] else { throw .noent }
+            guard n === node as AnyObject else { throw .stale }
             guard n.type == .directory else { throw .notdir }
             guard n.entries.isEmpty else { throw .notempty }
             let now = Timespec.now()
@@ -162,8 +185,23 @@ public final class MemFS: FileSystem, @unchecked Sendable {
     public func rename(_ name: [UInt8], in directory: any FSNode, to newName: [UInt8], in newDirectory: any FSNode) throws(VFSError) {
         let d = try self.directory(directory)
         let nd = try self.directory(newDirectory)
-        try locked { () throws(VFSError) in
-            guard let n = d.entries[name] else { throw .noent }
+        // The nodes involved are found first, then locked together in order and checked again
+        // (the namecache's record locks already keep other VFS operations off these names).
+        for _ in 0..<1_000 {
+            let moving = try locked([d, nd]) { () throws(VFSError) -> (MemFSNode?, MemFSNode?) in (d.entries[name], nd.entries[newName]) }
+            guard let source = moving.0 else { throw .noent }
+            let done = try locked([d, nd, source] + (moving.1.map { [$0] } ?? [])) { () throws(VFSError) -> Bool in
+                guard d.entries[name] === source, nd.entries[newName] === moving.1 else { return false }
+                try renameLocked(source, name, in: d, to: newName, in: nd)
+                return true
+            }
+            if done { return }
+        }
+        throw .again
+    }
+
+    private func renameLocked(_ n: MemFSNode, _ name: [UInt8], in d: MemFSNode, to newName: [UInt8], in nd: MemFSNode) throws(VFSError) {
+        do {
             if nd.removed { throw .noent }
             let now = Timespec.now()
             if let victim = nd.entries[newName] {
@@ -190,7 +228,9 @@ public final class MemFS: FileSystem, @unchecked Sendable {
     public func readSymlink(_ node: any FSNode) throws(VFSError) -> [UInt8] {
         let n = try mem(node)
         guard n.type == .symlink else { throw .inval }
-        return lock.withLock { _ in n.target }
+        n.lock.lock()
+        defer { n.lock.unlock() }
+        return n.target
     }
 
     public func open(_ node: any FSNode, name: [UInt8], in directory: (any FSNode)?, read: Bool, write: Bool) throws(VFSError) -> any FSOpenFile {
@@ -202,7 +242,9 @@ public final class MemFS: FileSystem, @unchecked Sendable {
     func read(_ n: MemFSNode, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(VFSError) -> Int {
         guard n.type == .regular else { throw n.type == .directory ? .isdir : .inval }
         if offset < 0 { throw .inval }
-        return lock.withLock { _ in
+        n.lock.lock()
+        defer { n.lock.unlock() }
+        do {
             let start = Int(offset)
             guard start < n.data.count else { return 0 }
             let count = min(buffer.count, n.data.count - start)
@@ -216,7 +258,7 @@ public final class MemFS: FileSystem, @unchecked Sendable {
     func write(_ n: MemFSNode, _ buffer: UnsafeRawBufferPointer, at offset: Int64, append: Bool) throws(VFSError) -> (count: Int, end: Int64) {
         guard n.type == .regular else { throw n.type == .directory ? .isdir : .inval }
         if offset < 0 { throw .inval }
-        return try locked { () throws(VFSError) -> (count: Int, end: Int64) in
+        return try locked(n) { () throws(VFSError) -> (count: Int, end: Int64) in
             let start = append ? n.data.count : Int(offset)
             if start > (1 << 40) { throw .fbig }
             let end = start + buffer.count
@@ -232,8 +274,95 @@ public final class MemFS: FileSystem, @unchecked Sendable {
 
     func list(_ n: MemFSNode) throws(VFSError) -> [DirectoryEntry] {
         guard n.type == .directory else { throw .notdir }
-        return lock.withLock { _ in
-            n.entries.map { DirectoryEntry(name: String(decoding: $0.key, as: UTF8.self), inode: $0.value.inode, type: $0.value.type) }
+        n.lock.lock()
+        defer { n.lock.unlock() }
+        do {
+            return n.entries.map { DirectoryEntry(name: String(decoding: $0.key, as: UTF8.self), inode: $0.value.inode, type: $0.value.type) }
+        }
+    }
+
+    /// Swaps the objects named `name` in `directory` and `otherName` in `otherDirectory`
+    /// (`RENAME_EXCHANGE`); both must exist.
+    func exchangeNames(_ name: [UInt8], in directory: any FSNode, with otherName: [UInt8], in otherDirectory: any FSNode) throws(VFSError) {
+        let d = try self.directory(directory)
+        let nd = try self.directory(otherDirectory)
+        // As in `rename`: find the two nodes, lock all four in inode order, check again.
+        for _ in 0..<1_000 {
+            let pair = try locked([d, nd]) { () throws(VFSError) -> (MemFSNode?, MemFSNode?) in (d.entries[name], nd.entries[otherName]) }
+            guard let a = pair.0, let b = pair.1 else { throw .noent }
+            let done = try locked([d, nd, a, b]) { () throws(VFSError) -> Bool in
+                guard d.entries[name] === a, nd.entries[otherName] === b else { return false }
+                exchangeLocked(a, name, in: d, with: b, otherName, in: nd)
+                return true
+            }
+            if done { return }
+        }
+        throw .again
+    }
+
+    private func exchangeLocked(_ a: MemFSNode, _ name: [UInt8], in d: MemFSNode, with b: MemFSNode, _ otherName: [UInt8], in nd: MemFSNode) {
+        do {
+            if a === b { return }
+            let now = Timespec.now()
+            d.entries[name] = b
+            nd.entries[otherName] = a
+            if d !== nd {
+                let delta = Int32(b.type == .directory ? 1 : 0) - Int32(a.type == .directory ? 1 : 0)
+                d.update(nlinkDelta: delta)
+                nd.update(nlinkDelta: -delta)
+            }
+            d.update(mtime: now, ctime: now)
+            nd.update(mtime: now, ctime: now)
+            a.update(ctime: now)
+            b.update(ctime: now)
+        }
+    }
+
+    // MARK: FIFOs and extended attributes (used through the `FileSystem` extension in
+    // VFSProcess+Handles.swift)
+
+    /// Creates a FIFO (a node of type `.other`; whoever serves it provides the pipe).
+    func makeFIFONode(_ name: [UInt8], in directory: any FSNode, mode: UInt32, credentials: Credentials) throws(VFSError) -> any FSNode {
+        let d = try self.directory(directory)
+        return try locked(d) { () throws(VFSError) -> MemFSNode in
+            let now = Timespec.now()
+            let n = newNode(.other, mode: mode, credentials, dir: d, now: now)
+            try insert(name, n, in: d, now: now)
+            return n
+        }
+    }
+
+    func extendedAttribute(_ name: [UInt8], of node: any FSNode) throws(VFSError) -> [UInt8] {
+        let n = try mem(node)
+        return try locked(n) { () throws(VFSError) -> [UInt8] in
+            guard let v = n.extendedAttributes[name] else { throw .nodata }
+            return v
+        }
+    }
+
+    func extendedAttributeNames(of node: any FSNode) throws(VFSError) -> [[UInt8]] {
+        let n = try mem(node)
+        n.lock.lock()
+        defer { n.lock.unlock() }
+        return n.extendedAttributes.keys.sorted { $0.lexicographicallyPrecedes($1) }
+    }
+
+    func setExtendedAttribute(_ name: [UInt8], _ value: [UInt8], of node: any FSNode, create: Bool, replace: Bool) throws(VFSError) {
+        let n = try mem(node)
+        try locked(n) { () throws(VFSError) in
+            let exists = n.extendedAttributes[name] != nil
+            if create && exists { throw .exist }
+            if replace && !exists { throw .nodata }
+            n.extendedAttributes[name] = value
+            n.update(ctime: .now())
+        }
+    }
+
+    func removeExtendedAttribute(_ name: [UInt8], of node: any FSNode) throws(VFSError) {
+        let n = try mem(node)
+        try locked(n) { () throws(VFSError) in
+            guard n.extendedAttributes.removeValue(forKey: name) != nil else { throw .nodata }
+            n.update(ctime: .now())
         }
     }
 }

@@ -1,8 +1,8 @@
 import Synchronization
 
 /// A node of `MemFS`. Attributes are kept in atomics behind a sequence counter, so `stat`
-/// reads them without a lock; contents (directory entries, file bytes, link target) are
-/// guarded by the file system's lock.
+/// reads them without a lock; contents (directory entries, file bytes, link target) and
+/// attribute updates are guarded by the node's own `lock`.
 final class MemFSNode: FSNode, @unchecked Sendable {
     let type: FileType
     let inode: UInt64
@@ -17,12 +17,17 @@ final class MemFSNode: FSNode, @unchecked Sendable {
     private let mtimeS: Atomic<Int64>, mtimeN: Atomic<Int64>
     private let ctimeS: Atomic<Int64>, ctimeN: Atomic<Int64>
 
-    // Contents, guarded by MemFS's lock.
+    /// Guards the contents and attribute updates of this node (MemFS lock rules).
+    let lock = NamespaceLock()
+
+    // Contents, guarded by `lock`.
     var entries: [[UInt8]: MemFSNode] = [:]
     var data: [UInt8] = []
     var target: [UInt8] = []
     /// A directory that has been removed accepts no new entries.
     var removed = false
+    /// Extended attributes by name.
+    var extendedAttributes: [[UInt8]: [UInt8]] = [:]
 
     init(type: FileType, inode: UInt64, mode: UInt32, uid: UInt32, gid: UInt32, now: Timespec) {
         self.type = type

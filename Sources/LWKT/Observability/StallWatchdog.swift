@@ -1,0 +1,252 @@
+import CLibellula
+import Glibc
+import Synchronization
+
+/// One stall the watchdog caught: a CPU that ran one job (or one IPI drain, a critical
+/// section) longer than the threshold.
+public struct StallReport: Codable, Sendable, Equatable {
+    /// The CPU.
+    public var cpu: Int
+    /// The LWKT thread whose job it was (`-` when the job is not an LWKT thread's, for
+    /// example an IPI drain or a plain task).
+    public var thread: String
+    /// Its priority band.
+    public var priority: String
+    /// How long the job had run when last seen (it may still be running).
+    public var durationNanos: Int64
+    /// Whether the job was still running at the last look.
+    public var ongoing: Bool
+    /// The CPU thread's stack while stalled, innermost first, demangled.
+    public var backtrace: [String]
+    /// When it was caught, seconds since 1970.
+    public var timestamp: Double
+}
+
+/// The watchdog's counters and its most recent reports.
+public struct StallStatistics: Codable, Sendable, Equatable {
+    /// The threshold in nanoseconds (0: no watchdog runs).
+    public var thresholdNanos: Int64 = 0
+    /// Stalls detected (each long job counts once).
+    public var detected: Int = 0
+    /// Stalls reported with a backtrace (the rest were rate-limited).
+    public var reported: Int = 0
+    /// Stalls not reported because the CPU had been reported less than the rate limit ago.
+    public var suppressed: Int = 0
+    /// The last reports, newest last (at most 16).
+    public var recent: [StallReport] = []
+
+    public init() {}
+}
+
+/// A watchdog OS thread (not a CPU) that looks at every CPU's ``StallWatch`` words every
+/// `poll` and reports any job that has been running longer than `threshold`: the CPU, the
+/// LWKT thread's name and priority, the duration, and a backtrace of the CPU's thread taken
+/// while it is stalled (by a signal whose handler records the frames into a preallocated
+/// buffer; symbols are looked up and demangled afterwards, on the watchdog thread).
+///
+/// Reports are rate-limited per CPU (`minimumInterval`); every stall is counted.
+public final class StallWatchdog: @unchecked Sendable {
+    public let system: LWKTSystem
+    public let threshold: Duration
+    public let poll: Duration
+    public let minimumInterval: Duration
+    private let state = Mutex<StallStatistics>(StallStatistics())
+    private let running = Atomic<Bool>(true)
+    private let onReport: (@Sendable (StallReport) -> Void)?
+    private var thread: pthread_t?
+    /// Whether the watchdog thread got a real-time priority (it drops it while it names
+    /// frames, which can read files, so that it never holds a core a CPU needs for long).
+    private var realTime = false
+
+    static func setRealTime(_ on: Bool) -> Bool {
+        var param = sched_param()
+        param.sched_priority = on ? 1 : 0
+        return pthread_setschedparam(pthread_self(), on ? SCHED_FIFO : SCHED_OTHER, &param) == 0
+    }
+
+    /// Starts a watchdog for `system`.
+    ///
+    /// - Parameters:
+    ///   - threshold: how long one job may run before it is a stall (default 5 ms).
+    ///   - poll: how often the CPUs are looked at (default 1 ms: detection within the
+    ///     threshold plus one poll).
+    ///   - minimumInterval: the least time between two reports for one CPU.
+    ///   - onReport: called on the watchdog thread with each report.
+    public init(system: LWKTSystem, threshold: Duration = .milliseconds(5), poll: Duration = .milliseconds(1),
+                minimumInterval: Duration = .seconds(1), onReport: (@Sendable (StallReport) -> Void)? = nil) {
+        self.system = system
+        self.threshold = threshold
+        self.poll = poll
+        self.minimumInterval = minimumInterval
+        self.onReport = onReport
+        state.withLock { $0.thresholdNanos = threshold.nanoseconds }
+        _ = lb_stall_install()
+        // CPU threads inherit the blocked signal mask of whoever booted the system.
+        try? system.crossbar.sync(cpus: Array(0..<system.cpuCount)) { _ in _ = lb_stall_unblock() }
+        let box = Unmanaged.passRetained(self).toOpaque()
+        var tid = pthread_t()
+        if pthread_create(&tid, nil, { arg in
+            guard let arg else { return nil }
+            let w = Unmanaged<StallWatchdog>.fromOpaque(arg).takeRetainedValue()
+            lb_set_thread_name("stall-watchdog")
+            // A watchdog that the load it watches can starve is no watchdog: ask for the
+            // lowest real-time priority (it sleeps between looks), else the best nice value.
+            w.realTime = StallWatchdog.setRealTime(true)
+            if !w.realTime { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(lb_gettid()), -20) }
+            w.loop()
+            return nil
+        }, box) == 0 {
+            thread = tid
+        } else {
+            Unmanaged<StallWatchdog>.fromOpaque(box).release()
+        }
+    }
+
+    /// Starts a watchdog for `system` when the environment asks for one with
+    /// `LIBELLULA_STALL_MS` (a threshold in milliseconds; programs that start their own, like
+    /// `libellula serve`, get two): lets any program built on LWKT, and the benchmarks, run
+    /// with the watchdog without code changes.
+    static func startFromEnvironment(_ system: LWKTSystem) {
+        guard let raw = getenv("LIBELLULA_STALL_MS") else { return }
+        let text = String(decoding: UnsafeRawBufferPointer(start: raw, count: strlen(raw)), as: UTF8.self)
+        guard let ms = Double(text), ms > 0 else { return }
+        let dog = StallWatchdog(system: system, threshold: .microseconds(Int64(ms * 1000)))
+        system.latencies.watchdog.withLock { if $0 == nil { $0 = dog } }
+    }
+
+    /// Stops the watchdog thread and waits for it.
+    public func stop() {
+        guard running.exchange(false, ordering: .acquiringAndReleasing), let t = thread else { return }
+        pthread_join(t, nil)
+    }
+
+    /// The counters and recent reports now.
+    public var statistics: StallStatistics { state.withLock { $0 } }
+
+    private func loop() {
+        let n = system.cpuCount
+        let thresholdNanos = Double(threshold.nanoseconds)
+        let cyclesPerNano = system.cyclesPerNano
+        let pollNanos = max(100_000, poll.nanoseconds)
+        let limitNanos = UInt64(max(0, minimumInterval.nanoseconds))
+        var flagged = [Int64](repeating: -1, count: n)       // sequence number already counted
+        var reportIndex = [Int](repeating: -1, count: n)     // its report in `recent`, if any
+        var lastReport = [UInt64](repeating: 0, count: n)
+        while running.load(ordering: .acquiring) && system.isRunning {
+            var ts = timespec(tv_sec: 0, tv_nsec: Int(pollNanos))
+            nanosleep(&ts, nil)
+            for i in 0..<n {
+                let cpu = system.cpuUnchecked(i)
+                let w = cpu.local.pointee.watch
+                let start = lb_counter_load(w)
+                let seq = lb_counter_load(w + 1)
+                if flagged[i] >= 0 && (start == 0 || seq != flagged[i]) {
+                    // The stalled job ended: close its report.
+                    if reportIndex[i] >= 0 { finish(cpu: i) }
+                    flagged[i] = -1
+                    reportIndex[i] = -1
+                }
+                guard start != 0 else { continue }
+                let elapsed = Double(Int64(bitPattern: lb_cycles()) &- start) / cyclesPerNano
+                if flagged[i] == seq {
+                    update(cpu: i, durationNanos: Int64(elapsed))
+                    continue
+                }
+                guard elapsed >= thresholdNanos else { continue }
+                flagged[i] = seq
+                let now = lb_now_ns()
+                if lastReport[i] != 0 && now &- lastReport[i] < limitNanos {
+                    state.withLock { $0.detected += 1; $0.suppressed += 1 }
+                    continue
+                }
+                lastReport[i] = now
+                let report = capture(cpu: cpu, statsBits: lb_counter_load(w + 2), elapsed: Int64(elapsed))
+                // Only if the same job is still running is the backtrace the stalled one.
+                let sameJob = lb_counter_load(w + 1) == seq && lb_counter_load(w) == start
+                var r = report
+                if !sameJob { r.backtrace = ["(the job ended before the backtrace was taken)"] }
+                state.withLock {
+                    $0.detected += 1
+                    $0.reported += 1
+                    $0.recent.append(r)
+                    if $0.recent.count > 16 { $0.recent.removeFirst($0.recent.count - 16) }
+                }
+                reportIndex[i] = 1
+                onReport?(r)
+            }
+        }
+    }
+
+    private func update(cpu: Int, durationNanos: Int64) {
+        state.withLock { s in
+            if let k = s.recent.lastIndex(where: { $0.cpu == cpu && $0.ongoing }) { s.recent[k].durationNanos = durationNanos }
+        }
+    }
+
+    private func finish(cpu: Int) {
+        state.withLock { s in
+            if let k = s.recent.lastIndex(where: { $0.cpu == cpu && $0.ongoing }) { s.recent[k].ongoing = false }
+        }
+    }
+
+    private func capture(cpu: CPU, statsBits: Int64, elapsed: Int64) -> StallReport {
+        var name = "-", priority = "-"
+        if statsBits != 0 {
+            let ptr = UnsafeMutablePointer<Int64>(bitPattern: Int(statsBits))
+            if let t = system.liveThreads.first(where: { $0.stats == ptr }) {
+                name = t.name
+                priority = "\(t.priority)"
+            }
+        }
+        var frames: [String] = []
+        if let pt = cpu.pthread {
+            let depth = lb_stall_capture(UInt(pt), cpu.osThreadID, 200_000_000)
+            if depth > 0 {
+                if realTime { _ = Self.setRealTime(false) }
+                frames = Self.symbolicate(Int(depth))
+                if realTime { _ = Self.setRealTime(true) }
+            }
+        }
+        if frames.isEmpty { frames = ["(no backtrace: the CPU thread did not answer the capture signal)"] }
+        var tv = timeval()
+        gettimeofday(&tv, nil)
+        return StallReport(cpu: cpu.id, thread: name, priority: priority, durationNanos: elapsed, ongoing: true,
+                           backtrace: frames, timestamp: Double(tv.tv_sec) + Double(tv.tv_usec) / 1e6)
+    }
+
+    /// Names for the frames of the last capture, demangled, skipping the signal frames.
+    static func symbolicate(_ depth: Int) -> [String] {
+        var out: [String] = []
+        var buffer = [CChar](repeating: 0, count: 512)
+        for i in 0..<depth {
+            var address: UInt = 0
+            let kind = lb_stall_symbol(Int32(i), &buffer, Int32(buffer.count), &address)
+            let raw = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress.unsafelyUnwrapped) }
+            let text: String
+            switch kind {
+            case 1: text = demangle(raw)
+            case 2: text = raw
+            default: text = "0x" + String(address, radix: 16)
+            }
+            out.append(text)
+        }
+        // Drop the capture machinery at the top (the handler and the signal trampoline).
+        if let k = out.firstIndex(where: { $0.contains("__restore_rt") || $0.contains("libc.so") && $0.contains("+0x") }) {
+            out.removeFirst(min(out.count, k + 1))
+        }
+        return out
+    }
+
+    static func demangle(_ name: String) -> String {
+        guard name.hasPrefix("$s") || name.hasPrefix("_T") || name.hasPrefix("$S") else { return name }
+        return name.withCString { p in
+            guard let d = swift_demangle(p, strlen(p), nil, nil, 0) else { return name }
+            defer { free(d) }
+            return String(cString: d)
+        }
+    }
+}
+
+@_silgen_name("swift_demangle")
+private func swift_demangle(_ mangled: UnsafePointer<CChar>, _ length: Int, _ output: UnsafeMutablePointer<CChar>?,
+                            _ outputSize: UnsafeMutablePointer<Int>?, _ flags: UInt32) -> UnsafeMutablePointer<CChar>?

@@ -1,0 +1,144 @@
+import Glibc
+import VFS
+
+/// One CPU's cache of open host files, the counterpart of nginx's `open_file_cache`: for a
+/// request target it keeps the host descriptor of the regular file it named, its attributes
+/// and its precomputed validators (ETag, Last-Modified) and content type, so a request for
+/// it costs no path decoding, no lookup and no `open`/`fstat`/`close` — only a `pread` into
+/// the output buffer, or `sendfile` for a large body. Conditional and range requests are
+/// answered from the entry too.
+///
+/// Entries come only from files the VFS opened (so the jail and every path check already
+/// applied) on a file system with host descriptors (HostFS). An entry is trusted for
+/// `validity`; after that the path is looked up again through the VFS and the entry is kept
+/// only if the file still has the same inode, size, modification and change time. The table
+/// is two-way set associative (a key may sit in its slot or the neighbour; the less recently
+/// used of the two is replaced). Used only by its CPU's threads, without locks; an evicted
+/// entry's descriptor is closed at once.
+final class OpenFileCache: @unchecked Sendable {
+    /// An open file.
+    final class Entry {
+        let key: [UInt8]
+        let path: String
+        /// The cache's own duplicate of the host descriptor (closed on eviction).
+        let hostFD: Int32
+        let attrs: FileAttributes
+        let etag: String
+        let contentType: String
+        var validatedAt: UInt64
+        /// The cache's use counter at the last hit (the older of two candidates is evicted).
+        var lastUsed: UInt64 = 0
+
+        init(key: [UInt8], path: String, hostFD: Int32, attrs: FileAttributes, etag: String, contentType: String, now: UInt64) {
+            self.key = key
+            self.path = path
+            self.hostFD = hostFD
+            self.attrs = attrs
+            self.etag = etag
+            self.contentType = contentType
+            validatedAt = now
+        }
+
+        deinit { Glibc.close(hostFD) }
+    }
+
+    static let maxKey = 256
+    let slots: Int
+    /// The most entries (open descriptors) kept at once.
+    let budget: Int
+    /// Entries (descriptors) held now.
+    private(set) var live = 0
+    /// Nanoseconds an entry is trusted before it is checked again (0: on every hit).
+    let validity: UInt64
+    private var table: [Entry?]
+    private(set) var hits = 0
+    private(set) var misses = 0
+    private var uses: UInt64 = 0
+
+    /// A cache of at most `budget` open files trusted for `validity`, in a table of twice as
+    /// many slots (a power of two, at most 32,768) so that collisions rarely evict.
+    init(budget: Int, validity: Duration) {
+        self.budget = max(1, budget)
+        var n = 16
+        while n < 2 * budget && n < 32768 { n *= 2 }
+        self.slots = n
+        table = Array(repeating: nil, count: n)
+        let (s, a) = validity.components
+        self.validity = s < 0 ? 0 : UInt64(s) &* 1_000_000_000 &+ UInt64(max(0, a / 1_000_000_000))
+    }
+
+    /// How many files each CPU's cache may keep open: a share of the descriptor limit (half
+    /// of it for all CPUs together), at most 16,384.
+    static func budgetPerCPU(cpus: Int) -> Int {
+        var lim = rlimit()
+        let limit = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0 ? Int(clamping: lim.rlim_cur) : 1024
+        return max(16, min(16384, limit / 2 / max(1, cpus)))
+    }
+
+    @inline(__always)
+    func slot(_ key: UnsafeRawBufferPointer) -> Int {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in key { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        return Int(truncatingIfNeeded: h ^ (h >> 29)) & (slots - 1)
+    }
+
+    /// The entry for `key`, revalidated through `process` when stale; nil on a miss.
+    func lookup(_ key: UnsafeRawBufferPointer, process: VFSProcess) -> Entry? {
+        guard key.count <= Self.maxKey else { return nil }
+        let first = slot(key)
+        @inline(__always) func holds(_ i: Int) -> Bool {
+            guard let e = table[i], e.key.count == key.count else { return false }
+            return e.key.withUnsafeBytes { memcmp($0.baseAddress!, key.baseAddress!, key.count) == 0 }
+        }
+        let i = holds(first) ? first : first ^ 1
+        guard i == first || holds(i), let e = table[i] else {
+            misses += 1
+            return nil
+        }
+        let now = validity == 0 ? 0 : MonotonicClock.now()
+        if validity == 0 || now &- e.validatedAt >= validity {
+            guard let a = try? process.stat(e.path), a.type == .regular, a.inode == e.attrs.inode, a.size == e.attrs.size,
+                  a.mtime == e.attrs.mtime, a.ctime == e.attrs.ctime else {
+                table[i] = nil
+                live -= 1
+                misses += 1
+                return nil
+            }
+            e.validatedAt = now
+        }
+        uses &+= 1
+        e.lastUsed = uses
+        hits += 1
+        return e
+    }
+
+    /// Keeps a duplicate of `hostFD` (a regular file the VFS opened at `path`) for `key`;
+    /// returns the entry, or nil when the key is too long or no descriptor is left.
+    func insert(key: UnsafeRawBufferPointer, path: String, hostFD: Int32, attrs: FileAttributes, etag: String,
+                contentType: String) -> Entry? {
+        guard key.count <= Self.maxKey else { return nil }
+        let first = slot(key)
+        var i = first
+        if let a = table[first] {
+            if let b = table[first ^ 1] {
+                if b.lastUsed < a.lastUsed { i = first ^ 1 }
+            } else {
+                i = first ^ 1
+            }
+        }
+        // A free slot takes a new descriptor only within the budget; a full one swaps.
+        if table[i] == nil && live >= budget {
+            guard table[i ^ 1] != nil else { return nil }
+            i ^= 1
+        }
+        let dup = fcntl(hostFD, F_DUPFD_CLOEXEC, 0)
+        guard dup >= 0 else { return nil }
+        let e = Entry(key: Array(key), path: path, hostFD: dup, attrs: attrs, etag: etag, contentType: contentType,
+                      now: MonotonicClock.now())
+        if table[i] == nil { live += 1 }
+        uses &+= 1
+        e.lastUsed = uses
+        table[i] = e
+        return e
+    }
+}

@@ -1,0 +1,257 @@
+import Glibc
+import LWKT
+import Synchronization
+
+/// A small pool of OS threads that make host system calls which can block (`open`, `pread`,
+/// `fstatat` on a slow disk, a network file system, a FIFO), so that no LWKT CPU ever waits
+/// in the kernel.
+///
+/// An LWKT thread calls `perform(_:)`: the call is queued (one compare-and-swap and a
+/// semaphore post, neither of which can block), the LWKT thread parks on a continuation and
+/// its CPU goes on running its other threads and answering IPIs. A pool thread runs the
+/// call and answers with an IPI through the CPU's inbox; the IPI resumes the parked thread on
+/// its own CPU. Called from a thread that is not an LWKT CPU, `perform` runs the body at
+/// once, because blocking such a thread harms nobody.
+///
+/// Rules of this file:
+/// 1. CPUs only push onto `inbound` (lock-free) and post the semaphore; they never take
+///    `order`, which only pool threads take.
+/// 2. A request is answered exactly once, on the CPU that submitted it.
+/// 3. The submitting thread stays suspended until the answer, so the body may use what the
+///    caller owns (buffers, non-Sendable values) without copying it.
+public final class HostIOPool: @unchecked Sendable {
+    /// The pool every `VirtualFileSystem` uses unless it is given another.
+    public static let shared = HostIOPool(threads: HostIOPool.defaultThreads)
+
+    /// Threads of the shared pool: the `LIBELLULA_HOST_IO_THREADS` environment variable, else 4.
+    public static var defaultThreads: Int {
+        if let v = getenv("LIBELLULA_HOST_IO_THREADS"), let n = Int(String(cString: v)), n > 0 { return min(n, 256) }
+        return 4
+    }
+
+    /// Number of pool threads.
+    public let threadCount: Int
+    private let inbound = Atomic<UInt>(0)
+    private let order = Mutex<[HostIORequest]>([])
+    private let semaphore: UnsafeMutablePointer<sem_t>
+    private let started = Atomic<Bool>(false)
+    private let stopping = Atomic<Bool>(false)
+    private let running = Atomic<Int>(0)
+    private let startLock = Mutex<Bool>(false)
+
+    private let submittedCount = Atomic<Int>(0)
+    private let completedCount = Atomic<Int>(0)
+    private let inlineCount = Atomic<Int>(0)
+    private let depth = Atomic<Int>(0)
+    private let maxDepth = Atomic<Int>(0)
+    private let latencyTotal = Atomic<Int>(0)
+    private let latencyMax = Atomic<Int>(0)
+
+    /// A pool of `threads` threads (at least 1), started on first use.
+    public init(threads: Int) {
+        threadCount = max(1, threads)
+        semaphore = .allocate(capacity: 1)
+        sem_init(semaphore, 0, 0)
+    }
+
+    /// Current counters.
+    public var statistics: HostIOStatistics {
+        HostIOStatistics(
+            threads: threadCount, submitted: submittedCount.load(ordering: .relaxed),
+            completed: completedCount.load(ordering: .relaxed), inline: inlineCount.load(ordering: .relaxed),
+            queueDepth: max(0, depth.load(ordering: .relaxed)), maxQueueDepth: maxDepth.load(ordering: .relaxed),
+            totalLatencyNanos: latencyTotal.load(ordering: .relaxed), maxLatencyNanos: latencyMax.load(ordering: .relaxed))
+    }
+
+    /// Lets the pool threads finish the queued calls and exit (they are started again on
+    /// the next call). For pools a program or test made for itself, not `shared`.
+    public func shutdown() {
+        guard started.load(ordering: .acquiring) else { return }
+        stopping.store(true, ordering: .releasing)
+        for _ in 0..<threadCount { sem_post(semaphore) }
+        var waited = 0
+        while running.load(ordering: .acquiring) > 0 && waited < 5_000 {
+            usleep(1_000)
+            waited += 1
+        }
+        startLock.withLock { (done: inout Bool) in
+            done = false
+            started.store(false, ordering: .releasing)
+            stopping.store(false, ordering: .releasing)
+        }
+    }
+
+    /// Runs `body` where blocking is harmless: on a pool thread when called on an LWKT CPU
+    /// (the calling thread parks, its CPU runs on), else at once on the calling thread.
+    public func perform<R>(_ body: () throws(VFSError) -> R) async throws(VFSError) -> R {
+        guard let cpu = CPU.current else {
+            inlineCount.wrappingAdd(1, ordering: .relaxed)
+            return try body()
+        }
+        return try await withoutActuallyEscaping(body) { (escapable) async throws(VFSError) -> R in
+            let request = HostIOJob<R>(escapable, cpu: cpu, pool: self)
+            await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
+                request.continuation = c
+                submit(request)
+            }
+            guard let result = request.result else { throw VFSError.io }
+            return try result.get()
+        }
+    }
+
+    // MARK: queueing
+
+    private func submit(_ r: HostIORequest) {
+        startIfNeeded()
+        r.submittedAt = Self.now()
+        submittedCount.wrappingAdd(1, ordering: .relaxed)
+        let d = depth.wrappingAdd(1, ordering: .relaxed).newValue
+        var m = maxDepth.load(ordering: .relaxed)
+        while d > m {
+            let (done, seen) = maxDepth.compareExchange(expected: m, desired: d, ordering: .relaxed)
+            if done { break }
+            m = seen
+        }
+        // Push on the lock-free inbound stack (rule 1); the pool restores arrival order.
+        let me = UInt(bitPattern: Unmanaged.passRetained(r).toOpaque())
+        var head = inbound.load(ordering: .relaxed)
+        while true {
+            r.next = head
+            let (done, seen) = inbound.compareExchange(expected: head, desired: me, ordering: .releasing)
+            if done { break }
+            head = seen
+        }
+        sem_post(semaphore)
+    }
+
+    /// The next request for a pool thread, in arrival order.
+    private func take() -> HostIORequest? {
+        order.withLock { (queue: inout [HostIORequest]) -> HostIORequest? in
+            if queue.isEmpty {
+                var grabbed: [HostIORequest] = []
+                var p = inbound.exchange(0, ordering: .acquiring)
+                while p != 0, let raw = UnsafeMutableRawPointer(bitPattern: p) {
+                    let r = Unmanaged<HostIORequest>.fromOpaque(raw).takeRetainedValue()
+                    grabbed.append(r)
+                    p = r.next
+                    r.next = 0
+                }
+                queue = grabbed.reversed()
+            }
+            return queue.isEmpty ? nil : queue.removeFirst()
+        }
+    }
+
+    private func startIfNeeded() {
+        if started.load(ordering: .acquiring) { return }
+        startLock.withLock { (done: inout Bool) in
+            guard !done else { return }
+            for i in 0..<threadCount {
+                running.wrappingAdd(1, ordering: .relaxed)
+                var tid = pthread_t()
+                let ctx = Unmanaged.passRetained(HostIOWorkerContext(pool: self, index: i)).toOpaque()
+                let rc = pthread_create(&tid, nil, { arg in
+                    guard let arg else { return nil }
+                    let ctx = Unmanaged<HostIOWorkerContext>.fromOpaque(arg).takeRetainedValue()
+                    ctx.pool.workerLoop(index: ctx.index)
+                    return nil
+                }, ctx)
+                if rc == 0 {
+                    pthread_detach(tid)
+                } else {
+                    Unmanaged<HostIOWorkerContext>.fromOpaque(ctx).release()
+                    running.wrappingSubtract(1, ordering: .relaxed)
+                }
+            }
+            done = true
+            started.store(true, ordering: .releasing)
+        }
+    }
+
+    private func workerLoop(index: Int) {
+        defer { running.wrappingSubtract(1, ordering: .releasing) }
+        while true {
+            while sem_wait(semaphore) != 0 {}
+            // Each post stands for one request, but a take may find it taken already by a
+            // thread that grabbed a whole batch; then this thread just waits again.
+            guard let r = take() else {
+                if stopping.load(ordering: .acquiring) { return }
+                continue
+            }
+            depth.wrappingSubtract(1, ordering: .relaxed)
+            r.execute()
+            completedCount.wrappingAdd(1, ordering: .relaxed)
+            r.cpu.sendIPI(hostIOAnswerIPI, Unmanaged.passRetained(r).toOpaque(), 0)
+        }
+    }
+
+    /// Called on the submitting CPU when the answer arrives.
+    func answered(_ r: HostIORequest) {
+        let latency = Int(truncatingIfNeeded: Self.now() &- r.submittedAt)
+        latencyTotal.wrappingAdd(latency, ordering: .relaxed)
+        var m = latencyMax.load(ordering: .relaxed)
+        while latency > m {
+            let (done, seen) = latencyMax.compareExchange(expected: m, desired: latency, ordering: .relaxed)
+            if done { break }
+            m = seen
+        }
+    }
+
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+}
+
+/// What a pool thread starts with.
+private final class HostIOWorkerContext: @unchecked Sendable {
+    let pool: HostIOPool
+    let index: Int
+    init(pool: HostIOPool, index: Int) { self.pool = pool; self.index = index }
+}
+
+/// One queued host call. `next` links the inbound stack (an unretained address).
+class HostIORequest: @unchecked Sendable {
+    var next: UInt = 0
+    let cpu: CPU
+    unowned(unsafe) let pool: HostIOPool
+    var submittedAt: UInt64 = 0
+    var continuation: UnsafeContinuation<Void, Never>?
+
+    init(cpu: CPU, pool: HostIOPool) {
+        self.cpu = cpu
+        self.pool = pool
+    }
+
+    /// Runs the call (on a pool thread).
+    func execute() {}
+}
+
+/// A host call returning `R`.
+final class HostIOJob<R>: HostIORequest, @unchecked Sendable {
+    /// Dropped as soon as it has run: the caller's closure must not outlive its call.
+    private var body: (() throws(VFSError) -> R)?
+    var result: Result<R, VFSError>?
+
+    init(_ body: @escaping () throws(VFSError) -> R, cpu: CPU, pool: HostIOPool) {
+        self.body = body
+        super.init(cpu: cpu, pool: pool)
+    }
+
+    override func execute() {
+        guard let run = body else { return }
+        body = nil
+        do throws(VFSError) { result = .success(try run()) } catch { result = .failure(error) }
+    }
+}
+
+/// Delivers a pool thread's answer on the submitting CPU and resumes the parked thread.
+let hostIOAnswerIPI: IPIFunction = { arg, _ in
+    guard let arg else { return }
+    let r = Unmanaged<HostIORequest>.fromOpaque(arg).takeRetainedValue()
+    r.pool.answered(r)
+    let c = r.continuation
+    r.continuation = nil
+    c?.resume()
+}
