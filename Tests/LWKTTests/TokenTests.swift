@@ -68,18 +68,26 @@ struct TokenTests {
         try await withSystem(cpus: 2) { system in
             let token = Token(name: "rw")
             let s = Shared()
-            try await system.run(on: 0) {
+            // The holder keeps running (no suspension, so the token stays held) while the
+            // other CPU tries: a shared hold succeeds there, an exclusive one does not.
+            let holder = LWKTThread.spawn(on: system.cpus[0], name: "shared-holder") {
                 await token.acquire(.shared)
-                let got = try await system.run(on: 1) { () -> Bool in
-                    let shared = token.tryAcquire(.shared)
-                    if shared { try token.release() }
-                    let excl = token.tryAcquire(.exclusive)
-                    return shared && !excl
-                }
-                s.plain = got ? 1 : 0
-                try token.release()
+                s.step.store(1, ordering: .releasing)
+                let t0 = ContinuousClock.now
+                while s.step.load(ordering: .acquiring) != 2 && ContinuousClock.now - t0 < .seconds(20) { lb_spin_hint() }
+                try? token.release()
             }
-            #expect(s.plain == 1)
+            let got = try await system.run(on: 1) { () -> Bool in
+                while s.step.load(ordering: .acquiring) != 1 { await LWKT.yield() }
+                let shared = token.tryAcquire(.shared)
+                if shared { try token.release() }
+                let excl = token.tryAcquire(.exclusive)
+                if excl { try token.release() }
+                s.step.store(2, ordering: .releasing)
+                return shared && !excl
+            }
+            await holder.join()
+            #expect(got)
             #expect(!token.isHeld)
         }
     }

@@ -58,7 +58,7 @@ public final class CPU: @unchecked Sendable {
         }
         epollFD = ep
         eventFD = ev
-        local.initialize(to: Globaldata(cpu: Unmanaged.passUnretained(self), signals: signals, cpuID: id,
+        local.initialize(to: Globaldata(address: UnsafeMutableRawPointer(local), cpu: Unmanaged.passUnretained(self), signals: signals, cpuID: id,
                                         system: Unmanaged.passUnretained(system).toOpaque(),
                                         cpuCount: system.cpuCount, epollFD: ep, eventFD: ev))
         taskExecutor.cpu = self
@@ -164,8 +164,21 @@ public final class CPU: @unchecked Sendable {
         if lb_current_cpu() == UnsafeMutableRawPointer(local) {
             local.pointee.runq.push(QueuedJob(job: raw, tag: tag), band: band)
         } else {
+            if let here = CPU.currentLocal, here.pointee.runningThreadStats != nil { handOff(raw, from: here) }
             post(enqueueJobIPI, raw, tag, passive: false)
         }
+    }
+
+    /// The running LWKT thread's task hopping to another CPU (an actor pinned there, a
+    /// migration): release its tokens now, before it can run there, and stop the run
+    /// loop's end-of-job hook from touching it afterwards, when it may already be running.
+    @usableFromInline @inline(never)
+    func handOff(_ raw: UnsafeMutableRawPointer, from here: UnsafeMutablePointer<Globaldata>) {
+        guard let st = here.pointee.runningThreadStats,
+              here.pointee.threads.lookup(UInt(bitPattern: raw)) == st else { return }
+        if st[LWKTThread.physicalTokens] != 0 { Token.schedulerRelease(st) }
+        lb_counter_add(st, 1)
+        here.pointee.runningThreadStats = nil
     }
 }
 

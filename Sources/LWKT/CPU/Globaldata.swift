@@ -196,16 +196,18 @@ struct Globaldata {
     // stall watchdog thread reads (see StallWatch.swift).
     @usableFromInline let watch = StallWatch.allocate()
 
-    init(cpu: Unmanaged<CPU>, signals: UnsafeMutablePointer<CPUSignals>, cpuID: Int,
+    /// `address` is where this globaldata will live (what `lb_current_cpu()` returns on
+    /// the CPU's thread): the subsystems keep it for their owner checks.
+    init(address: UnsafeMutableRawPointer, cpu: Unmanaged<CPU>, signals: UnsafeMutablePointer<CPUSignals>, cpuID: Int,
          system: UnsafeMutableRawPointer, cpuCount: Int, epollFD: Int32, eventFD: Int32) {
         self.cpu = cpu
         self.signals = signals
         self.cpuID = cpuID
         self.systemID = system
         ipi = IPIGlobaldata(cpuCount: cpuCount)
-        timers = CPUTimers()
-        sleepQueues = SleepQueues()
-        events = EventPoller(epollFD: epollFD, eventFD: eventFD)
+        timers = CPUTimers(owner: address)
+        sleepQueues = SleepQueues(owner: address)
+        events = EventPoller(owner: address, epollFD: epollFD, eventFD: eventFD)
     }
 
     /// Frees what the struct owns outside itself (its class members go with it).

@@ -117,6 +117,14 @@ extension CPU {
         l.pointee.currentBand = band
         counters.add(band)
         let stats = l.pointee.threads.lookup(UInt(bitPattern: q.job))
+        // Tokens: a thread whose tokens were released when it suspended takes them all
+        // back before it runs; if one is contended the thread waits at the tail of its
+        // band and the CPU runs something else.
+        if let st = stats, st[LWKTThread.tokensReleased] != 0, !Token.schedulerReacquire(st) {
+            counters.add(.tokenContended)
+            l.pointee.runq.push(q, band: band)
+            return
+        }
         l.pointee.runningThreadStats = stats
         let t0: UInt64 = stats == nil ? 0 : lb_cycles()
         let job = unsafeBitCast(q.job, to: UnownedJob.self)
@@ -131,8 +139,12 @@ extension CPU {
         // The thread may have exited inside the job; it clears this pointer when it does.
         if let st = l.pointee.runningThreadStats {
             lb_counter_add(st, 1)
-            lb_counter_add(st + 1, Int64(bitPattern: lb_cycles() &- t0))
+            // (nil `stats`: the thread attached inside this job, which was not timed.)
+            if stats != nil { lb_counter_add(st + 1, Int64(bitPattern: lb_cycles() &- t0)) }
             l.pointee.runningThreadStats = nil
+            // The job returned and the thread is still alive: it suspended, so its tokens
+            // are released until it runs again (DragonFly's switch does the same).
+            if st[LWKTThread.physicalTokens] != 0 { Token.schedulerRelease(st) }
         }
     }
 

@@ -9,6 +9,8 @@ import Synchronization
 /// The descriptor waiters and epoll instance of one CPU, held in its ``Globaldata``.
 /// Owner-only.
 final class EventPoller {
+    /// The owning CPU's globaldata address, for the owner checks.
+    let owner: UnsafeMutableRawPointer
     /// The CPU's epoll instance.
     let epollFD: Int32
     /// The eventfd that wakes the CPU from `epoll_wait` (registered with data `UInt64.max`).
@@ -19,7 +21,8 @@ final class EventPoller {
     let eventBits = UnsafeMutablePointer<UInt32>.allocate(capacity: 64)
     let eventData = UnsafeMutablePointer<UInt64>.allocate(capacity: 64)
 
-    init(epollFD: Int32, eventFD: Int32) {
+    init(owner: UnsafeMutableRawPointer, epollFD: Int32, eventFD: Int32) {
+        self.owner = owner
         self.epollFD = epollFD
         self.eventFD = eventFD
     }
@@ -52,6 +55,7 @@ final class EventPoller {
     /// Queues `w` on its descriptor (waiters of one fd form a linked list, so registering
     /// allocates nothing) and arms the epoll registration.
     func register(_ w: IOWaiter, cpu: CPU) throws {
+        assertOwner(owner, "EventPoller.register")
         w.next = ioWaiters[w.fd]
         ioWaiters[w.fd] = w
         do {
@@ -101,6 +105,7 @@ final class EventPoller {
     }
 
     func unregister(fd: Int32, cpu: CPU) {
+        assertOwner(owner, "EventPoller.unregister")
         if registeredFDs.remove(fd) != nil {
             _ = lb_epoll_ctl(epollFD, 2, fd, 0, 0)
         }
@@ -116,6 +121,7 @@ final class EventPoller {
     }
 
     func cancelIO(_ w: IOWaiter, generation: Int, cpu: CPU) {
+        assertOwner(owner, "EventPoller.cancelIO")
         guard w.generation == generation else { return }   // a late cancel of an earlier use
         w.cancelled = true
         guard let c = w.continuation else { return }
@@ -128,6 +134,7 @@ final class EventPoller {
     /// Returns the number of descriptor events delivered.
     @discardableResult
     func poll(cpu: CPU, timeout: Int64) -> Int {
+        assertOwner(owner, "EventPoller.poll")
         let n = lb_epoll_wait(epollFD, eventBits, eventData, 64, timeout)
         if n <= 0 { return 0 }
         var delivered = 0

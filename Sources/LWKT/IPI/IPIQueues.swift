@@ -73,6 +73,7 @@ extension CPU {
     /// Sends from this CPU (the caller's) to `target` through the crossbar.
     @usableFromInline
     func send(to target: CPU, _ function: IPIFunction, _ arg: UnsafeMutableRawPointer?, _ arg2: Int, passive: Bool) {
+        assertCurrent("IPI send through \(name)'s rings")
         if target === self {
             CPU.critical { function(arg, arg2) }
             return
@@ -207,13 +208,17 @@ extension CPU {
     /// level they asked for (DragonFly's `lwkt_process_ipiq_nested`). Returns how many
     /// messages ran.
     func drainNested() -> Int {
+        assertCurrent("nested IPI drain")
         let n = system.cpuCount
         var ran = 0
+        // IPI functions run inside a critical section, here as in every other drain.
+        local.pointee.critCount += 1
         local.pointee.ipi.nestedDrains += 1
         local.pointee.ipi.processingIPI += 1
         defer {
             local.pointee.ipi.nestedDrains -= 1
             local.pointee.ipi.processingIPI -= 1
+            local.pointee.critCount -= 1
         }
         for s in 0..<n where s != id {
             let ring = system.ring(from: s, to: id)
@@ -254,6 +259,8 @@ extension CPU {
     func drainIPIs() -> Int {
         let s = signals
         if s.pointee.doorbell.load(ordering: .relaxed) == 0 { return 0 }
+        assertCurrent("IPI drain")
+        CPU.assertInCritical("IPI drain")
         counters.add(.doorbellPolls)
         s.pointee.doorbell.store(0, ordering: .sequentiallyConsistent)
         let l = local

@@ -268,6 +268,8 @@ public final class Port: @unchecked Sendable, CustomStringConvertible {
 
     /// Queues `msg` on a thread port; runs on the owning CPU inside a critical section.
     func enqueueLocal(_ msg: Message) {
+        CPU.assertInCritical("thread port enqueue")
+        cpu?.assertCurrent("thread port enqueue")
         local.pointee.queue.push(msg)
         msg.state.pointee.flags.bitwiseOr(MessageFlags.queued.rawValue, ordering: .acquiringAndReleasing)
         counters.add(.queued)

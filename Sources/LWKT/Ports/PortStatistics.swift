@@ -51,7 +51,8 @@ struct PortCounters: @unchecked Sendable {
     @inlinable @inline(__always)
     func row(_ raw: UnsafeMutableRawPointer?) -> UnsafeMutablePointer<Int64>? {
         guard let raw else { return nil }
-        let id = raw.assumingMemoryBound(to: Globaldata.self).pointee.cpu._withUnsafeGuaranteedRef { $0.id }
+        // The CPU's index sits in its globaldata: one load, no trip through the CPU object.
+        let id = raw.assumingMemoryBound(to: Globaldata.self).pointee.cpuID
         return id < Self.slots ? base + id &* Self.stride : nil
     }
 

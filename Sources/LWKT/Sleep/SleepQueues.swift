@@ -7,6 +7,8 @@ import Synchronization
 
 /// The sleep queues of one CPU, held in its ``Globaldata``. Owner-only.
 final class SleepQueues {
+    /// The owning CPU's globaldata address, for the owner checks.
+    let owner: UnsafeMutableRawPointer
     /// Sleep queues, one bucket per slot of the system's sleep-slot table.
     var buckets: [[SleepWaiter]]
     /// How many sleepers are queued on this CPU.
@@ -17,7 +19,8 @@ final class SleepQueues {
     /// Size of the slot table (per CPU buckets; per system masks).
     static let slots = 1024
 
-    init() {
+    init(owner: UnsafeMutableRawPointer) {
+        self.owner = owner
         buckets = Array(repeating: [], count: SleepQueues.slots)
     }
 
@@ -39,6 +42,7 @@ final class SleepQueues {
     }
 
     func insertSleeper(_ w: SleepWaiter, cpu: CPU) {
+        assertOwner(owner, "SleepQueues.insertSleeper")
         let slot = WaitChannel(rawValue: w.channel).map { $0.slot(SleepQueues.slots) } ?? 0
         let wasEmpty = buckets[slot].isEmpty
         buckets[slot].append(w)
@@ -53,6 +57,7 @@ final class SleepQueues {
     }
 
     func removeSleeper(_ w: SleepWaiter, cpu: CPU) {
+        assertOwner(owner, "SleepQueues.removeSleeper")
         guard w.queued else { return }
         let slot = WaitChannel(rawValue: w.channel).map { $0.slot(SleepQueues.slots) } ?? 0
         if let i = buckets[slot].firstIndex(where: { $0 === w }) {
@@ -70,6 +75,7 @@ final class SleepQueues {
     /// Wakes sleepers on `channel` queued on this CPU; with `one`, at most one. Returns
     /// how many were woken.
     func wakeLocal(channel: UInt, one: Bool, cpu: CPU) -> Int {
+        assertOwner(owner, "SleepQueues.wakeLocal")
         guard sleepers > 0, let ch = WaitChannel(rawValue: channel) else { return 0 }
         let slot = ch.slot(SleepQueues.slots)
         var woke = 0
@@ -92,6 +98,7 @@ final class SleepQueues {
     }
 
     func timeOut(_ w: SleepWaiter, cpu: CPU) {
+        assertOwner(owner, "SleepQueues.timeOut")
         w.timer = nil
         guard w.queued else { return }
         removeSleeper(w, cpu: cpu)
@@ -103,6 +110,7 @@ final class SleepQueues {
     }
 
     func cancelSleeper(_ w: SleepWaiter, generation: Int, cpu: CPU) {
+        assertOwner(owner, "SleepQueues.cancelSleeper")
         guard w.generation == generation else { return }   // a late cancel of an earlier use
         w.cancelled = true
         guard w.queued else { return }

@@ -95,6 +95,7 @@ extension LWKTThread {
     func attachAfterMigration() {
         guard let l = CPU.currentLocal else { return }
         if taskKey != 0 { l.pointee.threads.insert(taskKey, stats) }
+        if l.pointee.runningThreadStats == nil { l.pointee.runningThreadStats = stats }
         let id = l.pointee.cpu._withUnsafeGuaranteedRef { $0.id }
         if currentCPU.exchange(id, ordering: .relaxed) != id { lb_counter_add(stats + 2, 1) }
     }

@@ -14,11 +14,18 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
     /// The CPU it was spawned on.
     public let homeCPU: Int
     let currentCPU = Atomic<Int>(-1)
-    /// Per-thread counters: runs, run cycles, migrations.
+    /// Per-thread words the CPU's run loop reads without touching the object: runs, run
+    /// cycles, migrations (counters), then the token words: ``physicalTokens`` (how many
+    /// holds on the token stack are real, not nested), ``tokensReleased`` (1 while they
+    /// are released because the thread is suspended), and the thread's address.
     let stats: UnsafeMutablePointer<Int64>
+    static let physicalTokens = 3
+    static let tokensReleased = 4
+    static let threadAddress = 5
     let task = Mutex<Task<Void, Never>?>(nil)
     let finished = Atomic<Bool>(false)
-    /// Tokens held, innermost last (only the thread itself touches this).
+    /// Tokens held, innermost last. Touched only on the CPU the thread runs on: by the
+    /// thread itself, and by the run loop between its jobs.
     var tokens: [HeldToken] = []
     var taskKey: UInt = 0
 
@@ -29,8 +36,9 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
         self.priority = priority
         self.system = system
         self.homeCPU = home
-        stats = .allocate(capacity: 4)
-        stats.initialize(repeating: 0, count: 4)
+        stats = .allocate(capacity: 6)
+        stats.initialize(repeating: 0, count: 6)
+        stats[LWKTThread.threadAddress] = Int64(Int(bitPattern: Unmanaged.passUnretained(self).toOpaque()))
     }
 
     deinit { stats.deallocate() }
@@ -74,6 +82,9 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
         }
         taskKey = key
         if key != 0 { l.pointee.threads.insert(key, stats) }
+        // The run loop did not know this job was ours: tell it, so that tokens taken in
+        // this first job are released if it suspends.
+        if l.pointee.runningThreadStats == nil { l.pointee.runningThreadStats = stats }
         StallWatch.attach(l.pointee.watch, stats)
         let id = l.pointee.cpu._withUnsafeGuaranteedRef { $0.id }
         currentCPU.store(id, ordering: .relaxed)
@@ -82,6 +93,13 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
 
     /// Removes the running task from the current CPU's thread table.
     func detach() {
+        // A thread that ends holding tokens must not keep them held.
+        if !tokens.isEmpty {
+            _ = Token.releaseAll(of: self)
+            tokens.removeAll()
+            stats[LWKTThread.physicalTokens] = 0
+            stats[LWKTThread.tokensReleased] = 0
+        }
         guard let l = CPU.currentLocal else { return }
         if taskKey != 0 { l.pointee.threads.remove(taskKey) }
         if l.pointee.runningThreadStats == stats {

@@ -7,9 +7,13 @@ import CLibellula
 
 /// The timer queue of one CPU, held in its ``Globaldata``. Owner-only.
 final class CPUTimers {
+    /// The owning CPU's globaldata address, for the owner checks.
+    let owner: UnsafeMutableRawPointer
     var queue = TimerQueue()
     /// Reused between expiries so that firing allocates nothing.
     var dueScratch: [TimerAction] = []
+
+    init(owner: UnsafeMutableRawPointer) { self.owner = owner }
 
     /// Whether no live timer is armed.
     var isEmpty: Bool { queue.isEmpty }
@@ -18,15 +22,22 @@ final class CPUTimers {
     func nextDeadline() -> UInt64? { queue.nextDeadline() }
 
     /// Arms `node`.
-    func arm(_ node: TimerNode) { queue.insert(node) }
+    func arm(_ node: TimerNode) {
+        assertOwner(owner, "CPUTimers.arm")
+        queue.insert(node)
+    }
 
     /// Cancels `node`; returns its action if it had not fired.
-    func cancel(_ node: TimerNode) -> TimerAction? { queue.cancel(node) }
+    func cancel(_ node: TimerNode) -> TimerAction? {
+        assertOwner(owner, "CPUTimers.cancel")
+        return queue.cancel(node)
+    }
 
     /// Runs every timer that is due on `cpu` (this queue's owner). Returns how many fired.
     @discardableResult
     func fireDue(cpu: CPU, now: UInt64) -> Int {
         if queue.isEmpty { return 0 }
+        assertOwner(owner, "CPUTimers.fireDue")
         guard let next = queue.nextDeadline(), next <= now else { return 0 }
         dueScratch.removeAll(keepingCapacity: true)
         queue.popDue(now: now, into: &dueScratch)

@@ -15,15 +15,20 @@ struct HeldToken {
     let nested: Bool
 }
 
-/// An LWKT token: a soft lock that is held only while its holder runs. When an LWKT thread
-/// waits in an LWKT primitive (`tsleep`, `LWKT.sleep`, `LWKT.yield`, descriptor waits,
-/// message waits) every token it holds is released, and all are taken back before it
-/// resumes — so tokens never deadlock, whatever order they are taken in. The price, as in
-/// DragonFly, is that state a token protects may change across such a wait.
+/// An LWKT token (DragonFly's `lwkt_token`): a soft lock that is held only while its holder
+/// runs. Whenever an LWKT thread's job suspends, for any reason (an LWKT wait, an actor
+/// call, `Task.sleep`, a continuation), the CPU's run loop sees the job return without
+/// completing and releases every token the thread holds; before the thread's next job runs
+/// it takes them all back, all or nothing (DragonFly's `lwkt_relalltokens` and
+/// `lwkt_getalltokens` in `lwkt_switch`). If one is contended the thread's job goes back to
+/// the end of the run queue: the thread waits, the CPU runs others. So tokens never
+/// deadlock, whatever order they are taken in; the price, as in DragonFly, is that state a
+/// token protects may change across any suspension.
 ///
 /// Exclusive holds nest; shared holds run concurrently, and a waiting exclusive request
 /// keeps new single-token shared holders out. Tokens must be released in reverse order.
-/// Waiting for a contended token spins briefly and then yields the CPU.
+/// Only LWKT threads may take tokens: a task that is not one has no token stack for the
+/// scheduler to release, and taking a token there stops the process with a clear message.
 public final class Token: @unchecked Sendable, CustomStringConvertible {
     static let exclusiveBit = 1
     static let requestBit = 2
@@ -57,43 +62,59 @@ public final class Token: @unchecked Sendable, CustomStringConvertible {
         return withUnsafeCurrentTask { ut in ut.map { unsafeBitCast($0, to: UInt.self) } ?? 1 }
     }
 
-    /// Takes the token, waiting (spinning, then yielding the CPU) while it is contended.
+    /// The calling LWKT thread, or a stop with a clear message: a token taken by a task
+    /// that is not an LWKT thread could stay held across its suspensions and deadlock.
+    static func requireThread(_ what: String) -> LWKTThread {
+        guard let t = LWKTThread.currentThread else {
+            preconditionFailure("Token.\(what) called from a task that is not an LWKT thread: only LWKT threads have a token stack (spawn one with LWKTThread.spawn or LWKTSystem.run)")
+        }
+        return t
+    }
+
+    /// Pushes a hold on `thread`'s stack.
+    func push(_ mode: TokenMode, nested: Bool, on thread: LWKTThread) {
+        thread.tokens.append(HeldToken(token: self, mode: mode, nested: nested))
+        if !nested { thread.stats[LWKTThread.physicalTokens] &+= 1 }
+    }
+
+    /// Takes the token, waiting while it is contended: a brief spin, then the thread
+    /// parks (its job suspends, so its other tokens are released meanwhile) and retries.
+    /// Call it only from an LWKT thread.
     public func acquire(_ mode: TokenMode = .exclusive) async {
-        let key = Token.holderKey()
-        let thread = LWKTThread.currentThread
+        let thread = Token.requireThread("acquire")
+        // Running where the run loop does not know the thread (inside an actor pinned to
+        // another CPU) its released tokens were not taken back: take them first.
+        if thread.stats[LWKTThread.tokensReleased] != 0 { await Token.reacquireAll(of: thread) }
+        let key = UInt(bitPattern: ObjectIdentifier(thread))
         acquisitionCount.add(1, ordering: .relaxed)
-        if mode == .exclusive, owner.load(ordering: .acquiring) == key,
-           word.load(ordering: .relaxed) & Token.exclusiveBit != 0 {
-            thread?.tokens.append(HeldToken(token: self, mode: mode, nested: true))
+        if owner.load(ordering: .acquiring) == key, word.load(ordering: .relaxed) & Token.exclusiveBit != 0 {
+            push(mode, nested: true, on: thread)
             return
         }
-        if mode == .shared, owner.load(ordering: .acquiring) == key,
-           word.load(ordering: .relaxed) & Token.exclusiveBit != 0 {
-            thread?.tokens.append(HeldToken(token: self, mode: mode, nested: true))
-            return
-        }
-        let holdsOthers = !(thread?.tokens.isEmpty ?? true)
+        let holdsOthers = !thread.tokens.isEmpty
         if !tryTake(mode, key: key, holdsOthers: holdsOthers, request: false) {
             contentionCount.add(1, ordering: .relaxed)
             if let cpu = CPU.current { cpu.counters.add(.tokenContended) }
-            await takeSlow(mode, key: key, holdsOthers: holdsOthers)
+            await takeSlow(mode, key: key, thread: thread)
         }
-        thread?.tokens.append(HeldToken(token: self, mode: mode, nested: false))
+        push(mode, nested: false, on: thread)
     }
 
-    /// Takes the token if that is possible without waiting.
+    /// Takes the token if that is possible without waiting. Call it only from an LWKT
+    /// thread.
     public func tryAcquire(_ mode: TokenMode = .exclusive) -> Bool {
-        let key = Token.holderKey()
-        let thread = LWKTThread.currentThread
+        let thread = Token.requireThread("tryAcquire")
+        if thread.stats[LWKTThread.tokensReleased] != 0 && !Token.tryReacquireAll(of: thread) { return false }
+        let key = UInt(bitPattern: ObjectIdentifier(thread))
         if owner.load(ordering: .acquiring) == key, word.load(ordering: .relaxed) & Token.exclusiveBit != 0 {
             acquisitionCount.add(1, ordering: .relaxed)
-            thread?.tokens.append(HeldToken(token: self, mode: mode, nested: true))
+            push(mode, nested: true, on: thread)
             return true
         }
-        let holdsOthers = !(thread?.tokens.isEmpty ?? true)
+        let holdsOthers = !thread.tokens.isEmpty
         guard tryTake(mode, key: key, holdsOthers: holdsOthers, request: false) else { return false }
         acquisitionCount.add(1, ordering: .relaxed)
-        thread?.tokens.append(HeldToken(token: self, mode: mode, nested: false))
+        push(mode, nested: false, on: thread)
         return true
     }
 
@@ -104,7 +125,13 @@ public final class Token: @unchecked Sendable, CustomStringConvertible {
                 throw LWKTError.tokenMisuse("\(name) released out of order or not held")
             }
             thread.tokens.removeLast()
-            if !top.nested { drop(top.mode) }
+            if !top.nested {
+                thread.stats[LWKTThread.physicalTokens] &-= 1
+                // While released (the thread runs where the run loop does not know it),
+                // the hold is not physical: nothing to drop.
+                if thread.stats[LWKTThread.tokensReleased] == 0 { drop(top.mode) }
+                if thread.stats[LWKTThread.physicalTokens] == 0 { thread.stats[LWKTThread.tokensReleased] = 0 }
+            }
         } else {
             let w = word.load(ordering: .relaxed)
             if w & Token.exclusiveBit != 0 {
@@ -163,22 +190,20 @@ public final class Token: @unchecked Sendable, CustomStringConvertible {
         }
     }
 
-    /// Waits for a contended token: spin a little, then give the CPU away. Before giving
-    /// it away the thread drops every token it holds (as DragonFly's switch does) and takes
-    /// them all back afterwards, so two threads taking A→B and B→A cannot deadlock.
-    func takeSlow(_ mode: TokenMode, key: UInt, holdsOthers: Bool) async {
+    /// Waits for a contended token: spin a little, then park the thread (never the CPU).
+    /// Parking suspends the thread's job, so the run loop releases the tokens it already
+    /// holds (as DragonFly's switch does) and takes them all back before it runs again:
+    /// two threads taking A→B and B→A cannot deadlock.
+    func takeSlow(_ mode: TokenMode, key: UInt, thread: LWKTThread) async {
         var tries = 0
-        let thread = LWKTThread.currentThread
-        while !tryTake(mode, key: key, holdsOthers: holdsOthers, request: true) {
+        while !tryTake(mode, key: key, holdsOthers: !thread.tokens.isEmpty, request: true) {
             tries &+= 1
             if tries < 64 {
                 lb_cpu_relax()
                 if tries & 15 == 0 { CPU.processPending() }
                 continue
             }
-            let dropped = thread.map { Token.releaseAll(of: $0) } ?? false
             await LWKT.park()
-            if dropped, let thread { await Token.reacquireAll(of: thread) }
         }
     }
 
@@ -194,38 +219,68 @@ public final class Token: @unchecked Sendable, CustomStringConvertible {
         }
     }
 
-    /// Releases every token `thread` holds, keeping its stack. Returns whether it held any.
+    /// Releases every token `thread` holds, keeping its stack (DragonFly's
+    /// `lwkt_relalltokens`). Returns whether it released any; releasing twice is a no-op.
+    /// Called by the run loop when the thread's job suspends, and by LWKT waits.
+    @discardableResult
     static func releaseAll(of thread: LWKTThread) -> Bool {
-        if thread.tokens.isEmpty { return false }
+        let st = thread.stats
+        if st[LWKTThread.physicalTokens] == 0 || st[LWKTThread.tokensReleased] != 0 { return false }
         for h in thread.tokens.reversed() where !h.nested { h.token.drop(h.mode) }
+        st[LWKTThread.tokensReleased] = 1
         return true
     }
 
-    /// Takes back every token on `thread`'s stack, outermost first, all or nothing (DragonFly's
-    /// `lwkt_getalltokens`): if one is contended, those already taken are dropped again and
-    /// the thread gives the CPU away before it retries.
-    static func reacquireAll(of thread: LWKTThread) async {
+    /// Takes back every token on `thread`'s stack, outermost first, all or nothing
+    /// (DragonFly's `lwkt_getalltokens`). Returns false, holding none of them, if one is
+    /// contended. A no-op when nothing was released.
+    static func tryReacquireAll(of thread: LWKTThread) -> Bool {
+        let st = thread.stats
+        if st[LWKTThread.tokensReleased] == 0 { return true }
         let key = UInt(bitPattern: ObjectIdentifier(thread))
-        let physical = thread.tokens.filter { !$0.nested }
-        if physical.isEmpty { return }
-        var spins = 0
-        while true {
-            var taken = 0
-            var holdsOthers = false
-            for h in physical {
-                if !h.token.tryTake(h.mode, key: key, holdsOthers: holdsOthers, request: true) { break }
-                taken += 1
-                holdsOthers = true
+        var taken = 0
+        var holdsOthers = false
+        for h in thread.tokens where !h.nested {
+            if !h.token.tryTake(h.mode, key: key, holdsOthers: holdsOthers, request: true) {
+                var undone = 0
+                for g in thread.tokens where !g.nested {
+                    if undone == taken { break }
+                    undone += 1
+                    g.token.drop(g.mode)
+                }
+                return false
             }
-            if taken == physical.count { return }
-            for h in physical[0..<taken].reversed() { h.token.drop(h.mode) }
-            spins &+= 1
-            if spins < 64 {
-                lb_cpu_relax()
-            } else {
-                await LWKT.park()
-            }
+            taken += 1
+            holdsOthers = true
         }
+        st[LWKTThread.tokensReleased] = 0
+        return true
+    }
+
+    /// ``tryReacquireAll(of:)`` until it succeeds, parking the thread between tries. Used
+    /// where a thread resumes without the run loop having seen it (after a migration).
+    static func reacquireAll(of thread: LWKTThread) async {
+        var spins = 0
+        while !tryReacquireAll(of: thread) {
+            spins &+= 1
+            if spins < 64 { lb_cpu_relax() } else { await LWKT.park() }
+        }
+    }
+
+    /// The run loop's side: before running a job of the thread whose words are at
+    /// `stats`, take its released tokens back. False: contended, do not run it yet.
+    @usableFromInline
+    static func schedulerReacquire(_ stats: UnsafeMutablePointer<Int64>) -> Bool {
+        guard let raw = UnsafeMutableRawPointer(bitPattern: Int(stats[LWKTThread.threadAddress])) else { return true }
+        return Unmanaged<LWKTThread>.fromOpaque(raw)._withUnsafeGuaranteedRef { tryReacquireAll(of: $0) }
+    }
+
+    /// The run loop's side: the thread's job returned without completing (it suspended),
+    /// so its tokens are released until it runs again.
+    @usableFromInline
+    static func schedulerRelease(_ stats: UnsafeMutablePointer<Int64>) {
+        guard let raw = UnsafeMutableRawPointer(bitPattern: Int(stats[LWKTThread.threadAddress])) else { return }
+        Unmanaged<LWKTThread>.fromOpaque(raw)._withUnsafeGuaranteedRef { _ = releaseAll(of: $0) }
     }
 
     /// The tokens the calling LWKT thread holds, innermost last.

@@ -56,8 +56,16 @@ enum SlabBench {
         let cpus = min(2, max(1, LWKT.onlineCores))
         let system = try LWKT.boot(cpus: cpus, configuration: .init(warnings: false))
         defer { _ = try? system.shutdownBlocking() }
-        let slab = SlabAllocator(system: system, configuration: .init(debug: false))
+        // The system's slab: its arena pointers are in the CPUs' globaldata.
+        let slab = SlabAllocator.shared(for: system, configuration: .init(debug: false))
         let bases = baselines()
+        if getenv("LIBELLULA_REQUIRE_BASELINES") != nil {
+            let have = Set(bases.map(\.name))
+            let lacking = ["glibc", "mimalloc", "jemalloc"].filter { !have.contains($0) }
+            guard lacking.isEmpty else {
+                throw BenchError("slab bench: baselines missing: \(lacking.joined(separator: ", ")) (Scripts/bench-slab.sh installs them)")
+            }
+        }
         let scale = quick ? 1 : 5
 
         // 1. 64-byte allocate+free pairs on one CPU.
@@ -299,4 +307,10 @@ enum SlabBench {
         }
         return Double(resident * Int(sysconf(Int32(_SC_PAGESIZE)))) / 1024
     }
+}
+
+/// A benchmark that cannot run as asked.
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
