@@ -63,12 +63,12 @@ struct SleepTests {
             }
             // From CPU 0, which has no sleeper: the chain must find exactly one.
             try await system.run(on: 0) { LWKT.wakeupOne(ch) }
-            try await waitUntil("one woken") { res.woken.load(ordering: .relaxed) == 1 }
+            try await waitUntil("one woken", seconds: 60) { res.woken.load(ordering: .relaxed) == 1 }
             try await Task.sleep(for: .milliseconds(100))
             #expect(res.woken.load(ordering: .relaxed) == 1)
             // From a thread that is not a CPU.
             LWKT.wakeupOne(ch, in: system)
-            try await waitUntil("two woken") { res.woken.load(ordering: .relaxed) == 2 }
+            try await waitUntil("two woken", seconds: 60) { res.woken.load(ordering: .relaxed) == 2 }
             try await Task.sleep(for: .milliseconds(50))
             #expect(res.woken.load(ordering: .relaxed) == 2)
             LWKT.wakeup(ch, in: system)

@@ -144,7 +144,11 @@ struct TAPTCPTests {
             let drops = Int(Rig.rig("drops", rig.prefix).output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
             Rig.rig("unimpair", rig.prefix)
             #expect(drops > 0)
-            #expect(stack.counters.total(.tcpRetransmits) > 0)
+            // Which packets the router drops is chance: our TSO frames cross it as a few dozen
+            // 64 KB GSO packets, so at 1 % (and sometimes at 5 %) every drop can land on
+            // Linux's own segments and ACKs (seen in a full run). What must hold is that both
+            // transfers above arrived intact; our retransmissions are reported, not required.
+            print("TAP TCP under \(permille)‰ loss: router drops \(drops), our retransmits \(stack.counters.total(.tcpRetransmits))")
             try await server.stop()
             #expect(server.errors.withLock { $0.isEmpty })
         }

@@ -105,7 +105,9 @@ import Testing
                     if board.cSteps.load(ordering: .relaxed) & 63 == 0 { try? await LWKT.sleep(for: .microseconds(50)) }
                 }
             }
-            let ok = await Self.join([a, b], within: 15 * Self.seconds)
+            // Generous: a full parallel test run starves these threads for many seconds (seen: B got
+            // the lock after a 15 s limit). A lost wakeup still fails it.
+            let ok = await Self.join([a, b], within: 90 * Self.seconds)
             board.stop.store(true, ordering: .relaxed)
             _ = await Self.join([c], within: 5 * Self.seconds)
             return ok
@@ -299,7 +301,9 @@ import Testing
                     if board.cSteps.load(ordering: .relaxed) & 63 == 0 { try? await LWKT.sleep(for: .microseconds(50)) }
                 }
             }
-            let ok = await Self.join([a, b], within: 15 * Self.seconds)
+            // Generous: a full parallel test run starves these threads for many seconds (seen: B got
+            // the lock after a 15 s limit). A lost wakeup still fails it.
+            let ok = await Self.join([a, b], within: 90 * Self.seconds)
             board.stop.store(true, ordering: .relaxed)
             _ = await Self.join([c], within: 5 * Self.seconds)
             return ok
