@@ -122,19 +122,24 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
                 if offset == bytes.count { waitBeforeRead = true }
                 continue
             }
-            let e = errno
-            switch e {
-            case EAGAIN, EWOULDBLOCK:
-                // Back-pressure: the peer is slower than we are; wait for room, bounded.
-                if deadline == 0 { deadline = MonotonicClock.deadline(after: timeout) }
-                try await self.await(.writable)
-            case EINTR:
-                continue
-            case ECONNRESET, EPIPE, ENOTCONN:
-                throw timedOut ? .timedOut : .reset
-            default:
-                throw timedOut ? .timedOut : .system(call: "send", errno: e)
-            }
+            try await writeFailed(errno, call: "send", timeout: timeout)
+        }
+    }
+
+    /// What a failed `send` or `sendfile` does next: waits for room when the socket buffer
+    /// is full (back-pressure, bounded by `timeout`), returns to retry after a signal, or
+    /// throws the error the caller should see.
+    fileprivate func writeFailed(_ e: Int32, call: String, timeout: Duration) async throws(SocketError) {
+        switch e {
+        case EAGAIN, EWOULDBLOCK:
+            if deadline == 0 { deadline = MonotonicClock.deadline(after: timeout) }
+            try await self.await(.writable)
+        case EINTR:
+            return
+        case ECONNRESET, EPIPE, ENOTCONN:
+            throw timedOut ? .timedOut : .reset
+        default:
+            throw timedOut ? .timedOut : .system(call: call, errno: e)
         }
     }
 
@@ -199,18 +204,7 @@ extension HostConnection: FileSendingConnection {
                 continue
             }
             if n == 0 { throw .reset }  // end of file before `count` bytes
-            let e = errno
-            switch e {
-            case EAGAIN, EWOULDBLOCK:
-                if deadline == 0 { deadline = MonotonicClock.deadline(after: timeout) }
-                try await self.await(.writable)
-            case EINTR:
-                continue
-            case ECONNRESET, EPIPE, ENOTCONN:
-                throw timedOut ? .timedOut : .reset
-            default:
-                throw timedOut ? .timedOut : .system(call: "sendfile", errno: e)
-            }
+            try await writeFailed(errno, call: "sendfile", timeout: timeout)
         }
         waitBeforeRead = true
     }
