@@ -166,7 +166,7 @@ public final class NetStack: @unchecked Sendable {
             if n == 0 {
                 do { try await iface.waitForInput(queue: i) } catch { return }
             } else {
-                await Task.yield()
+                await LWKT.yield()
             }
         }
     }
