@@ -61,8 +61,132 @@ enum TCPBench {
     c.close()
     """
 
-    /// One bulk flow from a Linux sender to a Libellula sink over the TAP (with TSO and
-    /// checksum offload), next to the same sender to a Linux sink over veth.
+    /// Opens connections to argv[1]:argv[2] for argv[3] seconds from argv[4] processes, each
+    /// sending one 32-byte request, reading the reply and closing; prints connections/s.
+    static let connector = """
+    import os, socket, sys, time
+    host, port, secs, procs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+    req = b'x' * 32
+    pipes = []
+    start = time.time()
+    for _ in range(procs):
+        r, w = os.pipe()
+        if os.fork() == 0:
+            n, end = 0, start + secs
+            while time.time() < end:
+                try:
+                    s = socket.create_connection((host, port), timeout=5)
+                    s.sendall(req); got = b''
+                    while len(got) < len(req):
+                        b = s.recv(64)
+                        if not b: break
+                        got += b
+                    s.close()
+                    if got == req: n += 1
+                except OSError:
+                    pass
+            os.write(w, str(n).encode()); os._exit(0)
+        os.close(w); pipes.append(r)
+    total = sum(int(os.read(r, 64) or b'0') for r in pipes)
+    for _ in range(procs): os.wait()
+    print(total / (time.time() - start))
+    """
+
+    /// Answers one request per connection on port argv[1] (the Linux side of the
+    /// connections/s row): accept, read, write it back, close.
+    static let requestServer = """
+    import socket, sys
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(1024)
+    while True:
+        c, _ = s.accept(); b = c.recv(64)
+        if b: c.sendall(b)
+        c.close()
+    """
+
+    /// Sends argv[3] MB of random bytes to the echo at argv[1]:argv[2] while reading the
+    /// echo back; prints "ok SECONDS" when the SHA-256 of both matches, else "bad ...".
+    static let shaClient = """
+    import hashlib, os, socket, sys, threading, time
+    host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) * 1000000
+    block = os.urandom(1 << 20); sent = hashlib.sha256()
+    s = socket.create_connection((host, port), timeout=60)
+    t0 = time.time()
+    def send():
+        left = n
+        while left > 0:
+            b = block[:min(left, len(block))]; s.sendall(b); sent.update(b); left -= len(b)
+        s.shutdown(socket.SHUT_WR)
+    t = threading.Thread(target=send); t.start()
+    h = hashlib.sha256(); got = 0
+    while True:
+        b = s.recv(1 << 20)
+        if not b: break
+        h.update(b); got += len(b)
+    t.join(); s.close()
+    ok = got == n and h.digest() == sent.digest()
+    print(("ok %f" % (time.time() - t0)) if ok else ("bad %d of %d" % (got, n)))
+    """
+
+    /// A threaded TCP echo server on port argv[1] (the Linux side of the SHA-256 row).
+    static let echoServer = """
+    import socket, sys, threading
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(16)
+    def serve(c):
+        while True:
+            b = c.recv(1 << 20)
+            if not b: break
+            c.sendall(b)
+        c.close()
+    while True:
+        c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+    """
+
+    /// What a Libellula server thread does with one connection.
+    enum Service: Sendable { case sink, oneRequest, echo }
+
+    static func serve(_ conn: TCPConnection, _ service: Service) async {
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 18, alignment: 64)
+        defer { buf.deallocate() }
+        switch service {
+        case .sink:
+            while let n = try? await conn.read(into: buf, timeout: .seconds(30)), n > 0 {}
+        case .oneRequest:
+            var got = 0
+            while got < 32, let n = try? await conn.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[got..<64]), timeout: .seconds(5)),
+                  n > 0 { got += n }
+            if got > 0 { try? await conn.write(UnsafeRawBufferPointer(rebasing: buf[0..<got]), timeout: .seconds(5)) }
+        case .echo:
+            while let n = try? await conn.read(into: buf, timeout: .seconds(30)), n > 0 {
+                do { try await conn.write(UnsafeRawBufferPointer(rebasing: buf[0..<n]), timeout: .seconds(30)) } catch { break }
+            }
+        }
+        await conn.close(linger: .seconds(1))
+    }
+
+    /// Runs a Python snippet in the rig's namespace `ns` and returns its output.
+    /// (Bounded by `timeout`, so a stuck row cannot hang the bench.)
+    static func python(_ ns: String, _ code: String, _ args: [String], limit: Int = 300) -> String {
+        NetBench.sh("/usr/sbin/ip", ["netns", "exec", ns, "/usr/bin/timeout", "\(limit)", "/usr/bin/python3", "-c", code] + args).1
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Starts a Python server in `ns`.
+    static func spawn(_ ns: String, _ code: String, _ args: [String]) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        p.arguments = ["netns", "exec", ns, "/usr/bin/python3", "-c", code] + args
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    /// The TAP rows, each next to Linux ↔ Linux over veth in the same rig and run (the
+    /// same Python client in the peer namespace; the Linux servers run in the router
+    /// namespace): one bulk flow (TSO and checksum offload), connections per second (open,
+    /// one request, close), and a 100 MB echo whose SHA-256 the client checks.
     static func tap(reporter: BenchReporter, quick: Bool) async throws {
         let script = "Scripts/netrig.sh"
         guard getuid() == 0, FileManager.default.fileExists(atPath: script),
@@ -73,18 +197,21 @@ enum TCPBench {
         let prefix = "lbc\(getpid() % 100_000)"
         guard NetBench.sh("/bin/bash", [script, "up", prefix]).0 == 0 else { print("tcp bench: rig setup failed; skipped"); return }
         defer { _ = NetBench.sh("/bin/bash", [script, "down", prefix]) }
+        let peer = "\(prefix)-peer", router = "\(prefix)-rtr"
         let mib = quick ? "256" : "1024"
-        // Linux → Linux over veth.
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        server.arguments = ["netns", "exec", "\(prefix)-rtr", "/usr/bin/python3", "-c", sink, "9300"]
-        try server.run()
-        try await Task.sleep(for: .milliseconds(400))
-        let linux = Double(NetBench.sh("/usr/sbin/ip", ["netns", "exec", "\(prefix)-peer", "/usr/bin/python3", "-c", sender,
-                                                         "10.200.1.254", "9300", mib]).1.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
-        server.terminate()
-        server.waitUntilExit()
-        // Linux → Libellula over the TAP.
+        let connSeconds = quick ? "2" : "5"
+        let shaMB = ProcessInfo.processInfo.environment["LIBELLULA_BENCH_SHA_MB"] ?? "100"
+        let verbose = ProcessInfo.processInfo.environment["LIBELLULA_BENCH_VERBOSE"] != nil
+        // Linux ↔ Linux over veth.
+        let servers = [try spawn(router, sink, ["9300"]), try spawn(router, requestServer, ["9302"]),
+                       try spawn(router, echoServer, ["9304"])]
+        try await Task.sleep(for: .milliseconds(500))
+        let linuxBulk = Double(python(peer, sender, ["10.200.1.254", "9300", mib])) ?? 0
+        let linuxConns = Double(python(peer, connector, ["10.200.1.254", "9302", connSeconds, "4"])) ?? 0
+        let linuxSHA = python(peer, shaClient, ["10.200.1.254", "9304", shaMB])
+        // SIGKILL: the children inherit the CPUs' blocked signal mask, so SIGTERM would wait.
+        for s in servers { kill(s.processIdentifier, SIGKILL); s.waitUntilExit() }
+        // Linux ↔ Libellula over the TAP.
         let cpus = min(2, max(1, LWKT.onlineCores))
         let system = try LWKT.boot(cpus: cpus, configuration: .init(warnings: false))
         let slab = SlabAllocator(system: system, configuration: .init(debug: false))
@@ -92,24 +219,46 @@ enum TCPBench {
         _ = NetBench.sh("/bin/bash", [script, "attach", prefix, "\(prefix)t"])
         var c = NetStackConfiguration(address: IPv4Address(10, 200, 2, 1), gateway: IPv4Address(10, 200, 2, 254))
         c.tcp.receiveBufferSize = 4 << 20
+        c.tcp.msl = .seconds(1)
         let stack = try NetStack(system: system, allocator: slab, interface: tap, configuration: c)
         try stack.start()
-        let listeners = try stack.listen(port: 9301)
+        var listeners: [TCPListener] = []
         var threads: [LWKTThread] = []
-        for l in listeners {
-            threads.append(LWKTThread.spawn(on: try system.cpu(l.cpuID), name: "tcp-tap-sink") {
-                guard let conn = try? await l.accept(timeout: .seconds(30)) else { return }
-                let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 18, alignment: 64)
-                defer { buf.deallocate() }
-                while let n = try? await conn.read(into: buf, timeout: .seconds(30)), n > 0 {}
-                await conn.close(linger: .seconds(1))
-            })
+        for (port, service) in [(UInt16(9301), Service.sink), (9303, .oneRequest), (9305, .echo)] {
+            for l in try stack.listen(port: port, backlog: 1024) {
+                listeners.append(l)
+                let cpu = try system.cpu(l.cpuID)
+                threads.append(LWKTThread.spawn(on: cpu, name: "tcp-tap-accept") {
+                    while let conn = try? await l.accept(timeout: nil) {
+                        LWKTThread.spawn(on: cpu, name: "tcp-tap-conn") { await serve(conn, service) }
+                    }
+                })
+            }
         }
         try await Task.sleep(for: .milliseconds(200))
-        let ours = Double(NetBench.sh("/usr/sbin/ip", ["netns", "exec", "\(prefix)-peer", "/usr/bin/python3", "-c", sender,
-                                                        "10.200.2.1", "9301", mib]).1.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        let ours = Double(python(peer, sender, ["10.200.2.1", "9301", mib])) ?? 0
+        if verbose { print("tcp TAP: bulk \(ours)") }
+        let ourConns = python(peer, connector, ["10.200.2.1", "9303", connSeconds, "4"], limit: 60)
+        if verbose { print("tcp TAP: connections \(ourConns)\n\(stack.counters.table())") }
+        let ourSHA = python(peer, shaClient, ["10.200.2.1", "9305", shaMB], limit: 120)
+        if verbose { print("tcp TAP: sha \(ourSHA)") }
         reporter.report("tcp TAP bulk, Linux sender → Libellula (\(cpus) CPU)", unit: "Gbit/s", value: ours,
-                        baseline: "Linux → Linux over veth", baselineValue: linux)
+                        baseline: "Linux → Linux over veth", baselineValue: linuxBulk)
+        reporter.report("tcp TAP connections/s (open, 32 B request, close; 4 Linux clients)", unit: "conn/s",
+                        value: Double(ourConns) ?? 0,
+                        baseline: "Linux Python server over veth", baselineValue: linuxConns)
+        func rate(_ line: String) -> Double? {
+            let parts = line.split(separator: " ")
+            guard parts.first == "ok", parts.count == 2, let secs = Double(parts[1]), secs > 0,
+                  let mb = Double(shaMB) else { return nil }
+            return mb * 1e6 * 8 / secs / 1e9
+        }
+        if let o = rate(ourSHA), let l = rate(linuxSHA) {
+            reporter.report("tcp TAP \(shaMB) MB echo, SHA-256 checked by the Linux client", unit: "Gbit/s each way", value: o,
+                            baseline: "Linux echo over veth", baselineValue: l)
+        } else {
+            print("tcp TAP \(shaMB) MB echo with SHA-256: FAILED (Libellula: \(ourSHA); Linux: \(linuxSHA))")
+        }
         for l in listeners { _ = try? await system.run(on: l.cpuID) { l.close() } }
         for t in threads { t.cancel() }
         try await stack.stop()
