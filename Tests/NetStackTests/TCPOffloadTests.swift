@@ -1,4 +1,5 @@
 import Testing
+import Synchronization
 import LWKT
 @testable import NetStack
 
@@ -96,5 +97,49 @@ import LWKT
             await c.close(linger: .seconds(2))
             try await server.stop()
         }
+    }
+}
+
+/// Send-buffer auto-tuning: a writer held back by its buffer (not by the window) grows it,
+/// up to the configured ceiling and never past the CPU's memory limit.
+@Suite(.serialized) struct TCPSendBufferTuningTests {
+    func transfer(limit: Int, memory: Int) async throws -> (size: Int, charged: Int) {
+        let result = Mutex<(Int, Int)>((0, 0))
+        try await withSimPair(steering: .flowHash, configure: { a, b in
+            tcpTestConfiguration(&a); tcpTestConfiguration(&b)
+            a.tcp.sendBufferSize = 16 << 10
+            a.tcp.sendBufferLimit = limit
+            a.tcp.initialReceiveBufferSize = 64 << 10
+            a.tcp.memoryLimitPerCPU = memory
+            b.tcp.initialReceiveBufferSize = 1 << 20
+            b.tcp.receiveBufferSize = 1 << 20
+        }) { (p: SimPair) async throws in
+            let server = try EchoServer(p.b, port: 9, echo: false)
+            let c = try await TCPConnection.connect(p.a, to: IPv4Endpoint(SimPair.addressB, 9), timeout: .seconds(5))
+            try await c.write(pattern(2 << 20, tag: 4), timeout: .seconds(30))
+            let charged = p.a.tcpBufferBytes(cpu: c.cpuID)
+            result.withLock { $0 = (c.sendBufferSize, charged) }
+            try c.shutdown(.write)
+            try await c.flush(timeout: .seconds(30))
+            await c.close(linger: .seconds(2))
+            let a = try await p.a.waitForNoConnections()
+            #expect(a.bufferBytes == 0, "growth is charged and released")
+            try await server.stop()
+        }
+        return result.withLock { $0 }
+    }
+
+    @Test(.timeLimit(.minutes(1))) func grows() async throws {
+        let (size, charged) = try await transfer(limit: 1 << 20, memory: 256 << 20)
+        #expect(size > 16 << 10 && size <= 1 << 20, "send buffer \(size)")
+        #expect(charged >= size)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func staysWithinTheCPUMemoryLimit() async throws {
+        // 16 KiB send + 64 KiB receive at the start; 112 KiB lets the send buffer double
+        // once (to 32 KiB, 96 KiB in all) but not twice (64 KiB would need 144 KiB).
+        let (size, charged) = try await transfer(limit: 1 << 20, memory: 112 << 10)
+        #expect(size == 32 << 10, "send buffer \(size)")
+        #expect(charged <= 112 << 10)
     }
 }

@@ -46,8 +46,8 @@ public final class MbufPool: @unchecked Sendable {
 
     private static let serial = Atomic<Int>(0)
 
-    /// Clusters each CPU keeps for reuse.
-    public static let clusterCacheDepth = 16
+    /// Clusters each CPU keeps for reuse (up to 4 MiB of 64 KiB clusters: a window of TSO segments in flight).
+    public static let clusterCacheDepth = 64
     /// The system whose CPUs own the caches (nil: no caches).
     let system: LWKTSystem?
     let cacheCPUs: Int

@@ -3,8 +3,12 @@ public struct TCPConfiguration: Sendable {
     /// Congestion control algorithms.
     public enum CongestionControl: Sendable { case cubic, newReno }
 
-    /// Send buffer of each connection, bytes.
+    /// Send buffer a connection starts with, bytes.
     public var sendBufferSize = 256 << 10
+    /// Largest send buffer of a connection: while the window could carry at least half of
+    /// a full send buffer, a writer that finds it full doubles it (up to this, within
+    /// ``memoryLimitPerCPU``). At most ``sendBufferSize``: no growth.
+    public var sendBufferLimit = 4 << 20
     /// Largest receive buffer of a connection, bytes (sets the window scale).
     public var receiveBufferSize = 256 << 10
     /// Receive buffer a connection starts with; it doubles (up to ``receiveBufferSize``,

@@ -67,6 +67,8 @@ public final class TCPConnection: @unchecked Sendable {
     public var readable: Int { pcb.receiveBuffer.count }
     /// The receive buffer's current size (it grows by auto-tuning).
     public var receiveBufferSize: Int { pcb.receiveBuffer.capacity }
+    /// The send buffer's current size (it grows by auto-tuning).
+    public var sendBufferSize: Int { pcb.sendBuffer.capacity }
     /// Bytes written and not yet acknowledged.
     public var unacknowledged: Int { pcb.sendBuffer.count }
     /// The smoothed RTT, the current RTO, the congestion window (diagnostics).
@@ -229,6 +231,7 @@ public final class TCPConnection: @unchecked Sendable {
                     stack.tcpOutput(tp, net)
                 }
                 if done == bytes.count { return }
+                if tp.autotuneSendBuffer() { continue }
             }
             if !waited { waited = true; deadline = Self.deadline(timeout) }
             if try await !wait(until: deadline, for: .writable) {

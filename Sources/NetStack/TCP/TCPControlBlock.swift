@@ -55,6 +55,8 @@ final class TCPControlBlock {
     private(set) var bufferBytes: Int
     /// The receive buffer's ceiling for auto-tuning.
     let receiveLimit: Int
+    /// The send buffer's ceiling for auto-tuning.
+    let sendLimit: Int
 
     // FIN handling.
     /// The socket asked for FIN after the buffered data.
@@ -125,6 +127,7 @@ final class TCPControlBlock {
         self.cpu = cpu
         sendBuffer = TCPByteRing(capacity: c.sendBufferSize)
         receiveLimit = max(c.receiveBufferSize, 1)
+        sendLimit = max(c.sendBufferLimit, c.sendBufferSize)
         let initial = min(max(c.initialReceiveBufferSize, 4096), receiveLimit)
         receiveBuffer = TCPByteRing(capacity: initial)
         bufferBytes = c.sendBufferSize + initial
@@ -241,6 +244,31 @@ final class TCPControlBlock {
         bigger.adopt(count: n)
         receiveBuffer.release()
         receiveBuffer = bigger
+        bufferBytes += delta
+        t.bufferBytes += delta
+        return true
+    }
+
+    /// Send-buffer auto-tuning, called by a writer that found the buffer full: when the
+    /// window (the smaller of the congestion and the peer's window) could carry at least
+    /// half of it, the buffer and not the network limits the sender, so it doubles (up to
+    /// ``sendLimit``, within the CPU's memory limit). Returns whether it grew.
+    @discardableResult
+    func autotuneSendBuffer() -> Bool {
+        guard sendBuffer.isAllocated, sendBuffer.capacity < sendLimit, sendBuffer.free == 0,
+              min(cc.cwnd, sndWnd) * 2 > sendBuffer.capacity else { return false }
+        let t = stack.cpus[cpu].tcp
+        let grown = min(sendBuffer.capacity * 2, sendLimit)
+        let delta = grown - sendBuffer.capacity
+        guard t.bufferBytes + delta <= stack.configuration.tcp.memoryLimitPerCPU else { return false }
+        var bigger = TCPByteRing(capacity: grown)
+        bigger.allocate()
+        guard let base = bigger.base else { return false }
+        let n = sendBuffer.count
+        guard sendBuffer.peek(at: 0, n, into: base) else { bigger.release(); return false }
+        bigger.adopt(count: n)
+        sendBuffer.release()
+        sendBuffer = bigger
         bufferBytes += delta
         t.bufferBytes += delta
         return true
