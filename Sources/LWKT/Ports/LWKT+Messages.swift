@@ -30,9 +30,16 @@ extension LWKT {
     /// ``waitMsg(_:)``, with its tokens released. The reply port is not needed.
     ///
     /// - Throws: ``PortError/messageInUse`` if the message is not done or is queued.
-    @inlinable
+    @inlinable @inline(__always)
     nonisolated(nonsending) public static func doMsg(_ msg: Message, to port: Port) async throws(PortError) -> Int32 {
         if let r = try beginDoMsg(msg, to: port) { return r }
+        return try await finishDoMsg(msg)
+    }
+
+    /// The asynchronous half of ``doMsg(_:to:)``: waits for the reply, timing the round
+    /// trip for ``SystemLatencies``. Out of line, so the inlined synchronous path stays small.
+    @usableFromInline
+    nonisolated(nonsending) static func finishDoMsg(_ msg: Message) async throws(PortError) -> Int32 {
         let start = lb_now_ns()
         defer { SystemLatencies.recordDoMsg(since: start) }
         return try await waitMsg(msg)
