@@ -320,7 +320,7 @@ public final class SlabAllocator: @unchecked Sendable {
                 let me = Int(z.pointee.ownerIndex)
                 Unmanaged.passUnretained(type)._withUnsafeGuaranteedRef { t in
                     t.chargeFree(slot: me, bytes: bytes, remote: false)
-                    if _slowPath(t.waiters.load(ordering: .relaxed) != 0) { wakeWaiters(t) }
+                    if _slowPath(t.waiters.hint != 0) { wakeWaiters(t) }
                 }
             }
             return
@@ -346,7 +346,7 @@ public final class SlabAllocator: @unchecked Sendable {
             countRemote(arenaIndex: me, sizeClass: Int(z.pointee.classIndex))
             if _slowPath(debug) { Arena(z.pointee.arena).markFreed(z, p) }
             if arena.batchRemoteFree(p, zone: z) { CPU.noteSlabDeferredWork() }
-            if let type, _slowPath(type.waiters.load(ordering: .relaxed) != 0) {
+            if let type, _slowPath(type.waiters.hint != 0) {
                 // A waiter needs the memory now, not at the end of the job.
                 arena.flushRemoteBatch()
                 wake?(type)
@@ -391,7 +391,7 @@ public final class SlabAllocator: @unchecked Sendable {
             foreignFrees[Int(z.pointee.classIndex)].add(1, ordering: .relaxed)
             Arena.remoteFree(p, zone: z, debug: debug)
         }
-        if let type, _slowPath(type.waiters.load(ordering: .relaxed) != 0) { wake?(type) }
+        if let type, _slowPath(type.waiters.hint != 0) { wake?(type) }
     }
 
     @inline(__always)
@@ -413,7 +413,7 @@ public final class SlabAllocator: @unchecked Sendable {
         } else {
             type.chargeForeignFree(bytes: block.bytes)
         }
-        if type.waiters.load(ordering: .relaxed) != 0 { wake?(type) }
+        if type.waiters.hint != 0 { wake?(type) }
     }
 
     /// The usable size of an allocation: its chunk size, or the mapped bytes of a big one.
