@@ -46,6 +46,8 @@ public final class HostIOPool: @unchecked Sendable {
     private let maxDepth = Atomic<Int>(0)
     private let latencyTotal = Atomic<Int>(0)
     private let latencyMax = Atomic<Int>(0)
+    private let onCPUCount = Atomic<Int>(0)
+    private let lockParkCount = Atomic<Int>(0)
 
     /// A pool of `threads` threads (at least 1), started on first use.
     public init(threads: Int) {
@@ -60,7 +62,8 @@ public final class HostIOPool: @unchecked Sendable {
             threads: threadCount, submitted: submittedCount.load(ordering: .relaxed),
             completed: completedCount.load(ordering: .relaxed), inline: inlineCount.load(ordering: .relaxed),
             queueDepth: max(0, depth.load(ordering: .relaxed)), maxQueueDepth: maxDepth.load(ordering: .relaxed),
-            totalLatencyNanos: latencyTotal.load(ordering: .relaxed), maxLatencyNanos: latencyMax.load(ordering: .relaxed))
+            totalLatencyNanos: latencyTotal.load(ordering: .relaxed), maxLatencyNanos: latencyMax.load(ordering: .relaxed),
+            finishedOnCPU: onCPUCount.load(ordering: .relaxed), lockParks: lockParkCount.load(ordering: .relaxed))
     }
 
     /// Lets the pool threads finish the queued calls and exit (they are started again on
@@ -98,6 +101,11 @@ public final class HostIOPool: @unchecked Sendable {
             return try result.get()
         }
     }
+
+    /// A parking-API call finished on its CPU without the pool (`VFSParkingCalls`).
+    func countOnCPU() { onCPUCount.wrappingAdd(1, ordering: .relaxed) }
+    /// A parking-API call parked its thread on a held lock before trying again.
+    func countLockPark() { lockParkCount.wrappingAdd(1, ordering: .relaxed) }
 
     // MARK: queueing
 

@@ -16,6 +16,10 @@ public struct HostIOStatistics: Sendable, Equatable, Codable {
     public var totalLatencyNanos: Int
     /// The longest such latency, in ns.
     public var maxLatencyNanos: Int
+    /// Parking-API calls (`VFSProcess.parking`) that finished on their CPU, without the pool.
+    public var finishedOnCPU: Int = 0
+    /// Times a parking-API call parked its LWKT thread on a lock another thread held.
+    public var lockParks: Int = 0
 
     /// Mean latency of a pooled call in ns (0 when none finished).
     public var meanLatencyNanos: Int { completed == 0 ? 0 : totalLatencyNanos / completed }

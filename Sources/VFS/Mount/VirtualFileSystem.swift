@@ -46,7 +46,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
         let res = try process.nlookup(Array(path.utf8), follow: true)
         let covered = res.record
         guard covered.isDirectory else { throw .notdir }
-        covered.lock()
+        try covered.lock()
         defer { covered.unlock() }
         guard !covered.isDestroyed, covered.mountedHere == nil else { throw .busy }
         let m = Mount(fileSystem: fileSystem)
@@ -80,7 +80,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
         let root = res.record
         guard root.flags & NCRecord.isMountRoot != 0, let covered = root.mount.covered else { throw .inval }
         let m = root.mount
-        covered.lock()
+        try covered.lock()
         defer { covered.unlock() }
         guard covered.mountedHere === m else { throw .inval }
         let nested = mounts.withLock { list in list.contains { $0.covered?.mount === m } }

@@ -522,11 +522,18 @@ public final class Namecache: @unchecked Sendable {
     /// Locks every record in `records` (duplicates allowed) in the one order of rule 4:
     /// ascending record id. Every multi-record operation locks through here, so no two can
     /// wait for each other in a cycle.
-    func lockAll(_ records: [NCRecord]) {
+    /// In a non-blocking attempt (`VFSAttempt`) a taken record makes it give up: the records
+    /// taken so far are released and the error is thrown.
+    func lockAll(_ records: [NCRecord]) throws(VFSError) {
         var uniq: [NCRecord] = []
         for r in records where !uniq.contains(where: { $0 === r }) { uniq.append(r) }
         uniq.sort { $0.id < $1.id }
-        for r in uniq { r.lock() }
+        for (i, r) in uniq.enumerated() {
+            do throws(VFSError) { try r.lock() } catch {
+                for taken in uniq[..<i] { taken.unlock() }
+                throw error
+            }
+        }
     }
 
     /// Locks every record in `records` in `mode`, in the order of rule 4 (ascending record

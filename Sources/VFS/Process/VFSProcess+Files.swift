@@ -41,7 +41,7 @@ extension VFSProcess {
     }
 
     func withLocked<R>(_ records: [NCRecord], _ body: () throws(VFSError) -> R) throws(VFSError) -> R {
-        namecache.lockAll(records)
+        try namecache.lockAll(records)
         defer { namecache.unlockAll(records) }
         return try body()
     }

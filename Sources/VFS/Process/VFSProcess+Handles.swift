@@ -37,6 +37,7 @@ extension VFSProcess {
     public func attributesAndBlocks(of record: NCRecord) throws(VFSError) -> (FileAttributes, blocks: Int64?) {
         guard let node = namecache.gate.read({ record.node }) else { throw .noent }
         if let h = node as? HostFSNode {
+            try VFSAttempt.hostCall()
             var st = Glibc.stat()
             if Glibc.fstat(h.fd, &st) != 0 { throw .current }
             return (HostFS.attributes(st, device: record.mount.deviceID), Int64(st.st_blocks))
@@ -56,15 +57,9 @@ extension VFSProcess {
         return crossMounts(child)
     }
 
-    /// `lookup(_:in:)` for callers in LWKT threads: a record lock it has to wait for parks the
-    /// thread (namecache rule 4) instead of holding up its CPU, and a file system that may
-    /// block is asked on the host-I/O pool. Off the CPUs it behaves as `lookup(_:in:)`.
+    /// `lookup(_:in:)` for callers in LWKT threads: the same as `parking.lookup(_:in:)`.
     public func lookupParking(_ name: [UInt8], in directory: NCRecord) async throws(VFSError) -> NCRecord? {
-        try checkName(name)
-        guard isDirectory(directory) else { throw .notdir }
-        let (child, state, _) = try await resolvedChildParking(directory, name)
-        guard state == .positive else { return nil }
-        return crossMounts(child)
+        try await parking.lookup(name, in: directory)
     }
 
     private func checkName(_ name: [UInt8]) throws(VFSError) {
@@ -83,7 +78,7 @@ extension VFSProcess {
             if directory.isDestroyed { throw .noent }
             let (child, _, _) = try resolvedChild(directory, name)
             let both = [child, directory]
-            namecache.lockAll(both)
+            try namecache.lockAll(both)
             var current = !directory.isDestroyed && !child.isDestroyed && child.parent === directory
             do throws(VFSError) {
                 if current { current = try ensureResolvedLocked(child) }
@@ -196,10 +191,10 @@ extension VFSProcess {
             if directory.isDestroyed || newDirectory.isDestroyed { throw .noent }
             let (src, _, _) = try resolvedChild(directory, name)
             let (dst, _, _) = try resolvedChild(newDirectory, newName)
-            mount.renameLock.lock()
-            defer { mount.renameLock.unlock() }
+            try mount.renameLock.lockExclusive()
+            defer { mount.renameLock.unlock(.exclusive) }
             let all = [src, dst, directory, newDirectory]
-            namecache.lockAll(all)
+            try namecache.lockAll(all)
             defer { namecache.unlockAll(all) }
             var current = !src.isDestroyed && !dst.isDestroyed && !directory.isDestroyed && !newDirectory.isDestroyed
                 && src.parent === directory && dst.parent === newDirectory
@@ -336,6 +331,8 @@ extension FSOpenFile {
     /// Flushes the file's data to stable storage (`fsync`); a file system without stable
     /// storage has nothing to do.
     public func sync() throws(VFSError) {
-        if let h = self as? HostFSOpenFile, fsync(h.fd) != 0 { throw .current }
+        guard let h = self as? HostFSOpenFile else { return }
+        try VFSAttempt.hostCall()
+        if fsync(h.fd) != 0 { throw .current }
     }
 }

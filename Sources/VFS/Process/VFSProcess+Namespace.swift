@@ -11,7 +11,7 @@ extension VFSProcess {
             let res = try nlookup(path, follow: false, allowNegative: true, willBeDir: willBeDir, entry: true)
             guard res.kind == .normal, let dir = res.directory else { return try body(res) }
             let child = res.record
-            namecache.lockAll([child, dir])
+            try namecache.lockAll([child, dir])
             var current = !dir.isDestroyed && !child.isDestroyed && child.parent === dir
             do throws(VFSError) {
                 if current { current = try ensureResolvedLocked(child) }
@@ -132,10 +132,10 @@ extension VFSProcess {
             if srcDir.mount !== dstDir.mount { throw .xdev }
             let src = a.record, dst = b.record
             let mount = srcDir.mount
-            mount.renameLock.lock()
-            defer { mount.renameLock.unlock() }
+            try mount.renameLock.lockExclusive()
+            defer { mount.renameLock.unlock(.exclusive) }
             let all = [src, dst, srcDir, dstDir]
-            namecache.lockAll(all)
+            try namecache.lockAll(all)
             defer { namecache.unlockAll(all) }
             var current = !src.isDestroyed && !dst.isDestroyed && !srcDir.isDestroyed && !dstDir.isDestroyed
                 && src.parent === srcDir && dst.parent === dstDir
