@@ -33,14 +33,22 @@ extension VFSProcess {
 
     /// The attributes of the object `record` names and, where the file system knows it, the
     /// space it takes in 512-byte blocks (`st_blocks`: less than the size for a sparse host
-    /// file). One host `fstat` for HostFS.
+    /// file). For HostFS, one host `fstat` unless the node's cached copy is current.
     public func attributesAndBlocks(of record: NCRecord) throws(VFSError) -> (FileAttributes, blocks: Int64?) {
         guard let node = namecache.gate.read({ record.node }) else { throw .noent }
         if let h = node as? HostFSNode {
+            if let (a, blocks) = h.currentAttributesAndBlocks(), blocks >= 0 {
+                var c = a
+                c.device = record.mount.deviceID
+                return (c, blocks)
+            }
             try VFSAttempt.hostCall()
+            let stamp = h.parentGeneration
             var st = Glibc.stat()
             if Glibc.fstat(h.fd, &st) != 0 { throw .current }
-            return (HostFS.attributes(st, device: record.mount.deviceID), Int64(st.st_blocks))
+            let a = HostFS.attributes(st, device: record.mount.deviceID)
+            h.remember(a, blocks: Int64(st.st_blocks), stamp: stamp)
+            return (a, Int64(st.st_blocks))
         }
         var a = try record.mount.fileSystem.attributes(of: node)
         a.device = record.mount.deviceID

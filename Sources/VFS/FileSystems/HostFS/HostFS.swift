@@ -143,7 +143,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
         var st = stat()
         if fstat(n.fd, &st) != 0 { throw .current }
         let a = Self.attributes(st, device: deviceID)
-        n.remember(a, stamp: stamp)
+        n.remember(a, blocks: Int64(st.st_blocks), stamp: stamp)
         return a
     }
 
