@@ -22,7 +22,7 @@ final class HostFSNode: FSNode, @unchecked Sendable {
     var watchDescriptor: Int32 = -1
     private let watcher: HostFSWatcher?
     /// The directory this node was found in (kept alive: its generation word stamps the
-    /// attribute cache); nil for the root.
+    /// attribute cache); nil for the root, whose own word stamps its attributes.
     let parent: HostFSNode?
     private let cachedAttributes: UnsafeMutablePointer<FileAttributes>
     /// `st_blocks` read with `cachedAttributes` (-1: not known), under the same sequence counter.
@@ -69,7 +69,7 @@ final class HostFSNode: FSNode, @unchecked Sendable {
     @inline(__always)
     func currentAttributesAndBlocks() -> (FileAttributes, Int64)? {
         let stamp = attributeStamp.load(ordering: .acquiring)
-        guard stamp != 0, let word = parent?.generation, word.pointee.load(ordering: .acquiring) == stamp else { return nil }
+        guard stamp != 0, word.pointee.load(ordering: .acquiring) == stamp else { return nil }
         let before = attributeSequence.load(ordering: .acquiring)
         guard before & 1 == 0 else { return nil }
         let copy = cachedAttributes.pointee
@@ -80,8 +80,14 @@ final class HostFSNode: FSNode, @unchecked Sendable {
         return (copy, blocks)
     }
 
-    /// The parent directory's generation now (0: attributes cannot be cached).
-    var parentGeneration: UInt64 { parent?.generation.pointee.load(ordering: .acquiring) ?? 0 }
+    /// The word that stamps the attribute cache: the parent directory's generation, whose
+    /// watch reports changes to its entries; for the root (no parent), its own, whose watch
+    /// reports changes to the directory itself (`IN_ATTRIB`) and to its entries.
+    @inline(__always)
+    private var word: UnsafeMutablePointer<Atomic<UInt64>> { parent?.generation ?? generation }
+
+    /// The stamping word's value now (0: attributes cannot be cached).
+    var parentGeneration: UInt64 { word.pointee.load(ordering: .acquiring) }
 
     /// Keeps `attributes`, read from the host when the parent's generation was `stamp`.
     func remember(_ attributes: FileAttributes, blocks: Int64 = -1, stamp: UInt64) {
