@@ -46,7 +46,8 @@ import Synchronization
 //     stamp: the value of their directory's validity word when the name was last checked
 //     with the host. While the word still holds it, the record is used without asking
 //     (lock-free); inotify moves the word on every change, and a record with an old stamp
-//     is checked again under its record lock.
+//     is checked again under its record lock. When inotify loses events (queue overflow),
+//     the mount's positive entries are dropped (`dropPositives`), all but held ones.
 
 /// Statistics of the namecache.
 public struct NamecacheStatistics: Sendable, Equatable {
@@ -480,6 +481,50 @@ public final class Namecache: @unchecked Sendable {
     func purgeChildren(of r: NCRecord) {
         gate.write { () in
             for (_, c) in r.children { destroyLocked(c) }
+        }
+    }
+
+    /// Drops the positive entries below `top` (a mount's root), after the file system lost
+    /// track of host changes (an inotify queue overflow): each is destroyed with its subtree,
+    /// so the next lookup asks the host afresh. Records that must stay are kept, with their
+    /// ancestors: held ones (open files, working directories, FUSE node ids), mount points,
+    /// and records whose lock someone holds (their operation re-checks them); the kept ones
+    /// are checked with the host on their next use, as their directories' words have moved.
+    /// Every record dropped is locked (`tryLock`) inside the drained section, so a thread
+    /// that locks one later sees it destroyed. Returns the number of positive entries dropped.
+    @discardableResult
+    func dropPositives(below top: NCRecord) -> Int {
+        gate.write { () -> Int in
+            var taken: [NCRecord] = []
+            var victims: [NCRecord] = []
+            /// Whether `r` and its whole subtree can go (then all of it is locked, in
+            /// `taken`). A record that stays hands its positive children that can go to
+            /// `victims`. (Only positive directories have children.)
+            func visit(_ r: NCRecord) -> Bool {
+                var free = r.refs.load(ordering: .relaxed) == 0 && r.mountedHere == nil
+                var going: [NCRecord] = []
+                for (_, c) in r.children {
+                    if visit(c) { going.append(c) } else { free = false }
+                }
+                if free, r.tryLock() {
+                    taken.append(r)
+                    return true
+                }
+                for c in going where c.state == .positive { victims.append(c) }
+                return false
+            }
+            for (_, c) in top.children where visit(c) && c.state == .positive { victims.append(c) }
+            var dropped = 0
+            for v in victims {
+                var stack = [v]
+                while let x = stack.popLast() {
+                    if x.state == .positive { dropped += 1 }
+                    for (_, c) in x.children { stack.append(c) }
+                }
+                destroyLocked(v)
+            }
+            for t in taken { t.unlock() }
+            return dropped
         }
     }
 
