@@ -85,20 +85,11 @@ extension VFSProcess {
         for _ in 0..<10_000 {
             if directory.isDestroyed { throw .noent }
             let (child, _, _) = try resolvedChild(directory, name)
-            let both = [child, directory]
-            try namecache.lockAll(both)
-            var current = !directory.isDestroyed && !child.isDestroyed && child.parent === directory
-            do throws(VFSError) {
-                if current { current = try ensureResolvedLocked(child) }
-            } catch {
-                namecache.unlockAll(both)
-                throw error
-            }
-            if current, let dnode = directory.node {
-                defer { namecache.unlockAll(both) }
+            let done = try lockedIfCurrent(child, in: directory) { () throws(VFSError) -> R in
+                guard let dnode = directory.node else { throw .noent }
                 return try body(child, dnode)
             }
-            namecache.unlockAll(both)
+            if let done { return done }
         }
         throw .again
     }
@@ -199,53 +190,34 @@ extension VFSProcess {
             if directory.isDestroyed || newDirectory.isDestroyed { throw .noent }
             let (src, _, _) = try resolvedChild(directory, name)
             let (dst, _, _) = try resolvedChild(newDirectory, newName)
-            try mount.renameLock.lockExclusive()
-            defer { mount.renameLock.unlock(.exclusive) }
-            let all = [src, dst, directory, newDirectory]
-            try namecache.lockAll(all)
-            defer { namecache.unlockAll(all) }
-            var current = !src.isDestroyed && !dst.isDestroyed && !directory.isDestroyed && !newDirectory.isDestroyed
-                && src.parent === directory && dst.parent === newDirectory
-            if current { current = try ensureResolvedLocked(src) }
-            if current { current = try ensureResolvedLocked(dst) }
-            if !current { continue }
-            guard src.state == .positive, let srcNode = src.node, let sdNode = directory.node, let ddNode = newDirectory.node else { throw .noent }
-            if src === dst { return }
-            if src.isDirectory && isAncestorRecord(src, of: newDirectory) { throw .inval }
-            if src.mountedHere != nil || dst.mountedHere != nil { throw .busy }
-            switch mode {
-            case .exchange:
-                guard dst.state == .positive else { throw .noent }
-                if dst.isDirectory && isAncestorRecord(dst, of: directory) { throw .inval }
-                try mount.fileSystem.exchange(name, in: sdNode, with: newName, in: ddNode)
-                namecache.exchange(src, dst)
-                return
-            case .noReplace:
-                if dst.state == .positive { throw .exist }
-            case .replace:
-                if dst.state == .positive {
-                    if let dn = dst.node, dn === srcNode { return }
-                    if isAncestorRecord(dst, of: directory) { throw .notempty }
-                    if src.isDirectory && !dst.isDirectory { throw .notdir }
-                    if !src.isDirectory && dst.isDirectory { throw .isdir }
+            let done: Void? = try withRenameLocks(src, in: directory, dst, in: newDirectory) { () throws(VFSError) in
+                guard src.state == .positive, let srcNode = src.node, let sdNode = directory.node, let ddNode = newDirectory.node else { throw .noent }
+                if src === dst { return }
+                if src.isDirectory && isAncestor(src, of: newDirectory) { throw .inval }
+                if src.mountedHere != nil || dst.mountedHere != nil { throw .busy }
+                switch mode {
+                case .exchange:
+                    guard dst.state == .positive else { throw .noent }
+                    if dst.isDirectory && isAncestor(dst, of: directory) { throw .inval }
+                    try mount.fileSystem.exchange(name, in: sdNode, with: newName, in: ddNode)
+                    namecache.exchange(src, dst)
+                    return
+                case .noReplace:
+                    if dst.state == .positive { throw .exist }
+                case .replace:
+                    if dst.state == .positive {
+                        if let dn = dst.node, dn === srcNode { return }
+                        if isAncestor(dst, of: directory) { throw .notempty }
+                        if src.isDirectory && !dst.isDirectory { throw .notdir }
+                        if !src.isDirectory && dst.isDirectory { throw .isdir }
+                    }
                 }
+                try mount.fileSystem.rename(name, in: sdNode, to: newName, in: ddNode)
+                namecache.move(src, over: dst)
             }
-            try mount.fileSystem.rename(name, in: sdNode, to: newName, in: ddNode)
-            namecache.move(src, over: dst)
-            return
+            if done != nil { return }
         }
         throw .again
-    }
-
-    private func isAncestorRecord(_ ancestor: NCRecord, of record: NCRecord) -> Bool {
-        namecache.gate.read {
-            var cur: NCRecord? = record
-            while let c = cur {
-                if c === ancestor { return true }
-                cur = c.parent
-            }
-            return false
-        }
     }
 
     /// Creates the FIFO `name` in `directory` (its node has type `.other`).
