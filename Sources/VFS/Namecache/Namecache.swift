@@ -30,7 +30,10 @@ import Synchronization
 //     pool, plain threads) and for the synchronous VFS API: it waits with `VFSWait`, which
 //     keeps answering IPIs on a CPU but cannot run the CPU's other threads, so a synchronous
 //     waiter on a CPU must never wait for a record held across a park by a thread of its own
-//     CPU (a debug assertion checks the recorded holder). A namespace operation holds the
+//     CPU (a debug assertion checks the recorded holder). The parking API
+//     (`VFSProcess.parking`) runs the synchronous operations on a CPU as non-blocking
+//     attempts (`VFSAttempt`): there a taken lock makes the operation give up, before any
+//     change, and the LWKT thread parks on that lock, then tries again. A namespace operation holds the
 //     record lock of each name it changes, and of its directory, even while the record is
 //     negative; multi-record operations (rename: source, target and both directories;
 //     unmount: the covered record) take them through `lockAll` (synchronous or async), in
