@@ -1,3 +1,4 @@
+import CLibellula
 import Foundation
 import Glibc
 import VFS
@@ -18,8 +19,14 @@ extension HTTPConnectionHandler {
 
     func serveFile(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool,
                    cacheKey: UnsafeRawBufferPointer?, openFileKey: UnsafeRawBufferPointer? = nil) async throws(SocketError) -> Bool {
-        // open and fstat in one trip to the host-I/O pool (VFSProcess.offCPU: host calls never
-        // run on the CPU); an fstat failure becomes EIO, a 500.
+        // A name the namecache knows to be missing (a negative entry on the path, kept valid
+        // by HostFS's inotify watch) is answered here, without leaving the CPU.
+        do { _ = try process.cachedStat(decoded.path) } catch {
+            try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
+            return keepAlive
+        }
+        // Otherwise open and fstat in one trip to the host-I/O pool (VFSProcess.offCPU: host
+        // calls never run on the CPU); an fstat failure becomes EIO, a 500.
         let fd: Int32
         let attrs: FileAttributes
         do {
@@ -75,7 +82,16 @@ extension HTTPConnectionHandler {
         case host(Int32)
     }
 
-    /// Reads up to `count` bytes at `offset` of `body` to `p`; 0 at end of file.
+    /// The host descriptor behind `body`, if it has one.
+    func hostDescriptor(_ body: FileBody) -> Int32? {
+        switch body {
+        case .host(let fd): fd
+        case .vfs(let fd): process.hostDescriptor(fd)
+        }
+    }
+
+    /// Reads up to `count` bytes at `offset` of `body` to `p`; 0 at end of file. May block:
+    /// call it off the CPU.
     func read(_ body: FileBody, into p: UnsafeMutableRawPointer, count: Int, at offset: Int64) throws(VFSError) -> Int {
         switch body {
         case .host(let fd):
@@ -86,6 +102,20 @@ extension HTTPConnectionHandler {
             _ = try process.seek(fd, offset, from: .set)
             return try process.read(fd, into: UnsafeMutableRawBufferPointer(start: p, count: count))
         }
+    }
+
+    /// Reads like ``read(_:into:count:at:)`` without ever blocking the CPU: a host file's
+    /// bytes that are in the page cache are copied right here (`preadv2` with `RWF_NOWAIT`,
+    /// which refuses with `EAGAIN` instead of waiting for the disk); anything else, and any
+    /// refusal, goes to the host-I/O pool.
+    func readBody(_ body: FileBody, into p: UnsafeMutableRawPointer, count: Int, at offset: Int64) async throws(VFSError) -> Int {
+        if let fd = hostDescriptor(body) {
+            let n = lb_pread_nowait(fd, p, count, offset)
+            if n >= 0 { return n }
+            let e = Int32(-n)
+            if e != EAGAIN && e != EOPNOTSUPP && e != EINTR { throw VFSError(errno: e) }
+        }
+        return try await process.offCPU { try read(body, into: p, count: count, at: offset) }
     }
 
     /// Answers for a regular file: validators, conditional and range requests, the head,
@@ -153,8 +183,7 @@ extension HTTPConnectionHandler {
             while got < Int(size) {
                 let n: Int
                 do {
-                    let into = output.baseAddress + bodyStart + got, want = Int(size) - got, at = Int64(got)
-                    n = try await process.offCPU { try read(body, into: into, count: want, at: at) }
+                    n = try await readBody(body, into: output.baseAddress + bodyStart + got, count: Int(size) - got, at: Int64(got))
                 } catch {
                     outCount = headStart  // nothing of this response is out yet: answer 500 instead
                     try await sendError(.internalServerError, head: head, keepAlive: false)
@@ -179,10 +208,7 @@ extension HTTPConnectionHandler {
 
         // A body larger than the output buffer, from a host file on a host socket, goes from
         // the page cache to the socket by sendfile(2), never through user space.
-        let host: Int32? = switch body {
-        case .host(let fd): fd
-        case .vfs(let fd): process.hostDescriptor(fd)
-        }
+        let host = hostDescriptor(body)
         if length > Int64(core.outputCapacity), let host, let sender = conn as? any FileSendingConnection {
             try await flush()
             try await sender.sendFile(host, offset: start, count: length, timeout: config.writeTimeout)
@@ -198,8 +224,7 @@ extension HTTPConnectionHandler {
             let room = min(Int64(core.outputCapacity - outCount), remaining)
             let n: Int
             do {
-                let into = output.baseAddress + outCount, at = offset
-                n = try await process.offCPU { try read(body, into: into, count: Int(room), at: at) }
+                n = try await readBody(body, into: output.baseAddress + outCount, count: Int(room), at: offset)
             } catch {
                 return false  // the head is out: the only honest thing left is to close
             }
