@@ -36,6 +36,9 @@ extension HTTPConnectionHandler {
                     try? process.close(fd)
                     throw VFSError.io
                 }
+                // Leaves the path's attributes in the namecache, so the open-file cache's
+                // later checks of this entry are answered on the CPU.
+                _ = try? process.stat(decoded.path)
                 return (fd, a)
             }
         } catch {
