@@ -9,8 +9,9 @@ import VFS
 ///
 /// Rules: only the owning CPU's LWKT thread touches the descriptor and the buffers. The
 /// descriptor is non-blocking and waited on with `LWKT.wait`, so an idle channel parks its
-/// thread instead of blocking the CPU. A request is served to the end before the next read;
-/// the reply goes back on this descriptor, as the kernel requires.
+/// thread instead of blocking the CPU. A request is served to the end before the next read
+/// (its VFS calls may park the thread: a held record lock, a host call on the pool, while
+/// the CPU runs on); the reply goes back on this descriptor, as the kernel requires.
 final class FUSEChannel: @unchecked Sendable {
     unowned let server: FUSEServer
     let cpu: Int
@@ -54,7 +55,7 @@ final class FUSEChannel: @unchecked Sendable {
                 return  // ENODEV: unmounted; anything else: the connection is unusable
             }
             if n < Self.headerSize { continue }
-            serve(length: n)
+            await serve(length: n)
             if server.destroyed.load(ordering: .relaxed) { return }
         }
     }
@@ -73,7 +74,7 @@ final class FUSEChannel: @unchecked Sendable {
         writeReply(fd: fd, buffer: output, unique: unique, error: -errnoValue, payload: 0)
     }
 
-    private func serve(length: Int) {
+    private func serve(length: Int) async {
         let h = input.load(as: fuse_in_header.self)
         counters.add(.requests)
         let arg = UnsafeRawPointer(input + Self.headerSize)
@@ -100,7 +101,7 @@ final class FUSEChannel: @unchecked Sendable {
             break
         }
         do {
-            let size = try server.handle(h, arg: arg, argLength: argLength, channel: self)
+            let size = try await server.handle(h, arg: arg, argLength: argLength, channel: self)
             if size == FUSEServer.replyLater { return }
             if size >= 0 { reply(h.unique, size: size) } else { fail(h.unique, Int32(-size)) }
         } catch {

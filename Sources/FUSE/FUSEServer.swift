@@ -36,8 +36,10 @@ public struct FUSEMountOptions: Sendable {
 /// LWKT thread reads a request, serves it with the VFS and writes the reply on the same
 /// descriptor. The kernel keeps one input queue per mount and gives each request to one
 /// channel that reads; on this side nothing is shared between CPUs but the node table's
-/// inode map (see `FUSENodeTable`). Open files are handles (`FUSEOpenFile`). HostFS calls run
-/// on the serving CPU like the rest of the VFS, except `fsync`, which goes to a helper thread.
+/// inode map (see `FUSENodeTable`). Open files are handles (`FUSEOpenFile`). Requests use
+/// the VFS's parking API: cached answers are given on the serving CPU, a held record lock
+/// parks the channel's thread, and HostFS calls that can block run on the host-I/O pool
+/// (`fsync` on a helper thread that writes its own reply), so no CPU waits in the kernel.
 /// Stopping unmounts (lazily when busy) and closes every descriptor, which aborts the
 /// connection for anything still open.
 public final class FUSEServer: @unchecked Sendable {
