@@ -25,20 +25,28 @@ extension HTTPConnectionHandler {
             try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
             return keepAlive
         }
-        // Otherwise open and fstat in one trip to the host-I/O pool (VFSProcess.offCPU: host
-        // calls never run on the CPU); an fstat failure becomes EIO, a 500.
+        // Otherwise open and fstat through the VFS's parking API: on HostFS the attempt on
+        // the CPU gives up at the host `open` (before anything changed), and the whole body
+        // runs once on the host-I/O pool; on MemFS it finishes on the CPU, a contended record
+        // lock parking this thread instead of stopping the CPU. Nothing in the body can wait
+        // after the descriptor exists except on the pool (where waiting is harmless), which
+        // keeps the parking API's rule that an attempt may be repeated. An fstat failure
+        // becomes EIO, a 500.
         let fd: Int32
         let attrs: FileAttributes
         do {
-            (fd, attrs) = try await process.offCPU { () throws -> (Int32, FileAttributes) in
+            (fd, attrs) = try await process.parking.perform { () throws(VFSError) -> (Int32, FileAttributes) in
                 let fd = try process.open(decoded.path)
                 guard let a = try? process.fstat(fd) else {
                     try? process.close(fd)
                     throw VFSError.io
                 }
-                // Leaves the path's attributes in the namecache, so the open-file cache's
-                // later checks of this entry are answered on the CPU.
-                _ = try? process.stat(decoded.path)
+                if process.hostDescriptor(fd) != nil {
+                    // A host file (so this runs on the pool): leave the path's attributes in
+                    // the namecache, so the open-file cache's later checks of this entry are
+                    // answered on the CPU.
+                    _ = try? process.stat(decoded.path)
+                }
                 return (fd, a)
             }
         } catch {
@@ -109,16 +117,22 @@ extension HTTPConnectionHandler {
 
     /// Reads like ``read(_:into:count:at:)`` without ever blocking the CPU: a host file's
     /// bytes that are in the page cache are copied right here (`preadv2` with `RWF_NOWAIT`,
-    /// which refuses with `EAGAIN` instead of waiting for the disk); anything else, and any
-    /// refusal, goes to the host-I/O pool.
+    /// which refuses with `EAGAIN` instead of waiting for the disk), and a refusal goes to the
+    /// host-I/O pool; any other file is read through the VFS's parking API.
     func readBody(_ body: FileBody, into p: UnsafeMutableRawPointer, count: Int, at offset: Int64) async throws(VFSError) -> Int {
         if let fd = hostDescriptor(body) {
             let n = lb_pread_nowait(fd, p, count, offset)
             if n >= 0 { return n }
             let e = Int32(-n)
             if e != EAGAIN && e != EOPNOTSUPP && e != EINTR { throw VFSError(errno: e) }
+            return try await process.offCPU {
+                let n = Glibc.pread(fd, p, count, off_t(offset))
+                if n < 0 { throw VFSError.current }
+                return n
+            }
         }
-        return try await process.offCPU { try read(body, into: p, count: count, at: offset) }
+        // Seek and read may run twice (an attempt that met a held lock): both are repeatable.
+        return try await process.parking.perform { () throws(VFSError) in try read(body, into: p, count: count, at: offset) }
     }
 
     /// Answers for a regular file: validators, conditional and range requests, the head,
@@ -337,12 +351,12 @@ extension HTTPConnectionHandler {
             return keepAlive
         }
         let dir = decoded.path == "/" ? "/" : decoded.path + "/"
-        if let t = try? await process.offCPU({ try process.lookup(dir + "index.html") }), t == .regular {
+        if let t = try? await process.parking.lookup(dir + "index.html"), t == .regular {
             return try await serveFile(.init(path: dir + "index.html", trailingSlash: false), head: head, keepAlive: keepAlive,
                                        cacheKey: cacheKey)
         }
         let entries: [DirectoryEntry]
-        do { entries = try await process.offCPU { try process.listDirectory(decoded.path) } } catch {
+        do { entries = try await process.parking.listDirectory(decoded.path) } catch {
             try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
             return keepAlive
         }

@@ -161,9 +161,9 @@ final class HTTPConnectionHandler<C: StreamConnection> {
             switch openFiles.lookup(target, process: process) {
             case .hit(let e): found = e
             case .stale(let e):
-                // The namecache could not vouch for the path: check it on the host-I/O pool.
-                let path = e.path
-                let now = try? await process.offCPU { try process.stat(path) }
+                // The namecache could not vouch for the path: check it through the parking
+                // API (one trip to the host-I/O pool for a host file).
+                let now = try? await process.parking.stat(e.path)
                 if openFiles.revalidate(e, with: now) { found = e }
             case .miss: break
             }
