@@ -227,9 +227,14 @@ extension HTTPConnectionHandler {
         // the page cache to the socket by sendfile(2), never through user space.
         let host = hostDescriptor(body)
         if length > Int64(core.outputCapacity), let host, let sender = conn as? any FileSendingConnection {
-            try await flush()
-            try await sender.sendFile(host, offset: start, count: length, timeout: config.writeTimeout)
-            HTTPCounters.add(counters.bytesSent, Int(length))
+            // The buffered output (this response's head, and any earlier pipelined answers)
+            // goes in front of the file's bytes, in the same packets.
+            if output.failed { throw .closed }
+            let head = outCount
+            outCount = 0
+            try await sender.sendFile(host, offset: start, count: length,
+                                      head: UnsafeRawBufferPointer(start: output.baseAddress, count: head), timeout: config.writeTimeout)
+            HTTPCounters.add(counters.bytesSent, head + Int(length))
             return keepAlive
         }
 
