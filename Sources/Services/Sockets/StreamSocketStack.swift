@@ -5,7 +5,8 @@ import LWKT
 /// This is the API that every socket backend implements: the host-kernel backend
 /// (``HostSocketStack``) today, Libellula's own TCP stack later. Services are written
 /// against it (generically, so no existential sits on a hot path).
-public protocol StreamConnection: AnyObject {
+/// Its metatype is sendable: services start each connection's thread generically.
+public protocol StreamConnection: AnyObject, SendableMetatype {
     /// The remote end.
     var peer: SocketAddress { get }
     /// The CPU that owns the connection.
