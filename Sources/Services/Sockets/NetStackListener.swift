@@ -1,5 +1,6 @@
 import LWKT
 import NetStack
+import Synchronization
 
 /// One CPU's replica of a listening port on Libellula's own stack (see
 /// ``NetStackSocketStack/listen(on:cpus:backlog:)``): it accepts the connections whose
@@ -11,10 +12,13 @@ public final class NetStackListener: StreamListener, @unchecked Sendable {
     public let address: SocketAddress
     /// The CPU whose connections it accepts.
     public var cpuID: Int { replica.cpuID }
+    let sockets: NetStackSocketStack
+    private var closed = false
 
-    init(_ replica: TCPListener, address: SocketAddress) {
+    init(_ replica: TCPListener, address: SocketAddress, sockets: NetStackSocketStack) {
         self.replica = replica
         self.address = address
+        self.sockets = sockets
     }
 
     /// Waits on this CPU for the next connection made here. Nagle is turned off, as the
@@ -23,6 +27,7 @@ public final class NetStackListener: StreamListener, @unchecked Sendable {
         do {
             let c = try await replica.accept()
             c.noDelay = true
+            sockets.counts[cpuID].accepted.add(1, ordering: .relaxed)
             return NetStackConnection(c)
         } catch {
             throw SocketError(error, call: "accept")
@@ -30,5 +35,10 @@ public final class NetStackListener: StreamListener, @unchecked Sendable {
     }
 
     /// Stops listening on this CPU; connections not yet accepted are reset.
-    public func close() { replica.close() }
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        replica.close()
+        sockets.counts[cpuID].listeners.subtract(1, ordering: .relaxed)
+    }
 }

@@ -1,6 +1,7 @@
 import Glibc
 import LWKT
 import NetStack
+import Synchronization
 
 /// Libellula's own TCP/IP stack (``NetStack``) behind the ``StreamSocketStack`` API, so the
 /// services run on it unchanged.
@@ -19,8 +20,35 @@ public final class NetStackSocketStack: StreamSocketStack, @unchecked Sendable {
     /// The TCP/IP stack the sockets live on.
     public let stack: NetStack
 
+    /// What ``statistics()`` calls the backend.
+    public let name: String
+    /// Listening replicas open per CPU and connections accepted per CPU (written by the
+    /// owning CPU, read by anyone).
+    let counts: [PerCPUCounts]
+
+    /// One CPU's listening replicas and accepts.
+    final class PerCPUCounts: Sendable {
+        let listeners = Atomic<Int>(0)
+        let accepted = Atomic<Int>(0)
+    }
+
     /// Sockets on `stack` (which must be started, on the system that runs the services).
-    public init(stack: NetStack) { self.stack = stack }
+    public init(stack: NetStack) {
+        self.stack = stack
+        name = "Libellula TCP/IP on \(stack.interface.name)"
+        counts = (0..<stack.system.cpuCount).map { _ in PerCPUCounts() }
+    }
+
+    /// Per CPU: listening replicas, accepts, passive opens, established connections, and
+    /// packets forwarded to (and from) other CPUs.
+    public func statistics() -> SocketStackStatistics? {
+        let c = stack.counters
+        return SocketStackStatistics(backend: name, cpus: (0..<stack.system.cpuCount).map { i in
+            .init(listeners: counts[i].listeners.load(ordering: .relaxed), accepted: counts[i].accepted.load(ordering: .relaxed),
+                  passiveOpens: c.value(.tcpPassiveOpens, cpu: i), established: c.value(.tcpEstablished, cpu: i),
+                  forwarded: c.value(.forwarded, cpu: i), forwardedIn: c.value(.forwardedIn, cpu: i))
+        })
+    }
 
     /// Opens the port on every CPU of the stack (one ``NetStackListener`` each). `address`
     /// must be IPv4, either any (`0.0.0.0`) or the stack's own address; port 0 picks a free
@@ -43,7 +71,8 @@ public final class NetStackSocketStack: StreamSocketStack, @unchecked Sendable {
         }
         let bound = SocketAddress(ipv4: address.ipv4, port: replicas.first?.address.port ?? address.port)
         let byCPU = Dictionary(uniqueKeysWithValues: replicas.map { ($0.cpuID, $0) })
-        return cpus.compactMap { cpu in byCPU[cpu.id].map { NetStackListener($0, address: bound) } }
+        for r in replicas { counts[r.cpuID].listeners.add(1, ordering: .relaxed) }
+        return cpus.compactMap { cpu in byCPU[cpu.id].map { NetStackListener($0, address: bound, sockets: self) } }
     }
 }
 

@@ -46,4 +46,7 @@ public protocol StreamSocketStack: Sendable {
     /// the port the first one got); the stack spreads incoming connections over them by a
     /// hash of the connection, as DragonFly spreads them over its per-CPU PCB tables.
     func listen(on address: SocketAddress, cpus: [CPU], backlog: Int) throws(SocketError) -> [Listener]
+    /// Per-CPU listeners, accepts and cross-CPU forwarding for `/_stats`, or nil when the
+    /// stack keeps none (the default).
+    func statistics() -> SocketStackStatistics?
 }

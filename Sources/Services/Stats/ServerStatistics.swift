@@ -41,6 +41,9 @@ public struct ServerStatistics: Codable, Sendable {
     /// Cross-CPU messages waiting on each ring at the last sample, with their functions
     /// (empty when every CPU keeps up).
     public var pendingMessages: [PendingRing] = []
+    /// The socket stack's per-CPU listeners, accepts and cross-CPU forwarding (nil on host
+    /// sockets, whose kernel keeps them).
+    public var network: SocketStackStatistics? = nil
 
     /// The encoder `/_stats.json` uses: snake_case keys, sorted.
     public static func encoder() -> JSONEncoder {

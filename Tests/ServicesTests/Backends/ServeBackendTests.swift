@@ -110,6 +110,18 @@ enum ServeBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
         let accepted = http.map { ($0["connections_accepted"] as? Int) ?? 0 }
         #expect(accepted.count == 2 && accepted.allSatisfy { $0 > 100 } && accepted.reduce(0, +) >= 1000,
                 "\(backend) accepts per CPU: \(accepted)")
+        // The own stack reports its listen replicas (HTTP and memcached on each CPU), its
+        // accepts per CPU and the packets forwarded between CPUs; host sockets report none.
+        let net = json?["network"] as? [String: Any]
+        if backend == .tap {
+            let cpus = net?["cpus"] as? [[String: Any]] ?? []
+            #expect(cpus.map { $0["listeners"] as? Int } == [2, 2], "\(backend) listen replicas: \(String(describing: net))")
+            let netAccepted = cpus.map { ($0["accepted"] as? Int) ?? 0 }
+            #expect(netAccepted.allSatisfy { $0 > 100 } && netAccepted.reduce(0, +) >= accepted.reduce(0, +))
+            #expect(cpus.allSatisfy { $0["forwarded"] is Int })
+        } else {
+            #expect(net == nil)
+        }
     }
 
     /// `netrig.sh down` removes everything even when the server died holding the TAP.

@@ -105,8 +105,24 @@ func exchange(_ stack: NetStack, _ server: IPv4Endpoint, _ request: String) asyn
             #expect(stats.reduce(0) { $0 + $1.connectionsAccepted } == 6)
             #expect(stats.filter { $0.connectionsAccepted > 0 }.count == 2, "connections were accepted on both CPUs")
             // Each connection lived on its owner CPU: every segment was processed there, so
-            // with flow steering nothing was forwarded between CPUs.
-            if case .flowHash = steering { #expect(p.server.counters.total(.forwarded) == 0) }
+            // with flow steering nothing was forwarded between CPUs; /_stats says so per CPU.
+            let net = try #require(p.http.statistics().network)
+            #expect(net.cpus.map(\.listeners) == [1, 1], "one HTTP listen replica per CPU")
+            #expect(net.cpus.map(\.accepted) == stats.map(\.connectionsAccepted))
+            #expect(net.cpus.map(\.passiveOpens).reduce(0, +) == 6)
+            #expect(net.cpus.map(\.forwarded) == (0..<2).map { p.server.counters.value(.forwarded, cpu: $0) })
+            if case .flowHash = steering {
+                #expect(p.server.counters.total(.forwarded) == 0)
+            } else {
+                #expect(net.cpus.map(\.forwarded).reduce(0, +) > 0, "round-robin steering forwards")
+            }
+            // /_stats.json carries it (snake_case) and `libellula stat`'s decoder reads it back.
+            let data = try ServerStatistics.encoder().encode(p.http.statistics())
+            let json = String(decoding: data, as: UTF8.self)
+            #expect(json.contains("\"network\":{\"backend\":") && json.contains("\"forwarded_in\":"))
+            let back = try ServerStatistics.decoder().decode(ServerStatistics.self, from: data)
+            #expect(back.network?.backend == "Libellula TCP/IP on sim-b" && back.network?.cpus.map(\.listeners) == [1, 1])
+            #expect(StatsPage.render(p.http.statistics()).contains("Network: Libellula TCP/IP on sim-b"))
         }
     }
 
