@@ -13,9 +13,11 @@
 #   netrig.sh down                   remove all of it (also after a crash; safe to repeat)
 # For tests:
 #   netrig.sh up PREFIX              create both namespaces and the veth pair
-#   netrig.sh tap PREFIX [TAP]       create a persistent multi-queue TAP (default PREFIX-tap)
-#                                    in the router with 10.200.2.254/24; a server then runs
-#                                    in the router namespace: serve --net tap:TAP
+#   netrig.sh tap PREFIX [TAP [single]]
+#                                    create a persistent multi-queue TAP (default PREFIX-tap;
+#                                    `single`: one queue, for a server with one CPU) in the
+#                                    router with 10.200.2.254/24; a server then runs in the
+#                                    router namespace: serve --net tap:TAP
 #   netrig.sh attach PREFIX TAP      move TAP (opened by the stack in the root namespace)
 #                                    into the router and give it its address
 #   netrig.sh impair PREFIX PERMILLE [PROTO]
@@ -32,7 +34,7 @@ set -euo pipefail
 cmd=${1:-}; p=${2:-}
 user=0
 if [ -z "$p" ] && { [ "$cmd" = up ] || [ "$cmd" = down ] || [ "$cmd" = leftovers ]; }; then p=lbl; user=1; fi
-[ -n "$cmd" ] && [ -n "$p" ] || { sed -n '2,33p' "$0" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$p" ] || { sed -n '2,31p' "$0" >&2; exit 2; }
 [ "${#p}" -le 12 ] || { echo "netrig: prefix '$p' too long" >&2; exit 2; }
 peer="$p-peer"; rtr="$p-rtr"
 
@@ -58,8 +60,9 @@ leftovers() {
 # A persistent multi-queue TAP with virtio-net headers in the router, addressed and up;
 # Libellula attaches one queue per CPU (TUNSETIFF with IFF_MULTI_QUEUE | IFF_VNET_HDR).
 tap() {
-    local t=$1
-    ip netns exec "$rtr" ip tuntap add dev "$t" mode tap multi_queue vnet_hdr
+    local t=$1 mq=multi_queue
+    [ "${2:-}" = single ] && mq=
+    ip netns exec "$rtr" ip tuntap add dev "$t" mode tap $mq vnet_hdr
     ip -n "$rtr" addr add 10.200.2.254/24 dev "$t"
     ip -n "$rtr" link set "$t" up
 }
@@ -113,7 +116,7 @@ case "$cmd" in
             tap "$p-tap" || { down; exit 1; }
             instructions
         fi ;;
-    tap) tap "${3:-$p-tap}" ;;
+    tap) tap "${3:-$p-tap}" "${4:-}" ;;
     leftovers) leftovers ;;
     attach)
         tap=${3:?tap name}
