@@ -9,11 +9,13 @@ public final class NetStackConnection: StreamConnection, @unchecked Sendable {
     public let tcp: TCPConnection
     /// The client's address.
     public let peer: SocketAddress
-    /// The CPU that owns the connection.
-    public var cpuID: Int { tcp.cpuID }
+    /// The CPU that owns the connection (it never changes; kept here because services ask
+    /// for it on every request).
+    public let cpuID: Int
 
     init(_ tcp: TCPConnection) {
         self.tcp = tcp
+        cpuID = tcp.cpuID
         peer = SocketAddress(ipv4: tcp.peer.address.value, port: tcp.peer.port)
     }
 
