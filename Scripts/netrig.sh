@@ -61,6 +61,7 @@ leftovers() {
 # Libellula attaches one queue per CPU (TUNSETIFF with IFF_MULTI_QUEUE | IFF_VNET_HDR).
 tap() {
     local t=$1 mq=multi_queue
+    [ "${#t}" -le 15 ] || { echo "netrig: TAP name '$t' is longer than 15 bytes (use a shorter prefix or name)" >&2; return 2; }
     [ "${2:-}" = single ] && mq=
     ip netns exec "$rtr" ip tuntap add dev "$t" mode tap $mq vnet_hdr
     ip -n "$rtr" addr add 10.200.2.254/24 dev "$t"
