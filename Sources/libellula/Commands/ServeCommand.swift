@@ -28,7 +28,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Network: host (the host kernel's sockets) or tap:NAME[,address=A/P][,gateway=G] (Libellula's own TCP/IP stack on TAP device NAME, one queue per CPU; address defaults to \(NetBackend.rigAddress)/24 and gateway to \(NetBackend.rigGateway), as Scripts/netrig.sh sets them up; gateway=none for none).", valueName: "net"))
     var net = "host"
 
-    @Option(help: "Address to listen on for HTTP: ADDR:PORT, [IPV6]:PORT, or [::]:PORT for IPv6 and IPv4 (default: 127.0.0.1:8080; with --net tap 0.0.0.0:8080, the stack's address).")
+    @Option(help: "HTTP address (default: 127.0.0.1:8080; with --net tap 0.0.0.0:8080, the stack's address): ADDR:PORT, [IPV6]:PORT, or [::]:PORT for IPv6 and IPv4.")
     var http: String?
 
     @Option(help: "Serve this host directory through HostFS instead of the built-in demo site.")
@@ -64,7 +64,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(help: "Do not serve /_stats and /_stats.json.")
     var noStats = false
 
-    @Option(help: "Address for the memcached-protocol cache, ADDR:PORT, as `libellula memcached --memcached` (default: 127.0.0.1:11211; with --net tap 0.0.0.0:11211).")
+    @Option(help: "Cache address (default: 127.0.0.1:11211; with --net tap 0.0.0.0:11211): ADDR:PORT for the memcached-protocol cache, as `libellula memcached --memcached`.")
     var memcached: String?
 
     @Flag(help: "Do not start the memcached-protocol cache.")
