@@ -2,9 +2,9 @@ import LWKT
 
 /// A connected stream socket (TCP), used only on the CPU that accepted it.
 ///
-/// This is the API that every socket backend implements: the host-kernel backend
-/// (``HostSocketStack``) today, Libellula's own TCP stack later. Services are written
-/// against it (generically, so no existential sits on a hot path).
+/// This is the API that every socket backend implements: the host kernel's TCP
+/// (``HostSocketStack``) and Libellula's own TCP/IP stack (``NetStackSocketStack``).
+/// Services are written against it (generically, so no existential sits on a hot path).
 /// Its metatype is sendable: services start each connection's thread generically.
 public protocol StreamConnection: AnyObject, SendableMetatype {
     /// The remote end.

@@ -154,6 +154,9 @@ struct ServeCommand: AsyncParsableCommand {
             try await serve(on: HostSocketStack(system: system), shownHost: nil, system: system, slab: slab, vfs: vfs,
                             config: config, signals: signals, logger: logger, stopNetwork: {})
         case .tap(let name, let address, let prefix, let gateway):
+            // Opening a device that does not exist creates it here, down and without an
+            // address: say what to do, since nothing could reach the server then.
+            let existed = FileManager.default.fileExists(atPath: "/sys/class/net/\(name)")
             let device: TAPInterface
             do { device = try TAPInterface(name: name, queues: system.cpuCount) } catch {
                 _ = try? await system.shutdown()
@@ -169,6 +172,9 @@ struct ServeCommand: AsyncParsableCommand {
                 device.close()
                 _ = try? await system.shutdown()
                 throw runtimeFailure(ExitStatus.osError, "cannot start the network stack on \(name): \(error)")
+            }
+            if !existed {
+                logger.warning("TAP \(name) did not exist and was created down, without an address: give the host side one and bring it up (ip addr add \(gateway.map { "\($0)" } ?? "ADDRESS")/\(prefix) dev \(name); ip link set \(name) up), or start from Scripts/netrig.sh up")
             }
             logger.notice("network: \(backend), \(system.cpuCount) queue\(system.cpuCount == 1 ? "" : "s"), offloads \(device.offloads.contains(.segmentation) ? "checksum+TSO" : device.offloads.contains(.checksum) ? "checksum" : "none")")
             try await serve(on: NetStackSocketStack(stack: own), shownHost: "\(address)", system: system, slab: slab, vfs: vfs,
