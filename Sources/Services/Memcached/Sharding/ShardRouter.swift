@@ -95,6 +95,7 @@ final class ShardRouter {
             r.kind = .batch
             store.counters.remoteSent += 1
             store.counters.remoteOps += r.count
+            store.counters.countBatch(r.count)
             do {
                 // nil: in flight (the usual case); a status: the port finished it at once,
                 // and anything but ok means it did not run the operations.
@@ -108,6 +109,7 @@ final class ShardRouter {
             }
         }
         if pending {
+            store.counters.remoteWaits += 1
             for o in 0..<requests.count where o != cpu {
                 let r = requests[o]
                 if r.count > 0 && !r.isDone { _ = try? await LWKT.waitMsg(r) }
