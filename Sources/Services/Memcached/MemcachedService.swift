@@ -127,7 +127,12 @@ public final class MemcachedService: @unchecked Sendable {
 
     /// The owner CPU of a key hash.
     @inline(__always) func owner(_ hash: UInt64) -> Int {
-        Int(truncatingIfNeeded: ((hash >> 32) &* UInt64(stores.count)) >> 32)
+        MemcachedService.owner(hash, cpus: stores.count)
+    }
+
+    /// The owner of a key hash among `cpus` CPUs (the high 32 bits of the hash, scaled).
+    @inline(__always) static func owner(_ hash: UInt64, cpus: Int) -> Int {
+        Int(truncatingIfNeeded: ((hash >> 32) &* UInt64(cpus)) >> 32)
     }
 
     /// The owner CPU of `key` (for tests and tools).

@@ -23,10 +23,18 @@ final class MemcachedSession {
 
     /// Unread input in `readIndex..<writeIndex`; parsed commands point into it.
     let input: IOBuffer
+    /// The two per-command counters, behind a pointer (no run-time exclusivity checks).
+    private let progress = UnsafeMutablePointer<(needTotal: Int, swallow: Int)>.allocate(capacity: 1)
     /// Bytes from `rpos` the current command needs before it can run (0: a line).
-    var needTotal = 0
+    var needTotal: Int {
+        @inline(__always) get { progress.pointee.needTotal }
+        @inline(__always) set { progress.pointee.needTotal = newValue }
+    }
     /// Bytes of a refused data block still to discard.
-    var swallow = 0
+    var swallow: Int {
+        @inline(__always) get { progress.pointee.swallow }
+        @inline(__always) set { progress.pointee.swallow = newValue }
+    }
 
     init(service: MemcachedService, cpu: Int, peer: String = "unknown") {
         self.service = service
@@ -38,7 +46,10 @@ final class MemcachedSession {
         out = IOBuffer(capacity: 16 * 1024, allocator: service.slab, type: service.bufferType)
         parser = MemcachedCommandParser(maxItemSize: service.maxValueSize)
         router = ShardRouter(service: service, cpu: cpu, out: out)
+        progress.initialize(to: (0, 0))
     }
+
+    deinit { progress.deallocate() }
 
     // MARK: - The connection loop
 
