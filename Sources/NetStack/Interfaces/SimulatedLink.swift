@@ -126,20 +126,20 @@ public final class SimulatedLink: @unchecked Sendable {
 
         nonisolated(nonsending) public func waitForInput(queue: Int) async throws {
             let q = rx[queue]
-            let now = lb_now_ns()
             let next = q.state.withLock { s -> UInt64? in
-                if s.ready(now) { return nil }
+                if s.readyNow() { return nil }
                 s.sleeping = true
                 return s.nextDue
             }
             guard let next else { return }
+            let now = next == UInt64.max ? 0 : lb_now_ns()
             // Nothing delayed on the wire: sleep until a frame arrives, without an LWKT
             // timer. The first arrival after `sleeping` was set wakes the channel; if that
             // happened before this thread was queued, the interlock sees a frame due
             // earlier than planned and returns at once, so no arrival is missed.
             let wait: Duration? = next == UInt64.max ? nil : .nanoseconds(Int64(min(10_000_000, max(20_000, next &- now))))
             _ = try await LWKT.tsleep(on: WaitChannel(q), timeout: wait, until: {
-                q.state.withLock { $0.ready(lb_now_ns()) || $0.nextDue < next }
+                q.state.withLock { $0.readyNow() || $0.nextDue < next }
             })
             q.state.withLock { $0.sleeping = false }
         }
@@ -221,7 +221,8 @@ public final class SimulatedLink: @unchecked Sendable {
             let q = rx[queue]
             let (ok, wake) = q.state.withLock { s in s.push(m, at: at) }
             if !ok { m.free(); return false }
-            if wake, let system { LWKT.wakeup(WaitChannel(q), in: system) }
+            // One sleeper per queue (its CPU's receive thread): wake just it.
+            if wake, let system { LWKT.wakeupOne(WaitChannel(q), in: system) }
             return true
         }
 
@@ -255,6 +256,8 @@ public final class SimulatedLink: @unchecked Sendable {
 
         var nextDue: UInt64 { fifoCount > 0 ? 0 : (items.first?.at ?? .max) }
         func ready(_ now: UInt64) -> Bool { fifoCount > 0 || (items.first?.at ?? .max) <= now }
+        /// ``ready(_:)`` reading the clock only when a delayed frame is waiting.
+        func readyNow() -> Bool { fifoCount > 0 || (!items.isEmpty && (items.first?.at ?? .max) <= lb_now_ns()) }
 
         static func less(_ x: (at: UInt64, seq: UInt64, m: Mbuf), _ y: (at: UInt64, seq: UInt64, m: Mbuf)) -> Bool {
             x.at < y.at || (x.at == y.at && x.seq < y.seq)

@@ -30,3 +30,16 @@ import CLibellula
 
 /// The monotonic clock in nanoseconds.
 @inline(__always) func lb_now_ns_swift() -> UInt64 { lb_now_ns() }
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// CLOCK_MONOTONIC_COARSE in nanoseconds: the kernel's last tick (a few milliseconds of
+/// resolution, never ahead of ``lb_now_ns_swift()``), much cheaper than a precise read;
+/// for socket calls that only need `now` for TCP's coarse timers.
+@inline(__always) func lb_now_coarse_ns() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}

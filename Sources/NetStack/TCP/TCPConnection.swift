@@ -88,6 +88,15 @@ public final class TCPConnection: @unchecked Sendable {
         return net
     }
 
+    /// Brings the CPU's clock up to date for output from a socket call: the coarse clock
+    /// (the kernel's last tick) is enough for TCP's timers and millisecond timestamps and
+    /// costs a fraction of a precise read; `now` never goes backwards.
+    @inline(__always)
+    private func tick() {
+        let c = lb_now_coarse_ns()
+        if c > net.now { net.now = c }
+    }
+
     /// The owner check alone (calls that only read the buffers).
     @inline(__always)
     private func checkOwner() throws(TCPError) {
@@ -182,7 +191,7 @@ public final class TCPConnection: @unchecked Sendable {
                 tp.autotuneReceiveBuffer()
                 let n = tp.receiveBuffer.read(into: base, buffer.count)
                 if tp.inTable, stack.tcpWindowUpdateDue(tp) {
-                    net.now = lb_now_ns_swift()
+                    tick()
                     stack.tcpOutput(tp, net)
                 }
                 return n
@@ -224,10 +233,14 @@ public final class TCPConnection: @unchecked Sendable {
             } else if !s.canSend {
                 throw s == .closed ? .notConnected : .brokenPipe
             } else {
+                // A full segment already waiting unsent means the window or the congestion
+                // window holds output back: more bytes change nothing until an ACK comes
+                // (whose processing sends them), so output is not tried again.
+                let unsent = tp.sendBuffer.count - TCPSequence.distance(tp.sndBase, tp.sndNxt)
                 let n = tp.sendBuffer.write(base + done, bytes.count - done)
                 done += n
-                if n > 0 {
-                    net.now = lb_now_ns_swift()
+                if n > 0, unsent < tp.mss || tp.sndNxt != tp.sndMax {
+                    tick()
                     stack.tcpOutput(tp, net)
                 }
                 if done == bytes.count { return }

@@ -48,8 +48,20 @@ final class TCPControlBlock {
     var peerMSS = 536
 
     // Buffers.
-    var sendBuffer: TCPByteRing
-    var receiveBuffer: TCPByteRing
+    // The rings live behind raw pointers (as the project keeps hot state): a ring call
+    // mutates in place without a dynamic exclusivity check on a class property.
+    private let sendStorage: UnsafeMutablePointer<TCPByteRing>
+    private let receiveStorage: UnsafeMutablePointer<TCPByteRing>
+    /// Unacknowledged and unsent bytes, starting at ``sndBase``.
+    var sendBuffer: TCPByteRing {
+        unsafeAddress { UnsafePointer(sendStorage) }
+        unsafeMutableAddress { sendStorage }
+    }
+    /// Bytes received in order and not yet read.
+    var receiveBuffer: TCPByteRing {
+        unsafeAddress { UnsafePointer(receiveStorage) }
+        unsafeMutableAddress { receiveStorage }
+    }
     var reassembly = TCPReassemblyQueue()
     /// Buffer bytes charged to the CPU (send plus receive capacity).
     private(set) var bufferBytes: Int
@@ -125,11 +137,13 @@ final class TCPControlBlock {
         self.stack = stack
         self.key = key
         self.cpu = cpu
-        sendBuffer = TCPByteRing(capacity: c.sendBufferSize)
+        sendStorage = .allocate(capacity: 1)
+        sendStorage.initialize(to: TCPByteRing(capacity: c.sendBufferSize))
         receiveLimit = max(c.receiveBufferSize, 1)
         sendLimit = max(c.sendBufferLimit, c.sendBufferSize)
         let initial = min(max(c.initialReceiveBufferSize, 4096), receiveLimit)
-        receiveBuffer = TCPByteRing(capacity: initial)
+        receiveStorage = .allocate(capacity: 1)
+        receiveStorage.initialize(to: TCPByteRing(capacity: initial))
         bufferBytes = c.sendBufferSize + initial
         rtt = TCPRTTEstimator(initial: c.initialRTO.ns, minimum: c.minimumRTO.ns, maximum: c.maximumRTO.ns)
         mss = min(536, mtu - 40)
@@ -143,6 +157,10 @@ final class TCPControlBlock {
         sendBuffer.release()
         receiveBuffer.release()
         reassembly.removeAll()
+        sendStorage.deinitialize(count: 1)
+        sendStorage.deallocate()
+        receiveStorage.deinitialize(count: 1)
+        receiveStorage.deallocate()
     }
 
     /// Debug check that the caller runs on the owner CPU.
@@ -162,9 +180,13 @@ final class TCPControlBlock {
         wake()
     }
 
-    /// Wakes socket threads waiting on this connection.
+    /// Wakes socket threads waiting on this connection. They all sleep on this CPU (socket
+    /// calls run only on the owner), so they are woken one by one: a `wakeupOne` that finds
+    /// a sleeper on the calling CPU looks at no other CPU and sends no IPI, where `wakeup`
+    /// would signal every CPU whose sleepers share the channel's slot.
     @inline(__always) func wake() {
-        if waiters > 0 { LWKT.wakeup(WaitChannel(self), in: stack.system) }
+        guard waiters > 0 else { return }
+        for _ in 0..<waiters { LWKT.wakeupOne(WaitChannel(self), in: stack.system) }
     }
 
     /// The receive window we can offer now (bytes), never shrinking the right edge

@@ -20,7 +20,9 @@ enum TCPBench {
             ("bulk 64 KiB writes, 64 KB TSO", 65536, false, [.checksum, .segmentation]),
             ("64 B writes, no Nagle", 64, true, []),
         ]
-        for (label, writeSize, noDelay, offloads) in rows {
+        // LIBELLULA_BENCH_TCP_ROWS=0,2 runs only those rows (for profiling one of them).
+        let only = ProcessInfo.processInfo.environment["LIBELLULA_BENCH_TCP_ROWS"].map { Set($0.split(separator: ",").compactMap { Int($0) }) }
+        for (i, (label, writeSize, noDelay, offloads)) in rows.enumerated() where only?.contains(i) ?? true {
             try await stream(label: label, writeSize: writeSize, noDelay: noDelay, offloads: offloads,
                              reporter: reporter, quick: quick)
         }
