@@ -130,11 +130,10 @@ public final class TCPConnection: @unchecked Sendable {
     /// not. A true answer means "look again": callers loop. While the PCB is in its CPU's
     /// table the deadline is a PCB timer (no allocation); otherwise an LWKT timeout.
     private func wait(until deadline: UInt64?, for c: Condition) async throws(TCPError) -> Bool {
-        let condition = { self.holds(c) }
         var left: Duration? = nil
         if let deadline {
             let now = lb_now_ns_swift()
-            if now >= deadline { return condition() }
+            if now >= deadline { return holds(c) }
             if pcb.inTable {
                 pcb.armSocketDeadline(deadline)
             } else {
@@ -144,8 +143,9 @@ public final class TCPConnection: @unchecked Sendable {
         pcb.waiters += 1
         defer { pcb.waiters -= 1 }
         do {
-            let r = try await LWKT.tsleep(on: WaitChannel(pcb), timeout: left, until: condition)
-            if r == .woken || condition() { return true }
+            // The condition is a closure literal: non-escaping, so it is not heap-allocated.
+            let r = try await LWKT.tsleep(on: WaitChannel(pcb), timeout: left, until: { self.holds(c) })
+            if r == .woken || holds(c) { return true }
             return deadline.map { lb_now_ns_swift() < $0 } ?? true
         } catch {
             throw .cancelled
