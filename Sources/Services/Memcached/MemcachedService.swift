@@ -75,26 +75,38 @@ public final class MemcachedService: @unchecked Sendable {
         startTime = Int64(time(nil))
     }
 
-    /// Starts the cache: one nonblocking `SO_REUSEPORT` listening socket per CPU, each
-    /// accepting and serving its connections on its own CPU.
+    /// Starts the cache on host sockets: one nonblocking `SO_REUSEPORT` listening socket per
+    /// CPU, each accepting and serving its connections on its own CPU (see
+    /// ``start(system:stack:address:port:memoryLimit:maxValueSize:maxConnections:)``).
+    public static func start(system: LWKTSystem, address: String = "127.0.0.1", port: UInt16 = 11211,
+                             memoryLimit: Int = 64 << 20, maxValueSize: Int = 1 << 20,
+                             maxConnections: Int = 1024) async throws -> MemcachedService {
+        try await start(system: system, stack: HostSocketStack(system: system), address: address, port: port,
+                        memoryLimit: memoryLimit, maxValueSize: maxValueSize, maxConnections: maxConnections)
+    }
+
+    /// Starts the cache on `stack`: one listener per CPU, each accepting and serving its
+    /// connections on its own CPU.
     ///
     /// - Parameters:
     ///   - system: the booted LWKT system.
+    ///   - stack: the sockets to listen on (the host kernel's, or Libellula's own stack).
     ///   - address: an IPv4 address to listen on, such as `127.0.0.1`.
     ///   - port: the TCP port; 0 picks a free one (read it back from ``port``).
     ///   - memoryLimit: bytes of items to keep before evicting (memcached's `-m`).
     ///   - maxValueSize: the largest item (memcached's `-I`, 1 MiB by default), counted as
     ///     memcached counts it: header, CAS, key, flags and value.
     ///   - maxConnections: memcached's `-c` (1024 by default).
-    public static func start(system: LWKTSystem, address: String = "127.0.0.1", port: UInt16 = 11211,
-                             memoryLimit: Int = 64 << 20, maxValueSize: Int = 1 << 20,
-                             maxConnections: Int = 1024) async throws -> MemcachedService {
+    public static func start<Stack: StreamSocketStack>(system: LWKTSystem, stack: Stack, address: String = "127.0.0.1",
+                                                       port: UInt16 = 11211, memoryLimit: Int = 64 << 20,
+                                                       maxValueSize: Int = 1 << 20,
+                                                       maxConnections: Int = 1024) async throws -> MemcachedService {
         let service = MemcachedService(system: system, address: address, memoryLimit: memoryLimit, maxValueSize: maxValueSize,
                                        maxConnections: maxConnections)
         guard let where_ = SocketAddress(parsing: "\(address):\(port)") else { throw MemcachedNetworkError.badAddress(address) }
-        let listeners: [HostListener]
+        let listeners: [Stack.Listener]
         do {
-            listeners = try HostSocketStack(system: system).listen(on: where_, cpus: system.cpus, backlog: 1024)
+            listeners = try stack.listen(on: where_, cpus: system.cpus, backlog: 1024)
         } catch {
             throw MemcachedNetworkError.socket(error)
         }
