@@ -137,13 +137,14 @@ final class FUSEChannel: @unchecked Sendable {
     }
 
     /// Requests that usually ask the host on a mount whose calls can block; the others
-    /// (cached lookups and attributes, forgets, releases) are answered by the reader.
+    /// (lookups and attributes, mostly cached; forgets) are answered by the reader.
     static func goesToWorker(_ opcode: UInt32) -> Bool {
         switch opcode {
         case FUSE_READ.rawValue, FUSE_WRITE.rawValue, FUSE_CREATE.rawValue, FUSE_MKNOD.rawValue, FUSE_MKDIR.rawValue,
              FUSE_UNLINK.rawValue, FUSE_RMDIR.rawValue, FUSE_RENAME.rawValue, FUSE_RENAME2.rawValue, FUSE_LINK.rawValue,
              FUSE_SYMLINK.rawValue, FUSE_SETATTR.rawValue, FUSE_OPEN.rawValue, FUSE_OPENDIR.rawValue,
-             FUSE_READDIR.rawValue, FUSE_READDIRPLUS.rawValue, FUSE_STATFS.rawValue:
+             FUSE_READDIR.rawValue, FUSE_READDIRPLUS.rawValue, FUSE_STATFS.rawValue, FUSE_RELEASE.rawValue,
+             FUSE_RELEASEDIR.rawValue:
             return true
         default:
             return false
