@@ -1,0 +1,206 @@
+import CLibellula
+import Glibc
+
+/// Per-CPU rings of per-second samples: every CPU records its own second (rates of its
+/// counters, values of its gauges, its ready-queue depth) into its own fixed ring, and a
+/// reader merges the CPUs' rings by second.
+///
+/// Rules of this file: CPU `i`'s ring, its previous readings and its slot index are written
+/// only by the recorder thread on CPU `i` (an LWKT thread that sleeps to each second
+/// boundary), in memory allocated up front, so recording allocates nothing and takes no
+/// lock. Each slot is a sequence-locked record: the writer makes its stamp odd, writes the
+/// fields, then stores the new even stamp (release fences between); a reader copies the
+/// fields between two equal even stamps and otherwise skips the slot for this read.
+public final class CPUTimeSeries: @unchecked Sendable {
+    /// How a channel's reading becomes a sample.
+    public enum Kind: Sendable {
+        /// A cumulative counter: the sample is its increase per second, times `scale`.
+        case rate
+        /// A level (a queue depth, a count of open things): the sample is the reading.
+        case gauge
+    }
+
+    /// One series every CPU records.
+    public struct Channel: Sendable {
+        /// A snake_case name (`requests`, `ready_depth`).
+        public var name: String
+        public var kind: Kind
+        /// A factor applied to the sample (for example nanoseconds busy per second to a
+        /// percentage: 100 / 1e9).
+        public var scale: Double
+        /// Reads the channel's counter or level for the CPU given, on that CPU. It must not
+        /// allocate, lock or block (a relaxed load of a per-CPU counter).
+        public var read: @Sendable (Int) -> Int64
+
+        public init(name: String, kind: Kind, scale: Double = 1, read: @escaping @Sendable (Int) -> Int64) {
+            self.name = name
+            self.kind = kind
+            self.scale = scale
+            self.read = read
+        }
+    }
+
+    /// One second of every CPU, merged on read.
+    public struct Sample: Sendable, Equatable {
+        /// The second (seconds since 1970, UTC) the sample ends in.
+        public var second: Int64
+        /// Per channel (in ``CPUTimeSeries/channels`` order), per CPU; 0 where a CPU has no
+        /// sample for this second (it was busy past the whole second, or just started).
+        public var values: [[Double]]
+        /// Per CPU, whether it recorded this second.
+        public var present: [Bool]
+    }
+
+    /// The channels, in sample order.
+    public let channels: [Channel]
+    /// Seconds each CPU keeps.
+    public let capacity: Int
+    public let cpuCount: Int
+    private let system: LWKTSystem
+    /// Words per slot: stamp, second, then one per channel (a `Double`'s bits).
+    private let slotWords: Int
+    /// Per CPU: `capacity` slots, then the previous readings and their time, then the
+    /// next slot index, padded to whole cache lines.
+    private let cpuWords: Int
+    private let memory: UnsafeMutablePointer<Int64>
+    private var recorders: [LWKTThread] = []
+
+    /// Rings for `system`'s CPUs keeping `capacity` seconds (at least 2) of `channels`.
+    public init(system: LWKTSystem, channels: [Channel], capacity: Int = 300) {
+        self.system = system
+        self.channels = channels
+        self.capacity = max(2, capacity)
+        cpuCount = system.cpuCount
+        slotWords = 2 + channels.count
+        let words = self.capacity * slotWords + channels.count + 2
+        cpuWords = (words + 7) / 8 * 8
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: cpuCount * cpuWords * 8, alignment: 64)
+        memory = raw.bindMemory(to: Int64.self, capacity: cpuCount * cpuWords)
+        memory.initialize(repeating: 0, count: cpuCount * cpuWords)
+    }
+
+    deinit {
+        memory.deallocate()
+    }
+
+    /// The scheduler's own channels: IPIs received per second, busy percentage and the
+    /// ready-queue depth (jobs waiting to run at the sample).
+    public static func schedulerChannels(_ system: LWKTSystem) -> [Channel] {
+        [
+            Channel(name: "ipis", kind: .rate) { system.cpuUnchecked($0).counters.load(.ipiReceived) },
+            Channel(name: "busy_percent", kind: .rate, scale: 100 / 1e9) { system.cpuUnchecked($0).counters.load(.busyNanos) },
+            Channel(name: "ready_depth", kind: .gauge) { system.cpuUnchecked($0).readyDepth },
+        ]
+    }
+
+    @inline(__always) private func base(_ cpu: Int) -> UnsafeMutablePointer<Int64> { memory + cpu * cpuWords }
+    @inline(__always) private func previous(_ cpu: Int) -> UnsafeMutablePointer<Int64> { base(cpu) + capacity * slotWords }
+    /// Word 0: when the previous readings were taken (`lb_now_ns`); word 1: the next slot.
+    @inline(__always) private func cursor(_ cpu: Int) -> UnsafeMutablePointer<Int64> { previous(cpu) + channels.count }
+
+    /// Starts one recorder thread per CPU; each records at every whole second until
+    /// ``stop()`` or the system shuts down.
+    public func start() {
+        guard recorders.isEmpty else { return }
+        recorders = system.cpus.map { cpu in
+            let id = cpu.id
+            return LWKTThread.spawn(on: cpu, priority: .kernel, name: "time-series") { [self] in
+                record(cpu: id, now: lb_now_ns(), second: Self.wallSecond(), first: true)
+                while true {
+                    let wallNanos = Self.wallNanos()
+                    let toNext = 1_000_000_000 - wallNanos % 1_000_000_000
+                    guard (try? await LWKT.sleep(for: .nanoseconds(Int64(toNext)))) != nil else { return }
+                    record(cpu: id, now: lb_now_ns(), second: Self.wallSecond(), first: false)
+                }
+            }
+        }
+    }
+
+    /// Stops the recorder threads (the rings stay readable).
+    public func stop() {
+        for t in recorders { t.cancel() }
+        recorders = []
+    }
+
+    static func wallNanos() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+
+    /// The current second since 1970, rounded to the nearest (a recorder wakes just after
+    /// the boundary, or a little before it when the timer fires early).
+    static func wallSecond() -> Int64 { Int64((wallNanos() + 500_000_000) / 1_000_000_000) }
+
+    /// Records CPU `cpu`'s second ending at `now` (`lb_now_ns`) into its ring; `first` only
+    /// takes the readings. Runs on CPU `cpu` (tests call it directly, with their own
+    /// clock, from one thread per CPU).
+    public func record(cpu: Int, now: UInt64, second: Int64, first: Bool) {
+        let prev = previous(cpu)
+        let cur = cursor(cpu)
+        let elapsed = Double(now &- UInt64(bitPattern: cur[0])) / 1e9
+        let slot = base(cpu) + Int(cur[1]) * slotWords
+        if !first && elapsed > 0 {
+            let stamp = lb_counter_load(slot)
+            lb_counter_store(slot, stamp | 1)
+            lb_fence_release()
+            lb_counter_store(slot + 1, second)
+            for (k, c) in channels.enumerated() {
+                let v = c.read(cpu)
+                let x: Double
+                switch c.kind {
+                case .rate: x = max(0, Double(v &- prev[k]) / elapsed * c.scale)
+                case .gauge: x = Double(v) * c.scale
+                }
+                prev[k] = v
+                lb_counter_store(slot + 2 + k, Int64(bitPattern: x.bitPattern))
+            }
+            lb_fence_release()
+            lb_counter_store(slot, (stamp | 1) &+ 1)
+            cur[1] = (cur[1] + 1) % Int64(capacity)
+        } else {
+            for (k, c) in channels.enumerated() { prev[k] = c.read(cpu) }
+        }
+        cur[0] = Int64(bitPattern: now)
+    }
+
+    /// Every CPU's samples merged by second, oldest first (seconds no CPU recorded are
+    /// absent).
+    public func merged() -> [Sample] {
+        var bySecond: [Int64: Sample] = [:]
+        let n = channels.count
+        var fields = [Int64](repeating: 0, count: n)
+        for cpu in 0..<cpuCount {
+            let b = base(cpu)
+            for s in 0..<capacity {
+                let slot = b + s * slotWords
+                let before = lb_counter_load(slot)
+                guard before != 0 && before & 1 == 0 else { continue }
+                lb_fence_acquire()
+                let second = lb_counter_load(slot + 1)
+                for k in 0..<n { fields[k] = lb_counter_load(slot + 2 + k) }
+                lb_fence_acquire()
+                guard lb_counter_load(slot) == before else { continue }
+                var sample = bySecond[second] ?? Sample(
+                    second: second, values: Array(repeating: Array(repeating: 0, count: cpuCount), count: n),
+                    present: Array(repeating: false, count: cpuCount))
+                for k in 0..<n { sample.values[k][cpu] = Double(bitPattern: UInt64(bitPattern: fields[k])) }
+                sample.present[cpu] = true
+                bySecond[second] = sample
+            }
+        }
+        return bySecond.keys.sorted().compactMap { bySecond[$0] }
+    }
+
+    /// The index of channel `name`.
+    public func channelIndex(_ name: String) -> Int? { channels.firstIndex { $0.name == name } }
+}
+
+extension CPU {
+    /// Jobs ready to run on this CPU now, all bands (read it on this CPU: the run queue is
+    /// the owner's).
+    public var readyDepth: Int64 {
+        assert(isCurrent, "readyDepth read off its CPU")
+        return Int64(local.pointee.runq.count)
+    }
+}
