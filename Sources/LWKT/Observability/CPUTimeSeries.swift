@@ -49,6 +49,9 @@ public final class CPUTimeSeries: @unchecked Sendable {
         public var values: [[Double]]
         /// Per CPU, whether it recorded this second.
         public var present: [Bool]
+        /// Per CPU, the seconds its sample covers (about 1; a CPU's first sample covers
+        /// from its start to the next whole second). A rate times this is the count.
+        public var seconds: [Double]
     }
 
     /// The channels, in sample order.
@@ -57,7 +60,7 @@ public final class CPUTimeSeries: @unchecked Sendable {
     public let capacity: Int
     public let cpuCount: Int
     private let system: LWKTSystem
-    /// Words per slot: stamp, second, then one per channel (a `Double`'s bits).
+    /// Words per slot: stamp, second, seconds covered, then one per channel (`Double` bits).
     private let slotWords: Int
     /// Per CPU: `capacity` slots, then the previous readings and their time, then the
     /// next slot index, padded to whole cache lines.
@@ -71,7 +74,7 @@ public final class CPUTimeSeries: @unchecked Sendable {
         self.channels = channels
         self.capacity = max(2, capacity)
         cpuCount = system.cpuCount
-        slotWords = 2 + channels.count
+        slotWords = 3 + channels.count
         let words = self.capacity * slotWords + channels.count + 2
         cpuWords = (words + 7) / 8 * 8
         let raw = UnsafeMutableRawPointer.allocate(byteCount: cpuCount * cpuWords * 8, alignment: 64)
@@ -145,6 +148,7 @@ public final class CPUTimeSeries: @unchecked Sendable {
             lb_counter_store(slot, stamp | 1)
             lb_fence_release()
             lb_counter_store(slot + 1, second)
+            lb_counter_store(slot + 2, Int64(bitPattern: elapsed.bitPattern))
             for (k, c) in channels.enumerated() {
                 let v = c.read(cpu)
                 let x: Double
@@ -153,7 +157,7 @@ public final class CPUTimeSeries: @unchecked Sendable {
                 case .gauge: x = Double(v) * c.scale
                 }
                 prev[k] = v
-                lb_counter_store(slot + 2 + k, Int64(bitPattern: x.bitPattern))
+                lb_counter_store(slot + 3 + k, Int64(bitPattern: x.bitPattern))
             }
             lb_fence_release()
             lb_counter_store(slot, (stamp | 1) &+ 1)
@@ -178,14 +182,16 @@ public final class CPUTimeSeries: @unchecked Sendable {
                 guard before != 0 && before & 1 == 0 else { continue }
                 lb_fence_acquire()
                 let second = lb_counter_load(slot + 1)
-                for k in 0..<n { fields[k] = lb_counter_load(slot + 2 + k) }
+                let covered = Double(bitPattern: UInt64(bitPattern: lb_counter_load(slot + 2)))
+                for k in 0..<n { fields[k] = lb_counter_load(slot + 3 + k) }
                 lb_fence_acquire()
                 guard lb_counter_load(slot) == before else { continue }
                 var sample = bySecond[second] ?? Sample(
                     second: second, values: Array(repeating: Array(repeating: 0, count: cpuCount), count: n),
-                    present: Array(repeating: false, count: cpuCount))
+                    present: Array(repeating: false, count: cpuCount), seconds: Array(repeating: 0, count: cpuCount))
                 for k in 0..<n { sample.values[k][cpu] = Double(bitPattern: UInt64(bitPattern: fields[k])) }
                 sample.present[cpu] = true
+                sample.seconds[cpu] = covered
                 bySecond[second] = sample
             }
         }

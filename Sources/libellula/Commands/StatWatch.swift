@@ -59,7 +59,7 @@ struct StatWatch {
         line("HTTP  \(rate(r.requests.reduce(0, +))) req/s   \(rate(r.bytes.reduce(0, +) / 1_048_576)) MiB/s   \(rate(r.errors.reduce(0, +))) errors/s   \(r.openConnections) open   RSS \(b.process.residentBytes / 1_048_576) MiB   stalls \(b.stalls.detected)")
         line("")
         let barWidth = max(10, min(40, width - 60))
-        line("CPU    busy" + String(repeating: " ", count: barWidth - 1) + "     req/s    IPIs/s  threads")
+        line("CPU    busy" + String(repeating: " ", count: barWidth - 1) + "     req/s    IPIs/s  threads  ready")
         for i in 0..<b.lwkt.cpuCount {
             let busy = i < r.busyPercent.count ? r.busyPercent[i] : 0
             let fill = Int((busy / 100 * Double(barWidth)).rounded())
@@ -67,8 +67,9 @@ struct StatWatch {
             let req = i < r.requests.count ? r.requests[i] : 0
             let ipi = i < r.ipis.count ? r.ipis[i] : 0
             let threads = i < b.threadsPerCPU.count ? b.threadsPerCPU[i] : 0
+            let ready = b.rates?.readyDepth.flatMap { i < $0.count ? Int($0[i]) : nil }.map(String.init) ?? "-"
             line("cpu\(i)".padding(toLength: 6, withPad: " ", startingAt: 0) + bar + String(format: " %3.0f%%", busy)
-                 + rate(req).leftPad(10) + rate(ipi).leftPad(10) + String(threads).leftPad(9))
+                 + rate(req).leftPad(10) + rate(ipi).leftPad(10) + String(threads).leftPad(9) + ready.leftPad(7))
         }
         line("")
         line("latency        count        p50        p99      p99.9        max")

@@ -46,6 +46,7 @@ final class FakeCounters: @unchecked Sendable {
         #expect(m[1].values[0] == [600, 20] && m[1].present == [true, true])
         #expect(abs(m[1].values[1][1] - 20 * 100 / 1e9) < 1e-12)
         #expect(m[1].values[2] == [2, 3])
+        #expect(m[0].seconds == [1, 0] && m[1].seconds == [0.5, 2])
         #expect(series.channelIndex("depth") == 2 && series.channelIndex("nope") == nil)
     }
 
