@@ -15,7 +15,7 @@ final class FUSEChannel: @unchecked Sendable {
     unowned let server: FUSEServer
     let cpu: Int
     let fd: Int32
-    let counters = FUSEChannelCounters()
+    let counters: FUSEChannelCounters
     let input: UnsafeMutableRawPointer
     let output: UnsafeMutableRawPointer
     private let stopping = Atomic<Bool>(false)
@@ -27,6 +27,7 @@ final class FUSEChannel: @unchecked Sendable {
         self.server = server
         self.cpu = cpu
         self.fd = fd
+        counters = FUSEChannelCounters(latency: server.system.latencies.fuseRequest, cpu: cpu)
         input = .allocate(byteCount: FUSEServer.bufferSize, alignment: 4096)
         output = .allocate(byteCount: FUSEServer.bufferSize, alignment: 4096)
     }
@@ -65,17 +66,18 @@ final class FUSEChannel: @unchecked Sendable {
     @inline(__always)
     func reply(_ unique: UInt64, size: Int) {
         writeReply(fd: fd, buffer: output, unique: unique, error: 0, payload: size)
+        counters.finish(error: false)
     }
 
     @inline(__always)
     func fail(_ unique: UInt64, _ errnoValue: Int32) {
-        counters.add(.errors)
         writeReply(fd: fd, buffer: output, unique: unique, error: -errnoValue, payload: 0)
+        counters.finish(error: true)
     }
 
     private func serve(length: Int) {
         let h = input.load(as: fuse_in_header.self)
-        counters.add(.requests)
+        counters.begin(opcode: h.opcode)
         let arg = UnsafeRawPointer(input + Self.headerSize)
         let argLength = min(Int(h.len), length) - Self.headerSize
         // Messages without a reply.

@@ -50,7 +50,7 @@ public final class FUSEServer: @unchecked Sendable {
     let nodes: FUSENodeTable
     /// For `statfs`: the host directory behind a HostFS root, if any.
     let hostRoot: String?
-    private let system: LWKTSystem
+    let system: LWKTSystem
     private(set) var channels: [FUSEChannel] = []
     private var threads: [LWKTThread] = []
     private let sessionFD: Int32

@@ -159,7 +159,7 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
                                 address: "\(address)", threadCount: threadCount, threadsPerCPU: perCPU,
                                 memcached: memcached, latency: system.latencies.summaries(), process: process,
                                 stalls: system.stallStatistics, rates: core.sampler.latest,
-                                pendingMessages: core.sampler.pending)
+                                pendingMessages: core.sampler.pending, fuse: FUSEStatisticsSource.current(on: system))
     }
 }
 

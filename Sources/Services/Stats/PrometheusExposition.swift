@@ -1,3 +1,4 @@
+import FUSE
 import LWKT
 
 /// `/metrics`: the Prometheus text exposition format (version 0.0.4), written by hand from
@@ -142,6 +143,30 @@ enum PrometheusExposition {
                 w.family(name, gauge ? "gauge" : "counter", "memcached \(k) per owner CPU.")
                 for (cpu, d) in mc.enumerated() { w.sample(name, [("cpu", "\(cpu)")], d[k] ?? 0) }
             }
+        }
+
+        // FUSE channels, per CPU and operation.
+        if let f = s.fuse {
+            // (A family is declared only with samples: the parsers want none empty.)
+            let families: [(String, String, (FUSEChannelStatistics) -> [String: UInt64])] = [
+                ("fuse_requests_total", "FUSE requests read per CPU channel and operation.", { (c: FUSEChannelStatistics) in c.requestsByOpcode }),
+                ("fuse_errors_total", "FUSE error replies per CPU channel and operation.", { (c: FUSEChannelStatistics) in c.errorsByOpcode }),
+            ]
+            for (family, help, pick) in families where f.channels.contains(where: { !pick($0).isEmpty }) {
+                w.family(p + family, "counter", help)
+                for c in f.channels {
+                    for (op, v) in pick(c).sorted(by: { $0.key < $1.key }) {
+                        w.sample(p + family, [("cpu", "\(c.cpu)"), ("op", op)], Double(v))
+                    }
+                }
+            }
+            w.family(p + "fuse_bytes_total", "counter", "FUSE payload bytes per CPU channel and direction.")
+            for c in f.channels {
+                w.sample(p + "fuse_bytes_total", [("cpu", "\(c.cpu)"), ("direction", "read")], Double(c.bytesRead))
+                w.sample(p + "fuse_bytes_total", [("cpu", "\(c.cpu)"), ("direction", "written")], Double(c.bytesWritten))
+            }
+            w.family(p + "fuse_known_nodes", "gauge", "FUSE node ids the kernel holds.")
+            w.sample(p + "fuse_known_nodes", [], f.knownNodes)
         }
 
         // Latency histograms, per CPU (cpu "none": threads that are not CPUs).

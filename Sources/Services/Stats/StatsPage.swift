@@ -1,3 +1,4 @@
+import FUSE
 import Foundation
 import LWKT
 
@@ -97,6 +98,7 @@ enum StatsPage {
             h += bars("Items and memory per CPU", mcCPUs, [("items", col("curr_items")), ("evictions", col("evictions")),
                                                            ("connections", col("curr_connections"))])
         }
+        if let f = s.fuse { h += fuseSection(f) }
         h += "</div><h2>Giant coverage</h2><p>Subsystems registered with the Giant token; red ones still take it (DragonFly's BGL chart). Token: \(s.lwkt.giantToken.acquisitions) acquisitions, \(s.lwkt.giantToken.contentions) contended.</p>"
         h += giant(s.lwkt.giant)
         h += "</body></html>\n"
@@ -219,6 +221,24 @@ extension StatsPage {
 }
 
 extension StatsPage {
+    /// A FUSE mount's channels: requests and errors per CPU channel and by operation, bytes
+    /// and the kernel's node ids.
+    static func fuseSection(_ f: FUSEStatistics) -> String {
+        let chans = f.channels.map { "cpu\($0.cpu)" }
+        var h = "</div><h2>FUSE mount \(esc(f.mountPoint)) (\(f.knownNodes) node ids held by the kernel)</h2><div class=grid>"
+        h += bars("Requests per CPU channel", chans, [("requests", f.channels.map { Double($0.requests) }),
+                                                      ("errors", f.channels.map { Double($0.errors) })])
+        let byOp = f.requestsByOpcode, errs = f.errorsByOpcode
+        let ops = byOp.sorted { $0.value == $1.value ? $0.key < $1.key : $0.value > $1.value }.prefix(12).map(\.key)
+        h += bars("Requests by operation (top \(ops.count))", ops, [("requests", ops.map { Double(byOp[$0] ?? 0) }),
+                                                                   ("errors", ops.map { Double(errs[$0] ?? 0) })])
+        h += bars("Payload bytes per CPU channel", chans, [("read", f.channels.map { Double($0.bytesRead) }),
+                                                           ("written", f.channels.map { Double($0.bytesWritten) })])
+        return h
+    }
+}
+
+extension StatsPage {
     /// `/_health`: answered by the CPU that accepted the connection, so an answer means
     /// that CPU runs; reports the schema version, a timestamp, uptime and CPU count.
     static func health(_ system: LWKTSystem) -> [UInt8] {
@@ -261,7 +281,8 @@ extension StatsPage {
     /// p50 … max of every histogram.
     static func latencyTable(_ l: [String: LatencySummary]) -> String {
         let rows = [("http_service", "HTTP request service"), ("memcached_command", "memcached command"),
-                    ("domsg_round_trip", "cross-CPU doMsg round trip"), ("ipi_delivery", "IPI delivery (sampled)")]
+                    ("domsg_round_trip", "cross-CPU doMsg round trip"), ("ipi_delivery", "IPI delivery (sampled)"),
+                    ("fuse_request", "FUSE request")]
         var h = "<table><tr><th>operation</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>"
         for (key, label) in rows {
             guard let x = l[key] else { continue }

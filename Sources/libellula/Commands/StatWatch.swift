@@ -73,7 +73,7 @@ struct StatWatch {
         }
         line("")
         line("latency        count        p50        p99      p99.9        max")
-        for (key, label) in [("http_service", "http"), ("memcached_command", "memcached"), ("domsg_round_trip", "doMsg"), ("ipi_delivery", "IPI")] {
+        for (key, label) in [("http_service", "http"), ("memcached_command", "memcached"), ("domsg_round_trip", "doMsg"), ("ipi_delivery", "IPI"), ("fuse_request", "FUSE")] {
             guard let l = b.latency[key] else { continue }
             line(label.padding(toLength: 10, withPad: " ", startingAt: 0) + String(l.count).leftPad(10)
                  + ms(l.p50Nanos).leftPad(11) + ms(l.p99Nanos).leftPad(11) + ms(l.p999Nanos).leftPad(11) + ms(l.maxNanos).leftPad(11))
