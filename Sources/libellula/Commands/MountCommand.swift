@@ -61,7 +61,9 @@ struct MountCommand: AsyncParsableCommand {
                 throw runtimeFailure(ExitStatus.forErrno(error.rawValue), "cannot open --root \(root): \(errorText(error.rawValue))")
             }
         } else {
-            fs = MemFS(rootMode: 0o755)
+            // The mount's root belongs to whoever mounts it (a non-root user can use their
+            // own MemFS mount; the kernel checks everyone else against it).
+            fs = MemFS(rootMode: 0o755, owner: Credentials(uid: geteuid(), gid: getegid()))
         }
         let vfs = VirtualFileSystem(rootFileSystem: fs)
         let system = try LWKT.boot(cpus: cpuOptions.cpus)
