@@ -9,6 +9,9 @@
 # With BASELINE=another-libellula-binary the IPI part also runs that binary, on and off,
 # interleaved with this one in the same rounds (before/after a change to the watch words).
 #
+# Last, the watchdog thread's own CPU time per look and per second (from /_stats.json of a
+# `serve --cpus 2 --stall-ms 5`, idle and under wrk): CPU time it takes from the cores.
+#
 # Usage: Scripts/bench-stall-overhead.sh [SECONDS (default 5)] [ROUNDS (default 3)]
 # Env: LIBELLULA (default .build/release/libellula), BASELINE (optional), NO_HTTP=1 (IPI
 # part only). Needs wrk for the HTTP part.
@@ -89,4 +92,27 @@ for key in data["off"]:
     if "base-off" in kinds and med('base-off', key):
         line += f"  {med('off', key) / med('base-off', key):.3f}        {med('on', key) / med('base-off', key):.3f}"
     print(line)
+PY
+
+echo "The watchdog's own CPU use (serve --cpus 2 --stall-ms 5, $SECS s idle, then $SECS s under wrk -t1 -c32):"
+"$BIN" serve --cpus 2 --http "127.0.0.1:$PORT" --no-memcached --stall-ms 5 --log-level error &
+SRV=$!
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/hello.txt" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$PORT/_stats.json" > /tmp/libellula-stall-self-0.json
+sleep "$SECS"
+curl -sf "http://127.0.0.1:$PORT/_stats.json" > /tmp/libellula-stall-self-1.json
+if command -v wrk >/dev/null; then
+  wrk -t1 -c32 -d"${SECS}s" "http://127.0.0.1:$PORT/hello.txt" >/dev/null
+  curl -sf "http://127.0.0.1:$PORT/_stats.json" > /tmp/libellula-stall-self-2.json
+fi
+kill "$SRV"; wait "$SRV" 2>/dev/null || true; SRV=
+python3 - <<'PY'
+import json, os
+docs = [json.load(open(f"/tmp/libellula-stall-self-{i}.json")) for i in range(3) if os.path.exists(f"/tmp/libellula-stall-self-{i}.json")]
+for label, a, b in [("idle", 0, 1), ("under wrk", 1, 2)][:len(docs) - 1]:
+    sa, sb = docs[a]["stalls"], docs[b]["stalls"]
+    polls = sb["polls"] - sa["polls"]; cpu = sb["watchdog_cpu_seconds"] - sa["watchdog_cpu_seconds"]
+    secs = docs[b]["timestamp"] - docs[a]["timestamp"]
+    if polls > 0 and secs > 0:
+        print(f"  {label:<10} {polls / secs:7.0f} looks/s  {cpu / polls * 1e6:6.2f} µs CPU per look  {cpu / secs * 100:5.2f} % of one core")
 PY

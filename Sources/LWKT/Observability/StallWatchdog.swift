@@ -35,6 +35,11 @@ public struct StallStatistics: Codable, Sendable, Equatable {
     public var suppressed: Int = 0
     /// The last reports, newest last (at most 16).
     public var recent: [StallReport] = []
+    /// Looks the watchdog has taken at the CPUs (one per poll interval).
+    public var polls: Int = 0
+    /// CPU time the watchdog thread itself has used, in seconds (its cost: each look is a
+    /// timer wakeup on some core), as of its last second.
+    public var watchdogCPUSeconds: Double = 0
 
     public init() {}
 }
@@ -144,10 +149,18 @@ public final class StallWatchdog: @unchecked Sendable {
         var flagged = [Int64](repeating: -1, count: n)
         var reported = [Bool](repeating: false, count: n)
         var lastReport = [UInt64](repeating: 0, count: n)
+        var polls = 0
+        var lastAccount = lb_now_ns()
+        defer { account(polls: polls) }
         while running.load(ordering: .acquiring) && system.isRunning {
             var ts = timespec(tv_sec: Int(pollNanos / 1_000_000_000), tv_nsec: Int(pollNanos % 1_000_000_000))
             nanosleep(&ts, nil)
             let now = lb_now_ns()
+            polls += 1
+            if now &- lastAccount >= 1_000_000_000 {
+                lastAccount = now
+                account(polls: polls)
+            }
             for i in 0..<n {
                 let cpu = system.cpuUnchecked(i)
                 let w = cpu.local.pointee.watch
@@ -190,6 +203,17 @@ public final class StallWatchdog: @unchecked Sendable {
                 reported[i] = true
                 onReport?(r)
             }
+        }
+    }
+
+    /// Publishes the poll count and the thread's own CPU time.
+    private func account(polls: Int) {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        let cpu = Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+        state.withLock {
+            $0.polls = polls
+            $0.watchdogCPUSeconds = cpu
         }
     }
 

@@ -117,6 +117,12 @@ enum PrometheusExposition {
         w.sample(p + "stalls_total", [], s.stalls.detected)
         w.family(p + "stall_threshold_seconds", "gauge", "The stall watchdog's threshold (0: no watchdog).")
         w.sample(p + "stall_threshold_seconds", [], Double(s.stalls.thresholdNanos) / 1e9)
+        if s.stalls.thresholdNanos > 0 {
+            w.family(p + "stall_watchdog_cpu_seconds_total", "counter", "CPU time the stall watchdog thread has used.")
+            w.sample(p + "stall_watchdog_cpu_seconds_total", [], s.stalls.watchdogCPUSeconds)
+            w.family(p + "stall_watchdog_polls_total", "counter", "Looks the stall watchdog has taken at the CPUs.")
+            w.sample(p + "stall_watchdog_polls_total", [], s.stalls.polls)
+        }
 
         // Slab.
         w.family(p + "slab_bytes_in_use", "gauge", "Slab bytes in use by malloc type.")
