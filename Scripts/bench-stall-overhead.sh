@@ -13,8 +13,8 @@
 # `serve --cpus 2 --stall-ms 5`, idle and under wrk): CPU time it takes from the cores.
 #
 # Usage: Scripts/bench-stall-overhead.sh [SECONDS (default 5)] [ROUNDS (default 3)]
-# Env: LIBELLULA (default .build/release/libellula), BASELINE (optional), NO_HTTP=1 (IPI
-# part only). Needs wrk for the HTTP part.
+# Env: LIBELLULA (default .build/release/libellula), BASELINE (optional), NO_HTTP=1 or
+# NO_IPI=1 (skip that part). Needs wrk for the HTTP part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
@@ -52,6 +52,7 @@ print(f"  median on {m_on:.0f}  off {m_off:.0f}  on/off {m_on / m_off:.3f}")
 PY
 fi
 
+if [ -z "${NO_IPI:-}" ]; then
 echo "IPI bench (libellula bench ipi --json --quick), watchdog on vs off, interleaved:"
 KINDS="on off"
 [ -n "${BASELINE:-}" ] && KINDS="on off base-on base-off"
@@ -93,6 +94,7 @@ for key in data["off"]:
         line += f"  {med('off', key) / med('base-off', key):.3f}        {med('on', key) / med('base-off', key):.3f}"
     print(line)
 PY
+fi
 
 echo "The watchdog's own CPU use (serve --cpus 2 --stall-ms 5, $SECS s idle, then $SECS s under wrk -t1 -c32):"
 "$BIN" serve --cpus 2 --http "127.0.0.1:$PORT" --no-memcached --stall-ms 5 --log-level error &

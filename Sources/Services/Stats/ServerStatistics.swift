@@ -67,7 +67,8 @@ public struct ServerStatistics: Codable, Sendable {
     }
 
     /// Keys whose Swift names end in an acronym (plain camel-casing would miss them).
-    static let snakeCaseKeys = ["zones_returned_to_os": "zonesReturnedToOS", "threads_per_cpu": "threadsPerCPU"]
+    static let snakeCaseKeys = ["zones_returned_to_os": "zonesReturnedToOS", "threads_per_cpu": "threadsPerCPU",
+                                "watchdog_cpu_seconds": "watchdogCPUSeconds"]
 
     struct StatisticsKey: CodingKey {
         var stringValue: String
