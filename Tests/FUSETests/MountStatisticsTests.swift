@@ -74,6 +74,7 @@ import Testing
             curl -sf "$url/metrics" > '\(base)/metrics.txt' || echo "metrics failed"
             curl -sf "$url/_stats" > '\(base)/page.html' || echo "page failed"
             '\(Self.binary)' stat --url "$url" > '\(base)/stat.txt' 2>&1 || echo "stat failed"
+            '\(Self.binary)' stat --url "$url" --watch --interval 0.3 --iterations 2 > '\(base)/watch.txt' 2>&1 || echo "watch failed"
             kill -TERM $pid; wait $pid; echo "exit $?"
             """, timeout: 60)
         #expect(!r.timedOut && r.output.hasSuffix("exit 0\n"), "\(r.output)")
@@ -93,5 +94,7 @@ import Testing
         #expect(page.contains("FUSE mount") && page.contains("Requests by operation"))
         let stat = String(decoding: FileManager.default.contents(atPath: base + "/stat.txt") ?? Data(), as: UTF8.self)
         #expect(stat.contains("FUSE mount \(base)/mnt") && stat.contains("mkdir") && stat.contains("rmdir"), "\(stat)")
+        let watch = String(decoding: FileManager.default.contents(atPath: base + "/watch.txt") ?? Data(), as: UTF8.self)
+        #expect(watch.contains("FUSE \(base)/mnt") && watch.contains("err/s"), "\(watch)")
     }
 }

@@ -50,6 +50,9 @@ struct StatCommand: AsyncParsableCommand {
         print("libellula at \(stats.address): \(stats.lwkt.cpuCount) CPUs, up \(stats.lwkt.uptimeNanos / 1_000_000_000) s, \(stats.threadCount) LWKT threads")
         print("")
         StatTables.print(stats.lwkt)
+        if let depth = stats.rates?.readyDepth {
+            print("ready-queue depth     " + depth.map { String(Int($0)).leftPad(12) }.joined() + "   (jobs waiting, last per-second sample)")
+        }
         print("")
         print("HTTP per CPU")
         let httpRows: [(String, (HTTPCPUStatistics) -> Int)] = [

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FUSE
 import Foundation
 import Services
 
@@ -94,6 +95,20 @@ struct StatWatch {
             }
         } else {
             line("memcached  not running")
+        }
+        if let f = b.fuse {
+            // FUSE: request and error rates over the interval, per CPU channel.
+            let before = a.fuse?.channels ?? []
+            func delta(_ c: FUSEChannelStatistics, _ g: (FUSEChannelStatistics) -> UInt64) -> Double {
+                let old = before.first { $0.cpu == c.cpu }.map(g) ?? 0
+                return Double(g(c) >= old ? g(c) - old : 0) / max(0.001, r.seconds)
+            }
+            line("")
+            line("FUSE \(f.mountPoint)  \(rate(f.channels.reduce(0) { $0 + delta($1, \.requests) })) req/s   \(rate(f.channels.reduce(0) { $0 + delta($1, \.errors) })) errors/s   \(f.knownNodes) node ids")
+            for c in f.channels {
+                let ops = c.requestsByOpcode.sorted { $0.value > $1.value }.prefix(4).map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+                line("cpu\(c.cpu)".padding(toLength: 6, withPad: " ", startingAt: 0) + rate(delta(c, \.requests)).leftPad(10) + " req/s" + rate(delta(c, \.errors)).leftPad(8) + " err/s   " + ops)
+            }
         }
         if let last = b.stalls.recent.last {
             line("")
