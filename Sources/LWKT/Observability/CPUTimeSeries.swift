@@ -1,5 +1,6 @@
 import CLibellula
 import Glibc
+import Synchronization
 
 /// Per-CPU rings of per-second samples: every CPU records its own second (rates of its
 /// counters, values of its gauges, its ready-queue depth) into its own fixed ring, and a
@@ -66,7 +67,7 @@ public final class CPUTimeSeries: @unchecked Sendable {
     /// next slot index, padded to whole cache lines.
     private let cpuWords: Int
     private let memory: UnsafeMutablePointer<Int64>
-    private var recorders: [LWKTThread] = []
+    private let recorders = Mutex<[LWKTThread]>([])
 
     /// Rings for `system`'s CPUs keeping `capacity` seconds (at least 2) of `channels`.
     public init(system: LWKTSystem, channels: [Channel], capacity: Int = 300) {
@@ -104,25 +105,27 @@ public final class CPUTimeSeries: @unchecked Sendable {
     /// Starts one recorder thread per CPU; each records at every whole second until
     /// ``stop()`` or the system shuts down.
     public func start() {
-        guard recorders.isEmpty else { return }
-        recorders = system.cpus.map { cpu in
-            let id = cpu.id
-            return LWKTThread.spawn(on: cpu, priority: .kernel, name: "time-series") { [self] in
-                record(cpu: id, now: lb_now_ns(), second: Self.wallSecond(), first: true)
-                while true {
-                    let wallNanos = Self.wallNanos()
-                    let toNext = 1_000_000_000 - wallNanos % 1_000_000_000
-                    guard (try? await LWKT.sleep(for: .nanoseconds(Int64(toNext)))) != nil else { return }
-                    record(cpu: id, now: lb_now_ns(), second: Self.wallSecond(), first: false)
+        recorders.withLock { list in
+            guard list.isEmpty else { return }
+            list = system.cpus.map { cpu in
+                let id = cpu.id
+                return LWKTThread.spawn(on: cpu, priority: .kernel, name: "time-series") { [self] in
+                    record(cpu: id, now: lb_now_ns(), second: Self.wallSecond(), first: true)
+                    while true {
+                        let wallNanos = Self.wallNanos()
+                        let toNext = 1_000_000_000 - wallNanos % 1_000_000_000
+                        guard (try? await LWKT.sleep(for: .nanoseconds(Int64(toNext)))) != nil else { return }
+                        record(cpu: id, now: lb_now_ns(), second: Self.wallSecond(), first: false)
+                    }
                 }
             }
         }
     }
 
-    /// Stops the recorder threads (the rings stay readable).
+    /// Stops the recorder threads (the rings stay readable). Safe to call more than once,
+    /// from any thread.
     public func stop() {
-        for t in recorders { t.cancel() }
-        recorders = []
+        for t in recorders.withLock({ list in defer { list = [] }; return list }) { t.cancel() }
     }
 
     static func wallNanos() -> UInt64 {
