@@ -90,9 +90,9 @@ public enum FUSEOpcodeNames {
 
 /// The counters behind `FUSEChannelStatistics`: plain memory written only by the channel's
 /// own CPU (a relaxed load and store, no read-modify-write across CPUs) and read by anyone
-/// with relaxed loads for reports. Per opcode: requests and errors; the request being
-/// served (a channel serves one at a time) is remembered for its error and its time, which
-/// goes into the system's `fuse_request` histogram under the channel's CPU.
+/// with relaxed loads for reports (the channel's reader and workers all run on that CPU, one
+/// at a time). Per opcode: requests and errors; each answered request's service time goes
+/// into the system's `fuse_request` histogram under the channel's CPU.
 final class FUSEChannelCounters: @unchecked Sendable {
     enum Field: Int, CaseIterable {
         case requests, errors, lookups, negativeLookups, getattrs, reads, writes, bytesRead, bytesWritten, forgets, waits
@@ -102,9 +102,6 @@ final class FUSEChannelCounters: @unchecked Sendable {
     private let byOpcode: UnsafeMutablePointer<Int64>
     private let latency: LatencyHistogram?
     private let cpu: Int
-    /// The request being served: its slot and start (`lb_now_ns`), 0: none.
-    private var currentSlot = 0
-    private var currentStart: UInt64 = 0
 
     init(latency: LatencyHistogram? = nil, cpu: Int = 0) {
         values = .allocate(capacity: Field.allCases.count)
@@ -125,25 +122,20 @@ final class FUSEChannelCounters: @unchecked Sendable {
 
     func get(_ f: Field) -> UInt64 { UInt64(bitPattern: lb_counter_load(values + f.rawValue)) }
 
-    /// A request was read: counts it and starts its clock.
+    /// A request was read: counts it under its operation; returns its start time.
     @inline(__always)
-    func begin(opcode: UInt32) {
+    func begin(opcode: UInt32) -> UInt64 {
         add(.requests)
-        currentSlot = FUSEOpcodeNames.slot(opcode)
-        lb_counter_add(byOpcode + currentSlot, 1)
-        currentStart = lb_now_ns()
+        lb_counter_add(byOpcode + FUSEOpcodeNames.slot(opcode), 1)
+        return lb_now_ns()
     }
 
-    /// The request's reply was written (`error`: whether it is an error reply).
+    /// The request's reply was written: an error reply counts under its operation (the
+    /// channel's `fail` counts the total), and its service time since `start` is recorded.
     @inline(__always)
-    func finish(error: Bool) {
-        if error {
-            add(.errors)
-            lb_counter_add(byOpcode + FUSEOpcodeNames.slots + currentSlot, 1)
-        }
-        guard currentStart != 0 else { return }
-        latency?.record(lb_now_ns() &- currentStart, cpu: cpu)
-        currentStart = 0
+    func finish(opcode: UInt32, since start: UInt64, error: Bool) {
+        if error { lb_counter_add(byOpcode + FUSEOpcodeNames.slots + FUSEOpcodeNames.slot(opcode), 1) }
+        latency?.record(lb_now_ns() &- start, cpu: cpu)
     }
 
     func snapshot(cpu: Int) -> FUSEChannelStatistics {

@@ -13,9 +13,10 @@ import Testing
     static let binary = MountLifecycleTests.binary
 
     /// Operations done through the mount are counted under their names, the failed ones as
-    /// errors of their operation, and every answered request is timed on its channel's CPU.
-    @Test func requestsAndErrorsByOperationAndServiceTime() throws {
-        guard let rig = try MountRig.make() else { return }
+    /// errors of their operation, and every answered request is timed on its channel's CPU
+    /// (MemFS: the reader answers; HostFS: host calls go to the channel's workers).
+    @Test(arguments: [false, true]) func requestsAndErrorsByOperationAndServiceTime(hostBacked: Bool) throws {
+        guard let rig = try MountRig.make(hostBacked: hostBacked) else { return }
         defer { rig.close() }
         let m = rig.path
         let r = try shell("""

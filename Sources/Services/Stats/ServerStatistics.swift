@@ -45,6 +45,12 @@ public struct ServerStatistics: Codable, Sendable {
     /// The FUSE mount served by this system, when one is (`libellula mount --stats`):
     /// per-channel requests and errors by operation, service time, node ids, namecache.
     public var fuse: FUSEStatistics? = nil
+    /// The VFS's host-I/O pool: calls, queue depth, latency quantiles and histogram, and
+    /// where the latency goes (nil when the server does not report it).
+    public var hostIO: HostIOStatistics? = nil
+    /// The socket stack's per-CPU listeners, accepts and cross-CPU forwarding (nil on host
+    /// sockets, whose kernel keeps them).
+    public var network: SocketStackStatistics? = nil
 
     /// The encoder `/_stats.json` uses: snake_case keys, sorted.
     public static func encoder() -> JSONEncoder {
@@ -68,6 +74,7 @@ public struct ServerStatistics: Codable, Sendable {
 
     /// Keys whose Swift names end in an acronym (plain camel-casing would miss them).
     static let snakeCaseKeys = ["zones_returned_to_os": "zonesReturnedToOS", "threads_per_cpu": "threadsPerCPU",
+                                "host_io": "hostIO", "finished_on_cpu": "finishedOnCPU",
                                 "watchdog_cpu_seconds": "watchdogCPUSeconds"]
 
     struct StatisticsKey: CodingKey {
