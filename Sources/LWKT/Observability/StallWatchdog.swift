@@ -50,6 +50,11 @@ public struct StallStatistics: Codable, Sendable, Equatable {
 /// while it is stalled (by a signal whose handler records the frames into a preallocated
 /// buffer; symbols are looked up and demangled afterwards, on the watchdog thread).
 ///
+/// The CPUs read no clock for it: a job is timed from the first look that saw its sequence
+/// number, so a stall is detected within `threshold` plus one `poll` of its start, and the
+/// reported duration is at most one `poll` short. Its cost is its own wakeups (one per
+/// `poll`), which it accounts in ``StallStatistics/watchdogCPUSeconds``.
+///
 /// Reports are rate-limited per CPU (`minimumInterval`); every stall is counted.
 public final class StallWatchdog: @unchecked Sendable {
     public let system: LWKTSystem

@@ -90,12 +90,9 @@ final class StatisticsSampler: @unchecked Sendable {
     /// since naming their functions may read files).
     var pending: [PendingRing] { pendingRings.withLock { $0 } }
 
-    /// The channels each CPU records: HTTP from `http` (one counter block per CPU), memcached
-    /// hits from the feed, then the scheduler's (IPIs, busy, ready depth).
-    static let perCPUChannels = ["requests", "bytes", "errors", "cache_hits", "ipis", "busy_percent", "ready_depth"]
-
     /// Starts sampling `source` every `interval` (until ``stop()`` or `source` returns nil),
-    /// and each CPU's own series of `http`'s counters and the scheduler's.
+    /// and each CPU's own series: `http`'s counters (one block per CPU), memcached hits from
+    /// the feed, then the scheduler's (IPIs, busy, ready depth).
     func start(interval: Duration = .seconds(1), system: LWKTSystem, http: [HTTPCounters] = [],
                source: @escaping @Sendable () -> ServerStatistics?) {
         guard running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
