@@ -112,8 +112,9 @@ public final class CPUTimeSeries: @unchecked Sendable {
                 return LWKTThread.spawn(on: cpu, priority: .kernel, name: "time-series") { [self] in
                     record(cpu: id, now: lb_now_ns(), second: Self.wallSecond(), first: true)
                     while true {
-                        let wallNanos = Self.wallNanos()
-                        let toNext = 1_000_000_000 - wallNanos % 1_000_000_000
+                        // To the boundary after the second this wakeup counts as (a timer
+                        // that fires a little early must not record the same second twice).
+                        let toNext = Self.sleepToNextSecond(from: Self.wallNanos())
                         guard (try? await LWKT.sleep(for: .nanoseconds(Int64(toNext)))) != nil else { return }
                         record(cpu: id, now: lb_now_ns(), second: Self.wallSecond(), first: false)
                     }
@@ -136,7 +137,18 @@ public final class CPUTimeSeries: @unchecked Sendable {
 
     /// The current second since 1970, rounded to the nearest (a recorder wakes just after
     /// the boundary, or a little before it when the timer fires early).
-    static func wallSecond() -> Int64 { Int64((wallNanos() + 500_000_000) / 1_000_000_000) }
+    static func wallSecond() -> Int64 { second(of: wallNanos()) }
+
+    /// How long a recorder that woke at `wallNanos` sleeps: to the boundary after the second
+    /// this wakeup counts as (``second(of:)``), so that a wakeup a little before a boundary
+    /// is that boundary's sample and the next one comes a second later, not at once.
+    static func sleepToNextSecond(from wallNanos: UInt64) -> UInt64 {
+        let target = UInt64(second(of: wallNanos) + 1) &* 1_000_000_000
+        return target > wallNanos ? target - wallNanos : 0
+    }
+
+    /// The second (since 1970) nearest to `wallNanos`.
+    static func second(of wallNanos: UInt64) -> Int64 { Int64((wallNanos + 500_000_000) / 1_000_000_000) }
 
     /// Records CPU `cpu`'s second ending at `now` (`lb_now_ns`) into its ring; `first` only
     /// takes the readings. Runs on CPU `cpu` (tests call it directly, with their own

@@ -50,6 +50,21 @@ final class FakeCounters: @unchecked Sendable {
         #expect(series.channelIndex("depth") == 2 && series.channelIndex("nope") == nil)
     }
 
+    /// A recorder's wakeup counts as the nearest second, and it sleeps to the boundary after
+    /// that one: a timer firing just before a boundary cannot record the same second twice.
+    @Test func wakeupsRoundToTheNearestSecond() {
+        let s: UInt64 = 1_000_000_000
+        #expect(CPUTimeSeries.second(of: 100 * s) == 100)
+        #expect(CPUTimeSeries.second(of: 100 * s - 1_000) == 100)      // 1 µs early
+        #expect(CPUTimeSeries.second(of: 100 * s + 499_999_999) == 100)
+        #expect(CPUTimeSeries.second(of: 100 * s + 500_000_000) == 101)
+        // Woken 1 µs before second 100: that is second 100's sample; the next is at 101.
+        #expect(CPUTimeSeries.sleepToNextSecond(from: 100 * s - 1_000) == s + 1_000)
+        #expect(CPUTimeSeries.sleepToNextSecond(from: 100 * s + 2_000) == s - 2_000)
+        // Started mid-second: the first window runs to the boundary after the nearest one.
+        #expect(CPUTimeSeries.sleepToNextSecond(from: 100 * s + 600_000_000) == s + 400_000_000)
+    }
+
     /// A full ring keeps the last `capacity` seconds.
     @Test func ringKeepsTheLastCapacitySeconds() throws {
         let system = try LWKT.boot(cpus: 1)
