@@ -19,6 +19,12 @@ public final class CPUTimeSeries: @unchecked Sendable {
         case rate
         /// A level (a queue depth, a count of open things): the sample is the reading.
         case gauge
+        /// A level read ``CPUTimeSeries/subSamples`` times a second: the sample is the mean.
+        case mean
+        /// A level read ``CPUTimeSeries/subSamples`` times a second: the sample is the largest.
+        case max
+
+        var isSampled: Bool { self == .mean || self == .max }
     }
 
     /// One series every CPU records.
@@ -63,8 +69,9 @@ public final class CPUTimeSeries: @unchecked Sendable {
     private let system: LWKTSystem
     /// Words per slot: stamp, second, seconds covered, then one per channel (`Double` bits).
     private let slotWords: Int
-    /// Per CPU: `capacity` slots, then the previous readings and their time, then the
-    /// next slot index, padded to whole cache lines.
+    /// Per CPU: `capacity` slots, then the previous readings, the sub-sample accumulators
+    /// (sum or largest, per channel), then the time of the previous readings, the next slot
+    /// index and the sub-sample count, padded to whole cache lines.
     private let cpuWords: Int
     private let memory: UnsafeMutablePointer<Int64>
     private let recorders = Mutex<[LWKTThread]>([])
@@ -76,7 +83,7 @@ public final class CPUTimeSeries: @unchecked Sendable {
         self.capacity = max(2, capacity)
         cpuCount = system.cpuCount
         slotWords = 3 + channels.count
-        let words = self.capacity * slotWords + channels.count + 2
+        let words = self.capacity * slotWords + 2 * channels.count + 3
         cpuWords = (words + 7) / 8 * 8
         let raw = UnsafeMutableRawPointer.allocate(byteCount: cpuCount * cpuWords * 8, alignment: 64)
         memory = raw.bindMemory(to: Int64.self, capacity: cpuCount * cpuWords)
@@ -93,14 +100,22 @@ public final class CPUTimeSeries: @unchecked Sendable {
         [
             Channel(name: "ipis", kind: .rate) { system.cpuUnchecked($0).counters.load(.ipiReceived) },
             Channel(name: "busy_percent", kind: .rate, scale: 100 / 1e9) { system.cpuUnchecked($0).counters.load(.busyNanos) },
-            Channel(name: "ready_depth", kind: .gauge) { system.cpuUnchecked($0).readyDepth },
+            Channel(name: "ready_depth", kind: .mean) { system.cpuUnchecked($0).readyDepth },
+            Channel(name: "ready_depth_max", kind: .max) { system.cpuUnchecked($0).readyDepth },
         ]
     }
 
     @inline(__always) private func base(_ cpu: Int) -> UnsafeMutablePointer<Int64> { memory + cpu * cpuWords }
     @inline(__always) private func previous(_ cpu: Int) -> UnsafeMutablePointer<Int64> { base(cpu) + capacity * slotWords }
-    /// Word 0: when the previous readings were taken (`lb_now_ns`); word 1: the next slot.
-    @inline(__always) private func cursor(_ cpu: Int) -> UnsafeMutablePointer<Int64> { previous(cpu) + channels.count }
+    @inline(__always) private func accumulators(_ cpu: Int) -> UnsafeMutablePointer<Int64> { previous(cpu) + channels.count }
+    /// Word 0: when the previous readings were taken (`lb_now_ns`); word 1: the next slot;
+    /// word 2: sub-samples taken since.
+    @inline(__always) private func cursor(_ cpu: Int) -> UnsafeMutablePointer<Int64> { accumulators(cpu) + channels.count }
+
+    /// Readings per second of the ``Kind/mean`` and ``Kind/max`` channels (one at the end
+    /// of the second, the others every 100 ms before it).
+    public static let subSamples = 10
+    private var hasSampledChannels: Bool { channels.contains { $0.kind.isSampled } }
 
     /// Starts one recorder thread per CPU; each records at every whole second until
     /// ``stop()`` or the system shuts down.
@@ -111,11 +126,21 @@ public final class CPUTimeSeries: @unchecked Sendable {
                 let id = cpu.id
                 return LWKTThread.spawn(on: cpu, priority: .kernel, name: "time-series") { [self] in
                     record(cpu: id, now: lb_now_ns(), second: Self.wallSecond(), first: true)
+                    let step: UInt64 = 1_000_000_000 / UInt64(Self.subSamples)
+                    let sampled = hasSampledChannels
                     while true {
                         // To the boundary after the second this wakeup counts as (a timer
-                        // that fires a little early must not record the same second twice).
-                        let toNext = Self.sleepToNextSecond(from: Self.wallNanos())
-                        guard (try? await LWKT.sleep(for: .nanoseconds(Int64(toNext)))) != nil else { return }
+                        // that fires a little early must not record the same second twice),
+                        // reading the sampled levels every `step` on the way.
+                        var wall = Self.wallNanos()
+                        let target = wall &+ Self.sleepToNextSecond(from: wall)
+                        while sampled && target > wall &+ step + step / 2 {
+                            guard (try? await LWKT.sleep(for: .nanoseconds(Int64(step)))) != nil else { return }
+                            sample(cpu: id)
+                            wall = Self.wallNanos()
+                        }
+                        let rest = target > wall ? target - wall : 0
+                        guard (try? await LWKT.sleep(for: .nanoseconds(Int64(rest)))) != nil else { return }
                         record(cpu: id, now: lb_now_ns(), second: Self.wallSecond(), first: false)
                     }
                 }
@@ -150,12 +175,30 @@ public final class CPUTimeSeries: @unchecked Sendable {
     /// The second (since 1970) nearest to `wallNanos`.
     static func second(of wallNanos: UInt64) -> Int64 { Int64((wallNanos + 500_000_000) / 1_000_000_000) }
 
+    /// Reads CPU `cpu`'s ``Kind/mean`` and ``Kind/max`` channels once into their
+    /// accumulators. Runs on CPU `cpu`, like ``record(cpu:now:second:first:)``.
+    public func sample(cpu: Int) {
+        let acc = accumulators(cpu)
+        let cur = cursor(cpu)
+        for (k, c) in channels.enumerated() {
+            switch c.kind {
+            case .mean: acc[k] &+= c.read(cpu)
+            case .max: acc[k] = cur[2] == 0 ? c.read(cpu) : Swift.max(acc[k], c.read(cpu))
+            case .rate, .gauge: break
+            }
+        }
+        cur[2] += 1
+    }
+
     /// Records CPU `cpu`'s second ending at `now` (`lb_now_ns`) into its ring; `first` only
     /// takes the readings. Runs on CPU `cpu` (tests call it directly, with their own
     /// clock, from one thread per CPU).
     public func record(cpu: Int, now: UInt64, second: Int64, first: Bool) {
         let prev = previous(cpu)
         let cur = cursor(cpu)
+        let acc = accumulators(cpu)
+        sample(cpu: cpu)  // the level at the end of the second is one of the readings
+        let readings = Double(cur[2])
         let elapsed = Double(now &- UInt64(bitPattern: cur[0])) / 1e9
         let slot = base(cpu) + Int(cur[1]) * slotWords
         if !first && elapsed > 0 {
@@ -170,6 +213,8 @@ public final class CPUTimeSeries: @unchecked Sendable {
                 switch c.kind {
                 case .rate: x = max(0, Double(v &- prev[k]) / elapsed * c.scale)
                 case .gauge: x = Double(v) * c.scale
+                case .mean: x = Double(acc[k]) / readings * c.scale
+                case .max: x = Double(acc[k]) * c.scale
                 }
                 prev[k] = v
                 lb_counter_store(slot + 3 + k, Int64(bitPattern: x.bitPattern))
@@ -181,6 +226,8 @@ public final class CPUTimeSeries: @unchecked Sendable {
             for (k, c) in channels.enumerated() { prev[k] = c.read(cpu) }
         }
         cur[0] = Int64(bitPattern: now)
+        for k in 0..<channels.count { acc[k] = 0 }
+        cur[2] = 0
     }
 
     /// Every CPU's samples merged by second, oldest first (seconds no CPU recorded are

@@ -100,8 +100,12 @@ enum PrometheusExposition {
         w.family(p + "lwkt_threads", "gauge", "Live LWKT threads per CPU.")
         for (i, n) in s.threadsPerCPU.enumerated() { w.sample(p + "lwkt_threads", [("cpu", "\(i)")], n) }
         if let depth = s.rates?.readyDepth {
-            w.family(p + "lwkt_ready_depth", "gauge", "Jobs waiting in each CPU's ready queue at the last per-second sample.")
+            w.family(p + "lwkt_ready_depth", "gauge", "Jobs waiting in each CPU's ready queue, mean of ten readings over the last second.")
             for (i, d) in depth.enumerated() { w.sample(p + "lwkt_ready_depth", [("cpu", "\(i)")], d) }
+        }
+        if let depth = s.rates?.readyDepthMax {
+            w.family(p + "lwkt_ready_depth_max", "gauge", "Jobs waiting in each CPU's ready queue, largest of ten readings over the last second.")
+            for (i, d) in depth.enumerated() { w.sample(p + "lwkt_ready_depth_max", [("cpu", "\(i)")], d) }
         }
         w.family(p + "ipi_messages_total", "counter", "IPI messages sent on each ring of the crossbar.")
         for (src, row) in s.lwkt.ipiMatrix.enumerated() {

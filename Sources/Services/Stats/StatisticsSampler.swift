@@ -33,9 +33,11 @@ public struct RateSample: Codable, Sendable, Equatable {
     public var hitRatio: Double?
     /// HTTP service time p99 over the second (0: no requests).
     public var httpP99Nanos: Int64
-    /// Jobs waiting in each CPU's ready queue at the end of the second (nil: from a server
-    /// without per-CPU series).
+    /// Jobs waiting in each CPU's ready queue, the mean of ten readings over the second (nil:
+    /// from a server without per-CPU series).
     public var readyDepth: [Double]? = nil
+    /// The largest of those readings, per CPU.
+    public var readyDepthMax: [Double]? = nil
     /// Seconds each CPU's own sample covers (nil: the rates come from two snapshots
     /// `seconds` apart); a rate times this is the count.
     public var cpuSeconds: [Double]? = nil
@@ -169,6 +171,7 @@ final class StatisticsSampler: @unchecked Sendable {
             m.ipis = column(s, "ipis") ?? zero
             m.busyPercent = (column(s, "busy_percent") ?? zero).map { min(100, $0) }
             m.readyDepth = column(s, "ready_depth")
+            m.readyDepthMax = column(s, "ready_depth_max")
             m.cpuSeconds = s.seconds
             return m
         }

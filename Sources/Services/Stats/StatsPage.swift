@@ -49,7 +49,7 @@ enum StatsPage {
         }
         h += lineChart("CPU busy", unit: "%", t, perCPU { $0.busyPercent }, fixedMax: 100)
         h += lineChart("IPIs received", unit: "IPIs/s", t, perCPU { $0.ipis })
-        h += lineChart("Ready-queue depth", unit: "jobs", t, perCPU { $0.readyDepth ?? [] })
+        h += lineChart("Ready-queue depth (mean over each second)", unit: "jobs", t, perCPU { $0.readyDepth ?? [] })
         h += "</div><h2>Latency</h2>" + latencyTable(s.latency)
         h += stallSection(s.stalls)
         h += "<h2>HTTP per CPU (since start)</h2><div class=grid>"
@@ -67,7 +67,8 @@ enum StatsPage {
                                              ("interrupt", counter(.jobsInterrupt)), ("soft int", counter(.jobsSoftInterrupt))])
         h += bars("Threads per CPU (run queue population)", cpus, [("threads", s.threadsPerCPU.map(Double.init))])
         if let depth = s.rates?.readyDepth {
-            h += bars("Ready-queue depth per CPU (jobs waiting, last second)", cpus, [("ready", depth)])
+            h += bars("Ready-queue depth per CPU (jobs waiting, last second)", cpus,
+                      [("mean", depth), ("largest", s.rates?.readyDepthMax ?? [])])
         }
         h += bars("I/O and sleeping per CPU", cpus, [("I/O events", counter(.ioEvents)), ("sleeps", counter(.sleeps)),
                                                      ("timers", counter(.timerFired)), ("yields", counter(.yields))])

@@ -51,7 +51,9 @@ struct StatCommand: AsyncParsableCommand {
         print("")
         StatTables.print(stats.lwkt)
         if let depth = stats.rates?.readyDepth {
-            print("ready-queue depth     " + depth.map { String(Int($0)).leftPad(12) }.joined() + "   (jobs waiting, last per-second sample)")
+            let largest = stats.rates?.readyDepthMax ?? []
+            print("ready-queue depth     " + depth.map { String(format: "%.1f", $0).leftPad(12) }.joined() + "   (jobs waiting, mean over the last second)")
+            print("ready-queue largest   " + largest.map { String(Int($0)).leftPad(12) }.joined())
         }
         print("")
         print("HTTP per CPU")

@@ -68,7 +68,7 @@ struct StatWatch {
             let req = i < r.requests.count ? r.requests[i] : 0
             let ipi = i < r.ipis.count ? r.ipis[i] : 0
             let threads = i < b.threadsPerCPU.count ? b.threadsPerCPU[i] : 0
-            let ready = b.rates?.readyDepth.flatMap { i < $0.count ? Int($0[i]) : nil }.map(String.init) ?? "-"
+            let ready = b.rates?.readyDepth.flatMap { i < $0.count ? String(format: "%.1f", $0[i]) : nil } ?? "-"
             line("cpu\(i)".padding(toLength: 6, withPad: " ", startingAt: 0) + bar + String(format: " %3.0f%%", busy)
                  + rate(req).leftPad(10) + rate(ipi).leftPad(10) + String(threads).leftPad(9) + ready.leftPad(7))
         }

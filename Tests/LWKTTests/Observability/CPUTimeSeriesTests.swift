@@ -65,6 +65,30 @@ final class FakeCounters: @unchecked Sendable {
         #expect(CPUTimeSeries.sleepToNextSecond(from: 100 * s + 600_000_000) == s + 400_000_000)
     }
 
+    /// Sampled levels: the mean and the largest of the readings taken during the second
+    /// (each `sample` and the one at `record`), and the readings start over each second.
+    @Test func sampledLevelsGiveMeanAndLargest() throws {
+        let system = try LWKT.boot(cpus: 1)
+        defer { _ = try? system.shutdownBlocking() }
+        let level = FakeCounters(1)
+        let series = CPUTimeSeries(system: system, channels: [
+            .init(name: "mean", kind: .mean) { level.get($0) },
+            .init(name: "max", kind: .max) { level.get($0) },
+            .init(name: "last", kind: .gauge) { level.get($0) },
+        ])
+        let s: UInt64 = 1_000_000_000
+        series.record(cpu: 0, now: s, second: 1, first: true)
+        for v: Int64 in [4, 0, 9, 3] { level.set(0, v); series.sample(cpu: 0) }
+        level.set(0, 4)
+        series.record(cpu: 0, now: 2 * s, second: 2, first: false)  // readings 4, 0, 9, 3, 4
+        level.set(0, 1)
+        series.record(cpu: 0, now: 3 * s, second: 3, first: false)  // only the closing reading
+        let m = series.merged()
+        #expect(m.map(\.second) == [2, 3])
+        #expect(m[0].values[0] == [4] && m[0].values[1] == [9] && m[0].values[2] == [4])
+        #expect(m[1].values[0] == [1] && m[1].values[1] == [1] && m[1].values[2] == [1])
+    }
+
     /// A full ring keeps the last `capacity` seconds.
     @Test func ringKeepsTheLastCapacitySeconds() throws {
         let system = try LWKT.boot(cpus: 1)
@@ -128,10 +152,11 @@ final class FakeCounters: @unchecked Sendable {
         try await system.shutdown()
         let both = series.merged().filter { $0.present == [true, true] }
         #expect(both.count >= 2)
-        #expect(series.channels.map(\.name) == ["ipis", "busy_percent", "ready_depth"])
+        #expect(series.channels.map(\.name) == ["ipis", "busy_percent", "ready_depth", "ready_depth_max"])
         for s in both {
             #expect(s.values[1].allSatisfy { $0 >= 0 && $0 <= 100.5 })
             #expect(s.values[2].allSatisfy { $0 >= 0 })
+            #expect(zip(s.values[2], s.values[3]).allSatisfy { $0 <= $1 })  // mean ≤ largest
         }
     }
 }

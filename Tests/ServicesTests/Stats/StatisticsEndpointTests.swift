@@ -135,8 +135,10 @@ import Testing
         let withDepth = samples.filter { $0.readyDepth?.count == 2 }
         #expect(!withDepth.isEmpty, "no sample with both CPUs' ready depth")
         #expect(withDepth.allSatisfy { $0.readyDepth?.allSatisfy { $0 >= 0 } == true })
+        #expect(withDepth.allSatisfy { $0.readyDepthMax?.count == 2 })
         #expect(metrics.contains("# TYPE libellula_lwkt_ready_depth gauge"))
         #expect(metrics.contains("libellula_lwkt_ready_depth{cpu=\"1\"}"))
+        #expect(metrics.contains("# TYPE libellula_lwkt_ready_depth_max gauge"))
         let doc = try JSONSerialization.jsonObject(with: Data(json)) as? [String: Any]
         let rates = doc?["rates"] as? [String: Any]
         #expect((rates?["ready_depth"] as? [Any])?.count == 2, "rates: \(String(describing: rates))")
