@@ -24,13 +24,14 @@ struct StatWatch {
         while iterations.map({ shown < $0 }) ?? true {
             try await Task.sleep(for: .milliseconds(Int(interval * 1000)))
             let now = try fetch()
-            shown += 1
             // The server reuses a rendered document for its statistics interval: wait for
-            // a newer one rather than divide by zero.
+            // a newer one rather than divide by zero (a screen counts only when drawn, so
+            // --iterations N always shows N screens).
             if now.timestamp <= previous.timestamp { continue }
             let screen = Self.render(previous: previous, now: now, width: Self.terminalWidth())
             print("\u{1B}[H\u{1B}[2J" + screen, terminator: "")
             fflush(nil)
+            shown += 1
             previous = now
         }
     }
