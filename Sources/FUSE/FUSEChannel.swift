@@ -37,8 +37,8 @@ final class FUSERequestBuffers: @unchecked Sendable {
 /// threads and reads the next one, so a request parked on the host-I/O pool or on a held
 /// record lock never holds up the others. Requests in flight are bounded by the buffer
 /// sets (`FUSEChannel.bufferSets`, made only when requests overlap); with none free the
-/// reader parks until a worker returns one. A reply goes back on this descriptor, as the kernel requires; the kernel matches
-/// replies to requests by their unique id, in any order.
+/// reader parks until a worker returns one. A reply goes back on this descriptor, as the
+/// kernel requires; the kernel matches replies to requests by their unique id, in any order.
 final class FUSEChannel: @unchecked Sendable {
     unowned let server: FUSEServer
     let cpu: Int
