@@ -11,7 +11,7 @@ import VFS
 /// on the host-I/O pool. A handler's VFS work is one `vfsCall` where it can be (one pool trip
 /// at most), and whatever must happen only once (`FUSENodeTable.remember`, holds, handles)
 /// comes after it, outside: a `vfsCall` body may be run again from its start (VFSAttempt
-/// rule 2). A handler writes its reply payload at `channel.payload` and returns its size, or a
+/// rule 2). A handler writes its reply payload at `out` (its request's reply buffer) and returns its size, or a
 /// negative errno for replies the VFS has no error for (ENOSYS); VFS errors are thrown and
 /// become the reply's errno. Every reply that gives the kernel a node id counts one lookup
 /// of it (`FUSENodeTable.remember`). Permission checks are the kernel's (the mount uses
@@ -30,8 +30,8 @@ extension FUSEServer {
         try await process.parking.perform(body)
     }
 
-    func handle(_ h: fuse_in_header, arg: UnsafeRawPointer, argLength: Int, channel ch: FUSEChannel) async throws(VFSError) -> Int {
-        let out = ch.payload
+    func handle(_ h: fuse_in_header, arg: UnsafeRawPointer, argLength: Int, channel ch: FUSEChannel,
+                out: UnsafeMutableRawPointer) async throws(VFSError) -> Int {
         switch h.opcode {
         case FUSE_LOOKUP.rawValue:
             ch.counters.add(.lookups)

@@ -1,5 +1,6 @@
 import Benchmark
 import LWKT
+import Slab
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -27,6 +28,16 @@ func system() throws -> LWKTSystem {
     if let s = sharedSystem { return s }
     let s = try LWKT.boot(cpus: 2, configuration: .init(idleSpin: .milliseconds(100), warnings: false))
     sharedSystem = s
+    return s
+}
+
+nonisolated(unsafe) var sharedSlab: SlabAllocator?
+
+/// The benchmark system's slab, kept alive for the whole run (a system holds it weakly).
+func benchSlab() throws -> SlabAllocator {
+    if let s = sharedSlab { return s }
+    let s = SlabAllocator.shared(for: try system())
+    sharedSlab = s
     return s
 }
 
@@ -120,6 +131,65 @@ let benchmarks: @Sendable () -> Void = {
             }
             await a.join()
             await b.join()
+        }
+    }
+
+    // Same-CPU synchronous doMsg to a function port: N = 1,000 and 10,000 requests on one
+    // reused message, so equal counts show that a doMsg allocates nothing.
+    for n in [1_000, 10_000] {
+        Benchmark("doMsg: \(n) same-CPU synchronous requests") { benchmark in
+            let sys = try system()
+            for _ in benchmark.scaledIterations {
+                try await sys.run(on: 0) {
+                    let port = LWKTPort.function(name: "bench") { m in
+                        Int32(truncatingIfNeeded: unsafeDowncast(m, to: PayloadMessage<Int>.self).payload & 1)
+                    }
+                    let msg = PayloadMessage<Int>(0)
+                    var sum: Int32 = 0
+                    for i in 0..<n {
+                        msg.payload = i
+                        sum &+= (try? await LWKT.doMsg(msg, to: port)) ?? 0
+                    }
+                    blackHole(sum)
+                }
+            }
+        }
+    }
+
+    // The system slab: N = 1,000 and 10,000 allocate+free pairs of 64 B on CPU 0, and N
+    // chunks allocated on CPU 0 and freed on CPU 1 (remote frees, batched per zone). The
+    // per-iteration overhead (the LWKT threads, the array of pointers) is the same for
+    // every N.
+    for n in [1_000, 10_000] {
+        Benchmark("slab: \(n) alloc+free 64 B on one CPU") { benchmark in
+            let sys = try system()
+            let slab = try benchSlab()
+            for _ in benchmark.scaledIterations {
+                try await sys.run(on: 0) {
+                    for i in 0..<n {
+                        guard let p = slab.allocate(64) else { continue }
+                        p.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
+                        slab.free(p)
+                    }
+                }
+            }
+        }
+        Benchmark("slab: \(n) chunks allocated on cpu0, freed on cpu1") { benchmark in
+            let sys = try system()
+            let slab = try benchSlab()
+            let held = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 10_000)
+            defer { held.deallocate() }
+            let arg = Arg(p: UnsafeMutableRawPointer(held))
+            for _ in benchmark.scaledIterations {
+                try await sys.run(on: 0) {
+                    let h = arg.p.assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+                    for i in 0..<n { h[i] = slab.allocate(64) }
+                }
+                try await sys.run(on: 1) {
+                    let h = arg.p.assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+                    for i in 0..<n { if let p = h[i] { slab.free(p) } }
+                }
+            }
         }
     }
 }

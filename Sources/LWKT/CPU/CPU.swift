@@ -92,7 +92,7 @@ public final class CPU: @unchecked Sendable {
         return p.assumingMemoryBound(to: Globaldata.self).pointee.cpu.takeUnretainedValue()
     }
 
-    @usableFromInline @inline(__always)
+    @inlinable @inline(__always)
     static var currentLocal: UnsafeMutablePointer<Globaldata>? {
         lb_current_cpu()?.assumingMemoryBound(to: Globaldata.self)
     }

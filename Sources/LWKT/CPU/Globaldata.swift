@@ -226,11 +226,21 @@ struct Globaldata {
 /// belongs to. `owner` is written by the allocator's creator and destroyer with atomic
 /// stores (release, compare-and-swap) and read by the CPU with a relaxed load; `arena` is
 /// written before `owner` is published.
+///
+/// `pending` and `flush` let the slab defer work on the owning CPU (its batch of remote
+/// frees) to the end of the current job: the slab sets `pending` (owner only) and the run
+/// loop, seeing it after the job, calls `flush(owner, cpuID)`.
 @usableFromInline
 struct SlabGlobaldata {
     @usableFromInline var owner: UnsafeMutableRawPointer? = nil
     @usableFromInline var arena: UnsafeMutableRawPointer? = nil
+    @usableFromInline var pending = 0
+    @usableFromInline var flush: SlabDeferredFlush? = nil
 }
+
+/// What the run loop calls at the end of a job when the slab has deferred work on that
+/// CPU: `(slab owner identity, CPU index)`.
+public typealias SlabDeferredFlush = @convention(c) (UnsafeMutableRawPointer?, Int) -> Void
 
 /// Fixed storage for module slots: 16 pointers inline in the globaldata.
 @usableFromInline
@@ -342,8 +352,38 @@ extension CPU {
     /// Installs `arena` as this CPU's slab arena on behalf of `owner` (an identity that
     /// is never reused). Any thread may call it; it publishes with a release store.
     public func installSlab(owner: UnsafeMutableRawPointer, arena: UnsafeMutableRawPointer) {
+        installSlab(owner: owner, arena: arena, flush: nil)
+    }
+
+    /// Installs `arena` as this CPU's slab arena on behalf of `owner`, with the function
+    /// the run loop calls at the end of a job in which the slab marked deferred work
+    /// (``noteSlabDeferredWork()``). Call it before the CPU can allocate from the slab.
+    public func installSlab(owner: UnsafeMutableRawPointer, arena: UnsafeMutableRawPointer, flush: SlabDeferredFlush?) {
         local.pointee.slab.arena = arena
+        local.pointee.slab.flush = flush
         withUnsafeMutablePointer(to: &local.pointee.slab.owner) { lb_ptr_store_release($0, owner) }
+    }
+
+    /// Marks that the calling CPU's slab holds deferred work, so the run loop calls the
+    /// slab's flush function when the current job ends. Owner only (a CPU thread).
+    @inlinable @inline(__always)
+    public static func noteSlabDeferredWork() {
+        guard let l = currentLocal else { return }
+        l.pointee.slab.pending = 1
+    }
+
+    /// Runs the calling CPU's deferred slab work now, if any (the run loop does it after
+    /// every job; threads do it when they exit). A no-op off a CPU.
+    public static func flushSlabDeferredWork() {
+        guard let l = currentLocal, l.pointee.slab.pending != 0 else { return }
+        runSlabFlush(l)
+    }
+
+    @usableFromInline @inline(never)
+    static func runSlabFlush(_ l: UnsafeMutablePointer<Globaldata>) {
+        l.pointee.slab.pending = 0
+        let owner = withUnsafeMutablePointer(to: &l.pointee.slab.owner) { lb_ptr_load_relaxed($0) }
+        if let owner, let flush = l.pointee.slab.flush { flush(owner, l.pointee.cpuID) }
     }
 
     /// Removes `owner`'s slab arena from this CPU's globaldata if it is still installed.

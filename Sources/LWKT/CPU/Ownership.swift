@@ -84,4 +84,15 @@ public struct CPUBound<Value>: @unchecked Sendable {
 
     /// Whether the caller may access the value (it runs on ``cpu``).
     @inlinable public var isAccessible: Bool { lb_current_cpu() == owner }
+
+    /// The storage as a retained opaque pointer, to carry the value in an IPI to its own
+    /// CPU; the receiver takes it back with ``init(takingRetained:on:)``.
+    func retainedOpaque() -> UnsafeMutableRawPointer { Unmanaged.passRetained(storage).toOpaque() }
+
+    /// Takes back a pointer made by ``retainedOpaque()`` (once), on the owning `cpu`.
+    init(takingRetained raw: UnsafeMutableRawPointer, on cpu: CPU) {
+        self.cpu = cpu
+        storage = Unmanaged<Storage>.fromOpaque(raw).takeRetainedValue()
+        owner = UnsafeMutableRawPointer(cpu.local)
+    }
 }

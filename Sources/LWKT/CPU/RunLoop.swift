@@ -36,6 +36,8 @@ extension CPU {
             if let (job, band) = l.pointee.runq.pop() {
                 run(job, band: band)
                 if l.pointee.yielders.count > 0 { resumeYielders() }
+                // The slab's batch of remote frees goes out when the job that built it ends.
+                if _slowPath(l.pointee.slab.pending != 0) { CPU.runSlabFlush(l) }
                 jobsSincePoll &+= 1
                 if jobsSincePoll >= jobsPerPoll {
                     jobsSincePoll = 0

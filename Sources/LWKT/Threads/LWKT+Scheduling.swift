@@ -39,20 +39,22 @@ extension LWKT {
         try Task.checkCancellation()
         let deadline = lb_now_ns() &+ UInt64(max(0, duration.nanoseconds))
         let held = LWKTThread.currentThread.map { Token.releaseAll(of: $0) } ?? false
-        let box = TimerBox()
+        // The timer belongs to this CPU: the sleeper arms it here and a cancellation from
+        // any thread sends it here by IPI (checked in debug builds by CPUBound).
+        let timer = CPUBound(SleepTimer(), on: cpu)
         do {
             try await withTaskCancellationHandler {
                 try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<Void, any Error>) in
-                    if box.cancelled {
+                    if timer.value.cancelled {
                         c.resume(throwing: CancellationError())
                         return
                     }
                     let node = TimerNode(deadline: deadline, action: .resume(c))
-                    box.node = node
+                    timer.value.node = node
                     cpu.timers.arm(node)
                 }
             } onCancel: {
-                cpu.sendIPI(cancelTimerIPI, Unmanaged.passRetained(box).toOpaque(), 0)
+                cpu.sendIPI(cancelTimerIPI, timer.retainedOpaque(), 0)
             }
         } catch {
             if held, let t = LWKTThread.currentThread { await Token.reacquireAll(of: t) }
@@ -101,8 +103,9 @@ extension LWKTThread {
     }
 }
 
-/// Carries a timer between a sleeping task and its cancellation handler.
-final class TimerBox: @unchecked Sendable {
+/// The timer of one `LWKT.sleep`, shared by the sleeper and its cancellation handler
+/// inside a ``CPUBound`` of the sleeper's CPU.
+struct SleepTimer {
     var node: TimerNode?
     var cancelled = false
 }
@@ -110,10 +113,13 @@ final class TimerBox: @unchecked Sendable {
 /// Cancels a `LWKT.sleep` on the CPU that owns its timer.
 let cancelTimerIPI: IPIFunction = { arg, _ in
     guard let arg, let l = CPU.currentLocal else { return }
-    let box = Unmanaged<TimerBox>.fromOpaque(arg).takeRetainedValue()
-    box.cancelled = true
-    guard let node = box.node else { return }
     l.pointee.cpu._withUnsafeGuaranteedRef { cpu in
+        let timer = CPUBound<SleepTimer>(takingRetained: arg, on: cpu)
+        let node = timer.withValue { t in
+            t.cancelled = true
+            return t.node
+        }
+        guard let node else { return }
         if case .resume(let c)? = cpu.timers.cancel(node) {
             c.resume(throwing: CancellationError())
         }

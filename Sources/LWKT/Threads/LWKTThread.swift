@@ -93,6 +93,8 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
 
     /// Removes the running task from the current CPU's thread table.
     func detach() {
+        // Whatever the slab deferred in this thread's last job goes out before it is joined.
+        CPU.flushSlabDeferredWork()
         // A thread that ends holding tokens must not keep them held.
         if !tokens.isEmpty {
             _ = Token.releaseAll(of: self)

@@ -44,6 +44,9 @@ public struct ServerStatistics: Codable, Sendable {
     /// The VFS's host-I/O pool: calls, queue depth, latency quantiles and histogram, and
     /// where the latency goes (nil when the server does not report it).
     public var hostIO: HostIOStatistics? = nil
+    /// The socket stack's per-CPU listeners, accepts and cross-CPU forwarding (nil on host
+    /// sockets, whose kernel keeps them).
+    public var network: SocketStackStatistics? = nil
 
     /// The encoder `/_stats.json` uses: snake_case keys, sorted.
     public static func encoder() -> JSONEncoder {

@@ -169,8 +169,22 @@ public final class SlabAllocator: @unchecked Sendable {
     func installInGlobaldata() {
         guard let system, !installed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         for i in 0..<min(cpuCount, system.cpuCount) {
-            system.cpus[i].installSlab(owner: control.raw, arena: arenas.advanced(by: i &* Arena.stride))
+            system.cpus[i].installSlab(owner: control.raw, arena: arenas.advanced(by: i &* Arena.stride),
+                                       flush: SlabAllocator.deferredFlushHandler)
         }
+    }
+
+    /// What the run loop calls at the end of a job that left a remote-free batch in CPU
+    /// `index`'s arena: hands the batch over (guarded like a notification, so a batch
+    /// left by an allocator being destroyed is ignored).
+    static let deferredFlushHandler: SlabDeferredFlush = { ctx, index in
+        guard let ctx else { return }
+        let control = SlabControl(raw: ctx)
+        control.inFlight.pointee.add(1, ordering: .sequentiallyConsistent)
+        if control.closed.pointee.load(ordering: .sequentiallyConsistent) == 0 {
+            Arena(control.arenas.advanced(by: index &* Arena.stride)).flushRemoteBatch()
+        }
+        control.inFlight.pointee.subtract(1, ordering: .sequentiallyConsistent)
     }
 
     @inline(__always)
@@ -236,14 +250,16 @@ public final class SlabAllocator: @unchecked Sendable {
         if _slowPath(size <= 0) || _slowPath(SizeClass.mapsDirectly(size)) {
             return allocateUnusual(size, type: type, flags: flags, arenaIndex: arenaIndex)
         }
-        if let type, _slowPath(!type.underLimit()) {
+        // The type is used unretained: the caller's reference keeps it alive for the call.
+        let typeRef = type.map { Unmanaged.passUnretained($0) }
+        if let typeRef, _slowPath(!typeRef._withUnsafeGuaranteedRef { $0.underLimit() }) {
             return failure(.limitExceeded, size: size, type: type, flags: flags)
         }
         let (sizeClass, chunkSize) = SizeClass.index(forSize: size)
         guard let p = arena.allocate(sizeClass: sizeClass, zero: flags.contains(.zero)) else {
             return failure(.outOfMemory, size: size, type: type, flags: flags)
         }
-        type?.chargeAllocation(slot: arenaIndex, bytes: chunkSize)
+        typeRef?._withUnsafeGuaranteedRef { $0.chargeAllocation(slot: arenaIndex, bytes: chunkSize) }
         return p
     }
 
@@ -296,13 +312,16 @@ public final class SlabAllocator: @unchecked Sendable {
         }
         let z = ZoneLayout.header(of: p)
         let key = UInt(bitPattern: lb_current_cpu())
+        // Both words are on the zone's read-only line: one compare says "mine".
         if _fastPath(key != 0 && z.pointee.ownerKey == key && z.pointee.magic == ZoneLayout.liveMagic) {
-            let me = Int(z.pointee.ownerIndex)
             let bytes = z.pointee.chunkSize
-            arena(at: me).freeLocal(p, zone: z)
+            Arena(z.pointee.arena).freeLocal(p, zone: z)
             if let type {
-                type.chargeFree(slot: me, bytes: bytes, remote: false)
-                if _slowPath(type.waiters.load(ordering: .relaxed) != 0) { wake?(type) }
+                let me = Int(z.pointee.ownerIndex)
+                Unmanaged.passUnretained(type)._withUnsafeGuaranteedRef { t in
+                    t.chargeFree(slot: me, bytes: bytes, remote: false)
+                    if _slowPath(t.waiters.hint != 0) { wakeWaiters(t) }
+                }
             }
             return
         }
@@ -310,8 +329,36 @@ public final class SlabAllocator: @unchecked Sendable {
     }
 
     @inline(never)
+    func wakeWaiters(_ type: MallocType) { wake?(type) }
+
+    /// A free of a chunk the calling thread does not own. On a CPU whose globaldata holds
+    /// this allocator's arena, the chunk joins the CPU's remote-free batch (no atomic);
+    /// otherwise it goes to its zone's remote list at once.
+    @inline(never)
     func freeSlow(_ p: UnsafeMutableRawPointer, type: MallocType?) {
+        if let (a, me) = CPU.currentSlabArena(owner: control.raw) {
+            let z = ZoneLayout.header(of: p)
+            if _slowPath(z.pointee.magic != ZoneLayout.liveMagic) { invalidZone(p, z) }
+            let arena = Arena(a)
+            if let type {
+                type.chargeFree(slot: me, bytes: z.pointee.chunkSize, remote: true)
+            }
+            countRemote(arenaIndex: me, sizeClass: Int(z.pointee.classIndex))
+            if _slowPath(debug) { Arena(z.pointee.arena).markFreed(z, p) }
+            if arena.batchRemoteFree(p, zone: z) { CPU.noteSlabDeferredWork() }
+            if let type, _slowPath(type.waiters.hint != 0) {
+                // A waiter needs the memory now, not at the end of the job.
+                arena.flushRemoteBatch()
+                wake?(type)
+            }
+            return
+        }
         free(p, type: type, arenaIndex: currentArenaIndex())
+    }
+
+    @inline(never)
+    func invalidZone(_ p: UnsafeMutableRawPointer, _ z: UnsafeMutablePointer<ZoneHeader>) -> Never {
+        SlabDebug.fail(.invalidFree, "\(SlabDebug.hex(p)) is not in a live zone (zone magic 0x\(String(z.pointee.magic, radix: 16)))")
     }
 
     /// The free itself, as arena `arenaIndex` (nil: a thread that is not a CPU).
@@ -322,9 +369,7 @@ public final class SlabAllocator: @unchecked Sendable {
             return
         }
         let z = ZoneLayout.header(of: p)
-        if _slowPath(z.pointee.magic != ZoneLayout.liveMagic) {
-            SlabDebug.fail(.invalidFree, "\(SlabDebug.hex(p)) is not in a live zone (zone magic 0x\(String(z.pointee.magic, radix: 16)))")
-        }
+        if _slowPath(z.pointee.magic != ZoneLayout.liveMagic) { invalidZone(p, z) }
         let owner = Int(z.pointee.ownerIndex)
         let bytes = z.pointee.chunkSize
         if let me = arenaIndex {
@@ -346,7 +391,7 @@ public final class SlabAllocator: @unchecked Sendable {
             foreignFrees[Int(z.pointee.classIndex)].add(1, ordering: .relaxed)
             Arena.remoteFree(p, zone: z, debug: debug)
         }
-        if let type, _slowPath(type.waiters.load(ordering: .relaxed) != 0) { wake?(type) }
+        if let type, _slowPath(type.waiters.hint != 0) { wake?(type) }
     }
 
     @inline(__always)
@@ -368,7 +413,7 @@ public final class SlabAllocator: @unchecked Sendable {
         } else {
             type.chargeForeignFree(bytes: block.bytes)
         }
-        if type.waiters.load(ordering: .relaxed) != 0 { wake?(type) }
+        if type.waiters.hint != 0 { wake?(type) }
     }
 
     /// The usable size of an allocation: its chunk size, or the mapped bytes of a big one.
@@ -408,6 +453,7 @@ public final class SlabAllocator: @unchecked Sendable {
     /// shared pool's, off a CPU), ignoring the threshold.
     public func trim() {
         if let i = currentArenaIndex() {
+            arena(at: i).flushRemoteBatch()
             arena(at: i).drainMailbox()
             arena(at: i).releaseAllFreeZones()
         } else {
@@ -418,9 +464,13 @@ public final class SlabAllocator: @unchecked Sendable {
         }
     }
 
-    /// Drains the calling CPU's mailbox of remotely freed zones (what the passive IPI does).
+    /// Hands over the calling CPU's batch of remote frees, then drains its mailbox of
+    /// remotely freed zones (what the passive IPI does).
     public func poll() {
-        if let i = currentArenaIndex() { arena(at: i).drainMailbox() }
+        if let i = currentArenaIndex() {
+            arena(at: i).flushRemoteBatch()
+            arena(at: i).drainMailbox()
+        }
         else { sharedLock.withLock { _ in arena(at: sharedIndex).drainMailbox() } }
     }
 

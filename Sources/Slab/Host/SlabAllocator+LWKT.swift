@@ -72,8 +72,8 @@ extension SlabAllocator {
         while true {
             try Task.checkCancellation()
             if let deadline, ContinuousClock.now >= deadline { return nil }
-            t.waiters.add(1, ordering: .sequentiallyConsistent)
-            defer { t.waiters.subtract(1, ordering: .sequentiallyConsistent) }
+            t.waiters.enter()
+            defer { t.waiters.leave() }
             if CPU.current != nil {
                 // The interlock re-checks the limit once we are visible to wakers, so a
                 // free between our failed attempt and the sleep is not lost. The timeout

@@ -81,6 +81,9 @@ public struct SlabCPUStatistics: Codable, Sendable, Equatable {
     public var remoteFreesSent: Int
     /// Times a zone of this CPU's was posted to its mailbox.
     public var mailboxPosts: Int
+    /// Remote-free batches this CPU handed to other CPUs' zones (one compare-and-swap
+    /// each, for up to 64 chunks of one zone).
+    public var remoteBatchesSent: Int
 }
 
 extension SlabAllocator {
@@ -117,7 +120,8 @@ extension SlabAllocator {
                 cpu: a == cpuCount ? -1 : a, zonesHeld: held, freeZonesCached: c(.freeZonesParked),
                 zonesFromRegion: c(.zonesFromRegion), zonesReused: c(.zonesReused),
                 zonesReturnedToOS: c(.zonesReleased), notificationsHandled: c(.notificationsHandled),
-                remoteFreesSent: c(.remoteFreesSent), mailboxPosts: c(.mailboxPosts))
+                remoteFreesSent: c(.remoteFreesSent), mailboxPosts: c(.mailboxPosts),
+                remoteBatchesSent: c(.remoteBatches))
             parked += s.freeZonesCached
             fromRegion += s.zonesFromRegion
             released += s.zonesReturnedToOS

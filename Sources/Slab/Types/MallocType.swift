@@ -20,8 +20,11 @@ public final class MallocType: @unchecked Sendable {
     /// `foldBytes`; recomputed exactly only when it reaches the limit.
     let looseBytes = Atomic<Int>(0)
     let foldBytes: Int
-    /// Allocations sleeping until usage drops under the limit.
-    let waiters = Atomic<Int>(0)
+    /// Allocations sleeping until usage drops under the limit. The word lives in raw
+    /// memory, so the free path reads it without touching the object's reference count.
+    let waiterWord: UnsafeMutablePointer<Atomic<Int>>
+    /// The count of allocations sleeping on this type.
+    @inline(__always) var waiters: WaiterCount { WaiterCount(word: waiterWord) }
     /// False for the allocator's default type, which keeps no counters of its own: its
     /// numbers are what the size classes and big blocks hold beyond the other types.
     let accounted: Bool
@@ -39,6 +42,8 @@ public final class MallocType: @unchecked Sendable {
         self.index = index
         self.slotCount = arenaSlots
         let bytes = arenaSlots * Self.slotStride
+        waiterWord = .allocate(capacity: 1)
+        waiterWord.initialize(to: Atomic(0))
         slots = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         slots.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
         _ = slots.bindMemory(to: Atomic<Int>.self, capacity: bytes / 8)
@@ -47,7 +52,10 @@ public final class MallocType: @unchecked Sendable {
         foldBytes = max(8, min(ZoneLayout.zoneSize, self.limit / max(1, arenaSlots * 8)))
     }
 
-    deinit { slots.deallocate() }
+    deinit {
+        slots.deallocate()
+        waiterWord.deallocate()
+    }
 
     @inline(__always)
     func counter(_ slot: Int, _ c: Counter) -> UnsafeMutablePointer<Atomic<Int>> {
@@ -128,4 +136,14 @@ public final class MallocType: @unchecked Sendable {
 @inline(__always)
 func counterAdd(_ p: UnsafeMutablePointer<Atomic<Int>>, _ v: Int) {
     p.pointee.store(p.pointee.load(ordering: .relaxed) &+ v, ordering: .relaxed)
+}
+
+/// A view of a malloc type's waiter count (an atomic word in raw memory).
+struct WaiterCount {
+    let word: UnsafeMutablePointer<Atomic<Int>>
+    /// The count, as a hint (relaxed): frees use it to decide whether to wake anyone.
+    @inline(__always) var hint: Int { word.pointee.load(ordering: .relaxed) }
+    /// A sleeper announces itself (sequentially consistent, paired with the interlock).
+    @inline(__always) func enter() { word.pointee.add(1, ordering: .sequentiallyConsistent) }
+    @inline(__always) func leave() { word.pointee.subtract(1, ordering: .sequentiallyConsistent) }
 }

@@ -21,6 +21,14 @@ struct ArenaHeader {
     var notify: ArenaNotify?
     var notifyContext: UnsafeMutableRawPointer?
     var region: Unmanaged<ZoneRegion>
+    /// The remote-free batch this (freeing) arena is building: chunks of one zone of
+    /// another arena, linked through their first word from `batchHead` to `batchTail`,
+    /// handed to the zone with one compare-and-swap when full, when a chunk of another
+    /// zone is freed, or when the CPU's job ends (see ``Arena/flushRemoteBatch()``).
+    var batchZone: UnsafeMutablePointer<ZoneHeader>? = nil
+    var batchHead: UnsafeMutableRawPointer? = nil
+    var batchTail: UnsafeMutableRawPointer? = nil
+    var batchCount = 0
 }
 
 /// One CPU's slab state ("SLGlobalData"): a list of zones with free chunks per size class,
@@ -40,7 +48,7 @@ struct Arena {
     static let classCountersOffset = mailboxOffset + 64                 // 1344
     static let classCounterCount = 4
     static let arenaCountersOffset = classCountersOffset + 8 * classCounterCount * SizeClass.count
-    static let arenaCounterCount = 8
+    static let arenaCounterCount = 9
     static let stride = (arenaCountersOffset + 8 * arenaCounterCount + 127) & ~127
 
     /// Per-size-class counters.
@@ -48,12 +56,16 @@ struct Arena {
     /// Per-arena counters.
     enum ArenaCounter: Int {
         case zonesFromRegion = 0, zonesReused, zonesReleased, notificationsHandled
-        case remoteFreesSent, mailboxPosts, exhaustions, freeZonesParked
+        case remoteFreesSent, mailboxPosts, exhaustions, freeZonesParked, remoteBatches
     }
 
     @inline(__always) init(_ raw: UnsafeMutableRawPointer) { self.raw = raw }
 
+    /// Most chunks a remote-free batch holds before it is handed over.
+    static let batchLimit = 64
+
     static func initialize(_ raw: UnsafeMutableRawPointer, header: ArenaHeader) {
+        assert(MemoryLayout<ArenaHeader>.size <= headsOffset, "arena header overlaps the class lists")
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: stride)
         raw.bindMemory(to: ArenaHeader.self, capacity: 1).initialize(to: header)
         raw.advanced(by: headsOffset).bindMemory(to: UnsafeMutablePointer<ZoneHeader>?.self, capacity: 2 * SizeClass.count)
@@ -103,24 +115,32 @@ struct Arena {
     @inline(__always)
     func take(_ z: UnsafeMutablePointer<ZoneHeader>, sizeClass: Int, zero: Bool) -> UnsafeMutableRawPointer {
         let c: UnsafeMutableRawPointer
-        let size = z.pointee.chunkSize
+        let debug = header.pointee.debug
         if let f = z.pointee.localFree {
             let next = f.load(as: UnsafeMutableRawPointer?.self)
-            if _slowPath(header.pointee.debug) { checkReused(z, f, next: next) }
+            if _slowPath(debug) { checkReused(z, f, next: next) }
             z.pointee.localFree = next
             c = f
-            if zero { c.initializeMemory(as: UInt8.self, repeating: 0, count: size) }
+            if _slowPath(zero) { zeroChunk(c, zone: z, fresh: false) }
         } else {
             c = z.pointee.bump
-            z.pointee.bump = c.advanced(by: size)
-            if zero && !z.pointee.bumpZeroed { c.initializeMemory(as: UInt8.self, repeating: 0, count: size) }
+            z.pointee.bump = c.advanced(by: z.pointee.chunkSize)
+            if _slowPath(zero) { zeroChunk(c, zone: z, fresh: true) }
         }
         let left = z.pointee.freeCount &- 1
         z.pointee.freeCount = left
         if _slowPath(left == 0) { exhausted(z, sizeClass: sizeClass) }
-        if _slowPath(header.pointee.debug) { markAllocated(z, c) }
+        if _slowPath(debug) { markAllocated(z, c) }
         counterAdd(counter(sizeClass, .allocations), 1)
         return c
+    }
+
+    /// Zero-fills a chunk handed out with ``SlabFlags/zero`` (not needed for a never-used
+    /// chunk of a zone known to be zero-filled).
+    @inline(never)
+    func zeroChunk(_ c: UnsafeMutableRawPointer, zone z: UnsafeMutablePointer<ZoneHeader>, fresh: Bool) {
+        if fresh && z.pointee.bumpZeroed { return }
+        c.initializeMemory(as: UInt8.self, repeating: 0, count: z.pointee.chunkSize)
     }
 
     @inline(never)
@@ -158,11 +178,11 @@ struct Arena {
         let zoneRaw = UnsafeMutableRawPointer(z)
         let base = zoneRaw.advanced(by: offset)
         z.initialize(to: ZoneHeader(
-            localFree: nil, freeCount: capacity, bump: base, bumpEnd: base.advanced(by: capacity * size),
-            chunkSize: size, next: nil, prev: nil, arena: raw,
-            ownerKey: h.pointee.ownerKey, capacity: capacity, base: base, magic: ZoneLayout.liveMagic,
-            classIndex: Int32(sizeClass), ownerIndex: Int32(h.pointee.index),
-            listed: false, notifyPending: false, bumpZeroed: zeroed))
+            ownerKey: h.pointee.ownerKey, arena: raw, chunkSize: size, capacity: capacity, base: base,
+            bumpEnd: base.advanced(by: capacity * size), magic: ZoneLayout.liveMagic,
+            classIndex: Int32(sizeClass), ownerIndex: Int32(h.pointee.index), bumpZeroed: zeroed,
+            localFree: nil, freeCount: capacity, bump: base, next: nil, prev: nil,
+            listed: false, notifyPending: false))
         zoneRaw.advanced(by: ZoneLayout.remoteOffset).bindMemory(to: Atomic<UInt>.self, capacity: 1)
             .initialize(to: Atomic(0))
         ZoneLayout.mailboxLink(z).pointee = 0
@@ -253,13 +273,70 @@ struct Arena {
     /// mailbox, and the post that finds the mailbox empty notifies the owner.
     static func remoteFree(_ c: UnsafeMutableRawPointer, zone z: UnsafeMutablePointer<ZoneHeader>, debug: Bool) {
         if debug { Arena(z.pointee.arena).markFreed(z, c) }
-        let owner = Arena(z.pointee.arena)   // read while our chunk keeps the zone alive
+        pushRemote(first: c, last: c, zone: z)
+    }
+
+    /// Adds a chunk of another arena's zone to this (freeing) arena's remote-free batch:
+    /// no atomic instruction and no write to the zone. The batch goes to the zone in one
+    /// compare-and-swap when it holds ``batchLimit`` chunks, when a chunk of another zone
+    /// is freed, or when the CPU's current job ends. Returns true when it started a new
+    /// batch (the caller then tells the CPU that the slab has deferred work).
+    /// Owner (freeing CPU) only.
+    @inline(__always)
+    func batchRemoteFree(_ c: UnsafeMutableRawPointer, zone z: UnsafeMutablePointer<ZoneHeader>) -> Bool {
+        let h = header
+        if _fastPath(h.pointee.batchZone == z) {
+            c.storeBytes(of: h.pointee.batchHead, as: UnsafeMutableRawPointer?.self)
+            h.pointee.batchHead = c
+            let n = h.pointee.batchCount &+ 1
+            h.pointee.batchCount = n
+            if _slowPath(n >= Self.batchLimit) { flushRemoteBatch() }
+            return false
+        }
+        return startRemoteBatch(c, zone: z)
+    }
+
+    @inline(never)
+    func startRemoteBatch(_ c: UnsafeMutableRawPointer, zone z: UnsafeMutablePointer<ZoneHeader>) -> Bool {
+        let h = header
+        let hadBatch = h.pointee.batchZone != nil
+        if hadBatch { flushRemoteBatch() }
+        c.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
+        h.pointee.batchZone = z
+        h.pointee.batchHead = c
+        h.pointee.batchTail = c
+        h.pointee.batchCount = 1
+        return !hadBatch
+    }
+
+    /// Hands the batch under construction to its zone: the chain is pushed onto the
+    /// zone's remote list with one compare-and-swap, and if the zone was armed (its owner
+    /// took it off its list) it is posted to the owner's mailbox, as a single remote free
+    /// would. Owner (freeing CPU) only.
+    @inline(never)
+    func flushRemoteBatch() {
+        let h = header
+        guard let z = h.pointee.batchZone, let first = h.pointee.batchHead, let last = h.pointee.batchTail else { return }
+        h.pointee.batchZone = nil
+        h.pointee.batchHead = nil
+        h.pointee.batchTail = nil
+        h.pointee.batchCount = 0
+        counterAdd(counter(.remoteBatches), 1)
+        Self.pushRemote(first: first, last: last, zone: z)
+    }
+
+    /// Pushes the chain `first`…`last` (linked through first words) onto zone `z`'s remote
+    /// list; the push that finds the zone armed posts it to its owner.
+    @inline(__always)
+    static func pushRemote(first: UnsafeMutableRawPointer, last: UnsafeMutableRawPointer,
+                           zone z: UnsafeMutablePointer<ZoneHeader>) {
+        let owner = Arena(z.pointee.arena)   // read while our chunks keep the zone alive
         let head = ZoneLayout.remoteHead(z)
         var old = head.pointee.load(ordering: .relaxed)
         while true {
-            c.storeBytes(of: old & ~ZoneLayout.armed, as: UInt.self)
+            last.storeBytes(of: old & ~ZoneLayout.armed, as: UInt.self)
             let (done, seen) = head.pointee.compareExchange(
-                expected: old, desired: UInt(bitPattern: c), ordering: .releasing)
+                expected: old, desired: UInt(bitPattern: first), ordering: .releasing)
             if done { break }
             old = seen
         }

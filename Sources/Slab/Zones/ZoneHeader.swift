@@ -2,39 +2,47 @@ import Synchronization
 
 /// The in-band header at the start of every 128 KiB zone.
 ///
-/// Every field belongs to the owning arena (CPU) except the remote line at
-/// ``ZoneLayout/remoteOffset``: the remote-free list head and the mailbox link, which
-/// other threads touch with atomics.
+/// Three cache lines, by who touches them:
+/// - line 0 (bytes 0–63): fixed while the zone is live (identity, geometry, owner). Remote
+///   freers read it on every free, so the owner never writes it after
+///   ``Arena/initializeZone(_:sizeClass:zeroed:)``: it stays shared in every cache.
+/// - line 1 (bytes 64–127): the owner's mutable state (free list, counts, list links),
+///   written on every local allocation and free, read by no other thread.
+/// - the remote line at ``ZoneLayout/remoteOffset``: the remote-free list head and the
+///   mailbox link, which other threads touch with atomics.
 struct ZoneHeader {
+    // --- line 0: read-only while live ---
+    /// The value `lb_current_cpu()` has on the owner's thread (0 for the shared pool), so
+    /// a free can tell "mine" with one compare.
+    var ownerKey: UInt
+    /// The owning arena.
+    var arena: UnsafeMutableRawPointer
+    var chunkSize: Int
+    var capacity: Int
+    var base: UnsafeMutableRawPointer
+    /// The end of the chunk area.
+    var bumpEnd: UnsafeMutableRawPointer
+    var magic: UInt32
+    var classIndex: Int32
+    var ownerIndex: Int32
+    /// The never-used region is known to be zero-filled (set when the zone is made).
+    var bumpZeroed: Bool
+    var pad0: (UInt8, UInt8, UInt8) = (0, 0, 0)
+    // --- line 1: the owner's mutable state ---
     /// Head of the local free list (owner only); a chunk's first word links to the next.
     var localFree: UnsafeMutableRawPointer?
     /// Chunks the owner can hand out without looking at the remote list.
     var freeCount: Int
-    /// Next never-used chunk, and the end of the never-used region.
+    /// Next never-used chunk.
     var bump: UnsafeMutableRawPointer
-    var bumpEnd: UnsafeMutableRawPointer
-    var chunkSize: Int
     /// Links on the owner's class list or free-zone list.
     var next: UnsafeMutablePointer<ZoneHeader>?
     var prev: UnsafeMutablePointer<ZoneHeader>?
-    /// The owning arena.
-    var arena: UnsafeMutableRawPointer
-    // --- second cache line: colder fields ---
-    /// The value `lb_current_cpu()` has on the owner's thread (0 for the shared pool), so
-    /// a free can tell "mine" with one compare.
-    var ownerKey: UInt
-    var capacity: Int
-    var base: UnsafeMutableRawPointer
-    var magic: UInt32
-    var classIndex: Int32
-    var ownerIndex: Int32
     /// On its class list (it then has `freeCount > 0`).
     var listed: Bool
     /// A remote freer consumed the "armed" mark and is notifying (or has notified) the
     /// owner; the zone must stay alive until that notification is handled.
     var notifyPending: Bool
-    /// The never-used region is known to be zero-filled.
-    var bumpZeroed: Bool
 }
 
 /// Fixed geometry of zones.
@@ -45,6 +53,8 @@ enum ZoneLayout {
     /// Magic of a live zone ("slab") and of a zone parked on a free-zone list.
     static let liveMagic: UInt32 = 0x736c_6162
     static let parkedMagic: UInt32 = 0x736c_6166
+    /// Where the owner's mutable line starts (the read-only line 0 ends).
+    static let ownerLineOffset = 64
     /// The cache line other threads write: remote-free head, then mailbox link.
     static let remoteOffset = 128
     static let mailboxLinkOffset = 136

@@ -49,7 +49,9 @@ public final class HostIOPool: @unchecked Sendable {
     private let inbound = Atomic<UInt>(0)
     /// Requests moved from `inbound` to `order` and not yet taken (so spinning threads see them).
     private let queued = Atomic<Int>(0)
-    private let order = Mutex<[HostIORequest]>([])
+    /// The requests in arrival order: the head of a chain linked through `next`, each
+    /// retained (as on the inbound stack); only pool threads take it.
+    private let order = Mutex<UInt>(0)
     private let semaphore: UnsafeMutablePointer<sem_t>
     private let started = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
@@ -207,22 +209,29 @@ public final class HostIOPool: @unchecked Sendable {
 
     /// The next request for a pool thread, in arrival order.
     private func take() -> HostIORequest? {
-        order.withLock { (queue: inout [HostIORequest]) -> HostIORequest? in
-            if queue.isEmpty {
-                var grabbed: [HostIORequest] = []
+        order.withLock { (head: inout UInt) -> HostIORequest? in
+            if head == 0 {
+                // Reverse the inbound stack in place: arrival order, no allocation.
                 var p = inbound.exchange(0, ordering: .acquiring)
+                var reversed: UInt = 0
+                var count = 0
                 while p != 0, let raw = UnsafeMutableRawPointer(bitPattern: p) {
-                    let r = Unmanaged<HostIORequest>.fromOpaque(raw).takeRetainedValue()
-                    grabbed.append(r)
-                    p = r.next
-                    r.next = 0
+                    let r = Unmanaged<HostIORequest>.fromOpaque(raw).takeUnretainedValue()
+                    let next = r.next
+                    r.next = reversed
+                    reversed = p
+                    p = next
+                    count += 1
                 }
-                queue = grabbed.reversed()
-                queued.store(queue.count, ordering: .releasing)
+                head = reversed
+                queued.store(count, ordering: .releasing)
             }
-            if queue.isEmpty { return nil }
+            guard head != 0, let raw = UnsafeMutableRawPointer(bitPattern: head) else { return nil }
+            let r = Unmanaged<HostIORequest>.fromOpaque(raw).takeRetainedValue()
+            head = r.next
+            r.next = 0
             queued.wrappingSubtract(1, ordering: .releasing)
-            return queue.removeFirst()
+            return r
         }
     }
 

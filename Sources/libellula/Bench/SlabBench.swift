@@ -68,40 +68,61 @@ enum SlabBench {
         }
         let scale = quick ? 1 : 5
 
-        // 1. 64-byte allocate+free pairs on one CPU.
-        let pairs = 4_000_000 * scale
-        let slabPair = try await system.run(on: 0) { pairLoop(slab, count: pairs) }
-        var pairResults: [(String, Double)] = []
-        for b in bases {
-            let r = try await system.run(on: 0) { pairLoop(b, count: pairs) }
-            pairResults.append((b.name, r))
-        }
-        for (name, v) in pairResults {
-            reporter.report("slab alloc+free 64 B (one CPU)", unit: "ns/pair", value: slabPair, baseline: name, baselineValue: v)
+        // Rows 1-3 are measured in interleaved repetitions (slab, then every baseline,
+        // back to back, five times; three for producer/consumer), so that a loaded
+        // machine's swings hit all allocators alike; each row reports the median value per
+        // allocator, and the per-repetition ratios slab/baseline are printed with their median.
+        func median(_ v: [Double]) -> Double { v.isEmpty ? 0 : v.sorted()[v.count / 2] }
+        func interleaved(_ title: String, unit: String, reps: Int, higherIsBetter: Bool = false,
+                         slabRun: () async throws -> Double,
+                         baseRun: (CAllocator) async throws -> Double) async throws {
+            var slabValues: [Double] = []
+            var baseValues = [[Double]](repeating: [], count: bases.count)
+            for _ in 0..<reps {
+                slabValues.append(try await slabRun())
+                for (k, b) in bases.enumerated() { baseValues[k].append(try await baseRun(b)) }
+            }
+            for (k, b) in bases.enumerated() {
+                let ratios = zip(slabValues, baseValues[k]).map { $0.1 == 0 ? 0 : $0.0 / $0.1 }
+                print("\(title) slab/\(b.name) per repetition: "
+                      + ratios.map { String(format: "%.2f", $0) }.joined(separator: " ")
+                      + "  median \(String(format: "%.2f", median(ratios)))"
+                      + (higherIsBetter ? " (higher is better)" : " (lower is better)"))
+                reporter.report("\(title) (median of \(reps))", unit: unit, value: median(slabValues),
+                                baseline: b.name, baselineValue: median(baseValues[k]))
+            }
         }
 
+        // 1. 64-byte allocate+free pairs on one CPU.
+        let pairs = 2_000_000 * scale
+        try await interleaved("slab alloc+free 64 B (one CPU)", unit: "ns/pair", reps: 5,
+                              slabRun: { try await system.run(on: 0) { pairLoop(slab, count: pairs) } },
+                              baseRun: { b in try await system.run(on: 0) { pairLoop(b, count: pairs) } })
+
         // 2. 1,000 mixed sizes (16-1024 B) allocated, then freed in LIFO order.
-        let rounds = 2_000 * scale
-        let slabMixed = try await system.run(on: 0) { mixedLoop(slab, rounds: rounds) }
-        for b in bases {
-            let v = try await system.run(on: 0) { mixedLoop(b, rounds: rounds) }
-            reporter.report("slab 1000 mixed 16-1024 B, alloc then free", unit: "ns/object", value: slabMixed, baseline: b.name, baselineValue: v)
-        }
+        let rounds = 1_000 * scale
+        try await interleaved("slab 1000 mixed 16-1024 B, alloc then free", unit: "ns/object", reps: 5,
+                              slabRun: { try await system.run(on: 0) { mixedLoop(slab, rounds: rounds) } },
+                              baseRun: { b in try await system.run(on: 0) { mixedLoop(b, rounds: rounds) } })
 
         // 3. Producer/consumer: CPU 0 allocates 64 B, CPU 1 frees (the remote path).
         if cpus >= 2 {
-            let objects = 4_000_000 * scale
-            let slabPC = try await producerConsumer(system: system, objects: objects,
-                                                    alloc: { slab.allocate(64) }, free: { slab.free($0) })
-            for b in bases {
-                let v = try await producerConsumer(system: system, objects: objects,
-                                                   alloc: { b.malloc(64) }, free: { b.free($0) })
-                reporter.report("slab producer/consumer 64 B (CPU0 alloc, CPU1 free)", unit: "M objects/s",
-                                value: slabPC, baseline: b.name, baselineValue: v)
-            }
+            let objects = 2_000_000 * scale
+            try await interleaved("slab producer/consumer 64 B (CPU0 alloc, CPU1 free)", unit: "M objects/s",
+                                  reps: 3, higherIsBetter: true,
+                                  slabRun: {
+                                      try await producerConsumer(system: system, objects: objects,
+                                                                 alloc: { slab.allocate(64) }, free: { slab.free($0) })
+                                  },
+                                  baseRun: { b in
+                                      try await producerConsumer(system: system, objects: objects,
+                                                                 alloc: { b.malloc(64) }, free: { b.free($0) })
+                                  })
             let s = slab.statistics()
             reporter.report("slab producer/consumer: remote chunks reclaimed", unit: "chunks",
                             value: Double(s.sizeClasses.reduce(0) { $0 + $1.remoteFreesReceived }))
+            reporter.report("slab producer/consumer: remote-free batches handed over", unit: "batches",
+                            value: Double(s.cpus.reduce(0) { $0 + $1.remoteBatchesSent }))
             reporter.report("slab producer/consumer: owner notifications", unit: "posts",
                             value: Double(s.cpus.reduce(0) { $0 + $1.mailboxPosts }))
         }
