@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "FUSE", dependencies: ["CFUSE", "CLibellula", "LWKT", "VFS"]),
         .target(
             name: "Services",
-            dependencies: ["LWKT", "Slab", "VFS", "CLibellula", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["LWKT", "Slab", "VFS", "NetStack", "CLibellula", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "libellula",
@@ -46,7 +46,7 @@ let package = Package(
         .testTarget(name: "LWKTTests", dependencies: ["LWKT", "CLibellula"]),
         .testTarget(name: "SlabTests", dependencies: ["Slab", "LWKT"]),
         .testTarget(name: "VFSTests", dependencies: ["VFS", "LWKT"]),
-        .testTarget(name: "ServicesTests", dependencies: ["Services", "LWKT", "Slab", "VFS"], exclude: ["Scripts"]),
+        .testTarget(name: "ServicesTests", dependencies: ["Services", "LWKT", "Slab", "VFS", "NetStack"], exclude: ["Scripts"]),
         .testTarget(name: "NetStackTests", dependencies: ["NetStack", "LWKT", "Slab", "CLibellula"]),
         .testTarget(name: "FUSETests", dependencies: ["FUSE", "VFS", "LWKT"]),
     ],

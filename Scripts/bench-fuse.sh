@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB=${1:-1024}
 CPUS=${2:-2}
-BIN=.build/release/libellula
+BIN=${BIN:-.build/release/libellula}  # BIN=... compares another build (A/B runs)
 [ -x "$BIN" ] || swift build -c release --product libellula >/dev/null
 WORK=$(mktemp -d /tmp/libellula-bench-fuse.XXXXXX)
 MNT=$WORK/mnt

@@ -7,10 +7,14 @@
 #
 # Rows: a 6-byte file; 4 KiB; 64 KiB; 1 MiB; 10,000 distinct 4 KiB files requested at
 # random (a wrk Lua script, so the namecache and VFS are on the path); random missing names
-# (404s); If-None-Match revalidations of the 4 KiB file (304s).
+# (404s); If-None-Match revalidations of the 4 KiB file (304s). Libellula runs with an
+# LD_PRELOAD malloc counter (Scripts/malloc-count.c), which also gives allocations per request
+# for every row.
 #
 # Usage: Scripts/bench-http.sh [CPUS] [SECONDS] [CONNECTIONS]     (defaults: 1 5 64)
-# Needs: wrk, nginx, bc, curl (Debian: apt-get install wrk nginx bc curl).
+# BEFORE_BIN=path/to/older/libellula adds that binary, hot cache off, to the same run (a
+# before/after comparison of the same rows).
+# Needs: wrk, nginx, bc, curl, gcc (Debian: apt-get install wrk nginx bc curl gcc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,12 +38,13 @@ cleanup() {
 trap cleanup EXIT
 
 ulimit -n 65536 2>/dev/null || true
-for tool in wrk bc curl; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
+for tool in wrk bc curl gcc; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { echo "missing nginx" >&2; exit 1; }
 
 swift build -c release --product libellula >/dev/null
 BIN=.build/release/libellula
+gcc -O2 -shared -fPIC -o "$WORK/malloc-count.so" Scripts/malloc-count.c -ldl -lpthread
 
 # The served tree.
 WWW="$WORK/www"
@@ -117,8 +122,11 @@ row_args() { # row -> wrk arguments after the URL base
   esac
 }
 
+# malloc calls so far by the server under test (the shim rewrites the file every 20 ms).
+mallocs() { if [ -n "${MALLOC_LIVE:-}" ]; then sleep 0.05; cat "$MALLOC_LIVE" 2>/dev/null || echo 0; else echo 0; fi; }
+
 run_rows() { # server label
-  local label=$1 row t0 t1 rps reqs cpu_us args etag
+  local label=$1 row t0 t1 m0 m1 rps reqs cpu_us args etag
   taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$PORT/hello.txt" >/dev/null  # warm-up
   for row in $ROWS; do
     # shellcheck disable=SC2046
@@ -129,6 +137,7 @@ run_rows() { # server label
       etag=$(curl -s -D - -o /dev/null "http://127.0.0.1:$PORT/f4k.bin" | awk 'tolower($1)=="etag:" {print $2}' | tr -d '\r')
       extra=(-H "If-None-Match: $etag")
     fi
+    m0=$(mallocs)
     t0=$(cpu_ticks "$SERVER_PID")
     if ! taskset -c "$LOAD_SET" wrk -t "$LOAD_THREADS" -c "$CONNS" -d "${SECS}s" "${extra[@]}" "http://127.0.0.1:$PORT$path" > "$WORK/$label.$row.wrk"; then
       echo "wrk failed for $label, row $row" >&2
@@ -136,14 +145,16 @@ run_rows() { # server label
       exit 1
     fi
     t1=$(cpu_ticks "$SERVER_PID")
+    m1=$(mallocs)
     rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$label.$row.wrk")
     reqs=$(awk '/requests in/ {print $1}' "$WORK/$label.$row.wrk")
     cpu_us=$(echo "($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $reqs" | bc -l)
     if grep -q "Non-2xx" "$WORK/$label.$row.wrk" && [ "$row" != missing ] && [ "$row" != 304 ]; then
-      echo "warning: $label $row had non-2xx responses" >&2
+      echo "warning: $label $row had non-2xx responses ($(awk "/Non-2xx/ {print \$NF}" "$WORK/$label.$row.wrk") of $(awk "/requests in/ {print \$1}" "$WORK/$label.$row.wrk"))" >&2
     fi
     echo "$rps" > "$WORK/$label.$row.rps"
     printf '%.2f' "$cpu_us" > "$WORK/$label.$row.cpu"
+    if [ -n "${MALLOC_LIVE:-}" ]; then printf '%.3f' "$(echo "($m1 - $m0) / $reqs" | bc -l)"; else printf '—'; fi > "$WORK/$label.$row.alloc"
   done
 }
 
@@ -157,23 +168,42 @@ run_rows nginx
 kill -QUIT "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
 wait_free
 
-for cache in on off; do
-  taskset -c "$SERVER_SET" "$BIN" serve --cpus "$CPUS" --http "127.0.0.1:$PORT" --root "$WWW" --no-memcached \
-    --hot-cache "$cache" --log-level warning 2> "$WORK/libellula-$cache.log" &
+run_libellula() { # label binary hot-cache
+  MALLOC_LIVE="$WORK/mallocs.$1"
+  MALLOC_COUNT_LIVE="$MALLOC_LIVE" LD_PRELOAD="$WORK/malloc-count.so" \
+    taskset -c "$SERVER_SET" "$2" serve --cpus "$CPUS" --http "127.0.0.1:$PORT" --root "$WWW" --no-memcached \
+    --hot-cache "$3" --log-level warning 2> "$WORK/libellula-$1.log" &
   SERVER_PID=$!
   wait_port
-  kill -0 "$SERVER_PID" 2>/dev/null || { echo "libellula did not start:" >&2; cat "$WORK/libellula-$cache.log" >&2; exit 1; }
-  run_rows "hot-$cache"
+  kill -0 "$SERVER_PID" 2>/dev/null || { echo "libellula did not start:" >&2; cat "$WORK/libellula-$1.log" >&2; exit 1; }
+  run_rows "$1"
   kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
+  MALLOC_LIVE=
   wait_free
-done
+}
+run_libellula hot-on "$BIN" on
+run_libellula hot-off "$BIN" off
+if [ -n "${BEFORE_BIN:-}" ]; then run_libellula before-off "$BEFORE_BIN" off; fi
 
 NGINX_VERSION=$($NGINX -v 2>&1 | sed 's/.*nginx\///')
 echo
-echo "| row | nginx $NGINX_VERSION req/s | Libellula hot cache on | ratio | Libellula hot cache off (open-file cache on) | ratio | server CPU µs/req: nginx / on / off |"
-echo "|---|---|---|---|---|---|---|"
+if [ -n "${BEFORE_BIN:-}" ]; then
+  echo "| row | nginx $NGINX_VERSION req/s | hot cache on | ratio | hot cache off | ratio | before, hot cache off | ratio | server CPU µs/req: nginx / on / off / before | mallocs/req: on / off / before |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+else
+  echo "| row | nginx $NGINX_VERSION req/s | hot cache on | ratio | hot cache off (open-file cache on) | ratio | server CPU µs/req: nginx / on / off | mallocs/req: on / off |"
+  echo "|---|---|---|---|---|---|---|---|"
+fi
 for row in $ROWS; do
   n=$(cat "$WORK/nginx.$row.rps"); on=$(cat "$WORK/hot-on.$row.rps"); off=$(cat "$WORK/hot-off.$row.rps")
-  printf '| %s | %.0f | %.0f | %.2f× | %.0f | %.2f× | %s / %s / %s |\n' "$row" "$n" "$on" "$(echo "$on / $n" | bc -l)" \
-    "$off" "$(echo "$off / $n" | bc -l)" "$(cat "$WORK/nginx.$row.cpu")" "$(cat "$WORK/hot-on.$row.cpu")" "$(cat "$WORK/hot-off.$row.cpu")"
+  printf '| %s | %.0f | %.0f | %.2f× | %.0f | %.2f× ' "$row" "$n" "$on" "$(echo "$on / $n" | bc -l)" "$off" "$(echo "$off / $n" | bc -l)"
+  if [ -n "${BEFORE_BIN:-}" ]; then
+    b=$(cat "$WORK/before-off.$row.rps")
+    printf '| %.0f | %.2f× | %s / %s / %s / %s | %s / %s / %s |\n' "$b" "$(echo "$b / $n" | bc -l)" \
+      "$(cat "$WORK/nginx.$row.cpu")" "$(cat "$WORK/hot-on.$row.cpu")" "$(cat "$WORK/hot-off.$row.cpu")" "$(cat "$WORK/before-off.$row.cpu")" \
+      "$(cat "$WORK/hot-on.$row.alloc")" "$(cat "$WORK/hot-off.$row.alloc")" "$(cat "$WORK/before-off.$row.alloc")"
+  else
+    printf '| %s / %s / %s | %s / %s |\n' "$(cat "$WORK/nginx.$row.cpu")" "$(cat "$WORK/hot-on.$row.cpu")" "$(cat "$WORK/hot-off.$row.cpu")" \
+      "$(cat "$WORK/hot-on.$row.alloc")" "$(cat "$WORK/hot-off.$row.alloc")"
+  fi
 done

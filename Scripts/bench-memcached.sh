@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Benchmarks Libellula's memcached service against memcached 1.6 (-t N = Libellula's N
 # CPUs) in the same run, same client (Scripts/memcached/mcload.c), same cores: GET-heavy
-# (90% get) and SET-heavy (10% get) with 32-byte values, at pipeline depth 1 and 8, for
-# every N in CPU_LIST. For Libellula it also reports where cross-CPU time goes: messages
-# per request (hops) and operations per message (batch size), from `stats`. Then the
-# router measured in place (`libellula memcached --measure-hop`): a 10-key multi-get with
-# all keys local against keys on two CPUs, and an 8-deep mixed-owner pipeline sent one
-# message per remote command (before the router) against one message per owner CPU.
+# (90% get), meta-get-heavy (90% `mg KEY v`) and SET-heavy (10% get) with 32-byte values,
+# at pipeline depth 1 and 8, for every N in CPU_LIST. Besides ops/s it reports each
+# server's CPU time per operation (user + system, from /proc; steadier than ops/s on a
+# shared machine), and for Libellula where cross-CPU time goes, from `stats`: messages per
+# request (hops), operations per message (batch size), and per request the wakeups of a
+# sleeping CPU (eventfd writes) and the CPUs' sleeps in epoll. Then the router measured in
+# place (`libellula memcached --measure-hop`): a 10-key multi-get with all keys local
+# against keys on two CPUs, and an 8-deep mixed-owner pipeline sent one message per remote
+# command (before the router) against one message per owner CPU.
 # Each row runs twice, alternating the servers, and keeps the better of each.
 #
 #   Scripts/bench-memcached.sh                         # CPU_LIST="1 2", 3 s per run
 #   CPU_LIST="2 4" SECONDS_PER_RUN=10 Scripts/bench-memcached.sh
+#   CLIENT_CORES=1 SERVER_CORES=0 Scripts/bench-memcached.sh   # client and servers apart
+#   LIB_ARGS="--no-pin --spin-microseconds 5" Scripts/bench-memcached.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +24,9 @@ SECS=${SECONDS_PER_RUN:-3}
 CORES=$(nproc)
 LIB_PORT=${LIB_PORT:-22411}
 MC_PORT=${MC_PORT:-22412}
+LIB_ARGS=${LIB_ARGS:-}
+CLIENT=(); [ -n "${CLIENT_CORES:-}" ] && CLIENT=(taskset -c "$CLIENT_CORES")
+SERVER=(); [ -n "${SERVER_CORES:-}" ] && SERVER=(taskset -c "$SERVER_CORES")
 
 command -v memcached >/dev/null || { echo "memcached is not installed (apt-get install memcached)" >&2; exit 1; }
 if [ -z "${BIN:-}" ]; then
@@ -34,44 +42,62 @@ trap cleanup EXIT
 
 wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
-# Prints "local remote_sent remote_ops" summed over CPUs, from `stats`.
+# Prints "local remote_sent remote_ops wakeups sleeps" summed over CPUs, from `stats`.
 route_stats() {
   exec 3<>/dev/tcp/127.0.0.1/"$1"
   printf 'stats\r\nquit\r\n' >&3
-  awk '/STAT local_requests /{l=$3} /STAT remote_requests_sent /{s=$3} /STAT remote_ops_sent /{o=$3} END{printf "%d %d %d\n", l, s, o}' <&3 | tr -d '\r'
+  awk '/STAT local_requests /{l=$3} /STAT remote_requests_sent /{s=$3} /STAT remote_ops_sent /{o=$3}
+       /STAT lwkt_ipi_wakeups /{w=$3} /STAT lwkt_sleeps /{z=$3}
+       END{printf "%d %d %d %d %d\n", l, s, o, w, z}' <&3 | tr -d '\r'
   exec 3<&-
 }
 
+# CPU time (user + system) of a process so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+TICK=$(getconf CLK_TCK)
+
 echo "# memcached benchmark: $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), $CORES cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
-echo "# $SECS s per run, 32-byte values, 10k keys, 50 connections; server and client on the same cores (taskset 0-$((CORES - 1)))"
+echo "# $SECS s per run, 32-byte values, 10k keys, 50 connections; client cores: ${CLIENT_CORES:-all}, server cores: ${SERVER_CORES:-all}; Libellula extra arguments: ${LIB_ARGS:-none}"
 for CPUS in $CPU_LIST; do
   cleanup
-  "$BIN" memcached --cpus "$CPUS" --listen 127.0.0.1:$LIB_PORT --memory 256 >/dev/null 2>&1 &
-  pids+=($!)
-  memcached -l 127.0.0.1 -p $MC_PORT -U 0 -t "$CPUS" -m 256 $( [ "$(id -u)" = 0 ] && echo "-u root" ) &
-  pids+=($!)
+  # shellcheck disable=SC2086
+  "${SERVER[@]}" "$BIN" memcached --cpus "$CPUS" --listen 127.0.0.1:$LIB_PORT --memory 256 $LIB_ARGS >/dev/null 2>&1 &
+  lib_pid=$!; pids+=($lib_pid)
+  "${SERVER[@]}" memcached -l 127.0.0.1 -p $MC_PORT -U 0 -t "$CPUS" -m 256 $( [ "$(id -u)" = 0 ] && echo "-u root" ) &
+  mc_pid=$!; pids+=($mc_pid)
   wait_port $LIB_PORT && wait_port $MC_PORT || { echo "servers did not start" >&2; exit 1; }
   echo
   echo "## $CPUS CPU(s): Libellula --cpus $CPUS vs memcached -t $CPUS"
   echo
-  echo "| workload (mcload) | Libellula ops/s | memcached ops/s | ratio | hops/request | ops/message |"
-  echo "|---|---:|---:|---:|---:|---:|"
-  for row in "GET 90%, depth 1:50 1 90" "GET 90%, depth 8:50 8 90" "SET 90%, depth 1:50 1 10" "SET 90%, depth 8:50 8 10"; do
+  echo "| workload (mcload) | Libellula ops/s | memcached ops/s | ratio | CPU µs/op Libellula / memcached | hops/request | ops/message | wakeups/request | sleeps/request |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for row in "GET 90%, depth 1:50 1 90 0" "GET 90%, depth 8:50 8 90 0" "meta-get 90%, depth 1:50 1 90 1" "meta-get 90%, depth 8:50 8 90 1" \
+             "SET 90%, depth 1:50 1 10 0" "SET 90%, depth 8:50 8 10 0"; do
     name=${row%%:*}; set -- ${row#*:}
     # Two rounds, alternating servers (the machine may be shared); the better of each.
-    read -r l0 s0 o0 < <(route_stats $LIB_PORT)
-    lib=0; mc=0
+    read -r l0 s0 o0 w0 z0 < <(route_stats $LIB_PORT)
+    lib=0; mc=0; lib_ops=0; mc_ops=0; lib_ticks=0; mc_ticks=0
     for _ in 1 2; do
-      a=$(.build/mcload 127.0.0.1 $LIB_PORT "$1" "$2" "$SECS" "$3" | sed 's/.*ops_per_sec=//')
-      b=$(.build/mcload 127.0.0.1 $MC_PORT "$1" "$2" "$SECS" "$3" | sed 's/.*ops_per_sec=//')
+      t0=$(cpu_ticks $lib_pid)
+      a=$(MCLOAD_META=$4 "${CLIENT[@]}" .build/mcload 127.0.0.1 $LIB_PORT "$1" "$2" "$SECS" "$3")
+      t1=$(cpu_ticks $lib_pid); m0=$(cpu_ticks $mc_pid)
+      b=$(MCLOAD_META=$4 "${CLIENT[@]}" .build/mcload 127.0.0.1 $MC_PORT "$1" "$2" "$SECS" "$3")
+      m1=$(cpu_ticks $mc_pid)
+      lib_ticks=$((lib_ticks + t1 - t0)); mc_ticks=$((mc_ticks + m1 - m0))
+      a_ops=$(echo "$a" | sed 's/^ops=\([0-9]*\).*/\1/'); b_ops=$(echo "$b" | sed 's/^ops=\([0-9]*\).*/\1/')
+      lib_ops=$((lib_ops + a_ops)); mc_ops=$((mc_ops + b_ops))
+      a=$(echo "$a" | sed 's/.*ops_per_sec=//'); b=$(echo "$b" | sed 's/.*ops_per_sec=//')
       [ "$a" -gt "$lib" ] && lib=$a
       [ "$b" -gt "$mc" ] && mc=$b
     done
-    read -r l1 s1 o1 < <(route_stats $LIB_PORT)
-    printf "| %s | %s | %s | %s | %s | %s |\n" "$name" "$lib" "$mc" \
+    read -r l1 s1 o1 w1 z1 < <(route_stats $LIB_PORT)
+    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n" "$name" "$lib" "$mc" \
       "$(awk -v a="$lib" -v b="$mc" 'BEGIN{printf "%.2f", a/b}')" \
+      "$(awk -v a=$lib_ticks -v n=$lib_ops -v t=$TICK 'BEGIN{printf "%.2f", n ? a * 1e6 / t / n : 0}') / $(awk -v a=$mc_ticks -v n=$mc_ops -v t=$TICK 'BEGIN{printf "%.2f", n ? a * 1e6 / t / n : 0}')" \
       "$(awk -v l=$((l1 - l0)) -v s=$((s1 - s0)) -v o=$((o1 - o0)) 'BEGIN{t=l+o; printf "%.2f", t ? s/t : 0}')" \
-      "$(awk -v s=$((s1 - s0)) -v o=$((o1 - o0)) 'BEGIN{printf "%.1f", s ? o/s : 0}')"
+      "$(awk -v s=$((s1 - s0)) -v o=$((o1 - o0)) 'BEGIN{printf "%.1f", s ? o/s : 0}')" \
+      "$(awk -v l=$((l1 - l0)) -v o=$((o1 - o0)) -v w=$((w1 - w0)) 'BEGIN{t=l+o; printf "%.3f", t ? w/t : 0}')" \
+      "$(awk -v l=$((l1 - l0)) -v o=$((o1 - o0)) -v z=$((z1 - z0)) 'BEGIN{t=l+o; printf "%.3f", t ? z/t : 0}')"
   done
 done
 cleanup

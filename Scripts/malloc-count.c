@@ -1,11 +1,18 @@
-/* LD_PRELOAD shim for Scripts/bench-http.sh: counts malloc-family calls in a process and
- * writes the total to $MALLOC_COUNT_FILE when the process exits. */
+/* LD_PRELOAD shim for the HTTP benchmarks: counts malloc-family calls in a process and
+ * writes the total to $MALLOC_COUNT_FILE when the process exits. With $MALLOC_COUNT_LIVE set
+ * it also rewrites the running total to that file every 20 ms (from a thread that allocates
+ * nothing), so a script can read the count before and after each workload. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stddef.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 static atomic_long calls;
 static void *(*real_malloc)(size_t);
@@ -62,4 +69,34 @@ __attribute__((destructor)) static void report(void) {
     if (!f) return;
     fprintf(f, "%ld\n", atomic_load(&calls));
     fclose(f);
+}
+
+/* Calls so far: a process that finds this with dlsym (TCPBench) measures one interval. */
+long malloc_count_calls(void) { return atomic_load_explicit(&calls, memory_order_relaxed); }
+
+static void *live_writer(void *arg) {
+    int fd = (int)(long)arg;
+    char line[32];
+    for (;;) {
+        long n = atomic_load_explicit(&calls, memory_order_relaxed);
+        int len = 0;
+        char digits[24];
+        int d = 0;
+        do { digits[d++] = (char)('0' + n % 10); n /= 10; } while (n > 0 && d < 23);
+        while (d > 0) line[len++] = digits[--d];
+        line[len++] = '\n';
+        if (pwrite(fd, line, (size_t)len, 0) == len) (void)ftruncate(fd, len);
+        struct timespec ts = { 0, 20 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+__attribute__((constructor)) static void start_live(void) {
+    const char *path = getenv("MALLOC_COUNT_LIVE");
+    if (!path) return;
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    pthread_t t;
+    if (pthread_create(&t, NULL, live_writer, (void *)(long)fd) == 0) pthread_detach(t);
 }

@@ -3,6 +3,8 @@
 // is replaced at once by a new request. Requests are GET or SET (32-byte values by
 // default) of random keys from a preloaded key space, chosen by the GET percentage.
 // Usage: mcload HOST PORT CONNECTIONS DEPTH SECONDS GET_PERCENT [KEYS] [VALUE_BYTES]
+// With MCLOAD_META=1 in the environment the reads are meta-gets (`mg KEY v`) instead of
+// `get KEY`.
 // Prints: ops=N seconds=S ops_per_sec=R
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -19,7 +21,7 @@
 #include <fcntl.h>
 
 typedef struct { int fd; int inflight; char carry[8]; int carryLen; } conn_t;
-static int nkeys = 10000, vbytes = 32, getpct = 90;
+static int nkeys = 10000, vbytes = 32, getpct = 90, meta = 0;
 static unsigned long long rng = 88172645463325252ULL;
 static unsigned long long next_rand(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
 static char value[65536];
@@ -28,7 +30,7 @@ static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
 
 static int make_request(char *p) {
     int k = (int)(next_rand() % (unsigned)nkeys);
-    if ((int)(next_rand() % 100) < getpct) return sprintf(p, "get key:%08d\r\n", k);
+    if ((int)(next_rand() % 100) < getpct) return sprintf(p, meta ? "mg key:%08d v\r\n" : "get key:%08d\r\n", k);
     int n = sprintf(p, "set key:%08d 0 0 %d\r\n", k, vbytes);
     memcpy(p + n, value, vbytes); n += vbytes; p[n++] = '\r'; p[n++] = '\n';
     return n;
@@ -51,7 +53,8 @@ static int dial(const char *host, int port) {
     return fd;
 }
 
-// Counts complete responses ("END\r\n" or "STORED\r\n") in a stream chunk.
+// Counts complete responses ("END\r\n" or "STORED\r\n"; for meta-gets also "EN\r\n", a
+// miss, and the end of a value line, which is all 'x') in a stream chunk.
 static int count_responses(conn_t *c, const char *buf, int n) {
     static char tmp[1 << 20];
     int total = c->carryLen + n, found = 0;
@@ -59,6 +62,7 @@ static int count_responses(conn_t *c, const char *buf, int n) {
     for (int i = c->carryLen > 0 ? c->carryLen - 1 : 0; i + 1 < total; i++) {
         if (tmp[i] == '\r' && tmp[i + 1] == '\n') {
             if ((i >= 3 && memcmp(tmp + i - 3, "END", 3) == 0) || (i >= 6 && memcmp(tmp + i - 6, "STORED", 6) == 0)) found++;
+            else if (meta && i >= 2 && (tmp[i - 1] == 'x' || memcmp(tmp + i - 2, "EN", 2) == 0)) found++;
         }
     }
     int keep = total < 7 ? total : 7;
@@ -73,6 +77,7 @@ int main(int argc, char **argv) {
     if (argc > 7) nkeys = atoi(argv[7]);
     if (argc > 8) vbytes = atoi(argv[8]);
     memset(value, 'x', sizeof value);
+    meta = getenv("MCLOAD_META") && atoi(getenv("MCLOAD_META")) != 0;
     // Preload every key so that GETs hit.
     {
         int fd = dial(host, port); char req[70000]; char rbuf[65536]; int pending = 0;

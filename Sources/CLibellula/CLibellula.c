@@ -103,3 +103,11 @@ int lb_membarrier(void) {
     }
     return syscall(SYS_membarrier, 1 << 3 /* PRIVATE_EXPEDITED */, 0, 0) == 0 ? 0 : -errno;
 }
+
+#include <sys/uio.h>
+
+long lb_pread_nowait(int fd, void *buf, size_t count, int64_t offset) {
+    struct iovec v = { .iov_base = buf, .iov_len = count };
+    ssize_t n = preadv2(fd, &v, 1, (off_t)offset, RWF_NOWAIT);
+    return n >= 0 ? (long)n : -(long)errno;
+}

@@ -5,7 +5,13 @@ import VFS
 
 /// The FUSE operations, each a request read from a channel turned into VFS calls.
 ///
-/// Rules: a handler writes its reply payload at `channel.payload` and returns its size, or a
+/// Rules: every VFS call goes through the parking API (`VFSProcess.parking`, through
+/// `vfsCall`): a cached answer comes back on the CPU at once, a record lock another thread
+/// holds parks the channel's thread (its CPU runs on), and a HostFS call that can block runs
+/// on the host-I/O pool. A handler's VFS work is one `vfsCall` where it can be (one pool trip
+/// at most), and whatever must happen only once (`FUSENodeTable.remember`, holds, handles)
+/// comes after it, outside: a `vfsCall` body may be run again from its start (VFSAttempt
+/// rule 2). A handler writes its reply payload at `out` (its request's reply buffer) and returns its size, or a
 /// negative errno for replies the VFS has no error for (ENOSYS); VFS errors are thrown and
 /// become the reply's errno. Every reply that gives the kernel a node id counts one lookup
 /// of it (`FUSENodeTable.remember`). Permission checks are the kernel's (the mount uses
@@ -18,75 +24,94 @@ extension FUSEServer {
     /// What a handler returns when its reply is written later, by another thread.
     static let replyLater = Int.min
 
-    func handle(_ h: fuse_in_header, arg: UnsafeRawPointer, argLength: Int, channel ch: FUSEChannel) throws(VFSError) -> Int {
-        let out = ch.payload
+    /// Runs synchronous VFS work the parking way (see the rules above).
+    @inline(__always)
+    func vfsCall<R>(_ body: () throws(VFSError) -> R) async throws(VFSError) -> R {
+        try await process.parking.perform(body)
+    }
+
+    func handle(_ h: fuse_in_header, arg: UnsafeRawPointer, argLength: Int, channel ch: FUSEChannel,
+                out: UnsafeMutableRawPointer) async throws(VFSError) -> Int {
         switch h.opcode {
         case FUSE_LOOKUP.rawValue:
             ch.counters.add(.lookups)
             let dir = try record(h.nodeid)
             let name = try Self.name(arg, argLength)
-            guard let r = try process.lookup(name, in: dir) else {
+            let found = try await vfsCall { () throws(VFSError) -> EntryInfo? in
+                guard let r = try process.lookup(name, in: dir) else { return nil }
+                return try entryInfo(r)
+            }
+            guard let found else {
                 ch.counters.add(.negativeLookups)
                 var e = fuse_entry_out()
                 (e.entry_valid, e.entry_valid_nsec) = Self.split(options.negativeTimeout)
                 out.storeBytes(of: e, as: fuse_entry_out.self)
                 return Self.entrySize
             }
-            return try entry(r, out)
+            return entry(found, out)
 
         case FUSE_GETATTR.rawValue:
             ch.counters.add(.getattrs)
             if argLength >= MemoryLayout<fuse_getattr_in>.size {
                 let g = arg.loadUnaligned(as: fuse_getattr_in.self)
                 if g.getattr_flags & UInt32(FUSE_GETATTR_FH) != 0, let f = FUSEOpenFile.from(handle: g.fh) {
-                    return attrReply(try f.file.attributes(), out)
+                    return attrReply(try await vfsCall { () throws(VFSError) in try f.file.attributes() }, out)
                 }
             }
-            let (a, blocks) = try process.attributesAndBlocks(of: try record(h.nodeid))
+            let (a, blocks) = try await process.parking.attributesAndBlocks(of: try record(h.nodeid))
             return attrReply(a, out, blocks: blocks)
 
         case FUSE_SETATTR.rawValue:
-            return try setattr(h, arg, argLength, out)
+            return try await setattr(h, arg, argLength, out)
 
         case FUSE_READLINK.rawValue:
-            let target = try process.readSymlink(try record(h.nodeid))
+            let target = try await process.parking.readSymlink(try record(h.nodeid))
             target.withUnsafeBytes { b in if let base = b.baseAddress { out.copyMemory(from: base, byteCount: b.count) } }
             return target.count
 
         case FUSE_SYMLINK.rawValue:
             let (name, rest) = try Self.twoNames(arg, argLength)
-            let r = try process.makeSymlink(name, in: try record(h.nodeid), target: rest, credentials: Self.creds(h))
-            return try entry(r, out)
+            let dir = try record(h.nodeid)
+            return entry(try await vfsCall { () throws(VFSError) in
+                try entryInfo(try process.makeSymlink(name, in: dir, target: rest, credentials: Self.creds(h)))
+            }, out)
 
         case FUSE_MKNOD.rawValue:
             guard argLength > MemoryLayout<fuse_mknod_in>.size else { throw .inval }
             let m = arg.loadUnaligned(as: fuse_mknod_in.self)
             let name = try Self.name(arg + MemoryLayout<fuse_mknod_in>.size, argLength - MemoryLayout<fuse_mknod_in>.size)
-            let r: NCRecord
+            let dir = try record(h.nodeid)
+            let info: EntryInfo
             switch m.mode & UInt32(S_IFMT) {
             case UInt32(S_IFREG):
-                r = try process.create(name, in: try record(h.nodeid), mode: m.mode & 0o7777, exclusive: true, credentials: Self.creds(h)).record
+                info = try await vfsCall { () throws(VFSError) in
+                    try entryInfo(try process.create(name, in: dir, mode: m.mode & 0o7777, exclusive: true, credentials: Self.creds(h)).record)
+                }
             case UInt32(S_IFIFO):
                 // The kernel runs the pipe itself; the file system only keeps the name.
-                r = try process.makeFIFO(name, in: try record(h.nodeid), mode: m.mode & 0o7777, credentials: Self.creds(h))
+                info = try await vfsCall { () throws(VFSError) in
+                    try entryInfo(try process.makeFIFO(name, in: dir, mode: m.mode & 0o7777, credentials: Self.creds(h)))
+                }
             default:
                 return -Int(EPERM)  // devices and sockets are not stored
             }
-            return try entry(r, out)
+            return entry(info, out)
 
         case FUSE_MKDIR.rawValue:
             guard argLength > MemoryLayout<fuse_mkdir_in>.size else { throw .inval }
             let m = arg.loadUnaligned(as: fuse_mkdir_in.self)
             let name = try Self.name(arg + MemoryLayout<fuse_mkdir_in>.size, argLength - MemoryLayout<fuse_mkdir_in>.size)
-            let r = try process.makeDirectory(name, in: try record(h.nodeid), mode: m.mode & 0o7777, credentials: Self.creds(h))
-            return try entry(r, out)
+            let dir = try record(h.nodeid)
+            return entry(try await vfsCall { () throws(VFSError) in
+                try entryInfo(try process.makeDirectory(name, in: dir, mode: m.mode & 0o7777, credentials: Self.creds(h)))
+            }, out)
 
         case FUSE_UNLINK.rawValue:
-            try process.unlink(try Self.name(arg, argLength), in: try record(h.nodeid))
+            try await process.parking.unlink(try Self.name(arg, argLength), in: try record(h.nodeid))
             return 0
 
         case FUSE_RMDIR.rawValue:
-            try process.removeDirectory(try Self.name(arg, argLength), in: try record(h.nodeid))
+            try await process.parking.removeDirectory(try Self.name(arg, argLength), in: try record(h.nodeid))
             return 0
 
         case FUSE_RENAME.rawValue, FUSE_RENAME2.rawValue:
@@ -102,21 +127,23 @@ extension FUSEServer {
             case Self.renameExchange: mode = .exchange
             default: throw .inval
             }
-            try process.rename(old, in: try record(h.nodeid), to: new, in: try record(newDir), mode: mode)
+            try await process.parking.rename(old, in: try record(h.nodeid), to: new, in: try record(newDir), mode: mode)
             return 0
 
         case FUSE_LINK.rawValue:
             guard argLength > 8 else { throw .inval }
             let source = try record(arg.loadUnaligned(as: UInt64.self))
             let name = try Self.name(arg + 8, argLength - 8)
-            let r = try process.link(source, as: name, in: try record(h.nodeid))
-            return try entry(r, out)
+            let dir = try record(h.nodeid)
+            return entry(try await vfsCall { () throws(VFSError) in
+                try entryInfo(try process.link(source, as: name, in: dir))
+            }, out)
 
         case FUSE_OPEN.rawValue, FUSE_OPENDIR.rawValue:
             guard argLength >= 8 else { throw .inval }
             let flags = Int32(bitPattern: arg.loadUnaligned(as: UInt32.self))
             let r = try record(h.nodeid)
-            let f = try open(r, flags: flags, directory: h.opcode == FUSE_OPENDIR.rawValue, truncate: true)
+            let f = try await open(r, flags: flags, directory: h.opcode == FUSE_OPENDIR.rawValue, truncate: true)
             var o = fuse_open_out()
             o.fh = f.retainedHandle()
             o.open_flags = keepCacheFlag
@@ -128,11 +155,17 @@ extension FUSEServer {
             let c = arg.loadUnaligned(as: fuse_create_in.self)
             let name = try Self.name(arg + MemoryLayout<fuse_create_in>.size, argLength - MemoryLayout<fuse_create_in>.size)
             let flags = Int32(bitPattern: c.flags)
-            let (r, created) = try process.create(name, in: try record(h.nodeid), mode: c.mode & 0o7777,
-                                                  exclusive: flags & O_EXCL != 0, credentials: Self.creds(h))
-            let f = try open(r, flags: flags, directory: false, truncate: !created)
-            let size: Int
-            do { size = try entry(r, out) } catch { f.file.close(); throw error }
+            let dir = try record(h.nodeid)
+            // One call: the create, the open and the entry's attributes. An attempt gives up
+            // only before the create changes anything (its locks, or HostFS's first host call).
+            let (info, file) = try await vfsCall { () throws(VFSError) -> (EntryInfo, any FSOpenFile) in
+                let (r, created) = try process.create(name, in: dir, mode: c.mode & 0o7777,
+                                                      exclusive: flags & O_EXCL != 0, credentials: Self.creds(h))
+                let file = try openData(r, flags: flags, directory: false, truncate: !created)
+                do throws(VFSError) { return (try entryInfo(r), file) } catch { file.close(); throw error }
+            }
+            let f = holdOpen(info.record, file, flags: flags)
+            let size = entry(info, out)
             var o = fuse_open_out()
             o.fh = f.retainedHandle()
             o.open_flags = keepCacheFlag
@@ -144,7 +177,9 @@ extension FUSEServer {
             let rd = arg.loadUnaligned(as: fuse_read_in.self)
             guard let f = FUSEOpenFile.from(handle: rd.fh) else { throw .badf }
             let want = min(Int(rd.size), FUSEServer.bufferSize - FUSEChannel.outHeaderSize)
-            let n = try f.file.read(into: UnsafeMutableRawBufferPointer(start: out, count: want), at: Int64(rd.offset))
+            let n = try await vfsCall { () throws(VFSError) in
+                try f.file.read(into: UnsafeMutableRawBufferPointer(start: out, count: want), at: Int64(rd.offset))
+            }
             ch.counters.add(.reads)
             ch.counters.add(.bytesRead, n)
             return n
@@ -155,7 +190,7 @@ extension FUSEServer {
             guard let f = FUSEOpenFile.from(handle: wr.fh) else { throw .badf }
             let count = min(Int(wr.size), argLength - MemoryLayout<fuse_write_in>.size)
             let data = UnsafeRawBufferPointer(start: arg + MemoryLayout<fuse_write_in>.size, count: count)
-            let r = try f.file.write(data, at: Int64(wr.offset), append: f.append)
+            let r = try await vfsCall { () throws(VFSError) in try f.file.write(data, at: Int64(wr.offset), append: f.append) }
             ch.counters.add(.writes)
             ch.counters.add(.bytesWritten, r.count)
             var o = fuse_write_out()
@@ -164,7 +199,9 @@ extension FUSEServer {
             return MemoryLayout<fuse_write_out>.size
 
         case FUSE_STATFS.rawValue:
-            out.storeBytes(of: statfs(), as: fuse_statfs_out.self)
+            // statvfs of the host directory is a host call: it goes to the pool.
+            let st = hostRoot == nil ? statfs() : try await vfs.hostIO.perform { () throws(VFSError) in statfs() }
+            out.storeBytes(of: st, as: fuse_statfs_out.self)
             return MemoryLayout<fuse_statfs_out>.size
 
         case FUSE_RELEASE.rawValue, FUSE_RELEASEDIR.rawValue:
@@ -196,7 +233,7 @@ extension FUSEServer {
             guard argLength >= MemoryLayout<fuse_read_in>.size else { throw .inval }
             let rd = arg.loadUnaligned(as: fuse_read_in.self)
             guard let f = FUSEOpenFile.from(handle: rd.fh), f.isDirectory else { throw .badf }
-            return try readdir(h.nodeid, f, offset: Int(rd.offset), size: Int(rd.size), plus: h.opcode == FUSE_READDIRPLUS.rawValue, out)
+            return try await readdir(h.nodeid, f, offset: Int(rd.offset), size: Int(rd.size), plus: h.opcode == FUSE_READDIRPLUS.rawValue, out)
 
         case FUSE_SETXATTR.rawValue:
             guard argLength > 8 else { throw .inval }
@@ -309,23 +346,43 @@ extension FUSEServer {
         return MemoryLayout<fuse_attr_out>.size
     }
 
-    /// Writes an entry reply for `r` (counting one kernel lookup of it).
-    private func entry(_ r: NCRecord, _ out: UnsafeMutableRawPointer) throws(VFSError) -> Int {
-        out.storeBytes(of: try entryOut(r), as: fuse_entry_out.self)
+    /// What an entry reply says about a record, read inside a `vfsCall`.
+    struct EntryInfo {
+        let record: NCRecord
+        let attributes: FileAttributes
+        let blocks: Int64?
+    }
+
+    /// The record's attributes for an entry reply (synchronous: call it inside `vfsCall`).
+    func entryInfo(_ r: NCRecord) throws(VFSError) -> EntryInfo {
+        let (a, blocks) = try process.attributesAndBlocks(of: r)
+        return EntryInfo(record: r, attributes: a, blocks: blocks)
+    }
+
+    /// Writes an entry reply (counting one kernel lookup of the record).
+    private func entry(_ info: EntryInfo, _ out: UnsafeMutableRawPointer) -> Int {
+        out.storeBytes(of: entryOut(info), as: fuse_entry_out.self)
         return Self.entrySize
     }
 
-    private func entryOut(_ r: NCRecord) throws(VFSError) -> fuse_entry_out {
-        let (a, blocks) = try process.attributesAndBlocks(of: r)
+    private func entryOut(_ info: EntryInfo) -> fuse_entry_out {
+        let a = info.attributes, blocks = info.blocks
         var e = fuse_entry_out()
-        e.nodeid = nodes.remember(r, attributes: a)
+        e.nodeid = nodes.remember(info.record, attributes: a)
         (e.entry_valid, e.entry_valid_nsec) = Self.split(options.entryTimeout)
         (e.attr_valid, e.attr_valid_nsec) = Self.split(options.attributeTimeout)
         e.attr = Self.fill(a, blocks: blocks)
         return e
     }
 
-    private func open(_ r: NCRecord, flags: Int32, directory: Bool, truncate: Bool) throws(VFSError) -> FUSEOpenFile {
+    private func open(_ r: NCRecord, flags: Int32, directory: Bool, truncate: Bool) async throws(VFSError) -> FUSEOpenFile {
+        let file = try await vfsCall { () throws(VFSError) in try openData(r, flags: flags, directory: directory, truncate: truncate) }
+        return holdOpen(r, file, flags: flags)
+    }
+
+    /// Opens the file system's file for `r` and truncates it when asked (synchronous: call it
+    /// inside `vfsCall`; it has nothing to undo if an attempt gives up at the open).
+    private func openData(_ r: NCRecord, flags: Int32, directory: Bool, truncate: Bool) throws(VFSError) -> any FSOpenFile {
         let mode = flags & O_ACCMODE
         let isDir = process.isDirectory(r)
         if directory && !isDir { throw .notdir }
@@ -333,21 +390,21 @@ extension FUSEServer {
         if truncate && !isDir && flags & O_TRUNC != 0 {
             do { try file.truncate(to: 0) } catch { file.close(); throw error }
         }
-        process.hold(r)
-        return FUSEOpenFile(file: file, record: r, append: flags & O_APPEND != 0, isDirectory: isDir)
+        return file
     }
 
-    private func setattr(_ h: fuse_in_header, _ arg: UnsafeRawPointer, _ argLength: Int, _ out: UnsafeMutableRawPointer) throws(VFSError) -> Int {
+    /// The handle of an opened file, holding its record until release.
+    private func holdOpen(_ r: NCRecord, _ file: any FSOpenFile, flags: Int32) -> FUSEOpenFile {
+        process.hold(r)
+        return FUSEOpenFile(file: file, record: r, append: flags & O_APPEND != 0, isDirectory: process.isDirectory(r))
+    }
+
+    private func setattr(_ h: fuse_in_header, _ arg: UnsafeRawPointer, _ argLength: Int, _ out: UnsafeMutableRawPointer) async throws(VFSError) -> Int {
         guard argLength >= MemoryLayout<fuse_setattr_in>.size else { throw .inval }
         let s = arg.loadUnaligned(as: fuse_setattr_in.self)
         let r = try record(h.nodeid)
         let valid = s.valid
         let file = valid & UInt32(FATTR_FH) != 0 ? FUSEOpenFile.from(handle: s.fh) : nil
-        if valid & UInt32(FATTR_SIZE) != 0 {
-            if let f = file, !f.isDirectory { try f.file.truncate(to: Int64(s.size)) } else {
-                try process.setAttributes(of: r, AttributeChange(size: Int64(s.size)))
-            }
-        }
         var change = AttributeChange()
         if valid & UInt32(FATTR_MODE) != 0 { change.mode = s.mode & 0o7777 }
         if valid & UInt32(FATTR_UID) != 0 { change.uid = s.uid }
@@ -359,11 +416,20 @@ extension FUSEServer {
         if valid & UInt32(FATTR_MTIME_NOW) != 0 { change.mtime = now } else if valid & UInt32(FATTR_MTIME) != 0 {
             change.mtime = Timespec(seconds: Int64(bitPattern: s.mtime), nanoseconds: Int64(s.mtimensec))
         }
-        if change.mode != nil || change.uid != nil || change.gid != nil || change.atime != nil || change.mtime != nil {
-            try process.setAttributes(of: r, change)
+        let changesMore = change.mode != nil || change.uid != nil || change.gid != nil || change.atime != nil || change.mtime != nil
+        // One call for the truncation, the other changes and the answer. It takes no record
+        // lock, and on HostFS the first host call comes before any change, so an attempt
+        // that gives up has changed nothing.
+        let (a, blocks) = try await vfsCall { () throws(VFSError) -> (FileAttributes, Int64?) in
+            if valid & UInt32(FATTR_SIZE) != 0 {
+                if let f = file, !f.isDirectory { try f.file.truncate(to: Int64(s.size)) } else {
+                    try process.setAttributes(of: r, AttributeChange(size: Int64(s.size)))
+                }
+            }
+            if changesMore { try process.setAttributes(of: r, change) }
+            if let f = file { return (try f.file.attributes(), nil) }
+            return try process.attributesAndBlocks(of: r)
         }
-        if let f = file { return attrReply(try f.file.attributes(), out) }
-        let (a, blocks) = try process.attributesAndBlocks(of: r)
         return attrReply(a, out, blocks: blocks)
     }
 
@@ -387,53 +453,67 @@ extension FUSEServer {
     }
 
     /// READDIR / READDIRPLUS: entries from `offset` (an index into the listing, with `.` and
-    /// `..` first) that fit in `size` bytes.
+    /// `..` first) that fit in `size` bytes. The listing and, for READDIRPLUS, the entries'
+    /// records and attributes are read in one `vfsCall`; the node table learns of them after.
     private func readdir(_ dirID: UInt64, _ f: FUSEOpenFile, offset: Int, size: Int, plus: Bool,
-                         _ out: UnsafeMutableRawPointer) throws(VFSError) -> Int {
-        if offset == 0 { f.listing = try f.file.readDirectory() }
+                         _ out: UnsafeMutableRawPointer) async throws(VFSError) -> Int {
+        if offset == 0 { f.listing = try await vfsCall { () throws(VFSError) in try f.file.readDirectory() } }
         let limit = min(size, FUSEServer.bufferSize - FUSEChannel.outHeaderSize)
-        var used = 0
-        var index = offset
         let total = f.listing.count + 2
-        while index < total {
-            let name: [UInt8]
-            var ino: UInt64
-            var type: FileType
-            if index < 2 {
-                name = index == 0 ? [UInt8(ascii: ".")] : [UInt8(ascii: "."), UInt8(ascii: ".")]
-                ino = 1
-                type = .directory
-            } else {
-                let e = f.listing[index - 2]
-                name = Array(e.name.utf8)
-                ino = e.inode
-                type = e.type
+        func name(_ index: Int) -> [UInt8] {
+            if index < 2 { return index == 0 ? [UInt8(ascii: ".")] : [UInt8(ascii: "."), UInt8(ascii: ".")] }
+            return Array(f.listing[index - 2].name.utf8)
+        }
+        func recordSize(_ n: [UInt8]) -> Int { ((plus ? Self.entrySize + Self.direntSize : Self.direntSize) + n.count + 7) & ~7 }
+        // The entries that fit.
+        var end = offset, used = 0
+        while end < total {
+            let size = recordSize(name(end))
+            if used + size > limit { break }
+            used += size
+            end += 1
+        }
+        var infos = [EntryInfo?](repeating: nil, count: end - offset)
+        if plus, end > offset, let dir = nodes.record(dirID) {
+            let listing = f.listing
+            infos = try await vfsCall { () throws(VFSError) -> [EntryInfo?] in
+                (offset..<end).map { index -> EntryInfo? in
+                    guard index >= 2, let child = try? process.lookup(Array(listing[index - 2].name.utf8), in: dir) else { return nil }
+                    return try? entryInfo(child)
+                }
             }
+        }
+        used = 0
+        for index in offset..<end {
+            let n = name(index)
+            var ino: UInt64 = 1
+            var type = FileType.directory
+            if index >= 2 {
+                ino = f.listing[index - 2].inode
+                type = f.listing[index - 2].type
+            }
+            let size = recordSize(n)
             let fixed = plus ? Self.entrySize + Self.direntSize : Self.direntSize
-            let recordSize = (fixed + name.count + 7) & ~7
-            if used + recordSize > limit { break }
             let p = out + used
-            var dirent = fuse_dirent()
             if plus {
                 var e = fuse_entry_out()
-                if index >= 2, let dir = nodes.record(dirID), let child = try? process.lookup(name, in: dir),
-                   let ent = try? entryOut(child) {
-                    e = ent
-                    ino = ent.attr.ino
+                if let info = infos[index - offset] {
+                    e = entryOut(info)
+                    ino = e.attr.ino
                 }
                 p.storeBytes(of: e, as: fuse_entry_out.self)
             }
+            var dirent = fuse_dirent()
             dirent.ino = ino
             dirent.off = UInt64(index + 1)
-            dirent.namelen = UInt32(name.count)
+            dirent.namelen = UInt32(n.count)
             dirent.type = Self.direntType(type)
             let d = p + (plus ? Self.entrySize : 0)
             d.storeBytes(of: dirent, as: fuse_dirent.self)
-            name.withUnsafeBytes { b in if let base = b.baseAddress { (d + Self.direntSize).copyMemory(from: base, byteCount: b.count) } }
-            let pad = recordSize - fixed - name.count
-            if pad > 0 { (d + Self.direntSize + name.count).initializeMemory(as: UInt8.self, repeating: 0, count: pad) }
-            used += recordSize
-            index += 1
+            n.withUnsafeBytes { b in if let base = b.baseAddress { (d + Self.direntSize).copyMemory(from: base, byteCount: b.count) } }
+            let pad = size - fixed - n.count
+            if pad > 0 { (d + Self.direntSize + n.count).initializeMemory(as: UInt8.self, repeating: 0, count: pad) }
+            used += size
         }
         return used
     }

@@ -34,10 +34,14 @@ public struct FUSEMountOptions: Sendable {
 /// CPU gets its own channel (CPU 0 the session descriptor, the others a descriptor cloned
 /// with `FUSE_DEV_IOC_CLONE`), opened non-blocking and owned by that CPU's epoll. A CPU's
 /// LWKT thread reads a request, serves it with the VFS and writes the reply on the same
-/// descriptor. The kernel keeps one input queue per mount and gives each request to one
+/// descriptor; on a mount whose calls can block (HostFS), requests that ask the host go to
+/// the channel's worker threads on the same CPU, so one request waiting for the host does not
+/// hold up the next (`FUSEChannel`). The kernel keeps one input queue per mount and gives each request to one
 /// channel that reads; on this side nothing is shared between CPUs but the node table's
-/// inode map (see `FUSENodeTable`). Open files are handles (`FUSEOpenFile`). HostFS calls run
-/// on the serving CPU like the rest of the VFS, except `fsync`, which goes to a helper thread.
+/// inode map (see `FUSENodeTable`). Open files are handles (`FUSEOpenFile`). Requests use
+/// the VFS's parking API: cached answers are given on the serving CPU, a held record lock
+/// parks the channel's thread, and HostFS calls that can block run on the host-I/O pool
+/// (`fsync` on a helper thread that writes its own reply), so no CPU waits in the kernel.
 /// Stopping unmounts (lazily when busy) and closes every descriptor, which aborts the
 /// connection for anything still open.
 public final class FUSEServer: @unchecked Sendable {
@@ -53,6 +57,8 @@ public final class FUSEServer: @unchecked Sendable {
     private let system: LWKTSystem
     private(set) var channels: [FUSEChannel] = []
     private var threads: [LWKTThread] = []
+    /// Channels' worker threads (mounts whose calls can block).
+    private var workers: [LWKTThread] = []
     private let sessionFD: Int32
     private let stopped = Mutex<Bool>(false)
     let destroyed = Atomic<Bool>(false)
@@ -244,6 +250,11 @@ public final class FUSEServer: @unchecked Sendable {
                 await ch.run()
             }
             threads.append(t)
+            for w in 0..<ch.workerCount {
+                workers.append(LWKTThread.spawn(on: system.cpus[ch.cpu], priority: .kernel, name: "fuse\(ch.cpu).\(w)") { [ch] in
+                    await ch.work()
+                })
+            }
         }
     }
 
@@ -267,7 +278,7 @@ public final class FUSEServer: @unchecked Sendable {
 
     /// Waits until every channel has stopped serving.
     public func wait() async {
-        for t in threads { await t.join() }
+        for t in threads + workers { await t.join() }
     }
 
     /// Unmounts (lazily if something still uses the mount) and closes every channel, which
@@ -282,9 +293,9 @@ public final class FUSEServer: @unchecked Sendable {
         guard first else { return }
         Self.unmountPath(mountPoint, bySyscall: usedMountSyscall)
         for ch in channels { ch.requestStop() }
-        for t in threads { t.cancel() }
+        for t in threads + workers { t.cancel() }
         let deadline = MonotonicSeconds.now() + 10
-        while !threads.allSatisfy({ $0.isFinished }) && MonotonicSeconds.now() < deadline { usleep(1000) }
+        while !(threads + workers).allSatisfy({ $0.isFinished }) && MonotonicSeconds.now() < deadline { usleep(1000) }
         while syncsInFlight.load(ordering: .relaxed) > 0 && MonotonicSeconds.now() < deadline { usleep(1000) }
         for ch in channels where ch.fd != sessionFD { Glibc.close(ch.fd) }
         Glibc.close(sessionFD)

@@ -17,12 +17,12 @@ struct SimPair: @unchecked Sendable {
 /// Boots a system, builds two stacks over a `SimulatedLink`, runs `body` on CPU 0 and
 /// tears everything down.
 func withSimPair(cpus: Int = 2, aToB: LinkFaults = .none, bToA: LinkFaults = .none,
-                              steering: SimulatedLink.Steering = .roundRobin,
+                              steering: SimulatedLink.Steering = .roundRobin, offloads: InterfaceOffloads = [],
                               configure: (inout NetStackConfiguration, inout NetStackConfiguration) -> Void = { _, _ in },
                               _ body: @escaping @Sendable (SimPair) async throws -> Void) async throws {
     let system = try LWKT.boot(cpus: cpus, configuration: .init(idleSpin: .microseconds(20), pin: false, warnings: false))
     let slab = SlabAllocator(system: system, configuration: .init(debug: false))
-    let link = SimulatedLink(queues: cpus, aToB: aToB, bToA: bToA, steering: steering)
+    let link = SimulatedLink(queues: cpus, aToB: aToB, bToA: bToA, steering: steering, offloads: offloads)
     var ca = NetStackConfiguration(address: SimPair.addressA)
     var cb = NetStackConfiguration(address: SimPair.addressB)
     configure(&ca, &cb)

@@ -14,13 +14,13 @@ final class TestServer: @unchecked Sendable {
     let server: HTTPServer<HostSocketStack>
     var port: UInt16 { server.address.port }
 
-    init(cpus: Int = 2, hostRoot: String? = nil, servedRoot: String = "/",
+    init(cpus: Int = 2, hostRoot: String? = nil, servedRoot: String = "/", hostIO: HostIOPool = .shared,
          configure: (inout HTTPServerConfiguration) -> Void = { _ in },
          populate: (VFSProcess) throws -> Void = { _ in }) throws {
         system = try LWKT.boot(cpus: cpus, configuration: LWKTConfiguration(idleSpin: .microseconds(20)))
         slab = SlabAllocator(system: system)
         if let hostRoot {
-            vfs = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: hostRoot))
+            vfs = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: hostRoot), hostIO: hostIO)
         } else {
             vfs = VirtualFileSystem(rootFileSystem: MemFS())
             try DemoSite.install(in: vfs)

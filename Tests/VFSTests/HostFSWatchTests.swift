@@ -98,10 +98,29 @@ import Testing
         let (dir, vfs, p, fs) = try setUp()
         defer { removeTree(dir) }
         try p.mkdir("/host/s"); try writeFile(p, "/host/s/f", "f")
-        _ = try p.lookup("/host/s/f"); _ = try p.lookup("/host/s/f")
+        try p.mkdir("/host/t"); try p.mkdir("/host/t/u"); try writeFile(p, "/host/t/u/x", "x")
+        try p.mkdir("/host/k"); try writeFile(p, "/host/k/held", "h"); try writeFile(p, "/host/k/free", "z")
+        _ = try p.lookup("/host/s/f"); _ = try p.lookup("/host/s/f"); _ = try p.lookup("/host/t/u/x"); _ = try p.lookup("/host/k/free")
+        func record(_ path: String) throws -> NCRecord { try p.nlookup(Array(path.utf8), follow: false).record }
+        let f = try record("/host/s/f"), s = try record("/host/s"), x = try record("/host/t/u/x"), u = try record("/host/t/u")
+        let free = try record("/host/k/free"), k = try record("/host/k")
+        let fd = try p.open("/host/k/held")
+        let held = try record("/host/k/held")
         let before = vfs.namecache.statistics
         fs.watcher?.injectOverflow()
         #expect(fs.watchStatistics.overflows == 1)
+        // Every positive entry below the mount is gone but the held file and its directory,
+        // which stay (to be checked with the host on their next use).
+        for (name, r) in [("s/f", f), ("s", s), ("t/u/x", x), ("t/u", u), ("k/free", free)] {
+            #expect(r.isDestroyed, "/host/\(name) survived the overflow")
+        }
+        #expect(!held.isDestroyed && !k.isDestroyed, "a held record or its directory was dropped")
+        #expect(vfs.namecache.statistics.positives < before.positives)
+        #expect(try p.read(fd, count: 8) == Array("h".utf8))
+        try p.close(fd)
+        #expect(try p.lookup("/host/t/u/x") == .regular)
+        #expect(try record("/host/t/u/x") !== x, "the dropped name was not looked up afresh")
+        #expect(vfs.namecache.checkTopology().isEmpty)
         #expect(try p.lookup("/host/s/f") == .regular)
         let after = vfs.namecache.statistics
         #expect(after.resolves - before.resolves >= 2, "every cached name below the mount is checked again")

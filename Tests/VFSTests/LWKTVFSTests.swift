@@ -9,7 +9,9 @@ import Testing
 /// kernel and the namecache properties under concurrent change, on 2 and 8 CPUs sharing one
 /// namespace, with an IPI watchdog that fails the test when any CPU leaves an IPI unanswered
 /// for more than 100 ms while the others answer (a CPU blocked in the kernel or on a lock).
-/// HostFS work goes through `offCPU`, as the HTTP server does; MemFS work runs on the CPU.
+/// Every VFS call goes through the parking API (`VFSProcess.parking`): MemFS work and cached
+/// HostFS answers run on the CPU, a held record parks the thread, HostFS host calls run on
+/// the host-I/O pool.
 @Suite(.serialized) struct LWKTVFSTests {
     @Test(arguments: [2, 8])
     func differentialRunsOnCPUs(cpus: Int) async throws {
@@ -82,15 +84,16 @@ import Testing
                     group.addTask {
                         try await system.run(on: c, name: "reader\(c)") {
                             for i in 0..<20_000 where !tally.stop.load(ordering: .relaxed) {
-                                if (try? reader.stat("/stable/d/f"))?.type != .regular { tally.wrong.wrappingAdd(1, ordering: .relaxed) }
+                                if (try? await reader.parking.stat("/stable/d/f"))?.type != .regular { tally.wrong.wrappingAdd(1, ordering: .relaxed) }
                                 // The moving file: found as a regular file or not found, nothing else.
                                 for path in ["/m/a/f", "/m/b/f"] {
-                                    switch Result(catching: { () throws(VFSError) in try reader.lookup(path) }) {
-                                    case .success(.regular), .failure(.noent): break
-                                    default: tally.wrong.wrappingAdd(1, ordering: .relaxed)
+                                    do {
+                                        if try await reader.parking.lookup(path) != .regular { tally.wrong.wrappingAdd(1, ordering: .relaxed) }
+                                    } catch {
+                                        if (error as? VFSError) != .noent { tally.wrong.wrappingAdd(1, ordering: .relaxed) }
                                     }
                                 }
-                                _ = try? reader.lookup("/stable/miss\(i % 300)")
+                                _ = try? await reader.parking.lookup("/stable/miss\(i % 300)")
                                 tally.lookups.wrappingAdd(1, ordering: .relaxed)
                                 if i % 4 == 0 { await LWKT.yield() }
                             }
@@ -101,10 +104,13 @@ import Testing
                 group.addTask {
                     try await system.run(on: cpus - 1, name: "writer") {
                         for i in 0..<400 {
-                            if i % 2 == 0 { try writer.rename("/m/a", "/m/b") } else { try writer.rename("/m/b", "/m/a") }
-                            try writeFile(writer, "/stable/new\(i)", "n")
-                            if i % 3 == 0 { try writer.unlink("/stable/new\(i)") }
-                            try writer.chdir(i % 2 == 0 ? "/stable" : "/stable/d")
+                            let w = writer.parking
+                            if i % 2 == 0 { try await w.rename("/m/a", "/m/b") } else { try await w.rename("/m/b", "/m/a") }
+                            let fd = try await w.open("/stable/new\(i)", [.create, .writeOnly])
+                            try await w.write(fd, Array("n".utf8))
+                            try w.close(fd)
+                            if i % 3 == 0 { try await w.unlink("/stable/new\(i)") }
+                            try await w.chdir(i % 2 == 0 ? "/stable" : "/stable/d")
                             await LWKT.yield()
                         }
                         tally.stop.store(true, ordering: .relaxed)
@@ -122,18 +128,20 @@ import Testing
 }
 
 /// `differentialRun` as an LWKT thread does it: one operation per job (the thread yields
-/// between steps, so its CPU answers IPIs between them), each on the CPU or, for HostFS,
-/// through `offCPU`; the host side of each step runs on the pool too (it is a host call).
+/// between steps, so its CPU answers IPIs between them), each through the parking API
+/// (`parking.perform`: on the CPU when it can finish there, else on the pool); the host side
+/// of each step runs on the pool too (it is a host call). `offCPU` says whether the worker's
+/// tree is a HostFS (its operations must then have used the pool).
 func differentialRunOnCPU(seed: UInt64, steps: Int, vfsProcess p: VFSProcess, hostBase: String, offCPU: Bool) async throws -> [String] {
     var gen = OpGenerator(rng: SeededRandom(seed: seed))
     var problems: [String] = []
     for d in ["/p", "/p/q", "/p/q/r"] {
-        if offCPU { try await p.offCPU { try p.mkdir(d) } } else { try p.mkdir(d) }
+        try await p.parking.mkdir(d)
         Glibc.mkdir(hostBase + d, 0o755)
     }
     for i in 0..<steps {
         let op = gen.op(prefix: "/p/q/r")
-        let mine = offCPU ? try await p.offCPU { runVFS(p, op) } : runVFS(p, op)
+        let mine = try await p.parking.perform { () throws(VFSError) in runVFS(p, op) }
         let theirs = try await p.vfs.hostIO.perform { runHost(hostBase, op) }
         if mine != theirs {
             problems.append("seed \(seed) step \(i): \(op): vfs \(mine), host \(theirs)")
@@ -141,7 +149,7 @@ func differentialRunOnCPU(seed: UInt64, steps: Int, vfsProcess p: VFSProcess, ho
         }
         await LWKT.yield()
     }
-    let a = offCPU ? try await p.offCPU { try treeOfVFS(p) } : try treeOfVFS(p)
+    let a = try await p.parking.perform { () throws(VFSError) in try rethrowTyped { try treeOfVFS(p) } }
     let b = try await p.vfs.hostIO.perform { treeOfHost(hostBase) }
     if a != b { problems.append("seed \(seed): trees differ\nvfs:  \(a)\nhost: \(b)") }
     return problems

@@ -147,6 +147,10 @@ long lb_writev(int fd, void *const *bases, const size_t *lens, int count);
 int lb_close(int fd);
 // end NetStack --------------------------------------------------------------------------
 
+/// preadv2(fd, {buf, count}, offset, RWF_NOWAIT): reads only what is already in the page
+/// cache, failing with EAGAIN instead of waiting for the disk. Returns bytes read or -errno.
+long lb_pread_nowait(int fd, void *buf, size_t count, int64_t offset);
+
 #ifdef __cplusplus
 }
 #endif

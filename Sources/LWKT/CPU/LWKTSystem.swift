@@ -11,6 +11,8 @@ public final class LWKTSystem: @unchecked Sendable {
     public let cpuCount: Int
     /// The settings the system was booted with.
     public let configuration: LWKTConfiguration
+    /// Counter sections modules add to snapshots (see `StatSections.swift`).
+    let statSections = StatSectionRegistry()
     /// The CPUs, indexed by id.
     public private(set) var cpus: [CPU] = []
 

@@ -63,6 +63,9 @@ public struct LWKTSnapshot: Codable, Sendable {
     public var threads: [ThreadStats]
     public var giant: [Giant.Coverage]
     public var giantToken: TokenStats
+    /// Counter sections of modules above LWKT, by name, one dictionary per CPU (for
+    /// example the network stack's `net 10.0.0.1`); nil in documents written before them.
+    public var sections: [String: [[String: Int64]]]?
 
     /// A token's counters.
     public struct TokenStats: Codable, Sendable {
@@ -95,7 +98,8 @@ extension LWKTSystem {
         return LWKTSnapshot(uptimeNanos: lb_now_ns() &- bootTime, cpuCount: cpuCount, cpus: cpuStats,
                             ipiMatrix: crossbar.matrix(), threads: threads, giant: Giant.coverage(),
                             giantToken: .init(name: g.name, acquisitions: g.acquisitions,
-                                              contentions: g.contentions, heldNanos: g.heldNanos))
+                                              contentions: g.contentions, heldNanos: g.heldNanos),
+                            sections: statSectionCounters())
     }
 }
 

@@ -38,6 +38,17 @@ public final class NetCounters: @unchecked Sendable {
         NetCounter.allCases.filter(\.isDrop).reduce(0) { $0 + total($1) }
     }
 
+    /// Every counter of every CPU, `[cpu][counter name] = value` (zeros included, so the
+    /// columns are stable): what the stack's section of `LWKTSnapshot` holds.
+    public func perCPU() -> [[String: Int64]] {
+        (0..<cpuCount).map { cpu in
+            var d: [String: Int64] = [:]
+            d.reserveCapacity(NetCounter.allCases.count)
+            for c in NetCounter.allCases { d[c.name] = lb_counter_load(base + cpu * stride + c.rawValue) }
+            return d
+        }
+    }
+
     /// A snapshot: `[cpu][counter name] = value`, non-zero entries only.
     public func snapshot() -> [[String: Int]] {
         (0..<cpuCount).map { cpu in

@@ -30,6 +30,8 @@ public final class NetStack: @unchecked Sendable {
     let arpRetryNs: UInt64
     let reassemblyTimeoutNs: UInt64
     private let threads = Mutex<[LWKTThread]>([])
+    /// This stack's section in the system's snapshots (while started).
+    private let statSection = Mutex<StatSectionRegistration?>(nil)
     private let stopped = Atomic<Bool>(false)
     let boundPorts = Mutex<Set<UInt16>>([])
     let echoReplies = Mutex<[UInt32: Int]>([:])
@@ -95,11 +97,19 @@ public final class NetStack: @unchecked Sendable {
                          destination: .broadcast, on: self.cpus[0])
         })
         threads.withLock { $0 = list }
+        let counters = counters
+        let registration = system.registerStatSection(statSectionName) { counters.perCPU() }
+        statSection.withLock { $0 = registration }
     }
+
+    /// The name of this stack's counter section in `LWKTSnapshot.sections` (and so in
+    /// `/_stats`): `net` and the stack's address.
+    public var statSectionName: String { "net \(configuration.address)" }
 
     /// Stops the threads, frees every packet the stack still holds and closes the interface.
     public func stop() async throws {
         stopped.store(true, ordering: .releasing)
+        if let r = statSection.withLock({ r in defer { r = nil }; return r }) { system.unregisterStatSection(r) }
         let list = threads.withLock { l in defer { l = [] }; return l }
         for t in list { t.cancel() }
         for t in list { await t.join() }
@@ -166,7 +176,7 @@ public final class NetStack: @unchecked Sendable {
             if n == 0 {
                 do { try await iface.waitForInput(queue: i) } catch { return }
             } else {
-                await Task.yield()
+                await LWKT.yield()
             }
         }
     }

@@ -34,7 +34,7 @@ public protocol NetworkInterface: AnyObject, Sendable {
     func poll(queue: Int, max: Int, _ body: (Mbuf) -> Void) -> Int
 
     /// Waits until `queue` may have frames (or a short while has passed).
-    func waitForInput(queue: Int) async throws
+    nonisolated(nonsending) func waitForInput(queue: Int) async throws
 
     /// Sends `frame` (an Ethernet frame) on `queue`; takes ownership. Returns false when the
     /// device dropped it.

@@ -23,10 +23,19 @@ public final class SimulatedLink: @unchecked Sendable {
     public let b: Endpoint
 
     /// Creates a link whose ends have `queues` queues each.
+    ///
+    /// `offloads` makes the wire behave like a Linux veth pair with its offloads on: a
+    /// frame whose transport checksum is left partial crosses unchecked (memory does not
+    /// corrupt it), and a TSO segment of up to 64 KB crosses whole, arriving coalesced as a
+    /// receive offload would deliver it. Where the direction injects faults, the wire
+    /// completes a partial checksum before judging the frame (so a corrupted frame is
+    /// caught by the receiver), and a TSO segment is lost, delayed or corrupted as one frame.
     public init(queues: Int, mtu: Int = 1500, aToB: LinkFaults = .none, bToA: LinkFaults = .none,
-                steering: Steering = .flowHash) {
-        a = Endpoint(name: "sim-a", mac: .local(seed: 0xa0_0001), queues: queues, mtu: mtu, faults: aToB, steering: steering)
-        b = Endpoint(name: "sim-b", mac: .local(seed: 0xb0_0001), queues: queues, mtu: mtu, faults: bToA, steering: steering)
+                steering: Steering = .flowHash, offloads: InterfaceOffloads = []) {
+        a = Endpoint(name: "sim-a", mac: .local(seed: 0xa0_0001), queues: queues, mtu: mtu, faults: aToB, steering: steering,
+                     offloads: offloads)
+        b = Endpoint(name: "sim-b", mac: .local(seed: 0xb0_0001), queues: queues, mtu: mtu, faults: bToA, steering: steering,
+                     offloads: offloads)
         a.peer = b
         b.peer = a
     }
@@ -55,7 +64,7 @@ public final class SimulatedLink: @unchecked Sendable {
         public let macAddress: MACAddress
         public let mtu: Int
         public let queueCount: Int
-        public let offloads: InterfaceOffloads = []
+        public let offloads: InterfaceOffloads
         let steering: Steering
         unowned(unsafe) var peer: Endpoint! = nil
         /// Fault state of the direction leaving this end.
@@ -72,8 +81,10 @@ public final class SimulatedLink: @unchecked Sendable {
         /// Frames sent on the fault-free path.
         private let fastSent = Atomic<Int>(0)
 
-        init(name: String, mac: MACAddress, queues: Int, mtu: Int, faults: LinkFaults, steering: Steering) {
+        init(name: String, mac: MACAddress, queues: Int, mtu: Int, faults: LinkFaults, steering: Steering,
+             offloads: InterfaceOffloads) {
             self.name = name
+            self.offloads = offloads
             macAddress = mac
             self.mtu = mtu
             queueCount = queues
@@ -113,7 +124,7 @@ public final class SimulatedLink: @unchecked Sendable {
             }
         }
 
-        public func waitForInput(queue: Int) async throws {
+        nonisolated(nonsending) public func waitForInput(queue: Int) async throws {
             let q = rx[queue]
             let now = lb_now_ns()
             let next = q.state.withLock { s -> UInt64? in
@@ -122,9 +133,13 @@ public final class SimulatedLink: @unchecked Sendable {
                 return s.nextDue
             }
             guard let next else { return }
-            let wait = next == UInt64.max ? 10_000_000 : min(10_000_000, max(20_000, next &- now))
-            _ = try await LWKT.tsleep(on: WaitChannel(q), timeout: .nanoseconds(Int64(wait)), until: {
-                q.state.withLock { $0.ready(lb_now_ns()) }
+            // Nothing delayed on the wire: sleep until a frame arrives, without an LWKT
+            // timer. The first arrival after `sleeping` was set wakes the channel; if that
+            // happened before this thread was queued, the interlock sees a frame due
+            // earlier than planned and returns at once, so no arrival is missed.
+            let wait: Duration? = next == UInt64.max ? nil : .nanoseconds(Int64(min(10_000_000, max(20_000, next &- now))))
+            _ = try await LWKT.tsleep(on: WaitChannel(q), timeout: wait, until: {
+                q.state.withLock { $0.ready(lb_now_ns()) || $0.nextDue < next }
             })
             q.state.withLock { $0.sleeping = false }
         }
@@ -138,6 +153,7 @@ public final class SimulatedLink: @unchecked Sendable {
             }
             let now = lb_now_ns()
             var copy: Mbuf? = nil
+            if frame.flags.contains(.checksumPartial) { Self.completeChecksum(frame) }
             let verdict = tx.withLock { inj in inj.judge(frame, now: now) }
             switch verdict {
             case .lose:
@@ -154,6 +170,19 @@ public final class SimulatedLink: @unchecked Sendable {
                 if !ok { tx.withLock { $0.stats.overflowed += 1 } }
                 return true
             }
+        }
+
+        /// Finishes a transport checksum the stack left partial (what a device does before
+        /// the frame goes on a wire that can corrupt it): `words.0` is where the summed
+        /// bytes start in the frame, `words.1` where the checksum field lies past that start.
+        static func completeChecksum(_ m: Mbuf) {
+            let (start, field, _, _) = m.words
+            let s = Int(start), f = s + Int(field)
+            m.flags.remove([.checksumPartial, .segmentationOffload])
+            guard m.next == nil, s < m.length, f + 2 <= m.length else { return }
+            var c = InternetChecksum()
+            c.add(UnsafeRawPointer(m.data + s), count: m.length - s)
+            NetworkBytes.put16(m.data, f, c.value)
         }
 
         /// Raw access for benchmarks and tests: puts `frame` on the wire toward the peer.

@@ -97,7 +97,7 @@ public final class TAPInterface: NetworkInterface, @unchecked Sendable {
         return count
     }
 
-    public func waitForInput(queue: Int) async throws {
+    nonisolated(nonsending) public func waitForInput(queue: Int) async throws {
         guard queue < fds.count else { try await LWKT.sleep(for: .milliseconds(100)); return }
         _ = try await LWKT.wait(for: .readable, on: fds[queue])
     }

@@ -34,6 +34,8 @@ struct MbufHeader {
     @usableFromInline var context: UnsafeMutableRawPointer?
     /// The stack the packet belongs to, for hand-offs between CPUs (unretained).
     @usableFromInline var stack: UnsafeMutableRawPointer?
+    /// The CPU whose cluster cache the chunk may return to (clusters only), or -1.
+    @usableFromInline var home: Int32
 }
 
 /// Bytes reserved for the header at the front of each chunk (cache-line aligned).

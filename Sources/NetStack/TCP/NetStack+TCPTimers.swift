@@ -22,6 +22,10 @@ extension NetStack {
 
     func tcpFire(_ tp: TCPControlBlock, _ st: NetCPU) {
         let now = st.now
+        if tp.socketTimer != 0, tp.socketTimer <= now {
+            tp.socketTimer = 0
+            tp.wake()
+        }
         if tp.closeTimer != 0, tp.closeTimer <= now {
             tp.closeTimer = 0
             if tp.state != .timeWait { tp.error = tp.error ?? .timedOut; tcpSendReset(tp, st) }
@@ -128,6 +132,7 @@ extension NetStack {
             counters.add(.tcpConnectionsClosed, cpu: st.id)
         }
         tp.retransmitTimer = 0; tp.persistTimer = 0; tp.delayedACKTimer = 0; tp.keepaliveTimer = 0; tp.closeTimer = 0
+        tp.socketTimer = 0
         tp.reassembly.removeAll()
         tp.sack.removeAll()
         tp.setState(.closed)

@@ -1,3 +1,4 @@
+import CLibellula
 import LWKT
 
 /// A TCP socket: the handle an application holds on a connection. It has the shape of
@@ -7,12 +8,22 @@ import LWKT
 ///
 /// A connection belongs to the CPU its 4-tuple hashes to (``cpuID``); call it only from
 /// an LWKT thread on that CPU — it then touches the PCB directly, without locks or IPIs.
+///
+/// The steady path (a read or write that finds data or room, or sleeps until it does)
+/// allocates nothing: the owner check is one thread-local compare, waits sleep without an
+/// LWKT timer, and a timeout is a deadline on the PCB that the CPU's TCP timer scan turns
+/// into a wakeup. The async calls are `nonisolated(nonsending)`: they run on the calling
+/// LWKT thread's executor without a hop.
 public final class TCPConnection: @unchecked Sendable {
     let pcb: TCPControlBlock
-    /// The stack it runs on.
-    public var stack: NetStack { pcb.stack }
+    /// The stack it runs on (held strongly: the PCB refers to it unretained).
+    public let stack: NetStack
     /// The CPU that owns the connection.
     public var cpuID: Int { pcb.cpu }
+    /// The owner CPU's share of the stack.
+    private let net: NetCPU
+    /// The owner CPU's globaldata key (what `lb_current_cpu()` returns on its thread).
+    private let cpuKey: UInt
     /// The remote end.
     public let peer: IPv4Endpoint
     /// The local end.
@@ -22,6 +33,9 @@ public final class TCPConnection: @unchecked Sendable {
 
     init(_ pcb: TCPControlBlock) {
         self.pcb = pcb
+        stack = pcb.stack
+        net = pcb.stack.cpus[pcb.cpu]
+        cpuKey = (try? pcb.stack.system.cpu(pcb.cpu))?.globaldataKey ?? 0
         pcb.hasSocket = true
         peer = IPv4Endpoint(pcb.key.remoteAddress, pcb.key.remotePort)
         local = IPv4Endpoint(pcb.key.localAddress, pcb.key.localPort)
@@ -61,28 +75,67 @@ public final class TCPConnection: @unchecked Sendable {
     /// The payload bytes per segment in use.
     public var maximumSegmentSize: Int { pcb.mss }
 
-    private func onOwner() -> Bool { CPU.current.map { $0.id == cpuID && $0.system === stack.system } ?? false }
+    @inline(__always)
+    private func onOwner() -> Bool { cpuKey != 0 && UInt(bitPattern: lb_current_cpu()) == cpuKey }
 
+    /// The owner CPU's state, with its clock read (for calls that may send).
+    @inline(__always)
     private func ownerState() throws(TCPError) -> NetCPU {
         guard onOwner() else { throw .invalidArgument("TCP connection used off its CPU \(cpuID)") }
-        let st = stack.cpus[cpuID]
-        st.now = lb_now_ns_swift()
-        return st
+        net.now = lb_now_ns_swift()
+        return net
     }
 
-    /// Sleeps until `condition` holds or the deadline passes; false on timeout.
-    private func wait(until deadline: UInt64?, _ condition: @escaping () -> Bool) async throws(TCPError) -> Bool {
+    /// The owner check alone (calls that only read the buffers).
+    @inline(__always)
+    private func checkOwner() throws(TCPError) {
+        guard onOwner() else { throw .invalidArgument("TCP connection used off its CPU \(cpuID)") }
+    }
+
+    /// A deadline `timeout` from now (nil: none).
+    @inline(__always)
+    private static func deadline(_ timeout: Duration?) -> UInt64? { timeout.map { lb_now_ns_swift() &+ $0.ns } }
+
+    /// What a socket call waits for.
+    enum Condition: Sendable {
+        case handshakeDone, readable, writable, acknowledged, closeDone
+    }
+
+    /// Whether `c` holds now.
+    private func holds(_ c: Condition) -> Bool {
+        let tp = pcb
+        switch c {
+        case .handshakeDone: return tp.state != .synSent && tp.state != .synReceived
+        case .readable: return tp.receiveBuffer.count > 0 || tp.finReceived || tp.error != nil || tp.state == .closed
+        case .writable:
+            return tp.sendBuffer.free > 0 && tp.state.canSend || tp.error != nil
+                || !tp.state.canSend && tp.state != .synSent && tp.state != .synReceived
+        case .acknowledged: return tp.sendBuffer.count == 0 || tp.error != nil || tp.state == .closed
+        case .closeDone: return tp.state == .closed || tp.state == .timeWait || tp.finReceived && tp.finAcked
+        }
+    }
+
+    /// Sleeps until `condition` may hold; false when the deadline has passed and it does
+    /// not. A true answer means "look again": callers loop. While the PCB is in its CPU's
+    /// table the deadline is a PCB timer (no allocation); otherwise an LWKT timeout.
+    private func wait(until deadline: UInt64?, for c: Condition) async throws(TCPError) -> Bool {
+        let condition = { self.holds(c) }
         var left: Duration? = nil
         if let deadline {
             let now = lb_now_ns_swift()
             if now >= deadline { return condition() }
-            left = .nanoseconds(Int64(deadline - now))
+            if pcb.inTable {
+                pcb.armSocketDeadline(deadline)
+            } else {
+                left = .nanoseconds(Int64(deadline - now))
+            }
         }
         pcb.waiters += 1
         defer { pcb.waiters -= 1 }
         do {
             let r = try await LWKT.tsleep(on: WaitChannel(pcb), timeout: left, until: condition)
-            return r == .woken || condition()
+            if r == .woken || condition() { return true }
+            return deadline.map { lb_now_ns_swift() < $0 } ?? true
         } catch {
             throw .cancelled
         }
@@ -100,7 +153,7 @@ public final class TCPConnection: @unchecked Sendable {
         let c = TCPConnection(tp)
         let deadline = timeout.map { st.now &+ $0.ns }
         while tp.state == .synSent || tp.state == .synReceived {
-            if try await !c.wait(until: deadline, { tp.state != .synSent && tp.state != .synReceived }) {
+            if try await !c.wait(until: deadline, for: .handshakeDone) {
                 c.abort()
                 throw .timedOut
             }
@@ -115,23 +168,28 @@ public final class TCPConnection: @unchecked Sendable {
 
     /// Reads what is available (at least one byte, waiting for it); returns 0 at end of
     /// stream. Throws ``TCPError/timedOut`` when nothing came within `timeout`.
-    public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async throws(TCPError) -> Int {
-        let deadline = timeout.map { lb_now_ns_swift() &+ $0.ns }
+    nonisolated(nonsending) public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async throws(TCPError) -> Int {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+        var deadline: UInt64? = nil
+        var waited = false
         while true {
             if closed { throw .closed }
-            let st = try ownerState()
-            if pcb.receiveBuffer.count > 0 {
-                pcb.autotuneReceiveBuffer()
-                let n = pcb.receiveBuffer.read(into: base, buffer.count)
-                if pcb.inTable, stack.tcpWindowUpdateDue(pcb) { stack.tcpOutput(pcb, st) }
+            try checkOwner()
+            let tp = pcb
+            if tp.receiveBuffer.count > 0 {
+                tp.autotuneReceiveBuffer()
+                let n = tp.receiveBuffer.read(into: base, buffer.count)
+                if tp.inTable, stack.tcpWindowUpdateDue(tp) {
+                    net.now = lb_now_ns_swift()
+                    stack.tcpOutput(tp, net)
+                }
                 return n
             }
-            if pcb.finReceived { return 0 }
-            if let e = pcb.error { throw e }
-            if pcb.state == .closed { throw .notConnected }
-            let tp = pcb
-            if try await !wait(until: deadline, { tp.receiveBuffer.count > 0 || tp.finReceived || tp.error != nil || tp.state == .closed }) {
+            if tp.finReceived { return 0 }
+            if let e = tp.error { throw e }
+            if tp.state == .closed { throw .notConnected }
+            if !waited { waited = true; deadline = Self.deadline(timeout) }
+            if try await !wait(until: deadline, for: .readable) {
                 throw .timedOut
             }
         }
@@ -148,27 +206,32 @@ public final class TCPConnection: @unchecked Sendable {
     /// Writes every byte, waiting while the send buffer is full (back-pressure). Throws
     /// ``TCPError/timedOut`` when the peer does not take them within `timeout`,
     /// ``TCPError/brokenPipe`` after ``shutdown(_:)`` or a close.
-    public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil) async throws(TCPError) {
-        let deadline = timeout.map { lb_now_ns_swift() &+ $0.ns }
+    nonisolated(nonsending) public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil) async throws(TCPError) {
         guard let base = bytes.baseAddress else { return }
+        var deadline: UInt64? = nil
+        var waited = false
         var done = 0
         while done < bytes.count {
             if closed || shutWrite { throw .brokenPipe }
-            let st = try ownerState()
-            if let e = pcb.error { throw e }
-            let s = pcb.state
+            try checkOwner()
+            let tp = pcb
+            if let e = tp.error { throw e }
+            let s = tp.state
             if s == .synSent || s == .synReceived {
                 // Not yet established: wait for the handshake.
             } else if !s.canSend {
                 throw s == .closed ? .notConnected : .brokenPipe
             } else {
-                let n = pcb.sendBuffer.write(base + done, bytes.count - done)
+                let n = tp.sendBuffer.write(base + done, bytes.count - done)
                 done += n
-                if n > 0 { stack.tcpOutput(pcb, st) }
+                if n > 0 {
+                    net.now = lb_now_ns_swift()
+                    stack.tcpOutput(tp, net)
+                }
                 if done == bytes.count { return }
             }
-            let tp = pcb
-            if try await !wait(until: deadline, { tp.sendBuffer.free > 0 && tp.state.canSend || tp.error != nil || !tp.state.canSend && tp.state != .synSent && tp.state != .synReceived }) {
+            if !waited { waited = true; deadline = Self.deadline(timeout) }
+            if try await !wait(until: deadline, for: .writable) {
                 throw .timedOut
             }
         }
@@ -183,14 +246,14 @@ public final class TCPConnection: @unchecked Sendable {
     }
 
     /// Waits until everything written has been acknowledged (or `timeout` passes).
-    public func flush(timeout: Duration? = nil) async throws(TCPError) {
+    nonisolated(nonsending) public func flush(timeout: Duration? = nil) async throws(TCPError) {
         let deadline = timeout.map { lb_now_ns_swift() &+ $0.ns }
         _ = try ownerState()
         let tp = pcb
         while tp.sendBuffer.count > 0 {
             if let e = tp.error { throw e }
             if tp.state == .closed { throw .notConnected }
-            if try await !wait(until: deadline, { tp.sendBuffer.count == 0 || tp.error != nil || tp.state == .closed }) { throw .timedOut }
+            if try await !wait(until: deadline, for: .acknowledged) { throw .timedOut }
         }
     }
 
@@ -229,7 +292,7 @@ public final class TCPConnection: @unchecked Sendable {
         let tp = pcb
         let deadline = st.now &+ linger.ns
         while tp.state != .closed, tp.state != .timeWait, !(tp.finReceived && tp.finAcked) {
-            guard let ok = try? await wait(until: deadline, { tp.state == .closed || tp.state == .timeWait || tp.finReceived && tp.finAcked }), ok else { break }
+            guard let ok = try? await wait(until: deadline, for: .closeDone), ok else { break }
             tp.receiveBuffer.discard(tp.receiveBuffer.count)
         }
         st.now = lb_now_ns_swift()

@@ -10,7 +10,9 @@ import LWKT
 final class TCPControlBlock {
     let key: TCPFlowKey
     let cpu: Int
-    unowned let stack: NetStack
+    /// Unretained: a PCB is reached only through its stack's tables (which the stack
+    /// outlives) or through a ``TCPConnection`` or ``TCPListener``, which hold the stack.
+    unowned(unsafe) let stack: NetStack
     private(set) var state: TCPState = .closed
 
     // Send sequence space (RFC 9293 §3.3.1).
@@ -88,6 +90,9 @@ final class TCPControlBlock {
     var keepaliveTimer: UInt64 = 0
     /// TIME-WAIT, FIN-WAIT-2 of an orphan.
     var closeTimer: UInt64 = 0
+    /// The earliest deadline of a socket call sleeping on this PCB (its expiry wakes the
+    /// sleepers, which check their own deadlines).
+    var socketTimer: UInt64 = 0
 
     // Output requests.
     var ackNow = false
@@ -181,6 +186,7 @@ final class TCPControlBlock {
         if delayedACKTimer != 0 { d = min(d, delayedACKTimer) }
         if keepaliveTimer != 0 { d = min(d, keepaliveTimer) }
         if closeTimer != 0 { d = min(d, closeTimer) }
+        if socketTimer != 0 { d = min(d, socketTimer) }
         return d == .max ? 0 : d
     }
 
@@ -198,6 +204,14 @@ final class TCPControlBlock {
         case .close: closeTimer = d
         }
         stack.cpus[cpu].tcp.schedule(d)
+    }
+
+    /// Arms the socket-deadline timer for a socket call that sleeps until `deadline`.
+    @inline(__always) func armSocketDeadline(_ deadline: UInt64) {
+        if socketTimer == 0 || deadline < socketTimer {
+            socketTimer = max(1, deadline)
+            stack.cpus[cpu].tcp.schedule(socketTimer)
+        }
     }
 
     /// Allocates the send and receive buffers and charges them to the CPU.

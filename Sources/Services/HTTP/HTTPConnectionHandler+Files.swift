@@ -1,3 +1,4 @@
+import CLibellula
 import Foundation
 import Glibc
 import VFS
@@ -18,16 +19,33 @@ extension HTTPConnectionHandler {
 
     func serveFile(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool,
                    cacheKey: UnsafeRawBufferPointer?, openFileKey: UnsafeRawBufferPointer? = nil) async throws(SocketError) -> Bool {
-        // open and fstat in one trip to the host-I/O pool (VFSProcess.offCPU: host calls never
-        // run on the CPU); an fstat failure becomes EIO, a 500.
+        // A name the namecache knows to be missing (a negative entry on the path, kept valid
+        // by HostFS's inotify watch) is answered here, without leaving the CPU.
+        do { _ = try process.cachedStat(decoded.path) } catch {
+            try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
+            return keepAlive
+        }
+        // Otherwise open and fstat through the VFS's parking API: on HostFS the attempt on
+        // the CPU gives up at the host `open` (before anything changed), and the whole body
+        // runs once on the host-I/O pool; on MemFS it finishes on the CPU, a contended record
+        // lock parking this thread instead of stopping the CPU. Nothing in the body can wait
+        // after the descriptor exists except on the pool (where waiting is harmless), which
+        // keeps the parking API's rule that an attempt may be repeated. An fstat failure
+        // becomes EIO, a 500.
         let fd: Int32
         let attrs: FileAttributes
         do {
-            (fd, attrs) = try await process.offCPU { () throws -> (Int32, FileAttributes) in
+            (fd, attrs) = try await process.parking.perform { () throws(VFSError) -> (Int32, FileAttributes) in
                 let fd = try process.open(decoded.path)
                 guard let a = try? process.fstat(fd) else {
                     try? process.close(fd)
                     throw VFSError.io
+                }
+                if process.hostDescriptor(fd) != nil {
+                    // A host file (so this runs on the pool): leave the path's attributes in
+                    // the namecache, so the open-file cache's later checks of this entry are
+                    // answered on the CPU.
+                    _ = try? process.stat(decoded.path)
                 }
                 return (fd, a)
             }
@@ -75,7 +93,16 @@ extension HTTPConnectionHandler {
         case host(Int32)
     }
 
-    /// Reads up to `count` bytes at `offset` of `body` to `p`; 0 at end of file.
+    /// The host descriptor behind `body`, if it has one.
+    func hostDescriptor(_ body: FileBody) -> Int32? {
+        switch body {
+        case .host(let fd): fd
+        case .vfs(let fd): process.hostDescriptor(fd)
+        }
+    }
+
+    /// Reads up to `count` bytes at `offset` of `body` to `p`; 0 at end of file. May block:
+    /// call it off the CPU.
     func read(_ body: FileBody, into p: UnsafeMutableRawPointer, count: Int, at offset: Int64) throws(VFSError) -> Int {
         switch body {
         case .host(let fd):
@@ -86,6 +113,26 @@ extension HTTPConnectionHandler {
             _ = try process.seek(fd, offset, from: .set)
             return try process.read(fd, into: UnsafeMutableRawBufferPointer(start: p, count: count))
         }
+    }
+
+    /// Reads like ``read(_:into:count:at:)`` without ever blocking the CPU: a host file's
+    /// bytes that are in the page cache are copied right here (`preadv2` with `RWF_NOWAIT`,
+    /// which refuses with `EAGAIN` instead of waiting for the disk), and a refusal goes to the
+    /// host-I/O pool; any other file is read through the VFS's parking API.
+    func readBody(_ body: FileBody, into p: UnsafeMutableRawPointer, count: Int, at offset: Int64) async throws(VFSError) -> Int {
+        if let fd = hostDescriptor(body) {
+            let n = lb_pread_nowait(fd, p, count, offset)
+            if n >= 0 { return n }
+            let e = Int32(-n)
+            if e != EAGAIN && e != EOPNOTSUPP && e != EINTR { throw VFSError(errno: e) }
+            return try await process.offCPU {
+                let n = Glibc.pread(fd, p, count, off_t(offset))
+                if n < 0 { throw VFSError.current }
+                return n
+            }
+        }
+        // Seek and read may run twice (an attempt that met a held lock): both are repeatable.
+        return try await process.parking.perform { () throws(VFSError) in try read(body, into: p, count: count, at: offset) }
     }
 
     /// Answers for a regular file: validators, conditional and range requests, the head,
@@ -153,8 +200,7 @@ extension HTTPConnectionHandler {
             while got < Int(size) {
                 let n: Int
                 do {
-                    let into = output.baseAddress + bodyStart + got, want = Int(size) - got, at = Int64(got)
-                    n = try await process.offCPU { try read(body, into: into, count: want, at: at) }
+                    n = try await readBody(body, into: output.baseAddress + bodyStart + got, count: Int(size) - got, at: Int64(got))
                 } catch {
                     outCount = headStart  // nothing of this response is out yet: answer 500 instead
                     try await sendError(.internalServerError, head: head, keepAlive: false)
@@ -179,14 +225,16 @@ extension HTTPConnectionHandler {
 
         // A body larger than the output buffer, from a host file on a host socket, goes from
         // the page cache to the socket by sendfile(2), never through user space.
-        let host: Int32? = switch body {
-        case .host(let fd): fd
-        case .vfs(let fd): process.hostDescriptor(fd)
-        }
+        let host = hostDescriptor(body)
         if length > Int64(core.outputCapacity), let host, let sender = conn as? any FileSendingConnection {
-            try await flush()
-            try await sender.sendFile(host, offset: start, count: length, timeout: config.writeTimeout)
-            HTTPCounters.add(counters.bytesSent, Int(length))
+            // The buffered output (this response's head, and any earlier pipelined answers)
+            // goes in front of the file's bytes, in the same packets.
+            if output.failed { throw .closed }
+            let head = outCount
+            outCount = 0
+            try await sender.sendFile(host, offset: start, count: length,
+                                      head: UnsafeRawBufferPointer(start: output.baseAddress, count: head), timeout: config.writeTimeout)
+            HTTPCounters.add(counters.bytesSent, head + Int(length))
             return keepAlive
         }
 
@@ -198,8 +246,7 @@ extension HTTPConnectionHandler {
             let room = min(Int64(core.outputCapacity - outCount), remaining)
             let n: Int
             do {
-                let into = output.baseAddress + outCount, at = offset
-                n = try await process.offCPU { try read(body, into: into, count: Int(room), at: at) }
+                n = try await readBody(body, into: output.baseAddress + outCount, count: Int(room), at: offset)
             } catch {
                 return false  // the head is out: the only honest thing left is to close
             }
@@ -309,12 +356,12 @@ extension HTTPConnectionHandler {
             return keepAlive
         }
         let dir = decoded.path == "/" ? "/" : decoded.path + "/"
-        if let t = try? await process.offCPU({ try process.lookup(dir + "index.html") }), t == .regular {
+        if let t = try? await process.parking.lookup(dir + "index.html"), t == .regular {
             return try await serveFile(.init(path: dir + "index.html", trailingSlash: false), head: head, keepAlive: keepAlive,
                                        cacheKey: cacheKey)
         }
         let entries: [DirectoryEntry]
-        do { entries = try await process.offCPU { try process.listDirectory(decoded.path) } } catch {
+        do { entries = try await process.parking.listDirectory(decoded.path) } catch {
             try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
             return keepAlive
         }

@@ -156,9 +156,21 @@ final class HTTPConnectionHandler<C: StreamConnection> {
             return keep
         }
         let openable = config.openFileCacheEnabled && head.method != .other && head.contentLength == 0 && !head.hasTransferEncoding
-        if openable, let e = openFiles.lookup(target, process: process) {
-            return try await serveRegular(e.attrs, etag: e.etag, contentType: e.contentType, body: .host(e.hostFD), path: e.path,
-                                          head: head, keepAlive: keep, cacheKey: cacheable ? target : nil)
+        if openable {
+            var found: OpenFileCache.Entry?
+            switch openFiles.lookup(target, process: process) {
+            case .hit(let e): found = e
+            case .stale(let e):
+                // The namecache could not vouch for the path: check it through the parking
+                // API (one trip to the host-I/O pool for a host file).
+                let now = try? await process.parking.stat(e.path)
+                if openFiles.revalidate(e, with: now) { found = e }
+            case .miss: break
+            }
+            if let e = found {
+                return try await serveRegular(e.attrs, etag: e.etag, contentType: e.contentType, body: .host(e.hostFD), path: e.path,
+                                              head: head, keepAlive: keep, cacheKey: cacheable ? target : nil)
+            }
         }
         head.target = String(decoding: target, as: UTF8.self)
         if head.method == .other {

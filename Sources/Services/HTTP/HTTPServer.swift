@@ -153,13 +153,15 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
         let memcached = mc?.provide()
         var process = ServerStatistics.ProcessStatistics.current()
         process.memcachedLimitBytes = mc?.limitBytes ?? 0
-        return ServerStatistics(lwkt: snap, slab: core.slab.statistics(),
+        var statistics = ServerStatistics(lwkt: snap, slab: core.slab.statistics(),
                                 namecache: .init(core.vfs.namecache.statistics),
                                 http: core.counters.enumerated().map { $1.snapshot(cpu: $0) },
                                 address: "\(address)", threadCount: threadCount, threadsPerCPU: perCPU,
                                 memcached: memcached, latency: system.latencies.summaries(), process: process,
                                 stalls: system.stallStatistics, rates: core.sampler.latest,
-                                pendingMessages: core.sampler.pending)
+                                pendingMessages: core.sampler.pending, hostIO: core.vfs.hostIO.statistics)
+        statistics.network = stack.statistics()
+        return statistics
     }
 }
 

@@ -3,8 +3,9 @@ import VFS
 
 /// One CPU's cache of small files' complete responses, keyed by the raw request target, in
 /// the spirit of nginx's `open_file_cache`: a hit answers a plain GET or HEAD with one
-/// copy and no allocation, no path decoding and no VFS call. An entry is revalidated with a
-/// VFS `stat` when it is older than ``validity`` (zero: on every hit): the file must still
+/// copy and no allocation, no path decoding and no VFS call. An entry is revalidated with
+/// the namecache's cached attributes (``VFSProcess/cachedStat(_:)``, never a host call) when
+/// it is older than ``validity`` (zero: on every hit), and dropped when they are not cached: the file must still
 /// be a regular file with the same inode, size, modification time *and* change time. The
 /// change time is set by the kernel on every write, rename or `utimes`, so a same-size
 /// rewrite that puts the old modification time back is still seen. Like nginx's
@@ -67,7 +68,9 @@ final class HotFileCache: @unchecked Sendable {
         }
         let now = validity == 0 ? 0 : MonotonicClock.now()
         if validity == 0 || now &- e.validatedAt >= validity {
-            guard let a = try? process.stat(e.path), a.type == .regular, a.inode == e.inode, a.size == e.size,
+            // The namecache alone answers (no host call on the CPU); when it cannot, the entry
+            // goes and the request takes the slow way, which checks the file off the CPU.
+            guard let a = try? process.cachedStat(e.path), a.type == .regular, a.inode == e.inode, a.size == e.size,
                   a.mtime == e.mtime, a.ctime == e.ctime else {
                 table[Self.hash(key)] = nil
                 misses += 1

@@ -17,16 +17,43 @@ import Glibc
 /// ``SlabAllocator`` when one is given (a chunk freed on another CPU is a remote free), from
 /// `malloc` otherwise.
 public final class IOBuffer: @unchecked Sendable {
+    /// The indexes and chunk, behind a pointer: Swift checks exclusive access to a class's
+    /// stored `var`s at run time wherever it cannot prove it (`swift_beginAccess` on every
+    /// append), and never checks a pointer's pointee.
+    struct State {
+        var baseAddress: UnsafeMutableRawPointer
+        var capacity: Int
+        var readIndex = 0
+        var writeIndex = 0
+        var failed = false
+    }
+    private let state: UnsafeMutablePointer<State>
+
     /// Start of the bytes (moves when the buffer grows or shrinks).
-    public private(set) var baseAddress: UnsafeMutableRawPointer
+    public private(set) var baseAddress: UnsafeMutableRawPointer {
+        @inline(__always) get { state.pointee.baseAddress }
+        @inline(__always) set { state.pointee.baseAddress = newValue }
+    }
     /// Bytes the current chunk holds.
-    public private(set) var capacity: Int
+    public private(set) var capacity: Int {
+        @inline(__always) get { state.pointee.capacity }
+        @inline(__always) set { state.pointee.capacity = newValue }
+    }
     /// The first readable byte.
-    public var readIndex = 0
+    public var readIndex: Int {
+        @inline(__always) get { state.pointee.readIndex }
+        @inline(__always) set { state.pointee.readIndex = newValue }
+    }
     /// Where the next write goes (one past the last readable byte).
-    public var writeIndex = 0
+    public var writeIndex: Int {
+        @inline(__always) get { state.pointee.writeIndex }
+        @inline(__always) set { state.pointee.writeIndex = newValue }
+    }
     /// A write was refused (limit or memory); cleared by ``clear()``.
-    public private(set) var failed = false
+    public private(set) var failed: Bool {
+        @inline(__always) get { state.pointee.failed }
+        @inline(__always) set { state.pointee.failed = newValue }
+    }
     /// The capacity it starts with and shrinks back to.
     public let initialCapacity: Int
     /// The most it may grow to.
@@ -40,9 +67,10 @@ public final class IOBuffer: @unchecked Sendable {
         let c = max(16, capacity)
         self.allocator = allocator
         self.type = type
-        baseAddress = IOBuffer.allocate(c, allocator, type)
+        let base = IOBuffer.allocate(c, allocator, type)
             ?? malloc(c) ?? UnsafeMutableRawPointer.allocate(byteCount: c, alignment: 16)
-        self.capacity = c
+        state = .allocate(capacity: 1)
+        state.initialize(to: State(baseAddress: base, capacity: c))
         initialCapacity = c
         self.maxCapacity = max(c, maxCapacity)
     }
@@ -54,13 +82,17 @@ public final class IOBuffer: @unchecked Sendable {
         guard let p = allocator.allocate(c, type: type, flags: .mayReturnNil) else { return nil }
         self.allocator = allocator
         self.type = type
-        baseAddress = p
-        self.capacity = c
+        state = .allocate(capacity: 1)
+        state.initialize(to: State(baseAddress: p, capacity: c))
         initialCapacity = c
         self.maxCapacity = max(c, maxCapacity)
     }
 
-    deinit { IOBuffer.free(baseAddress, allocator, type) }
+    deinit {
+        IOBuffer.free(baseAddress, allocator, type)
+        state.deinitialize(count: 1)
+        state.deallocate()
+    }
 
     static func allocate(_ n: Int, _ allocator: SlabAllocator?, _ type: MallocType?) -> UnsafeMutableRawPointer? {
         if let allocator { return allocator.allocate(n, type: type, flags: .mayReturnNil) }

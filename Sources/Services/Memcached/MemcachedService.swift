@@ -75,26 +75,38 @@ public final class MemcachedService: @unchecked Sendable {
         startTime = Int64(time(nil))
     }
 
-    /// Starts the cache: one nonblocking `SO_REUSEPORT` listening socket per CPU, each
-    /// accepting and serving its connections on its own CPU.
+    /// Starts the cache on host sockets: one nonblocking `SO_REUSEPORT` listening socket per
+    /// CPU, each accepting and serving its connections on its own CPU (see
+    /// ``start(system:stack:address:port:memoryLimit:maxValueSize:maxConnections:)``).
+    public static func start(system: LWKTSystem, address: String = "127.0.0.1", port: UInt16 = 11211,
+                             memoryLimit: Int = 64 << 20, maxValueSize: Int = 1 << 20,
+                             maxConnections: Int = 1024) async throws -> MemcachedService {
+        try await start(system: system, stack: HostSocketStack(system: system), address: address, port: port,
+                        memoryLimit: memoryLimit, maxValueSize: maxValueSize, maxConnections: maxConnections)
+    }
+
+    /// Starts the cache on `stack`: one listener per CPU, each accepting and serving its
+    /// connections on its own CPU.
     ///
     /// - Parameters:
     ///   - system: the booted LWKT system.
+    ///   - stack: the sockets to listen on (the host kernel's, or Libellula's own stack).
     ///   - address: an IPv4 address to listen on, such as `127.0.0.1`.
     ///   - port: the TCP port; 0 picks a free one (read it back from ``port``).
     ///   - memoryLimit: bytes of items to keep before evicting (memcached's `-m`).
     ///   - maxValueSize: the largest item (memcached's `-I`, 1 MiB by default), counted as
     ///     memcached counts it: header, CAS, key, flags and value.
     ///   - maxConnections: memcached's `-c` (1024 by default).
-    public static func start(system: LWKTSystem, address: String = "127.0.0.1", port: UInt16 = 11211,
-                             memoryLimit: Int = 64 << 20, maxValueSize: Int = 1 << 20,
-                             maxConnections: Int = 1024) async throws -> MemcachedService {
+    public static func start<Stack: StreamSocketStack>(system: LWKTSystem, stack: Stack, address: String = "127.0.0.1",
+                                                       port: UInt16 = 11211, memoryLimit: Int = 64 << 20,
+                                                       maxValueSize: Int = 1 << 20,
+                                                       maxConnections: Int = 1024) async throws -> MemcachedService {
         let service = MemcachedService(system: system, address: address, memoryLimit: memoryLimit, maxValueSize: maxValueSize,
                                        maxConnections: maxConnections)
         guard let where_ = SocketAddress(parsing: "\(address):\(port)") else { throw MemcachedNetworkError.badAddress(address) }
-        let listeners: [HostListener]
+        let listeners: [Stack.Listener]
         do {
-            listeners = try HostSocketStack(system: system).listen(on: where_, cpus: system.cpus, backlog: 1024)
+            listeners = try stack.listen(on: where_, cpus: system.cpus, backlog: 1024)
         } catch {
             throw MemcachedNetworkError.socket(error)
         }
@@ -125,9 +137,28 @@ public final class MemcachedService: @unchecked Sendable {
         _ = threads.withLock { $0.removeValue(forKey: ObjectIdentifier(t)) }
     }
 
+    /// The idle spin a memcached system of `cpus` CPUs should boot with on a machine of
+    /// `cores` online cores, or nil for LWKT's own default.
+    ///
+    /// LWKT spins 50 µs before an idle CPU sleeps whenever its CPUs fit the cores. When they
+    /// take every core, whatever else needs a core (the clients on the same machine, the
+    /// kernel's network work) competes with CPUs that spin. Measured at 2 CPUs on 2 cores
+    /// with the load client on the same cores (BENCHMARKS.md), depth 1: the spin was a
+    /// fifth of the service's CPU time, and a 2 µs spin cut the CPU per request by 7–13 %
+    /// and raised throughput 4–11 %, at the price of 0.18 instead of 0.05 epoll sleeps per
+    /// request. With a core to spare, the long spin stays.
+    public static func recommendedIdleSpin(cpus: Int, cores: Int) -> Duration? {
+        cpus >= max(1, cores) && cores > 1 ? .microseconds(2) : nil
+    }
+
     /// The owner CPU of a key hash.
     @inline(__always) func owner(_ hash: UInt64) -> Int {
-        Int(truncatingIfNeeded: ((hash >> 32) &* UInt64(stores.count)) >> 32)
+        MemcachedService.owner(hash, cpus: stores.count)
+    }
+
+    /// The owner of a key hash among `cpus` CPUs (the high 32 bits of the hash, scaled).
+    @inline(__always) static func owner(_ hash: UInt64, cpus: Int) -> Int {
+        Int(truncatingIfNeeded: ((hash >> 32) &* UInt64(cpus)) >> 32)
     }
 
     /// The owner CPU of `key` (for tests and tools).

@@ -179,13 +179,16 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
 public protocol FileSendingConnection: StreamConnection {
     /// Sends `count` bytes of host file `hostFD` from `offset`, waiting for room while the
     /// send buffer is full, bounded by `timeout` per wait. Throws ``SocketError/reset`` if
-    /// the file ends early (it shrank), since the bytes promised cannot be sent.
-    func sendFile(_ hostFD: Int32, offset: Int64, count: Int64, timeout: Duration) async throws(SocketError)
+    /// the file ends early (it shrank), since the bytes promised cannot be sent. `head` (a
+    /// response head, possibly empty) goes first, held back by the kernel until the file's
+    /// bytes join it (`MSG_MORE`), so a head never travels in a packet of its own.
+    func sendFile(_ hostFD: Int32, offset: Int64, count: Int64, head: UnsafeRawBufferPointer, timeout: Duration) async throws(SocketError)
 }
 
 extension HostConnection: FileSendingConnection {
-    /// `sendfile(2)` from `hostFD` into this socket.
-    public func sendFile(_ hostFD: Int32, offset: Int64, count: Int64, timeout: Duration) async throws(SocketError) {
+    /// `send(2)` of `head` with `MSG_MORE`, then `sendfile(2)` from `hostFD` into this socket.
+    public func sendFile(_ hostFD: Int32, offset: Int64, count: Int64, head: UnsafeRawBufferPointer,
+                         timeout: Duration) async throws(SocketError) {
         if closed { throw .closed }
         if timedOut { throw .timedOut }
         var off = off_t(offset)
@@ -195,6 +198,16 @@ extension HostConnection: FileSendingConnection {
         defer {
             deadline = 0
             writing = false
+        }
+        var sent = 0
+        while sent < head.count, let base = head.baseAddress {
+            let n = send(fd, base + sent, head.count - sent, Int32(MSG_NOSIGNAL) | Int32(MSG_MORE))
+            if n >= 0 {
+                sent += n
+                deadline = 0
+                continue
+            }
+            try await writeFailed(errno, call: "send", timeout: timeout)
         }
         while remaining > 0 {
             let n = Glibc.sendfile(fd, hostFD, &off, Int(min(remaining, 1 << 30)))

@@ -13,6 +13,18 @@ public enum SocketError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The operation was attempted on a socket that is already closed.
     case closed
 
+    /// The errno a Linux program would see for this failure (a reset reads as
+    /// `ECONNRESET`, a timeout as `ETIMEDOUT`, use after close as `EBADF`).
+    public var errno: Int32 {
+        switch self {
+        case .system(_, let e): e
+        case .timedOut: ETIMEDOUT
+        case .reset: ECONNRESET
+        case .cancelled: ECANCELED
+        case .closed: EBADF
+        }
+    }
+
     /// A short explanation.
     public var description: String {
         switch self {

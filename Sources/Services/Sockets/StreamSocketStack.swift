@@ -2,10 +2,11 @@ import LWKT
 
 /// A connected stream socket (TCP), used only on the CPU that accepted it.
 ///
-/// This is the API that every socket backend implements: the host-kernel backend
-/// (``HostSocketStack``) today, Libellula's own TCP stack later. Services are written
-/// against it (generically, so no existential sits on a hot path).
-public protocol StreamConnection: AnyObject {
+/// This is the API that every socket backend implements: the host kernel's TCP
+/// (``HostSocketStack``) and Libellula's own TCP/IP stack (``NetStackSocketStack``).
+/// Services are written against it (generically, so no existential sits on a hot path).
+/// Its metatype is sendable: services start each connection's thread generically.
+public protocol StreamConnection: AnyObject, SendableMetatype {
     /// The remote end.
     var peer: SocketAddress { get }
     /// The CPU that owns the connection.
@@ -45,4 +46,7 @@ public protocol StreamSocketStack: Sendable {
     /// the port the first one got); the stack spreads incoming connections over them by a
     /// hash of the connection, as DragonFly spreads them over its per-CPU PCB tables.
     func listen(on address: SocketAddress, cpus: [CPU], backlog: Int) throws(SocketError) -> [Listener]
+    /// Per-CPU listeners, accepts and cross-CPU forwarding for `/_stats`, or nil when the
+    /// stack keeps none (the default).
+    func statistics() -> SocketStackStatistics?
 }

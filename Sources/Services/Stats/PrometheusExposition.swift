@@ -127,6 +127,16 @@ enum PrometheusExposition {
         }
         w.family(p + "namecache_records", "gauge", "Namecache records now.")
         w.sample(p + "namecache_records", [], n.records)
+        if let io = s.hostIO {
+            w.family(p + "host_io_calls_total", "counter", "VFS calls by where they ran: the host-I/O pool or their CPU.")
+            w.sample(p + "host_io_calls_total", [("where", "pool")], io.completed)
+            w.sample(p + "host_io_calls_total", [("where", "cpu")], io.finishedOnCPU)
+            w.family(p + "host_io_queue_depth", "gauge", "Calls waiting for a host-I/O pool thread.")
+            w.sample(p + "host_io_queue_depth", [], io.queueDepth)
+            w.family(p + "host_io_latency_seconds", "gauge", "Host-I/O pool latency quantiles (submission to answer).")
+            w.sample(p + "host_io_latency_seconds", [("quantile", "0.5")], Double(io.p50LatencyNanos) / 1e9)
+            w.sample(p + "host_io_latency_seconds", [("quantile", "0.99")], Double(io.p99LatencyNanos) / 1e9)
+        }
 
         // memcached, per CPU (memcached's own stat names).
         if let mc = s.memcached {

@@ -41,6 +41,12 @@ public struct ServerStatistics: Codable, Sendable {
     /// Cross-CPU messages waiting on each ring at the last sample, with their functions
     /// (empty when every CPU keeps up).
     public var pendingMessages: [PendingRing] = []
+    /// The VFS's host-I/O pool: calls, queue depth, latency quantiles and histogram, and
+    /// where the latency goes (nil when the server does not report it).
+    public var hostIO: HostIOStatistics? = nil
+    /// The socket stack's per-CPU listeners, accepts and cross-CPU forwarding (nil on host
+    /// sockets, whose kernel keeps them).
+    public var network: SocketStackStatistics? = nil
 
     /// The encoder `/_stats.json` uses: snake_case keys, sorted.
     public static func encoder() -> JSONEncoder {
@@ -63,7 +69,8 @@ public struct ServerStatistics: Codable, Sendable {
     }
 
     /// Keys whose Swift names end in an acronym (plain camel-casing would miss them).
-    static let snakeCaseKeys = ["zones_returned_to_os": "zonesReturnedToOS", "threads_per_cpu": "threadsPerCPU"]
+    static let snakeCaseKeys = ["zones_returned_to_os": "zonesReturnedToOS", "threads_per_cpu": "threadsPerCPU",
+                                "host_io": "hostIO", "finished_on_cpu": "finishedOnCPU"]
 
     struct StatisticsKey: CodingKey {
         var stringValue: String

@@ -93,6 +93,15 @@ enum StatsPage {
             h += bars("Items and memory per CPU", mcCPUs, [("items", col("curr_items")), ("evictions", col("evictions")),
                                                            ("connections", col("curr_connections"))])
         }
+        if let net = s.network, !net.cpus.isEmpty {
+            let netCPUs = net.cpus.indices.map { "cpu\($0)" }
+            h += "</div><h2>Network: \(esc(net.backend))</h2><div class=grid>"
+            h += bars("Listeners and accepts per CPU", netCPUs, [("listen replicas", net.cpus.map { Double($0.listeners) }),
+                                                                  ("accepted", net.cpus.map { Double($0.accepted) }),
+                                                                  ("established now", net.cpus.map { Double($0.established) })])
+            h += bars("Packets forwarded between CPUs (≈0 with flow steering)", netCPUs,
+                      [("forwarded to owner", net.cpus.map { Double($0.forwarded) }), ("received from others", net.cpus.map { Double($0.forwardedIn) })])
+        }
         h += "</div><h2>Giant coverage</h2><p>Subsystems registered with the Giant token; red ones still take it (DragonFly's BGL chart). Token: \(s.lwkt.giantToken.acquisitions) acquisitions, \(s.lwkt.giantToken.contentions) contended.</p>"
         h += giant(s.lwkt.giant)
         h += "</body></html>\n"

@@ -114,7 +114,9 @@ public protocol FileSystem: AnyObject, Sendable {
 
     /// Whether calls into this file system can wait in the host kernel (disk or network I/O,
     /// FIFOs). `VFSProcess.offCPU(_:)` sends such work to the host-I/O pool instead of running it
-    /// on an LWKT CPU.
+    /// on an LWKT CPU. Such a file system calls `enteringHost()` before each call that may
+    /// wait, so that the parking API (`VFSProcess.parking`) moves the operation to the pool
+    /// there and answers what needs no host call (a cached attribute) on the CPU.
     var callsMayBlock: Bool { get }
 
     /// For a file system that changes behind the cache: a word that moves whenever the names
@@ -152,6 +154,12 @@ public protocol FileSystem: AnyObject, Sendable {
 }
 
 extension FileSystem {
+    /// Marks the point where a file system is about to make a host call that may wait. In a
+    /// non-blocking attempt of the parking API on an LWKT CPU it throws (the attempt gives up,
+    /// nothing having changed yet, and the operation runs again on the host-I/O pool);
+    /// anywhere else it does nothing. Call it before the operation's first change.
+    public func enteringHost() throws(VFSError) { try VFSAttempt.hostCall() }
+
     /// By default a file system works in memory and never waits.
     public var callsMayBlock: Bool { false }
     /// By default names are checked on every use (when the file system changes behind the cache).

@@ -13,9 +13,20 @@ import Synchronization
 /// its own CPU. Called from a thread that is not an LWKT CPU, `perform` runs the body at
 /// once, because blocking such a thread harms nobody.
 ///
+/// The round trip's cost is two cross-thread wakeups: CPU to pool and pool to CPU. The
+/// second is usually free (an idle LWKT CPU spins a while before it sleeps, and an IPI that
+/// finds it spinning needs no `eventfd` write). The first is avoided the same way: a pool
+/// thread that has finished a call spins for `spin` watching `inbound` (yielding its core
+/// between looks) before it sleeps, and
+/// a CPU posts the semaphore (a futex wake, tens of µs on a VM) only when some pool thread
+/// has announced that it sleeps (`sleepers`).
+///
 /// Rules of this file:
-/// 1. CPUs only push onto `inbound` (lock-free) and post the semaphore; they never take
-///    `order`, which only pool threads take.
+/// 1. CPUs only push onto `inbound` (lock-free), read `sleepers` and post the semaphore;
+///    they never take `order`, which only pool threads take.
+/// 4. Sleep handshake: a pool thread increments `sleepers`, then looks at `inbound` once
+///    more before `sem_wait`; a CPU pushes, then reads `sleepers` (both sequentially
+///    consistent), so either the thread sees the request or the CPU sees the sleeper.
 /// 2. A request is answered exactly once, on the CPU that submitted it.
 /// 3. The submitting thread stays suspended until the answer, so the body may use what the
 ///    caller owns (buffers, non-Sendable values) without copying it.
@@ -31,8 +42,16 @@ public final class HostIOPool: @unchecked Sendable {
 
     /// Number of pool threads.
     public let threadCount: Int
+    /// How long an idle pool thread watches for the next call before it sleeps.
+    public let spin: Duration
+    private let spinNanos: UInt64
+    private let sleepers = Atomic<Int>(0)
     private let inbound = Atomic<UInt>(0)
-    private let order = Mutex<[HostIORequest]>([])
+    /// Requests moved from `inbound` to `order` and not yet taken (so spinning threads see them).
+    private let queued = Atomic<Int>(0)
+    /// The requests in arrival order: the head of a chain linked through `next`, each
+    /// retained (as on the inbound stack); only pool threads take it.
+    private let order = Mutex<UInt>(0)
     private let semaphore: UnsafeMutablePointer<sem_t>
     private let started = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
@@ -46,28 +65,83 @@ public final class HostIOPool: @unchecked Sendable {
     private let maxDepth = Atomic<Int>(0)
     private let latencyTotal = Atomic<Int>(0)
     private let latencyMax = Atomic<Int>(0)
+    private let onCPUCount = Atomic<Int>(0)
+    private let wakeups = Atomic<Int>(0)
+    private let queueWaitTotal = Atomic<Int>(0)
+    private let runTotal = Atomic<Int>(0)
+    private let answerTotal = Atomic<Int>(0)
+    /// Latency histogram: bucket i counts calls that took [2^i, 2^(i+1)) ns.
+    private let histogram: UnsafeMutablePointer<Atomic<Int>>
+    static let histogramBuckets = 40
+    private let lockParkCount = Atomic<Int>(0)
 
-    /// A pool of `threads` threads (at least 1), started on first use.
-    public init(threads: Int) {
-        threadCount = max(1, threads)
-        semaphore = .allocate(capacity: 1)
-        sem_init(semaphore, 0, 0)
+    /// Default idle spin of a pool thread: `LIBELLULA_HOST_IO_SPIN_US` microseconds; else
+    /// 50 µs where the host has cores to spare (at least twice the default thread count plus
+    /// two), and none on a small host, where a spinning pool thread takes the core that the
+    /// LWKT CPU waiting for its answer needs (measured: `bench vfs`, BENCHMARKS.md).
+    public static var defaultSpin: Duration {
+        if let v = getenv("LIBELLULA_HOST_IO_SPIN_US"), let n = Int(String(cString: v)), n >= 0 { return .microseconds(min(n, 10_000)) }
+        return LWKT.onlineCores >= 2 * defaultThreads + 2 ? .microseconds(50) : .zero
     }
 
-    /// Current counters.
+    /// A pool of `threads` threads (at least 1), started on first use, whose idle threads
+    /// watch for work for `spin` before they sleep (0: they sleep at once).
+    public init(threads: Int, spin: Duration = HostIOPool.defaultSpin) {
+        threadCount = max(1, threads)
+        self.spin = spin
+        spinNanos = UInt64(max(0, spin.components.seconds * 1_000_000_000 + spin.components.attoseconds / 1_000_000_000))
+        semaphore = .allocate(capacity: 1)
+        sem_init(semaphore, 0, 0)
+        histogram = .allocate(capacity: Self.histogramBuckets)
+        for i in 0..<Self.histogramBuckets { (histogram + i).initialize(to: Atomic(0)) }
+    }
+
+    /// Current counters, with the latency quantiles read from the histogram.
     public var statistics: HostIOStatistics {
-        HostIOStatistics(
+        let buckets = (0..<Self.histogramBuckets).map { histogram[$0].load(ordering: .relaxed) }
+        var last = buckets.count
+        while last > 0 && buckets[last - 1] == 0 { last -= 1 }
+        return HostIOStatistics(
             threads: threadCount, submitted: submittedCount.load(ordering: .relaxed),
             completed: completedCount.load(ordering: .relaxed), inline: inlineCount.load(ordering: .relaxed),
             queueDepth: max(0, depth.load(ordering: .relaxed)), maxQueueDepth: maxDepth.load(ordering: .relaxed),
-            totalLatencyNanos: latencyTotal.load(ordering: .relaxed), maxLatencyNanos: latencyMax.load(ordering: .relaxed))
+            totalLatencyNanos: latencyTotal.load(ordering: .relaxed), maxLatencyNanos: latencyMax.load(ordering: .relaxed),
+            finishedOnCPU: onCPUCount.load(ordering: .relaxed), lockParks: lockParkCount.load(ordering: .relaxed),
+            wakeups: wakeups.load(ordering: .relaxed), sleepingThreads: max(0, sleepers.load(ordering: .relaxed)),
+            totalQueueWaitNanos: queueWaitTotal.load(ordering: .relaxed), totalRunNanos: runTotal.load(ordering: .relaxed),
+            totalAnswerNanos: answerTotal.load(ordering: .relaxed),
+            p50LatencyNanos: Self.quantile(buckets, 0.5), p99LatencyNanos: Self.quantile(buckets, 0.99),
+            latencyHistogram: Array(buckets[0..<last]))
+    }
+
+    /// The `q` quantile of a log2 histogram (linear within the bucket), in ns; 0 when empty.
+    static func quantile(_ buckets: [Int], _ q: Double) -> Int {
+        let total = buckets.reduce(0, +)
+        guard total > 0 else { return 0 }
+        let rank = q * Double(total)
+        var seen = 0
+        for (i, n) in buckets.enumerated() where n > 0 {
+            if Double(seen + n) >= rank {
+                let low = Double(1 << i), within = (rank - Double(seen)) / Double(n)
+                return Int(low + low * max(0, min(1, within)))
+            }
+            seen += n
+        }
+        return 1 << (buckets.count - 1)
+    }
+
+    deinit {
+        histogram.deinitialize(count: Self.histogramBuckets)
+        histogram.deallocate()
+        sem_destroy(semaphore)
+        semaphore.deallocate()
     }
 
     /// Lets the pool threads finish the queued calls and exit (they are started again on
     /// the next call). For pools a program or test made for itself, not `shared`.
     public func shutdown() {
         guard started.load(ordering: .acquiring) else { return }
-        stopping.store(true, ordering: .releasing)
+        stopping.store(true, ordering: .sequentiallyConsistent)
         for _ in 0..<threadCount { sem_post(semaphore) }
         var waited = 0
         while running.load(ordering: .acquiring) > 0 && waited < 5_000 {
@@ -99,6 +173,11 @@ public final class HostIOPool: @unchecked Sendable {
         }
     }
 
+    /// A parking-API call finished on its CPU without the pool (`VFSParkingCalls`).
+    func countOnCPU() { onCPUCount.wrappingAdd(1, ordering: .relaxed) }
+    /// A parking-API call parked its thread on a held lock before trying again.
+    func countLockPark() { lockParkCount.wrappingAdd(1, ordering: .relaxed) }
+
     // MARK: queueing
 
     private func submit(_ r: HostIORequest) {
@@ -121,24 +200,38 @@ public final class HostIOPool: @unchecked Sendable {
             if done { break }
             head = seen
         }
-        sem_post(semaphore)
+        // Rule 4: wake a thread only if one sleeps; a spinning one sees the push.
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+            wakeups.wrappingAdd(1, ordering: .relaxed)
+            sem_post(semaphore)
+        }
     }
 
     /// The next request for a pool thread, in arrival order.
     private func take() -> HostIORequest? {
-        order.withLock { (queue: inout [HostIORequest]) -> HostIORequest? in
-            if queue.isEmpty {
-                var grabbed: [HostIORequest] = []
+        order.withLock { (head: inout UInt) -> HostIORequest? in
+            if head == 0 {
+                // Reverse the inbound stack in place: arrival order, no allocation.
                 var p = inbound.exchange(0, ordering: .acquiring)
+                var reversed: UInt = 0
+                var count = 0
                 while p != 0, let raw = UnsafeMutableRawPointer(bitPattern: p) {
-                    let r = Unmanaged<HostIORequest>.fromOpaque(raw).takeRetainedValue()
-                    grabbed.append(r)
-                    p = r.next
-                    r.next = 0
+                    let r = Unmanaged<HostIORequest>.fromOpaque(raw).takeUnretainedValue()
+                    let next = r.next
+                    r.next = reversed
+                    reversed = p
+                    p = next
+                    count += 1
                 }
-                queue = grabbed.reversed()
+                head = reversed
+                queued.store(count, ordering: .releasing)
             }
-            return queue.isEmpty ? nil : queue.removeFirst()
+            guard head != 0, let raw = UnsafeMutableRawPointer(bitPattern: head) else { return nil }
+            let r = Unmanaged<HostIORequest>.fromOpaque(raw).takeRetainedValue()
+            head = r.next
+            r.next = 0
+            queued.wrappingSubtract(1, ordering: .releasing)
+            return r
         }
     }
 
@@ -168,26 +261,60 @@ public final class HostIOPool: @unchecked Sendable {
         }
     }
 
+    /// Whether a request is waiting (in `inbound` or already ordered).
+    @inline(__always)
+    private var hasWork: Bool {
+        inbound.load(ordering: .sequentiallyConsistent) != 0 || queued.load(ordering: .acquiring) > 0
+    }
+
     private func workerLoop(index: Int) {
         defer { running.wrappingSubtract(1, ordering: .releasing) }
         while true {
-            while sem_wait(semaphore) != 0 {}
-            // Each post stands for one request, but a take may find it taken already by a
-            // thread that grabbed a whole batch; then this thread just waits again.
-            guard let r = take() else {
-                if stopping.load(ordering: .acquiring) { return }
+            if let r = take() {
+                let picked = Self.now()
+                depth.wrappingSubtract(1, ordering: .relaxed)
+                r.execute()
+                let done = Self.now()
+                queueWaitTotal.wrappingAdd(Int(truncatingIfNeeded: picked &- r.submittedAt), ordering: .relaxed)
+                runTotal.wrappingAdd(Int(truncatingIfNeeded: done &- picked), ordering: .relaxed)
+                r.finishedAt = done
+                completedCount.wrappingAdd(1, ordering: .relaxed)
+                r.cpu.sendIPI(hostIOAnswerIPI, Unmanaged.passRetained(r).toOpaque(), 0)
                 continue
             }
-            depth.wrappingSubtract(1, ordering: .relaxed)
-            r.execute()
-            completedCount.wrappingAdd(1, ordering: .relaxed)
-            r.cpu.sendIPI(hostIOAnswerIPI, Unmanaged.passRetained(r).toOpaque(), 0)
+            if stopping.load(ordering: .acquiring) { return }
+            // Idle: watch for the next call a while (no wakeup needed for it), then sleep.
+            if spinNanos > 0 {
+                let until = Self.now() &+ spinNanos
+                var spins = 0
+                while !hasWork && !stopping.load(ordering: .relaxed) {
+                    spins &+= 1
+                    // Polite: on a host with more runnable threads than cores, the core is
+                    // given up between looks, so the spin never keeps a CPU thread waiting.
+                    if spins & 7 == 0 {
+                        sched_yield()
+                        if Self.now() >= until { break }
+                    }
+                }
+                if hasWork { continue }
+            }
+            sleepers.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            if hasWork || stopping.load(ordering: .acquiring) {
+                sleepers.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+                continue
+            }
+            while sem_wait(semaphore) != 0 {}
+            sleepers.wrappingSubtract(1, ordering: .sequentiallyConsistent)
         }
     }
 
     /// Called on the submitting CPU when the answer arrives.
     func answered(_ r: HostIORequest) {
-        let latency = Int(truncatingIfNeeded: Self.now() &- r.submittedAt)
+        let now = Self.now()
+        let latency = Int(truncatingIfNeeded: now &- r.submittedAt)
+        answerTotal.wrappingAdd(Int(truncatingIfNeeded: now &- r.finishedAt), ordering: .relaxed)
+        let bucket = min(Self.histogramBuckets - 1, max(0, Int.bitWidth - 1 - max(latency, 1).leadingZeroBitCount))
+        histogram[bucket].wrappingAdd(1, ordering: .relaxed)
         latencyTotal.wrappingAdd(latency, ordering: .relaxed)
         var m = latencyMax.load(ordering: .relaxed)
         while latency > m {
@@ -217,6 +344,7 @@ class HostIORequest: @unchecked Sendable {
     let cpu: CPU
     unowned(unsafe) let pool: HostIOPool
     var submittedAt: UInt64 = 0
+    var finishedAt: UInt64 = 0
     var continuation: UnsafeContinuation<Void, Never>?
 
     init(cpu: CPU, pool: HostIOPool) {

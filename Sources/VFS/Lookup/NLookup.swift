@@ -138,40 +138,11 @@ extension VFSProcess {
                 }
                 if state != .unresolved && !dead { return (r, state, node) }
             }
-            r.lock()
+            try r.lock()
             let ok: Bool
             do { ok = try ensureResolvedLocked(r) } catch { r.unlock(); throw error }
             let snap = namecache.gate.read { (r.state, r.node) }
             r.unlock()
-            if ok { return (r, snap.0, snap.1) }
-        }
-        throw .again
-    }
-
-    /// `resolvedChild(_:_:)` for LWKT threads: the record lock is taken with the parking
-    /// `lock(_:) async` (rule 4), and the file system is asked through `offCPU`, so while
-    /// this thread waits for the lock or for the host its CPU runs its other threads. A
-    /// cancelled wait ends with EAGAIN.
-    func resolvedChildParking(_ dir: NCRecord, _ name: [UInt8]) async throws(VFSError) -> (NCRecord, NCRecord.State, (any FSNode)?) {
-        for _ in 0..<10_000 {
-            if dir.isDestroyed { throw .noent }
-            let r = namecache.lookupOrCreate(dir, name)
-            if !r.mount.revalidates || r.isCurrent {
-                let (state, node, dead) = namecache.gate.read { () -> (NCRecord.State, (any FSNode)?, Bool) in
-                    let s = r.state
-                    atomicMemoryFence(ordering: .acquiring)
-                    return (s, s == .positive ? r.node : nil, r.isDestroyed)
-                }
-                if state != .unresolved && !dead { return (r, state, node) }
-            }
-            do { try await r.lock(.exclusive) } catch { throw .again }
-            let ok: Bool
-            do { ok = try await offCPU { () throws(VFSError) -> Bool in try self.ensureResolvedLocked(r) } } catch {
-                r.unlock(.exclusive)
-                throw error
-            }
-            let snap = namecache.gate.read { (r.state, r.node) }
-            r.unlock(.exclusive)
             if ok { return (r, snap.0, snap.1) }
         }
         throw .again
@@ -199,6 +170,7 @@ extension VFSProcess {
         }
         if r.mount.revalidates {
             if r.isCurrent { return true }
+            if fs.callsMayBlock { try VFSAttempt.hostCall() }
             namecache.gate.count(.resolves)
             if fs.revalidate(name, in: dirNode, cached: r.state == .positive ? r.node : nil) {
                 r.stamp(word, generation)

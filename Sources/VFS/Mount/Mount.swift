@@ -17,8 +17,9 @@ public final class Mount: @unchecked Sendable {
     var covered: NCRecord?
     /// Holds on records of this mount (open files, working directories, roots).
     let holds = Atomic<Int>(0)
-    /// Serialises renames on this file system, so that two renames cannot together make a cycle.
-    let renameLock = NamespaceLock()
+    /// Serialises renames on this file system, so that two renames cannot together make a
+    /// cycle. A sleep lock, as record locks are: it is held across the host's rename.
+    let renameLock = RecordLock()
     /// A strict HostFS (`HostFS.strict`): path operations settle its events first.
     let strictHost: HostFS?
     /// Set when the mount has been taken out of the namespace.

@@ -29,6 +29,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
         m.root = r
         rootMount = m
         mounts.withLock { $0.append(m) }
+        Self.dropOnOverflow(m, namecache)
         if let h = m.strictHost { addStrict(h) }
     }
 
@@ -46,7 +47,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
         let res = try process.nlookup(Array(path.utf8), follow: true)
         let covered = res.record
         guard covered.isDirectory else { throw .notdir }
-        covered.lock()
+        try covered.lock()
         defer { covered.unlock() }
         guard !covered.isDestroyed, covered.mountedHere == nil else { throw .busy }
         let m = Mount(fileSystem: fileSystem)
@@ -55,9 +56,20 @@ public final class VirtualFileSystem: @unchecked Sendable {
         m.covered = covered
         covered.hold()
         namecache.setMounted(covered, m)
+        Self.dropOnOverflow(m, namecache)
         mounts.withLock { $0.append(m) }
         if fileSystem.callsMayBlock { blockingMounts.wrappingAdd(1, ordering: .relaxed) }
         if let h = m.strictHost { addStrict(h) }
+    }
+
+    /// A HostFS whose inotify queue overflows has lost events: the namecache then drops the
+    /// positive entries below the mount (HostFSWatcher rule 2).
+    private static func dropOnOverflow(_ m: Mount, _ namecache: Namecache) {
+        guard let h = m.fileSystem as? HostFS, let w = h.watcher else { return }
+        w.onOverflow { [weak m, weak namecache] in
+            guard let m, !m.unmounted, let root = m.root, let namecache else { return }
+            namecache.dropPositives(below: root)
+        }
     }
 
     private func addStrict(_ h: HostFS) {
@@ -80,7 +92,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
         let root = res.record
         guard root.flags & NCRecord.isMountRoot != 0, let covered = root.mount.covered else { throw .inval }
         let m = root.mount
-        covered.lock()
+        try covered.lock()
         defer { covered.unlock() }
         guard covered.mountedHere === m else { throw .inval }
         let nested = mounts.withLock { list in list.contains { $0.covered?.mount === m } }

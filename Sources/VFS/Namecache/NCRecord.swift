@@ -158,8 +158,9 @@ public final class NCRecord: @unchecked Sendable {
     // MARK: record lock
 
     /// Takes the record's lock exclusively without suspending (threads that are not LWKT
-    /// CPUs; on a CPU see rule 4). LWKT threads use `lock(_:) async`, which parks.
-    func lock() { recordLock.lockWithoutParking(.exclusive) }
+    /// CPUs; on a CPU see rule 4). In a non-blocking attempt (`VFSAttempt`) a taken lock
+    /// makes it give up instead. LWKT threads use `lock(_:) async`, which parks.
+    func lock() throws(VFSError) { try recordLock.lockExclusive() }
     /// Takes the record's lock in `mode`, parking the calling LWKT thread on contention.
     func lock(_ mode: RecordLock.Mode) async throws { try await recordLock.lock(mode) }
     /// Takes the lock exclusively if it is free.

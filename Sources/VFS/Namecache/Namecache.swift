@@ -30,7 +30,10 @@ import Synchronization
 //     pool, plain threads) and for the synchronous VFS API: it waits with `VFSWait`, which
 //     keeps answering IPIs on a CPU but cannot run the CPU's other threads, so a synchronous
 //     waiter on a CPU must never wait for a record held across a park by a thread of its own
-//     CPU (a debug assertion checks the recorded holder). A namespace operation holds the
+//     CPU (a debug assertion checks the recorded holder). The parking API
+//     (`VFSProcess.parking`) runs the synchronous operations on a CPU as non-blocking
+//     attempts (`VFSAttempt`): there a taken lock makes the operation give up, before any
+//     change, and the LWKT thread parks on that lock, then tries again. A namespace operation holds the
 //     record lock of each name it changes, and of its directory, even while the record is
 //     negative; multi-record operations (rename: source, target and both directories;
 //     unmount: the covered record) take them through `lockAll` (synchronous or async), in
@@ -46,7 +49,8 @@ import Synchronization
 //     stamp: the value of their directory's validity word when the name was last checked
 //     with the host. While the word still holds it, the record is used without asking
 //     (lock-free); inotify moves the word on every change, and a record with an old stamp
-//     is checked again under its record lock.
+//     is checked again under its record lock. When inotify loses events (queue overflow),
+//     the mount's positive entries are dropped (`dropPositives`), all but held ones.
 
 /// Statistics of the namecache.
 public struct NamecacheStatistics: Sendable, Equatable {
@@ -483,6 +487,50 @@ public final class Namecache: @unchecked Sendable {
         }
     }
 
+    /// Drops the positive entries below `top` (a mount's root), after the file system lost
+    /// track of host changes (an inotify queue overflow): each is destroyed with its subtree,
+    /// so the next lookup asks the host afresh. Records that must stay are kept, with their
+    /// ancestors: held ones (open files, working directories, FUSE node ids), mount points,
+    /// and records whose lock someone holds (their operation re-checks them); the kept ones
+    /// are checked with the host on their next use, as their directories' words have moved.
+    /// Every record dropped is locked (`tryLock`) inside the drained section, so a thread
+    /// that locks one later sees it destroyed. Returns the number of positive entries dropped.
+    @discardableResult
+    func dropPositives(below top: NCRecord) -> Int {
+        gate.write { () -> Int in
+            var taken: [NCRecord] = []
+            var victims: [NCRecord] = []
+            /// Whether `r` and its whole subtree can go (then all of it is locked, in
+            /// `taken`). A record that stays hands its positive children that can go to
+            /// `victims`. (Only positive directories have children.)
+            func visit(_ r: NCRecord) -> Bool {
+                var free = r.refs.load(ordering: .relaxed) == 0 && r.mountedHere == nil
+                var going: [NCRecord] = []
+                for (_, c) in r.children {
+                    if visit(c) { going.append(c) } else { free = false }
+                }
+                if free, r.tryLock() {
+                    taken.append(r)
+                    return true
+                }
+                for c in going where c.state == .positive { victims.append(c) }
+                return false
+            }
+            for (_, c) in top.children where visit(c) && c.state == .positive { victims.append(c) }
+            var dropped = 0
+            for v in victims {
+                var stack = [v]
+                while let x = stack.popLast() {
+                    if x.state == .positive { dropped += 1 }
+                    for (_, c) in x.children { stack.append(c) }
+                }
+                destroyLocked(v)
+            }
+            for t in taken { t.unlock() }
+            return dropped
+        }
+    }
+
     // MARK: negative bound
 
     /// The current limit on negative records.
@@ -522,11 +570,18 @@ public final class Namecache: @unchecked Sendable {
     /// Locks every record in `records` (duplicates allowed) in the one order of rule 4:
     /// ascending record id. Every multi-record operation locks through here, so no two can
     /// wait for each other in a cycle.
-    func lockAll(_ records: [NCRecord]) {
+    /// In a non-blocking attempt (`VFSAttempt`) a taken record makes it give up: the records
+    /// taken so far are released and the error is thrown.
+    func lockAll(_ records: [NCRecord]) throws(VFSError) {
         var uniq: [NCRecord] = []
         for r in records where !uniq.contains(where: { $0 === r }) { uniq.append(r) }
         uniq.sort { $0.id < $1.id }
-        for r in uniq { r.lock() }
+        for (i, r) in uniq.enumerated() {
+            do throws(VFSError) { try r.lock() } catch {
+                for taken in uniq[..<i] { taken.unlock() }
+                throw error
+            }
+        }
     }
 
     /// Locks every record in `records` in `mode`, in the order of rule 4 (ascending record

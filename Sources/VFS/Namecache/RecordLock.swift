@@ -127,6 +127,24 @@ final class RecordLock: @unchecked Sendable {
         }
     }
 
+    /// Takes the lock exclusively for a synchronous caller: at once if it is free; else, in a
+    /// non-blocking attempt (`VFSAttempt`), gives up by throwing so that the parking API can
+    /// park the LWKT thread on this lock and run the operation again; else waits as
+    /// `lockWithoutParking(_:)` does.
+    @inline(__always)
+    func lockExclusive() throws(VFSError) {
+        if tryLock(.exclusive) { return }
+        try VFSAttempt.giveUp(contending: self)
+        lockWithoutParking(.exclusive)
+    }
+
+    /// Waits, parking the calling LWKT thread, until the lock has been free for a moment
+    /// (taken and released again): what the parking API does after an attempt gave up on it.
+    func awaitRelease() async throws(VFSError) {
+        do { try await lock(.exclusive) } catch { throw .again }
+        unlock(.exclusive)
+    }
+
     /// Takes the lock in `mode` without suspending (threads that are not LWKT CPUs; see the
     /// type's notes for the rule on CPUs).
     func lockWithoutParking(_ mode: Mode) {

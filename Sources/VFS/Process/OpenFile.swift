@@ -12,7 +12,9 @@ public final class OpenFile: @unchecked Sendable {
     let isDirectory: Bool
     private var offsetValue: Int64 = 0
     /// Serialises uses of the file offset (`read`, `write`, `seek`); `pread` takes no lock.
-    private let offsetLock = NamespaceLock()
+    /// A sleep lock: it is held across the file system's read or write, which may be a host
+    /// call on the host-I/O pool.
+    private let offsetLock = RecordLock()
     private let closed = Atomic<Bool>(false)
 
     init(record: NCRecord, file: any FSOpenFile, readable: Bool, writable: Bool, append: Bool, isDirectory: Bool) {
@@ -34,8 +36,8 @@ public final class OpenFile: @unchecked Sendable {
 
     /// Runs `body` with the file offset locked.
     func withOffset<R>(_ body: (inout Int64) throws(VFSError) -> R) throws(VFSError) -> R {
-        offsetLock.lock()
-        defer { offsetLock.unlock() }
+        try offsetLock.lockExclusive()
+        defer { offsetLock.unlock(.exclusive) }
         return try body(&offsetValue)
     }
 

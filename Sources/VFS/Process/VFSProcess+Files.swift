@@ -19,9 +19,7 @@ extension VFSProcess {
             var created = false
             if record.state != .positive {
                 guard let dir = res.directory else { throw .noent }
-                let again: Bool = try withLocked([record, dir]) { () throws(VFSError) -> Bool in
-                    guard !dir.isDestroyed, !record.isDestroyed, record.parent === dir else { return true }
-                    guard try ensureResolvedLocked(record) else { return true }
+                let again: Bool = try lockedIfCurrent(record, in: dir) { () throws(VFSError) -> Bool in
                     if record.state == .positive { return true }
                     guard let dnode = dir.node else { throw .noent }
                     try checkAccess(dir, [.write, .execute])
@@ -29,7 +27,7 @@ extension VFSProcess {
                     namecache.setResolved(record, node: node, worldSearchable: false)
                     created = true
                     return false
-                }
+                } ?? true
                 if again { continue }
             } else if creating && flags.contains(.exclusive) {
                 throw .exist
@@ -38,12 +36,6 @@ extension VFSProcess {
             return try openRecord(record, directory: res.directory, flags: flags, created: created)
         }
         throw .again
-    }
-
-    func withLocked<R>(_ records: [NCRecord], _ body: () throws(VFSError) -> R) throws(VFSError) -> R {
-        namecache.lockAll(records)
-        defer { namecache.unlockAll(records) }
-        return try body()
     }
 
     private func openRecord(_ record: NCRecord, directory: NCRecord?, flags: OpenFlags, created: Bool) throws(VFSError) -> Int32 {

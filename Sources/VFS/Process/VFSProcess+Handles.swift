@@ -33,13 +33,22 @@ extension VFSProcess {
 
     /// The attributes of the object `record` names and, where the file system knows it, the
     /// space it takes in 512-byte blocks (`st_blocks`: less than the size for a sparse host
-    /// file). One host `fstat` for HostFS.
+    /// file). For HostFS, one host `fstat` unless the node's cached copy is current.
     public func attributesAndBlocks(of record: NCRecord) throws(VFSError) -> (FileAttributes, blocks: Int64?) {
         guard let node = namecache.gate.read({ record.node }) else { throw .noent }
         if let h = node as? HostFSNode {
+            if let (a, blocks) = h.currentAttributesAndBlocks(), blocks >= 0 {
+                var c = a
+                c.device = record.mount.deviceID
+                return (c, blocks)
+            }
+            try VFSAttempt.hostCall()
+            let stamp = h.parentGeneration
             var st = Glibc.stat()
             if Glibc.fstat(h.fd, &st) != 0 { throw .current }
-            return (HostFS.attributes(st, device: record.mount.deviceID), Int64(st.st_blocks))
+            let a = HostFS.attributes(st, device: record.mount.deviceID)
+            h.remember(a, blocks: Int64(st.st_blocks), stamp: stamp)
+            return (a, Int64(st.st_blocks))
         }
         var a = try record.mount.fileSystem.attributes(of: node)
         a.device = record.mount.deviceID
@@ -56,15 +65,9 @@ extension VFSProcess {
         return crossMounts(child)
     }
 
-    /// `lookup(_:in:)` for callers in LWKT threads: a record lock it has to wait for parks the
-    /// thread (namecache rule 4) instead of holding up its CPU, and a file system that may
-    /// block is asked on the host-I/O pool. Off the CPUs it behaves as `lookup(_:in:)`.
+    /// `lookup(_:in:)` for callers in LWKT threads: the same as `parking.lookup(_:in:)`.
     public func lookupParking(_ name: [UInt8], in directory: NCRecord) async throws(VFSError) -> NCRecord? {
-        try checkName(name)
-        guard isDirectory(directory) else { throw .notdir }
-        let (child, state, _) = try await resolvedChildParking(directory, name)
-        guard state == .positive else { return nil }
-        return crossMounts(child)
+        try await parking.lookup(name, in: directory)
     }
 
     private func checkName(_ name: [UInt8]) throws(VFSError) {
@@ -82,20 +85,11 @@ extension VFSProcess {
         for _ in 0..<10_000 {
             if directory.isDestroyed { throw .noent }
             let (child, _, _) = try resolvedChild(directory, name)
-            let both = [child, directory]
-            namecache.lockAll(both)
-            var current = !directory.isDestroyed && !child.isDestroyed && child.parent === directory
-            do throws(VFSError) {
-                if current { current = try ensureResolvedLocked(child) }
-            } catch {
-                namecache.unlockAll(both)
-                throw error
-            }
-            if current, let dnode = directory.node {
-                defer { namecache.unlockAll(both) }
+            let done = try lockedIfCurrent(child, in: directory) { () throws(VFSError) -> R in
+                guard let dnode = directory.node else { throw .noent }
                 return try body(child, dnode)
             }
-            namecache.unlockAll(both)
+            if let done { return done }
         }
         throw .again
     }
@@ -196,53 +190,34 @@ extension VFSProcess {
             if directory.isDestroyed || newDirectory.isDestroyed { throw .noent }
             let (src, _, _) = try resolvedChild(directory, name)
             let (dst, _, _) = try resolvedChild(newDirectory, newName)
-            mount.renameLock.lock()
-            defer { mount.renameLock.unlock() }
-            let all = [src, dst, directory, newDirectory]
-            namecache.lockAll(all)
-            defer { namecache.unlockAll(all) }
-            var current = !src.isDestroyed && !dst.isDestroyed && !directory.isDestroyed && !newDirectory.isDestroyed
-                && src.parent === directory && dst.parent === newDirectory
-            if current { current = try ensureResolvedLocked(src) }
-            if current { current = try ensureResolvedLocked(dst) }
-            if !current { continue }
-            guard src.state == .positive, let srcNode = src.node, let sdNode = directory.node, let ddNode = newDirectory.node else { throw .noent }
-            if src === dst { return }
-            if src.isDirectory && isAncestorRecord(src, of: newDirectory) { throw .inval }
-            if src.mountedHere != nil || dst.mountedHere != nil { throw .busy }
-            switch mode {
-            case .exchange:
-                guard dst.state == .positive else { throw .noent }
-                if dst.isDirectory && isAncestorRecord(dst, of: directory) { throw .inval }
-                try mount.fileSystem.exchange(name, in: sdNode, with: newName, in: ddNode)
-                namecache.exchange(src, dst)
-                return
-            case .noReplace:
-                if dst.state == .positive { throw .exist }
-            case .replace:
-                if dst.state == .positive {
-                    if let dn = dst.node, dn === srcNode { return }
-                    if isAncestorRecord(dst, of: directory) { throw .notempty }
-                    if src.isDirectory && !dst.isDirectory { throw .notdir }
-                    if !src.isDirectory && dst.isDirectory { throw .isdir }
+            let done: Void? = try withRenameLocks(src, in: directory, dst, in: newDirectory) { () throws(VFSError) in
+                guard src.state == .positive, let srcNode = src.node, let sdNode = directory.node, let ddNode = newDirectory.node else { throw .noent }
+                if src === dst { return }
+                if src.isDirectory && isAncestor(src, of: newDirectory) { throw .inval }
+                if src.mountedHere != nil || dst.mountedHere != nil { throw .busy }
+                switch mode {
+                case .exchange:
+                    guard dst.state == .positive else { throw .noent }
+                    if dst.isDirectory && isAncestor(dst, of: directory) { throw .inval }
+                    try mount.fileSystem.exchange(name, in: sdNode, with: newName, in: ddNode)
+                    namecache.exchange(src, dst)
+                    return
+                case .noReplace:
+                    if dst.state == .positive { throw .exist }
+                case .replace:
+                    if dst.state == .positive {
+                        if let dn = dst.node, dn === srcNode { return }
+                        if isAncestor(dst, of: directory) { throw .notempty }
+                        if src.isDirectory && !dst.isDirectory { throw .notdir }
+                        if !src.isDirectory && dst.isDirectory { throw .isdir }
+                    }
                 }
+                try mount.fileSystem.rename(name, in: sdNode, to: newName, in: ddNode)
+                namecache.move(src, over: dst)
             }
-            try mount.fileSystem.rename(name, in: sdNode, to: newName, in: ddNode)
-            namecache.move(src, over: dst)
-            return
+            if done != nil { return }
         }
         throw .again
-    }
-
-    private func isAncestorRecord(_ ancestor: NCRecord, of record: NCRecord) -> Bool {
-        namecache.gate.read {
-            var cur: NCRecord? = record
-            while let c = cur {
-                if c === ancestor { return true }
-                cur = c.parent
-            }
-            return false
-        }
     }
 
     /// Creates the FIFO `name` in `directory` (its node has type `.other`).
@@ -336,6 +311,8 @@ extension FSOpenFile {
     /// Flushes the file's data to stable storage (`fsync`); a file system without stable
     /// storage has nothing to do.
     public func sync() throws(VFSError) {
-        if let h = self as? HostFSOpenFile, fsync(h.fd) != 0 { throw .current }
+        guard let h = self as? HostFSOpenFile else { return }
+        try VFSAttempt.hostCall()
+        if fsync(h.fd) != 0 { throw .current }
     }
 }

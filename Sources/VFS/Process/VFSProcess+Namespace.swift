@@ -10,22 +10,50 @@ extension VFSProcess {
         for _ in 0..<10_000 {
             let res = try nlookup(path, follow: false, allowNegative: true, willBeDir: willBeDir, entry: true)
             guard res.kind == .normal, let dir = res.directory else { return try body(res) }
-            let child = res.record
-            namecache.lockAll([child, dir])
-            var current = !dir.isDestroyed && !child.isDestroyed && child.parent === dir
-            do throws(VFSError) {
-                if current { current = try ensureResolvedLocked(child) }
-            } catch {
-                namecache.unlockAll([child, dir])
-                throw error
-            }
-            if current {
-                defer { namecache.unlockAll([child, dir]) }
-                return try body(res)
-            }
-            namecache.unlockAll([child, dir])
+            if let done = try lockedIfCurrent(res.record, in: dir, { () throws(VFSError) -> R in try body(res) }) { return done }
         }
         throw .again
+    }
+
+    /// The step every name operation shares (path or handle): locks the entry `child` and its
+    /// directory (rule 4's order), checks that the entry is still the directory's child and
+    /// current (resolving or revalidating it), and runs `body` with both locked. Returns nil,
+    /// having run nothing, when a concurrent change moved either record: look it up again.
+    func lockedIfCurrent<R>(_ child: NCRecord, in dir: NCRecord, _ body: () throws(VFSError) -> R) throws(VFSError) -> R? {
+        let both = [child, dir]
+        try namecache.lockAll(both)
+        defer { namecache.unlockAll(both) }
+        guard !dir.isDestroyed, !child.isDestroyed, child.parent === dir, try ensureResolvedLocked(child) else { return nil }
+        return try body()
+    }
+
+    /// The step both renames share: with the mount's rename lock and the four records locked
+    /// (rule 4), checks that source and target are still their directories' children and
+    /// current, and runs `body`. Returns nil, having run nothing, when something moved.
+    func withRenameLocks<R>(_ src: NCRecord, in srcDir: NCRecord, _ dst: NCRecord, in dstDir: NCRecord,
+                            _ body: () throws(VFSError) -> R) throws(VFSError) -> R? {
+        let mount = srcDir.mount
+        try mount.renameLock.lockExclusive()
+        defer { mount.renameLock.unlock(.exclusive) }
+        let all = [src, dst, srcDir, dstDir]
+        try namecache.lockAll(all)
+        defer { namecache.unlockAll(all) }
+        guard !src.isDestroyed, !dst.isDestroyed, !srcDir.isDestroyed, !dstDir.isDestroyed,
+              src.parent === srcDir, dst.parent === dstDir,
+              try ensureResolvedLocked(src), try ensureResolvedLocked(dst) else { return nil }
+        return try body()
+    }
+
+    /// Whether `ancestor` is `record` or one of its ancestors inside the same mount.
+    func isAncestor(_ ancestor: NCRecord, of record: NCRecord) -> Bool {
+        namecache.gate.read {
+            var cur: NCRecord? = record
+            while let c = cur {
+                if c === ancestor { return true }
+                cur = c.parent
+            }
+            return false
+        }
     }
 
     /// Creates a directory.
@@ -110,18 +138,6 @@ extension VFSProcess {
         }
     }
 
-    /// Whether `ancestor` is `record` or one of its ancestors inside the same mount.
-    private func isAncestor(_ ancestor: NCRecord, of record: NCRecord) -> Bool {
-        namecache.gate.read {
-            var cur: NCRecord? = record
-            while let c = cur {
-                if c === ancestor { return true }
-                cur = c.parent
-            }
-            return false
-        }
-    }
-
     /// Renames `from` to `to`, replacing what `to` named.
     public func rename(_ from: String, _ to: String) throws(VFSError) {
         let fromPath = Array(from.utf8), toPath = Array(to.utf8)
@@ -132,37 +148,29 @@ extension VFSProcess {
             if srcDir.mount !== dstDir.mount { throw .xdev }
             let src = a.record, dst = b.record
             let mount = srcDir.mount
-            mount.renameLock.lock()
-            defer { mount.renameLock.unlock() }
-            let all = [src, dst, srcDir, dstDir]
-            namecache.lockAll(all)
-            defer { namecache.unlockAll(all) }
-            var current = !src.isDestroyed && !dst.isDestroyed && !srcDir.isDestroyed && !dstDir.isDestroyed
-                && src.parent === srcDir && dst.parent === dstDir
-            if current { current = try ensureResolvedLocked(src) }
-            if current { current = try ensureResolvedLocked(dst) }
-            if !current { continue }
-            guard src.state == .positive, let srcNode = src.node, let sdNode = srcDir.node, let ddNode = dstDir.node else { throw .noent }
-            if !src.isDirectory && (a.trailingSlash || b.trailingSlash) { throw .notdir }
-            if src === dst { return }
-            if src.isDirectory && isAncestor(src, of: dstDir) { throw .inval }
-            if dst.state == .positive && isAncestor(dst, of: srcDir) { throw .notempty }
-            if dst.state == .positive, let dn = dst.node, dn === srcNode { return }
-            try checkAccess(srcDir, [.write, .execute])
-            try checkSticky(srcDir, src)
-            if dst.state == .positive {
-                try checkAccess(dstDir, [.write, .execute])
-                try checkSticky(dstDir, dst)
-                if src.isDirectory && !dst.isDirectory { throw .notdir }
-                if !src.isDirectory && dst.isDirectory { throw .isdir }
-                if dst.mountedHere != nil { throw .busy }
-            } else {
-                try checkAccess(dstDir, [.write, .execute])
+            let done: Void? = try withRenameLocks(src, in: srcDir, dst, in: dstDir) { () throws(VFSError) in
+                guard src.state == .positive, let srcNode = src.node, let sdNode = srcDir.node, let ddNode = dstDir.node else { throw .noent }
+                if !src.isDirectory && (a.trailingSlash || b.trailingSlash) { throw .notdir }
+                if src === dst { return }
+                if src.isDirectory && isAncestor(src, of: dstDir) { throw .inval }
+                if dst.state == .positive && isAncestor(dst, of: srcDir) { throw .notempty }
+                if dst.state == .positive, let dn = dst.node, dn === srcNode { return }
+                try checkAccess(srcDir, [.write, .execute])
+                try checkSticky(srcDir, src)
+                if dst.state == .positive {
+                    try checkAccess(dstDir, [.write, .execute])
+                    try checkSticky(dstDir, dst)
+                    if src.isDirectory && !dst.isDirectory { throw .notdir }
+                    if !src.isDirectory && dst.isDirectory { throw .isdir }
+                    if dst.mountedHere != nil { throw .busy }
+                } else {
+                    try checkAccess(dstDir, [.write, .execute])
+                }
+                if src.mountedHere != nil { throw .busy }
+                try mount.fileSystem.rename(src.name, in: sdNode, to: dst.name, in: ddNode)
+                namecache.move(src, over: dst)
             }
-            if src.mountedHere != nil { throw .busy }
-            try mount.fileSystem.rename(src.name, in: sdNode, to: dst.name, in: ddNode)
-            namecache.move(src, over: dst)
-            return
+            if done != nil { return }
         }
         throw .again
     }

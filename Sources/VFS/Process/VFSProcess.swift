@@ -57,7 +57,9 @@ public final class VFSProcess: @unchecked Sendable {
     /// an LWKT thread, `body` runs on the namespace's host-I/O pool while the thread parks
     /// and its CPU runs on; otherwise it runs at once. For example
     /// `let fd = try await p.offCPU { try p.open(path) }`.
-    /// Errors other than `VFSError` become `EIO`.
+    /// Errors other than `VFSError` become `EIO`. Every call makes the trip, even when the
+    /// answer is cached: prefer the parking API (`parking`), which answers on the CPU what it
+    /// can and parks on held locks instead of waiting for them.
     public func offCPU<R>(_ body: () throws -> R) async throws(VFSError) -> R {
         func typed() throws(VFSError) -> R {
             do { return try body() } catch let e as VFSError { throw e } catch { throw .io }

@@ -15,10 +15,26 @@ enum TCPBench {
     static let serverIP = IPv4Address(10, 0, 0, 2)
 
     static func run(reporter: BenchReporter, quick: Bool) async throws {
-        for (label, writeSize, noDelay) in [("bulk 64 KiB writes", 65536, false), ("64 B writes, no Nagle", 64, true)] {
-            try await stream(label: label, writeSize: writeSize, noDelay: noDelay, reporter: reporter, quick: quick)
+        let rows: [(String, Int, Bool, InterfaceOffloads)] = [
+            ("bulk 64 KiB writes", 65536, false, []),
+            ("bulk 64 KiB writes, 64 KB TSO", 65536, false, [.checksum, .segmentation]),
+            ("64 B writes, no Nagle", 64, true, []),
+        ]
+        for (label, writeSize, noDelay, offloads) in rows {
+            try await stream(label: label, writeSize: writeSize, noDelay: noDelay, offloads: offloads,
+                             reporter: reporter, quick: quick)
         }
-        try await tap(reporter: reporter, quick: quick)
+        if ProcessInfo.processInfo.environment["LIBELLULA_BENCH_NO_TAP"] == nil {
+            try await tap(reporter: reporter, quick: quick)
+        }
+    }
+
+    /// Malloc-family calls so far, when `Scripts/malloc-count.c` is preloaded (it exports
+    /// `malloc_count_calls`); nil otherwise.
+    static func mallocCalls() -> Int? {
+        guard let handle = dlopen(nil, RTLD_NOW), let sym = dlsym(handle, "malloc_count_calls") else { return nil }
+        typealias Counter = @convention(c) () -> Int
+        return unsafeBitCast(sym, to: Counter.self)()
     }
 
     /// Sends argv[3] MiB to argv[1]:argv[2] and prints the goodput in Gbit/s (until the
@@ -100,19 +116,24 @@ enum TCPBench {
         _ = try await system.shutdown()
     }
 
-    static func stream(label: String, writeSize: Int, noDelay: Bool, reporter: BenchReporter, quick: Bool) async throws {
+    /// One connection per CPU streaming one way for a few seconds; goodput, segments and
+    /// (with the malloc counter preloaded) malloc calls per segment are measured over the
+    /// steady part only, after a warm-up that lets the windows and buffers grow.
+    static func stream(label: String, writeSize: Int, noDelay: Bool, offloads: InterfaceOffloads,
+                       reporter: BenchReporter, quick: Bool) async throws {
         let cpus = min(2, max(1, LWKT.onlineCores))
         let seconds = quick ? 1.0 : 3.0
+        let warmup = 0.3
         let system = try LWKT.boot(cpus: cpus, configuration: .init(warnings: false))
         let slab = SlabAllocator(system: system, configuration: .init(debug: false))
-        let link = SimulatedLink(queues: cpus, steering: .flowHash)
+        let link = SimulatedLink(queues: cpus, steering: .flowHash, offloads: offloads)
         let a = try NetStack(system: system, allocator: slab, interface: link.a, configuration: NetStackConfiguration(address: clientIP))
         let b = try NetStack(system: system, allocator: slab, interface: link.b, configuration: NetStackConfiguration(address: serverIP))
         try a.start()
         try b.start()
         let listeners = try b.listen(port: 5001)
         let received = Atomic<Int>(0)
-        let start = Atomic<UInt64>(0)
+        let stop = Atomic<Bool>(false)
         var threads: [LWKTThread] = []
         for k in 0..<cpus {
             let cpu = try system.cpu(k)
@@ -128,22 +149,32 @@ enum TCPBench {
                 c.noDelay = noDelay
                 let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: writeSize, alignment: 64)
                 defer { buf.deallocate() }
-                _ = start.compareExchange(expected: 0, desired: lb_now_ns(), ordering: .relaxed)
-                let end = ContinuousClock.now + .nanoseconds(Int64(seconds * 1e9))
-                while ContinuousClock.now < end {
+                while !stop.load(ordering: .relaxed) {
                     do { try await c.write(UnsafeRawBufferPointer(buf), timeout: .seconds(10)) } catch { break }
                 }
                 try? c.shutdown(.write)
                 await c.close(linger: .seconds(2))
             })
         }
+        func segments() -> Int { a.counters.total(.tcpSegmentsReceived) + b.counters.total(.tcpSegmentsReceived) }
+        try await Task.sleep(for: .nanoseconds(Int64(warmup * 1e9)))
+        let t0 = lb_now_ns(), bytes0 = received.load(ordering: .relaxed), seg0 = segments(), m0 = mallocCalls()
+        try await Task.sleep(for: .nanoseconds(Int64(seconds * 1e9)))
+        let t1 = lb_now_ns(), bytes1 = received.load(ordering: .relaxed), seg1 = segments(), m1 = mallocCalls()
+        stop.store(true, ordering: .relaxed)
         for t in threads { await t.join() }
-        let secs = Double(lb_now_ns() &- start.load(ordering: .relaxed)) / 1e9
-        let bytes = Double(received.load(ordering: .relaxed))
-        let segments = Double(a.counters.total(.tcpSegmentsReceived) + b.counters.total(.tcpSegmentsReceived))
-        reporter.report("tcp \(label): goodput", unit: "Gbit/s per CPU", value: bytes * 8 / secs / 1e9 / Double(cpus))
-        reporter.report("tcp \(label): segments processed", unit: "M seg/s per CPU", value: segments / secs / 1e6 / Double(cpus),
+        let secs = Double(t1 &- t0) / 1e9
+        let bytes = Double(bytes1 - bytes0)
+        let segs = Double(seg1 - seg0)
+        let tso = a.counters.total(.tcpTSOSegmentsSent) > 0
+            ? " (\(Int(Double(received.load(ordering: .relaxed)) / max(1, Double(b.counters.total(.tcpSegmentsReceived)))) / 1024) KiB avg)" : ""
+        reporter.report("tcp \(label): goodput", unit: "Gbit/s per CPU", value: bytes * 8 / secs / 1e9 / Double(cpus),
+                        baseline: offloads.contains(.segmentation) ? "goal" : nil, baselineValue: offloads.contains(.segmentation) ? 20 : nil)
+        reporter.report("tcp \(label): segments processed\(tso)", unit: "M seg/s per CPU", value: segs / secs / 1e6 / Double(cpus),
                         baseline: "goal", baselineValue: 1.0)
+        if let m0, let m1 {
+            reporter.report("tcp \(label): malloc calls per segment", unit: "", value: Double(m1 - m0) / max(1, segs))
+        }
         for l in listeners { _ = try? await system.run(on: l.cpuID) { l.close() } }
         try await a.stop()
         try await b.stop()

@@ -107,30 +107,60 @@ enum VFSBench {
 
         // The cost of keeping host calls off the CPUs: an open+fstat+close of a HostFS file
         // made by an LWKT thread through the host-I/O pool (parked, answered by IPI) against
-        // the same calls made directly on the CPU thread.
-        let pooled = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: hostDir), hostIO: HostIOPool(threads: 2))
-        let pp = pooled.makeProcess()
+        // the same calls made directly on the CPU thread. Pools whose idle threads sleep at
+        // once (every call wakes one: a futex) and that spin 50 µs first; `offCPU` (always a
+        // trip) against the parking API (an attempt on the CPU first); and a cached `stat`,
+        // which the parking API answers without a trip. Rounds interleaved in one run.
         let rounds = quick ? 2_000 : 10_000
+        let sleepy = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: hostDir), hostIO: HostIOPool(threads: 2, spin: .zero))
+        let spinning = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: hostDir), hostIO: HostIOPool(threads: 2, spin: .microseconds(50)))
+        let ps = sleepy.makeProcess(), pw = spinning.makeProcess()
+        _ = try ps.stat("/c1/f")
         let system = try LWKT.boot(cpus: 1, configuration: .init(warnings: false))
-        let (direct, viaPool) = try await system.run(on: 0) { () -> (Double, Double) in
-            func once() throws(VFSError) {
-                let fd = try pp.open("/c1/f")
-                _ = try pp.fstat(fd)
-                try pp.close(fd)
+        let costs = try await system.run(on: 0) { () -> [Double] in
+            func once(_ p: VFSProcess) throws(VFSError) {
+                let fd = try p.open("/c1/f")
+                _ = try p.fstat(fd)
+                try p.close(fd)
             }
-            var t0 = now()
-            for _ in 0..<rounds { try once() }
-            let d = Double(now() - t0) / Double(rounds)
-            t0 = now()
-            for _ in 0..<rounds { try await pp.offCPU { try once() } }
-            return (d, Double(now() - t0) / Double(rounds))
+            var sums = [Double](repeating: 0, count: 6)
+            let slice = max(1, rounds / 10)
+            func timed(_ i: Int, _ body: () async throws -> Void) async rethrows {
+                let t0 = now()
+                for _ in 0..<slice { try await body() }
+                sums[i] += Double(now() - t0)
+            }
+            for _ in 0..<10 {
+                try await timed(0) { try once(ps) }
+                try await timed(1) { try await ps.offCPU { try once(ps) } }
+                try await timed(2) { try await ps.parking.perform { () throws(VFSError) in try once(ps) } }
+                try await timed(3) { try await pw.offCPU { try once(pw) } }
+                try await timed(4) { _ = try await ps.offCPU { try ps.stat("/c1/f") } }
+                try await timed(5) { _ = try await ps.parking.stat("/c1/f") }
+            }
+            return sums.map { $0 / Double(slice * 10) }
         }
         _ = try await system.shutdown()
-        let io = pooled.hostIO.statistics
-        reporter.report("vfs HostFS open+fstat+close through the host-I/O pool", unit: "ns/call", value: viaPool,
-                        baseline: "on the CPU thread", baselineValue: direct)
-        reporter.report("vfs host-I/O pool mean latency (submit to answer)", unit: "ns", value: Double(io.meanLatencyNanos))
-        reporter.report("vfs host-I/O pool deepest queue", unit: "requests", value: Double(io.maxQueueDepth))
+        let sleepyStats = sleepy.hostIO.statistics
+        reporter.report("vfs HostFS open+fstat+close via offCPU, pool threads sleep when idle", unit: "ns/call",
+                        value: costs[1], baseline: "on the CPU thread", baselineValue: costs[0])
+        reporter.report("vfs HostFS open+fstat+close via parking.perform, same pool", unit: "ns/call",
+                        value: costs[2], baseline: "via offCPU", baselineValue: costs[1])
+        reporter.report("vfs HostFS open+fstat+close via offCPU, pool threads spin 50 µs when idle", unit: "ns/call",
+                        value: costs[3], baseline: "threads sleep when idle", baselineValue: costs[1])
+        reporter.report("vfs HostFS cached stat via parking.stat (no trip)", unit: "ns/call",
+                        value: costs[5], baseline: "via offCPU (a trip)", baselineValue: costs[4])
+        for (name, io) in [("sleep when idle", sleepyStats), ("spin 50 µs", spinning.hostIO.statistics)] {
+            let n = Double(max(io.completed, 1))
+            reporter.report("vfs host-I/O pool (\(name)): p50 / p99 latency", unit: "ns",
+                            value: Double(io.p50LatencyNanos), baseline: "p99", baselineValue: Double(io.p99LatencyNanos))
+            reporter.report("vfs host-I/O pool (\(name)): mean wait for a pool thread", unit: "ns", value: Double(io.totalQueueWaitNanos) / n)
+            reporter.report("vfs host-I/O pool (\(name)): mean host calls", unit: "ns", value: Double(io.totalRunNanos) / n)
+            reporter.report("vfs host-I/O pool (\(name)): mean answer trip (end of call to IPI run)", unit: "ns", value: Double(io.totalAnswerNanos) / n)
+            reporter.report("vfs host-I/O pool (\(name)): semaphore wakeups per call", unit: "ratio", value: Double(io.wakeups) / n)
+        }
+        sleepy.hostIO.shutdown()
+        spinning.hostIO.shutdown()
 
         let s = vfs.namecache.statistics
         reporter.report("namecache hits (components)", unit: "count", value: Double(s.hits))

@@ -9,7 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
         discussion: "Each row compares Libellula with the alternative a user would pick, measured in the same run."
     )
 
-    static let suites = ["ipi", "wake", "spawn", "switch", "ports", "slab", "vfs", "net", "all"]
+    static let suites = ["ipi", "wake", "spawn", "switch", "ports", "slab", "vfs", "net", "tcp", "all"]
 
     @Argument(help: ArgumentHelp("The suite to run: \(BenchCommand.suites.joined(separator: ", ")) (all runs every one)."))
     var suite: String
@@ -40,6 +40,7 @@ struct BenchCommand: AsyncParsableCommand {
             case "slab": try await SlabBench.run(reporter: reporter, quick: quick)
             case "vfs": try await VFSBench.run(reporter: reporter, quick: quick)
             case "net": try await NetBench.run(reporter: reporter, quick: quick)
+            case "tcp": try await TCPBench.run(reporter: reporter, quick: quick)
             default: break
             }
         }

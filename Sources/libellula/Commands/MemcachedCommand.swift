@@ -26,6 +26,12 @@ struct MemcachedCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Stop after this many seconds (default: run until SIGINT or SIGTERM).")
     var seconds: Double?
 
+    @Option(parsing: .unconditional, help: "Idle spin window in microseconds before a CPU sleeps (default: 50 with a core to spare, 2 when the CPUs take every core).")
+    var spinMicroseconds: Int?
+
+    @Flag(help: "Do not pin each CPU's thread to a core (let the host scheduler place them, as memcached's threads are).")
+    var noPin = false
+
     @Flag(help: "Measure the cost of a cross-CPU GET against a local one (needs --cpus 2 or more), then exit.")
     var measureHop = false
 
@@ -35,6 +41,9 @@ struct MemcachedCommand: AsyncParsableCommand {
         if maxValueKB < 1 || maxValueKB > 1 << 20 {
             throw ValidationError("--max-value-kb must be between 1 and \(1 << 20) (KiB), got \(maxValueKB)")
         }
+        if let spinMicroseconds, spinMicroseconds < 0 || spinMicroseconds > 1_000_000 {
+            throw ValidationError("--spin-microseconds must be between 0 and 1000000, got \(spinMicroseconds)")
+        }
         if let seconds, !(seconds > 0) { throw ValidationError("--seconds must be more than 0, got \(seconds)") }
     }
 
@@ -42,7 +51,11 @@ struct MemcachedCommand: AsyncParsableCommand {
         let signals = SignalWaiter()
         let address = try parseAddress(memcached, option: "--memcached")
         let system: LWKTSystem
-        do { system = try LWKT.boot(cpus: cpuOptions.cpus) } catch {
+        let cpus = cpuOptions.cpus ?? LWKT.onlineCores
+        let spin = spinMicroseconds.map { Duration.microseconds($0) }
+            ?? MemcachedService.recommendedIdleSpin(cpus: cpus, cores: LWKT.onlineCores)
+        let configuration = LWKTConfiguration(idleSpin: spin, pin: !noPin)
+        do { system = try LWKT.boot(cpus: cpuOptions.cpus, configuration: configuration) } catch {
             throw runtimeFailure(ExitStatus.osError, "cannot boot the CPUs: \(error)")
         }
         let service: MemcachedService

@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 import LWKT
 import Logging
+import NetStack
 import Services
 import Slab
 import Synchronization
@@ -14,13 +15,21 @@ struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Serve files over HTTP/1.1 on every CPU (the built-in demo site, or --root DIR).",
-        discussion: "Live statistics are at /_stats (HTML) and /_stats.json; `libellula stat` prints them."
+        discussion: """
+            Live statistics are at /_stats (HTML) and /_stats.json; `libellula stat` prints them.
+            --net tap:NAME serves on Libellula's own TCP/IP stack over a multi-queue TAP device \
+            (one queue per CPU; needs CAP_NET_ADMIN): `Scripts/netrig.sh up` builds a rig for it \
+            and prints the commands to run.
+            """
     )
 
     @OptionGroup var cpuOptions: CPUOptions
 
-    @Option(help: "Address to listen on for HTTP: ADDR:PORT, [IPV6]:PORT, or [::]:PORT for IPv6 and IPv4.")
-    var http = "127.0.0.1:8080"
+    @Option(help: ArgumentHelp("Network: host (the host kernel's sockets) or tap:NAME[,address=A/P][,gateway=G] (Libellula's own TCP/IP stack on TAP device NAME, one queue per CPU; address defaults to \(NetBackend.rigAddress)/24 and gateway to \(NetBackend.rigGateway), as Scripts/netrig.sh sets them up; gateway=none for none).", valueName: "net"))
+    var net = "host"
+
+    @Option(help: "HTTP address (default: 127.0.0.1:8080; with --net tap 0.0.0.0:8080, the stack's address): ADDR:PORT, [IPV6]:PORT, or [::]:PORT for IPv6 and IPv4.")
+    var http: String?
 
     @Option(help: "Serve this host directory through HostFS instead of the built-in demo site.")
     var root: String?
@@ -55,8 +64,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(help: "Do not serve /_stats and /_stats.json.")
     var noStats = false
 
-    @Option(help: "Address for the memcached-protocol cache, ADDR:PORT (as `libellula memcached --memcached`).")
-    var memcached = "127.0.0.1:11211"
+    @Option(help: "Cache address (default: 127.0.0.1:11211; with --net tap 0.0.0.0:11211): ADDR:PORT for the memcached-protocol cache, as `libellula memcached --memcached`.")
+    var memcached: String?
 
     @Flag(help: "Do not start the memcached-protocol cache.")
     var noMemcached = false
@@ -69,9 +78,22 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(help: .hidden)
     var debugBlockCPU = false
 
+    /// The parsed `--net`.
+    var backend: NetBackend { (try? NetBackend(parsing: net)) ?? .host }
+    /// `--http` or its default for the backend.
+    var httpText: String { http ?? (backend == .host ? "127.0.0.1:8080" : "0.0.0.0:8080") }
+    /// `--memcached` or its default for the backend.
+    var memcachedText: String { memcached ?? (backend == .host ? "127.0.0.1:11211" : "0.0.0.0:11211") }
+
     func validate() throws {
-        _ = try parseAddress(http, option: "--http")
-        if !noMemcached { _ = try parseAddress(memcached, option: "--memcached") }
+        let backend = try NetBackend(parsing: net)
+        var addresses = [("--http", try parseAddress(httpText, option: "--http"))]
+        if !noMemcached { addresses.append(("--memcached", try parseAddress(memcachedText, option: "--memcached"))) }
+        if case .tap(_, let own, _, _) = backend {
+            for (option, a) in addresses where a.isIPv6 || (a.ipv4 != 0 && a.ipv4 != own.value) {
+                throw ValidationError("\(option) \(a) is not an address of the own stack: with --net tap use 0.0.0.0:PORT or \(own):PORT")
+            }
+        }
         if memory < 1 { throw ValidationError("--memory must be at least 1 (MiB), got \(memory)") }
         if memory > 1 << 20 { throw ValidationError("--memory must be at most \(1 << 20) (MiB), got \(memory)") }
         if maxConnections < 1 { throw ValidationError("--max-connections must be at least 1, got \(maxConnections)") }
@@ -98,7 +120,7 @@ struct ServeCommand: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "libellula.serve")
-        let httpAddress = try parseAddress(http, option: "--http")
+        let httpAddress = try parseAddress(httpText, option: "--http")
         let system: LWKTSystem
         do {
             system = try LWKT.boot(cpus: cpuOptions.cpus, configuration: LWKTConfiguration(idleSpin: spinMicroseconds.map { .microseconds($0) }))
@@ -127,25 +149,64 @@ struct ServeCommand: AsyncParsableCommand {
         config.hotCacheEnabled = hotCache == .on
         config.openFileCacheEnabled = openFileCache == .on
         config.cacheValidity = .milliseconds(Int64((cacheValidity * 1000).rounded()))
-        let server = try HTTPServer(system: system, stack: HostSocketStack(system: system), vfs: vfs, slab: slab,
+        switch backend {
+        case .host:
+            try await serve(on: HostSocketStack(system: system), shownHost: nil, system: system, slab: slab, vfs: vfs,
+                            config: config, signals: signals, logger: logger, stopNetwork: {})
+        case .tap(let name, let address, let prefix, let gateway):
+            // Opening a device that does not exist creates it here, down and without an
+            // address: say what to do, since nothing could reach the server then.
+            let existed = FileManager.default.fileExists(atPath: "/sys/class/net/\(name)")
+            let device: TAPInterface
+            do { device = try TAPInterface(name: name, queues: system.cpuCount) } catch {
+                _ = try? await system.shutdown()
+                let hint = system.cpuCount == 1 ? " (a multi-queue TAP, as the rig makes, needs 2 or more CPUs)" : ""
+                throw runtimeFailure(ExitStatus.osError, "cannot open TAP device \(name) (--net): \(error)\(hint)")
+            }
+            let own: NetStack
+            do {
+                own = try NetStack(system: system, allocator: slab, interface: device,
+                                   configuration: NetStackConfiguration(address: address, prefixLength: prefix, gateway: gateway))
+                try own.start()
+            } catch {
+                device.close()
+                _ = try? await system.shutdown()
+                throw runtimeFailure(ExitStatus.osError, "cannot start the network stack on \(name): \(error)")
+            }
+            if !existed {
+                logger.warning("TAP \(name) did not exist and was created down, without an address: give the host side one and bring it up (ip addr add \(gateway.map { "\($0)" } ?? "ADDRESS")/\(prefix) dev \(name); ip link set \(name) up), or start from Scripts/netrig.sh up")
+            }
+            logger.notice("network: \(backend), \(system.cpuCount) queue\(system.cpuCount == 1 ? "" : "s"), offloads \(device.offloads.contains(.segmentation) ? "checksum+TSO" : device.offloads.contains(.checksum) ? "checksum" : "none")")
+            try await serve(on: NetStackSocketStack(stack: own), shownHost: "\(address)", system: system, slab: slab, vfs: vfs,
+                            config: config, signals: signals, logger: logger, stopNetwork: { try? await own.stop() })
+        }
+    }
+
+    /// Runs HTTP (and memcached) on `stack` until a signal, then shuts everything down;
+    /// `shownHost` replaces a wildcard listening address in the log (the own stack's address).
+    private func serve<Stack: StreamSocketStack>(on stack: Stack, shownHost: String?, system: LWKTSystem, slab: SlabAllocator,
+                                                 vfs: VirtualFileSystem, config: HTTPServerConfiguration, signals: SignalWaiter,
+                                                 logger: Logger, stopNetwork: @Sendable () async -> Void) async throws {
+        let server = try HTTPServer(system: system, stack: stack, vfs: vfs, slab: slab,
                                     configuration: config, logger: Logger(label: "libellula.http"))
         do { try server.start() } catch {
+            await stopNetwork()
             _ = try? await system.shutdown()
-            throw Self.listenFailure("--http", http, error)
+            throw Self.listenFailure("--http", httpText, error)
         }
         let stallLogger = logger
         let observability = Observability.start(on: system, stallThreshold: stallMs > 0 ? .microseconds(Int64(stallMs * 1000)) : nil) { r in
             stallLogger.warning("stall: cpu\(r.cpu) ran \(r.thread) (\(r.priority)) for \(r.durationNanos / 1000) µs:\n  \(r.backtrace.prefix(16).joined(separator: "\n  "))")
         }
         let what = root.map { "\($0) (HostFS)" } ?? "the demo site (MemFS)"
-        logger.notice("serving \(what) on http://\(server.address)/ with \(system.cpuCount) CPU\(system.cpuCount == 1 ? "" : "s"); statistics at /_stats")
+        logger.notice("serving \(what) on http://\(shownHost.map { "\($0):\(server.address.port)" } ?? "\(server.address)")/ with \(system.cpuCount) CPU\(system.cpuCount == 1 ? "" : "s"); statistics at /_stats")
 
         var cache: MemcachedService?
         var refresher: Task<Void, Never>?
         if !noMemcached {
-            let mc = try parseAddress(memcached, option: "--memcached")
+            let mc = try parseAddress(memcachedText, option: "--memcached")
             do {
-                let service = try await MemcachedService.start(system: system, address: mc.host, port: mc.port,
+                let service = try await MemcachedService.start(system: system, stack: stack, address: mc.host, port: mc.port,
                                                                memoryLimit: memory << 20)
                 cache = service
                 server.showMemcachedStatistics(limitBytes: memory << 20) { service.lastCounters }
@@ -155,11 +216,12 @@ struct ServeCommand: AsyncParsableCommand {
                         try? await Task.sleep(for: .seconds(1))
                     }
                 }
-                logger.notice("memcached protocol on \(mc.host):\(service.port) (\(memory) MiB); --no-memcached to turn it off")
+                logger.notice("memcached protocol on \(shownHost ?? mc.host):\(service.port) (\(memory) MiB); --no-memcached to turn it off")
             } catch {
                 await server.stop()
+                await stopNetwork()
                 _ = try? await system.shutdown()
-                throw Self.listenFailure("--memcached", memcached, error, hint: "; --no-memcached serves HTTP without it")
+                throw Self.listenFailure("--memcached", memcachedText, error, hint: "; --no-memcached serves HTTP without it")
             }
         }
         if debugBlockCPU, let last = system.cpus.last {
@@ -182,6 +244,7 @@ struct ServeCommand: AsyncParsableCommand {
         await cache?.stop()
         await server.stop()
         observability.stop()
+        await stopNetwork()
         let report = try await system.shutdown(timeout: .seconds(max(1, limit / 2)))
         let stats = server.statistics().http
         logger.notice("stopped: \(stats.reduce(0) { $0 + $1.requests }) requests on \(stats.reduce(0) { $0 + $1.connectionsAccepted }) connections; \(report.joinedCPUs) CPUs joined, \(report.leakedThreads) threads leaked")

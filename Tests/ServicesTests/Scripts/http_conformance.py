@@ -1,12 +1,13 @@
 """HTTP/1.1 conformance checks against `libellula serve`'s demo site with Python's http.client.
 
-Usage: python3 http_conformance.py PORT
+Usage: python3 http_conformance.py PORT [HOST]   (HOST defaults to 127.0.0.1)
 Prints one line per check and exits 1 if any check failed.
 """
 import http.client
 import sys
 
 port = int(sys.argv[1])
+host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
 failures = []
 checks = 0
 
@@ -19,7 +20,7 @@ def check(name, cond, detail=""):
         failures.append(name)
 
 
-conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+conn = http.client.HTTPConnection(host, port, timeout=60)
 
 # Keep-alive: several requests over one connection.
 conn.request("GET", "/hello.txt")
@@ -140,7 +141,7 @@ check("index.html for /", r.status == 200 and b"Libellula" in b, r.status)
 check("one connection for everything (keep-alive)", conn.sock is sock)
 
 # HTTP/1.0 closes by default.
-c10 = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+c10 = http.client.HTTPConnection(host, port, timeout=60)
 c10._http_vsn = 10
 c10._http_vsn_str = "HTTP/1.0"
 c10.request("GET", "/hello.txt")

@@ -19,7 +19,7 @@ public enum MemcachedNetworkError: Error, CustomStringConvertible {
 enum Listener {
     /// Accepts connections on the listener's CPU until cancelled, spawning one LWKT thread per
     /// connection on the same CPU.
-    static func acceptLoop(_ listener: HostListener, service: MemcachedService) async {
+    static func acceptLoop<L: StreamListener>(_ listener: L, service: MemcachedService) async {
         let cpu = listener.cpuID
         await AcceptLoop.run(listener) { conn in
             let store = service.stores[cpu]

@@ -23,10 +23,18 @@ final class MemcachedSession {
 
     /// Unread input in `readIndex..<writeIndex`; parsed commands point into it.
     let input: IOBuffer
+    /// The two per-command counters, behind a pointer (no run-time exclusivity checks).
+    private let progress = UnsafeMutablePointer<(needTotal: Int, swallow: Int)>.allocate(capacity: 1)
     /// Bytes from `rpos` the current command needs before it can run (0: a line).
-    var needTotal = 0
+    var needTotal: Int {
+        @inline(__always) get { progress.pointee.needTotal }
+        @inline(__always) set { progress.pointee.needTotal = newValue }
+    }
     /// Bytes of a refused data block still to discard.
-    var swallow = 0
+    var swallow: Int {
+        @inline(__always) get { progress.pointee.swallow }
+        @inline(__always) set { progress.pointee.swallow = newValue }
+    }
 
     init(service: MemcachedService, cpu: Int, peer: String = "unknown") {
         self.service = service
@@ -38,7 +46,10 @@ final class MemcachedSession {
         out = IOBuffer(capacity: 16 * 1024, allocator: service.slab, type: service.bufferType)
         parser = MemcachedCommandParser(maxItemSize: service.maxValueSize)
         router = ShardRouter(service: service, cpu: cpu, out: out)
+        progress.initialize(to: (0, 0))
     }
+
+    deinit { progress.deallocate() }
 
     // MARK: - The connection loop
 
@@ -80,6 +91,12 @@ final class MemcachedSession {
 
     /// Runs every complete command in the input, a window at a time. Returns false when
     /// the connection must close (after its output is written).
+    ///
+    /// Key commands, multi-gets and literal replies run synchronously (``runNow(_:)``):
+    /// every `await` of an async function costs a task-executor check in the Swift runtime
+    /// (a mutex in `swift_task_switch`), so the loop awaits only to flush a window that
+    /// holds remote operations and for the few commands that must wait (`flush_all`,
+    /// `stats`).
     func processInput(now: Int64) async -> Bool {
         while true {
             if swallow > 0 {
@@ -93,21 +110,25 @@ final class MemcachedSession {
             switch parser.parse(input.baseAddress + input.readIndex, count: avail, now: now) {
             case .incomplete(let need):
                 needTotal = need
-                await router.flush()
+                if router.staging { await router.flush() }
                 return true
             case .error(let reply, let consumed, let close):
                 router.literal(reply)
                 consume(consumed)
-                if close { await router.flush(); return false }
+                if close { if router.staging { await router.flush() }; return false }
             case .command(let command, let consumed):
-                let keepOpen = await execute(command, now: now)
-                consume(consumed)
-                if !keepOpen { await router.flush(); return false }
+                if runNow(command) {
+                    consume(consumed)
+                } else {
+                    let keepOpen = await execute(command, now: now)
+                    consume(consumed)
+                    if !keepOpen { if router.staging { await router.flush() }; return false }
+                }
             }
             if router.isFull { await router.flush() }
         }
         needTotal = 0
-        await router.flush()
+        if router.staging { await router.flush() }
         return true
     }
 
@@ -119,8 +140,9 @@ final class MemcachedSession {
         swallow = n - k
     }
 
-    /// Runs (or queues) one parsed command. Returns false for `quit`.
-    func execute(_ command: MemcachedCommand, now: Int64) async -> Bool {
+    /// Runs (or queues) a command that needs no waiting: key operations, multi-gets and
+    /// literal replies. Returns false, doing nothing, for the others (``execute(_:now:)``).
+    @inline(__always) func runNow(_ command: MemcachedCommand) -> Bool {
         switch command {
         case .key(let op):
             router.submit(op)
@@ -148,6 +170,16 @@ final class MemcachedSession {
             router.literal("VERSION 1.6.18-libellula\r\n")
         case .verbosity(let noreply):
             if !noreply { router.literal("OK\r\n") }
+        case .flushAll, .stats, .quit:
+            return false
+        }
+        return true
+    }
+
+    /// Runs one parsed command, waiting where it must (a whole-cache command flushes the
+    /// window first). Returns false for `quit`.
+    func execute(_ command: MemcachedCommand, now: Int64) async -> Bool {
+        switch command {
         case .flushAll(let delay, let noreply):
             await router.flush()
             await router.flushAll(delay: delay, now: now)
@@ -157,6 +189,8 @@ final class MemcachedSession {
             await stats(String(decoding: args, as: UTF8.self).split(separator: " ").map(String.init), now: now)
         case .quit:
             return false
+        default:
+            _ = runNow(command)
         }
         return true
     }

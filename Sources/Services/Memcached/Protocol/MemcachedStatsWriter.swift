@@ -1,3 +1,4 @@
+import LWKT
 import Slab
 #if canImport(Glibc)
 import Glibc
@@ -49,7 +50,26 @@ struct MemcachedStatsWriter {
         // commands, so memcached's reqs_per_event yields do not happen.
         stat("conn_yields", "0")
         stat("total_malloced", "\(t.chargedBytes)")
+        schedulerStats()
         out.append("END\r\n")
+    }
+
+    /// Where the CPUs' time went, summed over the service's LWKT CPUs (counters of the
+    /// whole LWKT system, so other services on it count too): how often a CPU slept in
+    /// epoll and for how long, how long it ran, its idle spins, the IPIs it sent, and how
+    /// many of those had to wake a sleeping CPU with a system call. Divided by the
+    /// requests of an interval, these are the per-request costs of the cross-CPU path.
+    func schedulerStats() {
+        let names: [(String, CPUCounter, Int64)] = [
+            ("lwkt_busy_usec", .busyNanos, 1000), ("lwkt_sleep_usec", .sleepNanos, 1000), ("lwkt_sleeps", .sleeps, 1),
+            ("lwkt_idle_spins", .idleSpins, 1), ("lwkt_ipis_sent", .ipiSentActive, 1),
+            ("lwkt_ipi_publishes", .ipiPublishes, 1), ("lwkt_ipi_wakeups", .ipiWakeups, 1),
+            ("lwkt_io_events", .ioEvents, 1)]
+        for (name, counter, divisor) in names {
+            var sum: Int64 = 0
+            for cpu in service.system.cpus { sum &+= cpu.counter(counter) }
+            stat(name, "\(sum / divisor)")
+        }
     }
 
     /// `stats cpus`: every counter per CPU.

@@ -22,17 +22,42 @@ final class ShardRequest: Message, @unchecked Sendable {
     }
 
     var kind: Kind = .batch
+    /// The batch's bookkeeping, behind a pointer so that no access to it pays Swift's
+    /// run-time exclusivity check (see ``ItemStore/HotState``).
+    struct Batch {
+        var ops: UnsafeMutablePointer<KeyOp>
+        var ends: UnsafeMutablePointer<Int>
+        var capacity = 16
+        var count = 0
+        var cursor = 0
+    }
+    private let batch: UnsafeMutablePointer<Batch>
     /// The operations of a batch (pointers into the connection's input, which stays put
     /// until the reply).
-    private(set) var ops: UnsafeMutablePointer<KeyOp>
-    private(set) var ends: UnsafeMutablePointer<Int>
-    private(set) var capacity = 16
+    private(set) var ops: UnsafeMutablePointer<KeyOp> {
+        @inline(__always) get { batch.pointee.ops }
+        @inline(__always) set { batch.pointee.ops = newValue }
+    }
+    private(set) var ends: UnsafeMutablePointer<Int> {
+        @inline(__always) get { batch.pointee.ends }
+        @inline(__always) set { batch.pointee.ends = newValue }
+    }
+    private(set) var capacity: Int {
+        @inline(__always) get { batch.pointee.capacity }
+        @inline(__always) set { batch.pointee.capacity = newValue }
+    }
     /// Operations (or literal replies, for the connection's own CPU) queued.
-    private(set) var count = 0
+    private(set) var count: Int {
+        @inline(__always) get { batch.pointee.count }
+        @inline(__always) set { batch.pointee.count = newValue }
+    }
     /// The replies, back to back; `ends[j]` is where reply `j` ends.
     let reply: IOBuffer
     /// Replies already spliced into the connection's output.
-    var cursor = 0
+    var cursor: Int {
+        @inline(__always) get { batch.pointee.cursor }
+        @inline(__always) set { batch.pointee.cursor = newValue }
+    }
     var delay: Int64 = 0
     var now: Int64 = 0
     var counters = ShardCounters()
@@ -45,14 +70,16 @@ final class ShardRequest: Message, @unchecked Sendable {
     /// A request whose replies take slab memory of `type` (malloc when no slab is given).
     init(slab: SlabAllocator? = nil, type: MallocType? = nil) {
         reply = IOBuffer(capacity: 4096, allocator: slab, type: type)
-        ops = .allocate(capacity: 16)
-        ends = .allocate(capacity: 16)
+        batch = .allocate(capacity: 1)
+        batch.initialize(to: Batch(ops: .allocate(capacity: 16), ends: .allocate(capacity: 16)))
         super.init(replyPort: nil, options: [])
     }
 
     deinit {
         ops.deallocate()
         ends.deallocate()
+        batch.deinitialize(count: 1)
+        batch.deallocate()
     }
 
     @inline(__always) private func makeRoom() {

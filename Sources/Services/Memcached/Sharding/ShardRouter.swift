@@ -17,15 +17,42 @@ import LWKT
 final class ShardRouter {
     let service: MemcachedService
     let cpu: Int
-    let store: ItemStore
-    let out: OutputBuffer
+    /// How many CPUs own keys (the service's, kept here so routing reads no array).
+    let cpuCount: Int
+    // The service keeps its stores and the session its output buffer for longer than the
+    // router lives, so the router holds them without reference counting (a retain and a
+    // release per operation otherwise).
+    unowned(unsafe) let store: ItemStore
+    unowned(unsafe) let out: OutputBuffer
     let requests: [ShardRequest]
-    /// The owner CPU of each queued entry, in command order.
-    var order: UnsafeMutablePointer<Int32>
-    var orderCapacity = 64
-    var orderCount = 0
+    /// The window's mutable state, behind a pointer so that no access to it pays Swift's
+    /// run-time exclusivity check (see ``ItemStore/HotState``).
+    struct Window {
+        /// The owner CPU of each queued entry, in command order.
+        var order: UnsafeMutablePointer<Int32>
+        var orderCapacity = 64
+        var orderCount = 0
+        /// Whether the window holds a remote operation (and so replies are being queued).
+        var staging = false
+    }
+    private let window: UnsafeMutablePointer<Window>
+    var order: UnsafeMutablePointer<Int32> {
+        @inline(__always) get { window.pointee.order }
+        @inline(__always) set { window.pointee.order = newValue }
+    }
+    var orderCapacity: Int {
+        @inline(__always) get { window.pointee.orderCapacity }
+        @inline(__always) set { window.pointee.orderCapacity = newValue }
+    }
+    var orderCount: Int {
+        @inline(__always) get { window.pointee.orderCount }
+        @inline(__always) set { window.pointee.orderCount = newValue }
+    }
     /// Whether the window holds a remote operation (and so replies are being queued).
-    var staging = false
+    var staging: Bool {
+        @inline(__always) get { window.pointee.staging }
+        @inline(__always) set { window.pointee.staging = newValue }
+    }
     /// The most entries a window holds before it is flushed.
     static let windowLimit = 256
 
@@ -34,11 +61,17 @@ final class ShardRouter {
         self.cpu = cpu
         self.store = service.stores[cpu]
         self.out = out
+        cpuCount = service.stores.count
         requests = (0..<service.stores.count).map { _ in ShardRequest(slab: service.slab, type: service.bufferType) }
-        order = .allocate(capacity: 64)
+        window = .allocate(capacity: 1)
+        window.initialize(to: Window(order: .allocate(capacity: 64)))
     }
 
-    deinit { order.deallocate() }
+    deinit {
+        order.deallocate()
+        window.deinitialize(count: 1)
+        window.deallocate()
+    }
 
     var isFull: Bool { orderCount >= ShardRouter.windowLimit }
 
@@ -58,7 +91,7 @@ final class ShardRouter {
     /// Runs (here) or queues (for its owner) one key operation.
     @inline(__always) func submit(_ op: KeyOp) {
         assert(CPU.current?.id == cpu, "a ShardRouter runs only on its connection's CPU")
-        let o = service.owner(op.hash)
+        let o = MemcachedService.owner(op.hash, cpus: cpuCount)
         if o == cpu {
             store.counters.localRequests += 1
             if !staging {
@@ -95,6 +128,7 @@ final class ShardRouter {
             r.kind = .batch
             store.counters.remoteSent += 1
             store.counters.remoteOps += r.count
+            store.counters.countBatch(r.count)
             do {
                 // nil: in flight (the usual case); a status: the port finished it at once,
                 // and anything but ok means it did not run the operations.
@@ -108,6 +142,7 @@ final class ShardRouter {
             }
         }
         if pending {
+            store.counters.remoteWaits += 1
             for o in 0..<requests.count where o != cpu {
                 let r = requests[o]
                 if r.count > 0 && !r.isDone { _ = try? await LWKT.waitMsg(r) }

@@ -32,9 +32,20 @@ public struct ShardCounters: Sendable, Equatable {
     public var remoteOps = 0
     /// Messages this CPU served for connections on other CPUs.
     public var remoteServed = 0
+    /// Messages sent, by how many key operations each carried: 1, 2–3, 4–7, 8 or more
+    /// (the batch-size distribution behind `remoteOps / remoteSent`).
+    public var remoteBatch1 = 0, remoteBatch2to3 = 0, remoteBatch4to7 = 0, remoteBatch8Plus = 0
+    /// Windows whose connection thread had to suspend until other CPUs answered (a
+    /// message that was not answered by the time every message of the window was sent).
+    public var remoteWaits = 0
 
     /// All counters zero.
     public init() {}
+
+    /// Counts one message of `ops` key operations in the batch-size buckets.
+    @inline(__always) public mutating func countBatch(_ ops: Int) {
+        if ops <= 1 { remoteBatch1 += 1 } else if ops < 4 { remoteBatch2to3 += 1 } else if ops < 8 { remoteBatch4to7 += 1 } else { remoteBatch8Plus += 1 }
+    }
 
     /// Adds every counter of `o` to this one.
     public mutating func add(_ o: ShardCounters) {
@@ -51,6 +62,8 @@ public struct ShardCounters: Sendable, Equatable {
         totalConnections += o.totalConnections; currConnections += o.currConnections
         bytesRead += o.bytesRead; bytesWritten += o.bytesWritten
         localRequests += o.localRequests; remoteSent += o.remoteSent; remoteOps += o.remoteOps; remoteServed += o.remoteServed
+        remoteBatch1 += o.remoteBatch1; remoteBatch2to3 += o.remoteBatch2to3; remoteBatch4to7 += o.remoteBatch4to7
+        remoteBatch8Plus += o.remoteBatch8Plus; remoteWaits += o.remoteWaits
     }
 
     /// The counters as memcached-style `(name, value)` pairs.
@@ -68,6 +81,9 @@ public struct ShardCounters: Sendable, Equatable {
          ("evictions", evictions), ("reclaimed", reclaimed),
          ("store_too_large", storeTooLarge), ("store_no_memory", outOfMemory),
          ("local_requests", localRequests), ("remote_requests_sent", remoteSent), ("remote_ops_sent", remoteOps),
-         ("remote_requests_served", remoteServed)]
+         ("remote_requests_served", remoteServed),
+         ("remote_batches_1", remoteBatch1), ("remote_batches_2_3", remoteBatch2to3),
+         ("remote_batches_4_7", remoteBatch4to7), ("remote_batches_8_up", remoteBatch8Plus),
+         ("remote_waits", remoteWaits)]
     }
 }

@@ -14,6 +14,10 @@ import Synchronization
 /// and inode. A renamed or removed host file is never served under its old name once the
 /// kernel has reported the change.
 ///
+/// Every method that enters the host kernel first calls `VFSAttempt.hostCall()`, so that a
+/// non-blocking attempt on an LWKT CPU gives up there and the operation goes to the host-I/O
+/// pool; answers from cached attributes make no host call and stay on the CPU.
+///
 /// Objects are created with exactly the requested mode (the host umask is undone) and, when
 /// the host process may, owned by the caller's uid and gid.
 public final class HostFS: FileSystem, @unchecked Sendable {
@@ -117,7 +121,8 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     }
 
     public func resolve(_ name: [UInt8], in directory: any FSNode) throws(VFSError) -> (any FSNode)? {
-        try openNode(name, in: try host(directory))
+        try VFSAttempt.hostCall()
+        return try openNode(name, in: try host(directory))
     }
 
     public func revalidate(_ name: [UInt8], in directory: any FSNode, cached: (any FSNode)?) -> Bool {
@@ -133,11 +138,12 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     public func attributes(of node: any FSNode) throws(VFSError) -> FileAttributes {
         let n = try host(node)
         if let cached = n.currentAttributes() { return cached }
+        try VFSAttempt.hostCall()
         let stamp = n.parentGeneration
         var st = stat()
         if fstat(n.fd, &st) != 0 { throw .current }
         let a = Self.attributes(st, device: deviceID)
-        n.remember(a, stamp: stamp)
+        n.remember(a, blocks: Int64(st.st_blocks), stamp: stamp)
         return a
     }
 
@@ -150,6 +156,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     }
 
     public func setAttributes(of node: any FSNode, _ change: AttributeChange) throws(VFSError) {
+        try VFSAttempt.hostCall()
         let n = try host(node)
         defer { changed(n, n.parent) }
         if let size = change.size {
@@ -184,6 +191,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     }
 
     public func create(_ name: [UInt8], in directory: any FSNode, mode: UInt32, credentials: Credentials) throws(VFSError) -> any FSNode {
+        try VFSAttempt.hostCall()
         let d = try host(directory)
         let fd = openat(d.fd, cName(name), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, mode_t(mode))
         if fd < 0 { throw .current }
@@ -192,18 +200,21 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     }
 
     public func makeDirectory(_ name: [UInt8], in directory: any FSNode, mode: UInt32, credentials: Credentials) throws(VFSError) -> any FSNode {
+        try VFSAttempt.hostCall()
         let d = try host(directory)
         if mkdirat(d.fd, cName(name), mode_t(mode)) != 0 { throw .current }
         return try finishCreate(name, in: d, mode: mode, credentials: credentials)
     }
 
     public func makeSymlink(_ name: [UInt8], in directory: any FSNode, target: [UInt8], credentials: Credentials) throws(VFSError) -> any FSNode {
+        try VFSAttempt.hostCall()
         let d = try host(directory)
         if symlinkat(cName(target), d.fd, cName(name)) != 0 { throw .current }
         return try finishCreate(name, in: d, mode: nil, credentials: credentials)
     }
 
     public func link(_ node: any FSNode, as name: [UInt8], in directory: any FSNode) throws(VFSError) {
+        try VFSAttempt.hostCall()
         let n = try host(node), d = try host(directory)
         defer { changed(n, directories: [d]) }
         if linkat(n.fd, "", d.fd, cName(name), AT_EMPTY_PATH) == 0 { return }
@@ -211,12 +222,14 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     }
 
     public func unlink(_ name: [UInt8], in directory: any FSNode, node: any FSNode) throws(VFSError) {
+        try VFSAttempt.hostCall()
         let d = try host(directory)
         defer { changed(node as? HostFSNode, directories: [d]) }
         if unlinkat(d.fd, cName(name), 0) != 0 { throw .current }
     }
 
     public func removeDirectory(_ name: [UInt8], in directory: any FSNode, node: any FSNode) throws(VFSError) {
+        try VFSAttempt.hostCall()
         let d = try host(directory)
         defer { changed(node as? HostFSNode, directories: [d]) }
         if unlinkat(d.fd, cName(name), AT_REMOVEDIR) != 0 {
@@ -226,6 +239,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     }
 
     public func rename(_ name: [UInt8], in directory: any FSNode, to newName: [UInt8], in newDirectory: any FSNode) throws(VFSError) {
+        try VFSAttempt.hostCall()
         let d = try host(directory), nd = try host(newDirectory)
         defer { changed(directories: [d, nd]) }
         if renameat(d.fd, cName(name), nd.fd, cName(newName)) != 0 {
@@ -235,6 +249,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     }
 
     public func readSymlink(_ node: any FSNode) throws(VFSError) -> [UInt8] {
+        try VFSAttempt.hostCall()
         let n = try host(node)
         var buf = [UInt8](repeating: 0, count: PathLimits.pathMax)
         let len = buf.withUnsafeMutableBytes { b -> Int in
@@ -246,6 +261,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     }
 
     public func open(_ node: any FSNode, name: [UInt8], in directory: (any FSNode)?, read: Bool, write: Bool) throws(VFSError) -> any FSOpenFile {
+        try VFSAttempt.hostCall()
         let n = try host(node)
         // Always non-blocking: it changes nothing for regular files and directories, and a
         // FIFO, socket or device (which the VFS opens only when asked) must never make the
@@ -259,6 +275,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
 
     /// Swaps two names on the host (`renameat2` with `RENAME_EXCHANGE`).
     func exchangeNames(_ name: [UInt8], in directory: any FSNode, with otherName: [UInt8], in otherDirectory: any FSNode) throws(VFSError) {
+        try VFSAttempt.hostCall()
         let d = try host(directory), nd = try host(otherDirectory)
         guard let call = Self.renameat2 else { throw .inval }
         if call(d.fd, cName(name), nd.fd, cName(otherName), 2) != 0 { throw .current }
@@ -272,6 +289,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
 
     /// Creates a FIFO on the host.
     func makeFIFONode(_ name: [UInt8], in directory: any FSNode, mode: UInt32, credentials: Credentials) throws(VFSError) -> any FSNode {
+        try VFSAttempt.hostCall()
         let d = try host(directory)
         if mknodat(d.fd, cName(name), mode_t(S_IFIFO) | mode_t(mode & 0o7777), 0) != 0 { throw .current }
         return try finishCreate(name, in: d, mode: mode & 0o7777, credentials: credentials)

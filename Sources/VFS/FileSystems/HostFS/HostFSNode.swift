@@ -22,9 +22,11 @@ final class HostFSNode: FSNode, @unchecked Sendable {
     var watchDescriptor: Int32 = -1
     private let watcher: HostFSWatcher?
     /// The directory this node was found in (kept alive: its generation word stamps the
-    /// attribute cache); nil for the root.
+    /// attribute cache); nil for the root, whose own word stamps its attributes.
     let parent: HostFSNode?
     private let cachedAttributes: UnsafeMutablePointer<FileAttributes>
+    /// `st_blocks` read with `cachedAttributes` (-1: not known), under the same sequence counter.
+    private let cachedBlocks: UnsafeMutablePointer<Int64>
     private let attributeSequence = Atomic<UInt64>(0)
     private let attributeStamp = Atomic<UInt64>(0)
 
@@ -32,6 +34,8 @@ final class HostFSNode: FSNode, @unchecked Sendable {
         self.parent = parent
         cachedAttributes = .allocate(capacity: 1)
         cachedAttributes.initialize(to: HostFS.attributes(st, device: 0))
+        cachedBlocks = .allocate(capacity: 1)
+        cachedBlocks.initialize(to: -1)
         self.fd = fd
         self.type = HostFS.fileType(st.st_mode)
         self.hostDevice = UInt64(st.st_dev)
@@ -58,23 +62,35 @@ final class HostFSNode: FSNode, @unchecked Sendable {
 
     /// The cached attributes if nothing has changed since they were read (lock-free).
     @inline(__always)
-    func currentAttributes() -> FileAttributes? {
+    func currentAttributes() -> FileAttributes? { currentAttributesAndBlocks()?.0 }
+
+    /// The cached attributes and `st_blocks` (-1 when not known), if nothing has changed
+    /// since they were read (lock-free).
+    @inline(__always)
+    func currentAttributesAndBlocks() -> (FileAttributes, Int64)? {
         let stamp = attributeStamp.load(ordering: .acquiring)
-        guard stamp != 0, let word = parent?.generation, word.pointee.load(ordering: .acquiring) == stamp else { return nil }
+        guard stamp != 0, word.pointee.load(ordering: .acquiring) == stamp else { return nil }
         let before = attributeSequence.load(ordering: .acquiring)
         guard before & 1 == 0 else { return nil }
         let copy = cachedAttributes.pointee
+        let blocks = cachedBlocks.pointee
         atomicMemoryFence(ordering: .acquiring)
         guard attributeSequence.load(ordering: .relaxed) == before,
               attributeStamp.load(ordering: .relaxed) == stamp else { return nil }
-        return copy
+        return (copy, blocks)
     }
 
-    /// The parent directory's generation now (0: attributes cannot be cached).
-    var parentGeneration: UInt64 { parent?.generation.pointee.load(ordering: .acquiring) ?? 0 }
+    /// The word that stamps the attribute cache: the parent directory's generation, whose
+    /// watch reports changes to its entries; for the root (no parent), its own, whose watch
+    /// reports changes to the directory itself (`IN_ATTRIB`) and to its entries.
+    @inline(__always)
+    private var word: UnsafeMutablePointer<Atomic<UInt64>> { parent?.generation ?? generation }
+
+    /// The stamping word's value now (0: attributes cannot be cached).
+    var parentGeneration: UInt64 { word.pointee.load(ordering: .acquiring) }
 
     /// Keeps `attributes`, read from the host when the parent's generation was `stamp`.
-    func remember(_ attributes: FileAttributes, stamp: UInt64) {
+    func remember(_ attributes: FileAttributes, blocks: Int64 = -1, stamp: UInt64) {
         guard stamp != 0 else { return }
         let s = attributeSequence.load(ordering: .relaxed)
         guard s & 1 == 0,
@@ -82,6 +98,7 @@ final class HostFSNode: FSNode, @unchecked Sendable {
         attributeStamp.store(0, ordering: .relaxed)
         atomicMemoryFence(ordering: .releasing)
         cachedAttributes.pointee = attributes
+        cachedBlocks.pointee = blocks
         attributeSequence.store(s &+ 2, ordering: .releasing)
         attributeStamp.store(stamp, ordering: .releasing)
     }
@@ -92,6 +109,8 @@ final class HostFSNode: FSNode, @unchecked Sendable {
     deinit {
         cachedAttributes.deinitialize(count: 1)
         cachedAttributes.deallocate()
+        cachedBlocks.deinitialize(count: 1)
+        cachedBlocks.deallocate()
         watcher?.forget(self)
         Glibc.close(fd)
         generation.deinitialize(count: 1)

@@ -1,6 +1,7 @@
 import Glibc
 
-/// An open file of `HostFS`: a host descriptor opened for reading and/or writing.
+/// An open file of `HostFS`: a host descriptor opened for reading and/or writing. Each data
+/// call is a host call (`VFSAttempt.hostCall()` first).
 final class HostFSOpenFile: FSOpenFile, @unchecked Sendable {
     let fd: Int32
     let device: UInt64
@@ -14,6 +15,7 @@ final class HostFSOpenFile: FSOpenFile, @unchecked Sendable {
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(VFSError) -> Int {
+        try VFSAttempt.hostCall()
         var n = Glibc.pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
         // A FIFO, socket or character device has no offset (ESPIPE): read the stream. The
         // descriptor is non-blocking, so with no data this is EAGAIN, never a wait.
@@ -23,6 +25,7 @@ final class HostFSOpenFile: FSOpenFile, @unchecked Sendable {
     }
 
     func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64, append: Bool) throws(VFSError) -> (count: Int, end: Int64) {
+        try VFSAttempt.hostCall()
         var off = offset
         if append {
             var st = stat()
@@ -37,17 +40,20 @@ final class HostFSOpenFile: FSOpenFile, @unchecked Sendable {
     }
 
     func attributes() throws(VFSError) -> FileAttributes {
+        try VFSAttempt.hostCall()
         var st = stat()
         if fstat(fd, &st) != 0 { throw .current }
         return HostFS.attributes(st, device: device)
     }
 
     func truncate(to length: Int64) throws(VFSError) {
+        try VFSAttempt.hostCall()
         defer { node.forgetAttributes() }
         if Glibc.ftruncate(fd, off_t(length)) != 0 { throw .current }
     }
 
     func readDirectory() throws(VFSError) -> [DirectoryEntry] {
+        try VFSAttempt.hostCall()
         let dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd < 0 { throw .current }
         guard let dir = fdopendir(dfd) else { let e = VFSError.current; Glibc.close(dfd); throw e }

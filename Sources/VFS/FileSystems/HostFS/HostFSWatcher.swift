@@ -15,8 +15,10 @@ import Synchronization
 ///    instead, which the reader thread advances every `validity` (time-bounded validity,
 ///    like nginx's `open_file_cache_valid`); with no validity they are checked with the
 ///    host on every use. Records are never stamped with 0.
-/// 2. A queue overflow (`IN_Q_OVERFLOW`) advances every watched directory's generation:
-///    every cached name below the mount is checked again.
+/// 2. A queue overflow (`IN_Q_OVERFLOW`) advances every watched directory's generation, so
+///    every cached name below the mount is checked again, and then (outside `lock`) calls
+///    the overflow handlers: the namecache drops the mount's positive entries, since events
+///    were lost and nothing cached below the mount can be trusted (`Namecache.dropPositives`).
 /// 3. `table` and `buffer` are touched only with `lock` held: by the reader thread and by
 ///    `settle` (which read the descriptor and apply what they read under it, so events are
 ///    applied in the kernel's order), by `watch` (a resolution) and by a node's `deinit`; a
@@ -43,6 +45,22 @@ final class HostFSWatcher: @unchecked Sendable {
     let validity: Duration?
     /// For tests: refuse every watch, as inotify does at its limits.
     var refuseWatches = false
+    /// Called after a queue overflow has been applied (rule 2); guarded by `lock`.
+    private var overflowHandlers: [@Sendable () -> Void] = []
+    /// Overflows applied under `lock` whose handlers have not run yet.
+    private let overflowPending = Atomic<Bool>(false)
+
+    /// Adds a handler to run after each queue overflow (outside the watcher's lock).
+    func onOverflow(_ handler: @escaping @Sendable () -> Void) {
+        lock.withLock { () in overflowHandlers.append(handler) }
+    }
+
+    /// Runs the overflow handlers if an overflow was applied (never with `lock` held).
+    private func runOverflowHandlers() {
+        guard overflowPending.exchange(false, ordering: .acquiringAndReleasing) else { return }
+        let handlers = lock.withLock { () in overflowHandlers }
+        for h in handlers { h() }
+    }
 
     /// Starts the reader thread; nil when inotify is not available.
     init?(validity: Duration?) {
@@ -121,6 +139,7 @@ final class HostFSWatcher: @unchecked Sendable {
                 apply(buffer, got)
             }
         }
+        runOverflowHandlers()
     }
 
     /// Handles a queue overflow as if the kernel had reported one (for tests: a real
@@ -133,6 +152,7 @@ final class HostFSWatcher: @unchecked Sendable {
         event.storeBytes(of: Int32(-1), toByteOffset: 0, as: Int32.self)
         event.storeBytes(of: UInt32(IN_Q_OVERFLOW), toByteOffset: 4, as: UInt32.self)
         lock.withLock { () in apply(event, size) }
+        runOverflowHandlers()
     }
 
     private func readLoop() {
@@ -169,6 +189,7 @@ final class HostFSWatcher: @unchecked Sendable {
                 if mask & UInt32(IN_Q_OVERFLOW) != 0 {
                     overflows.wrappingAdd(1, ordering: .relaxed)
                     for (_, nodes) in table { for (_, n) in nodes { n._withUnsafeGuaranteedRef { $0.advance() } } }
+                    overflowPending.store(true, ordering: .releasing)
                     continue
                 }
                 guard let nodes = table[wd] else { continue }

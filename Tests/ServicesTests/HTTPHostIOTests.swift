@@ -1,0 +1,165 @@
+import Foundation
+import Glibc
+import Testing
+@testable import Services
+import VFS
+
+/// Issue 18: the common HTTP path over a HostFS root stays on its CPU, like nginx's
+/// `open_file_cache`: a file the open-file cache holds is read and sent without a trip to the
+/// host-I/O pool, and a name the namecache knows to be missing is answered 404 without one.
+/// Each test counts the trips of its own pool.
+@Suite(.serialized) struct HTTPHostIOTests {
+    static func makeRoot() -> String {
+        let root = makeTempDir("hostio")
+        mkdir(root + "/sub", 0o755)
+        _ = FileManager.default.createFile(atPath: root + "/a.txt", contents: Data("hello a\n".utf8))
+        _ = FileManager.default.createFile(atPath: root + "/sub/b.bin", contents: Data((0..<6000).map { UInt8($0 & 0xff) }))
+        return root
+    }
+
+    /// A server with the hot cache off whose open-file cache trusts entries for a minute (so
+    /// no revalidation falls inside the test), on its own host-I/O pool.
+    static func server(_ root: String, pool: HostIOPool) throws -> TestServer {
+        try TestServer(cpus: 1, hostRoot: root, hostIO: pool) {
+            $0.hotCacheEnabled = false
+            $0.cacheValidity = .seconds(60)
+        }
+    }
+
+    /// Before: every repeated request read its body through the pool (`pread` off the CPU), one
+    /// trip per request. Now the page-cache read happens on the CPU (`RWF_NOWAIT`).
+    @Test func cachedFilesAreServedWithoutThePool() async throws {
+        let root = Self.makeRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let pool = HostIOPool(threads: 1)
+        defer { pool.shutdown() }
+        let s = try Self.server(root, pool: pool)
+        let port = s.port
+        let body = Array((0..<6000).map { UInt8($0 & 0xff) })
+        try await blocking { () throws in
+            let c = try RawClient(port: port)
+            for t in ["/a.txt", "/sub/b.bin"] {
+                c.send("GET \(t) HTTP/1.1\r\nHost: a\r\n\r\n")
+                #expect(c.response()?.status == 200)
+            }
+        }
+        let before = pool.statistics.submitted
+        #expect(before > 0, "the first requests open their files on the pool")
+        try await blocking { () throws in
+            let c = try RawClient(port: port)
+            for _ in 0..<10 {
+                c.send("GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\nGET /sub/b.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+                #expect(c.response()?.text == "hello a\n")
+                #expect(c.response()?.body == body)
+                c.send("GET /sub/b.bin HTTP/1.1\r\nHost: a\r\nRange: bytes=5990-\r\n\r\n")
+                let r = c.response()
+                #expect(r?.status == 206 && r?.body == Array(body[5990...]))
+            }
+        }
+        let trips = pool.statistics.submitted - before
+        #expect(trips == 0, "\(trips) trips to the host-I/O pool for 30 cached requests")
+        #expect(s.server.core.openFiles[0].hits >= 30)
+        try await s.shutdown()
+    }
+
+    /// Before: every request for a missing name opened it on the pool. Now a name under a
+    /// directory the namecache knows is missing, or a missing name asked for again, is
+    /// answered from the negative entry; and once the file appears (inotify), it is served.
+    @Test func missingNamesAreAnsweredFromNegativeEntries() async throws {
+        let root = Self.makeRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let pool = HostIOPool(threads: 1)
+        defer { pool.shutdown() }
+        let s = try Self.server(root, pool: pool)
+        let port = s.port
+        try await blocking { () throws in
+            let c = try RawClient(port: port)
+            for t in ["/missing/0.txt", "/late.txt"] {
+                c.send("GET \(t) HTTP/1.1\r\nHost: a\r\n\r\n")
+                #expect(c.response()?.status == 404)
+            }
+        }
+        let before = pool.statistics.submitted
+        try await blocking { () throws in
+            let c = try RawClient(port: port)
+            for k in 1...20 {
+                c.send("GET /missing/\(k).txt HTTP/1.1\r\nHost: a\r\n\r\nHEAD /late.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+                #expect(c.response()?.status == 404)
+                #expect(c.response(head: true)?.status == 404)
+            }
+        }
+        let trips = pool.statistics.submitted - before
+        #expect(trips == 0, "\(trips) trips to the host-I/O pool for 40 known-missing names")
+
+        // The negative entry must not outlive the file's creation.
+        _ = FileManager.default.createFile(atPath: root + "/late.txt", contents: Data("late\n".utf8))
+        let served = try await blocking { () throws -> Bool in
+            let deadline = Date().addingTimeInterval(10)
+            while Date() < deadline {
+                let c = try RawClient(port: port)
+                c.send("GET /late.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+                if let r = c.response(), r.status == 200 { return r.text == "late\n" }
+                usleep(20_000)
+            }
+            return false
+        }
+        #expect(served, "a file created after its 404 is served")
+        try await s.shutdown()
+    }
+
+    /// The open-file cache never asks the host on the CPU: an entry past its validity whose
+    /// path the namecache cannot vouch for comes back `.stale` (the caller checks it off the
+    /// CPU); once checked it is a hit; a changed file is dropped. Before, the cache called
+    /// `stat` right there, which walks to the host when the namecache misses.
+    @Test func staleOpenFileEntriesAreCheckedOffTheCPU() throws {
+        let root = Self.makeRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let vfs = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: root), hostIO: HostIOPool(threads: 1))
+        defer { vfs.hostIO.shutdown() }
+        let p = vfs.makeProcess()
+        let fd = open(root + "/a.txt", O_RDONLY)
+        defer { close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        let attrs = try p.stat("/a.txt")  // the host's view; it also leaves the attributes cached
+        let cache = OpenFileCache(budget: 4, validity: .zero)
+        let key = Array("/a.txt".utf8)
+        _ = key.withUnsafeBytes { cache.insert(key: $0, path: "/a.txt", hostFD: fd, attrs: attrs, etag: "\"e\"", contentType: "text/plain") }
+        func look() -> String {
+            switch key.withUnsafeBytes({ cache.lookup($0, process: p) }) {
+            case .hit: "hit"
+            case .stale: "stale"
+            case .miss: "miss"
+            }
+        }
+        #expect(look() == "hit", "cached attributes vouch for the path")
+
+        // A fresh namespace over the same directory has nothing cached: stale, not a host call.
+        let cold = VirtualFileSystem(rootFileSystem: try HostFS(hostPath: root), hostIO: HostIOPool(threads: 1))
+        defer { cold.hostIO.shutdown() }
+        let q = cold.makeProcess()
+        let cache2 = OpenFileCache(budget: 4, validity: .zero)
+        _ = key.withUnsafeBytes { cache2.insert(key: $0, path: "/a.txt", hostFD: fd, attrs: attrs, etag: "\"e\"", contentType: "text/plain") }
+        guard case .stale(let e) = key.withUnsafeBytes({ cache2.lookup($0, process: q) }) else {
+            Issue.record("an entry the namecache cannot vouch for must come back stale")
+            return
+        }
+        #expect(cache2.revalidate(e, with: try q.stat("/a.txt")))
+        if case .hit = key.withUnsafeBytes({ cache2.lookup($0, process: q) }) {} else { Issue.record("checked entry is a hit") }
+
+        // The file changes: the entry goes.
+        let h = open(root + "/a.txt", O_WRONLY | O_APPEND)
+        _ = write(h, "more\n", 5)
+        close(h)
+        var changed = false
+        for _ in 0..<500 where !changed {
+            switch key.withUnsafeBytes({ cache.lookup($0, process: p) }) {
+            case .miss: changed = true
+            case .stale(let e): changed = !cache.revalidate(e, with: try? p.stat("/a.txt"))
+            case .hit: usleep(10_000)  // inotify has not told the namecache yet
+            }
+        }
+        #expect(changed, "a changed file leaves the cache")
+        #expect(cache.live == 0)
+    }
+}
