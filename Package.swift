@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "FUSE", dependencies: ["CFUSE", "CLibellula", "LWKT", "VFS"]),
         .target(
             name: "Services",
-            dependencies: ["LWKT", "Slab", "VFS", "NetStack", "CLibellula", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["LWKT", "Slab", "VFS", "NetStack", "CLibellula", "FUSE", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "libellula",
@@ -48,7 +48,7 @@ let package = Package(
         .testTarget(name: "VFSTests", dependencies: ["VFS", "LWKT"]),
         .testTarget(name: "ServicesTests", dependencies: ["Services", "LWKT", "Slab", "VFS", "NetStack"], exclude: ["Scripts"]),
         .testTarget(name: "NetStackTests", dependencies: ["NetStack", "LWKT", "Slab", "CLibellula"]),
-        .testTarget(name: "FUSETests", dependencies: ["FUSE", "VFS", "LWKT"]),
+        .testTarget(name: "FUSETests", dependencies: ["FUSE", "VFS", "LWKT", "Services"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -7,7 +7,8 @@
 # 10.200.2.1 behind the router's TAP (one more hop: forwarding and the TAP itself).
 #
 # Rows: HTTP keep-alive of a 6-byte and a 4 KiB file; a 6-byte file with a new connection
-# per request (Connection: close); memcached GETs (90 % get, 32-byte values, depth 1). For
+# per request (Connection: close); memcached GETs (90 % get, 32-byte values, depth 1, from
+# Scripts/memcached/mcload.c, and from memaslap when libmemcached-tools is installed). For
 # each: requests per second, the ratio to serve --net host, and server CPU per request
 # (user + system of the server process, from /proc; softirq work done on behalf of the
 # server outside its syscalls is not included). Then malloc calls per keep-alive request
@@ -46,6 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+MEMASLAP=$(command -v memaslap || command -v memcaslap || true)   # Debian: libmemcached-tools (optional)
 for tool in wrk nginx memcached curl bc gcc; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; done
 if [ -z "${BIN:-}" ]; then
   swift build -c release --product libellula >/dev/null
@@ -129,17 +131,27 @@ memcached_row() { # label ip round
 echo "# $(date -u +%F) $(uname -r), $CORES cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# servers on core 0 in $P-rtr; wrk -t$LOAD_THREADS -c$CONNS -d${SECS}s and mcload (32 connections, depth 1, 90 % get) on cores $LOAD_SET in $P-peer"
 
+memaslap_row() { # label ip round: memaslap (Debian's memcaslap), its default 90/10 get/set mix
+  local label=$1 ip=$2 n=$3 t0 t1 out
+  [ -n "$MEMASLAP" ] || return 0
+  t0=$(cpu_ticks "$SERVER_PID")
+  out=$("${PEER[@]}" taskset -c "$LOAD_SET" "$MEMASLAP" -s "$ip:11211" -t "${SECS}s" -c 32 -T "$LOAD_THREADS" -X 32 2>&1 | tail -1)
+  t1=$(cpu_ticks "$SERVER_PID")
+  echo "$out" | sed -n 's/.*TPS: \([0-9]*\).*/\1/p' > "$WORK/$label.ms.rps.$n"
+  printf '%.1f' "$(per_request_cpu "$t0" "$t1" "$(echo "$out" | sed -n 's/.*Ops: \([0-9]*\).*/\1/p')")" > "$WORK/$label.ms.cpu.$n"
+}
+
 round() { # n: every server once, in turn; files get the suffix .n
   local n=$1
   start tap "$BIN" serve --cpus 1 --net "tap:$P-tap" --root "$WORK/www" --log-level warning
   wait_port $OWN_IP 8080; wait_port $OWN_IP 11211
-  http_rows "tap" $OWN_IP $n; memcached_row "tap" $OWN_IP $n
+  http_rows "tap" $OWN_IP $n; memcached_row "tap" $OWN_IP $n; memaslap_row "tap" $OWN_IP $n
   "${PEER[@]}" curl -s "http://$OWN_IP:8080/_stats.json" > "$WORK/tap.stats.json"
   stop
 
   start host "$BIN" serve --cpus 1 --http "$HOST_IP:8080" --memcached "$HOST_IP:11211" --root "$WORK/www" --log-level warning
   wait_port $HOST_IP 8080; wait_port $HOST_IP 11211
-  http_rows "host" $HOST_IP $n; memcached_row "host" $HOST_IP $n
+  http_rows "host" $HOST_IP $n; memcached_row "host" $HOST_IP $n; memaslap_row "host" $HOST_IP $n
   stop
 
   start nginx nginx -c "$WORK/nginx.conf" -p "$WORK"
@@ -150,14 +162,14 @@ round() { # n: every server once, in turn; files get the suffix .n
 
   start memcached memcached -t 1 -l $HOST_IP -p 11211 -U 0 -u root
   wait_port $HOST_IP 11211
-  memcached_row "memcached" $HOST_IP $n
+  memcached_row "memcached" $HOST_IP $n; memaslap_row "memcached" $HOST_IP $n
   stop
 }
 for n in $(seq 1 "$ROUNDS"); do round "$n"; done
 
 # The better of the rounds, per server and row (with that round's CPU per request).
 for label in tap host nginx memcached; do
-  for row in 6B 4KiB close mc; do
+  for row in 6B 4KiB close mc ms; do
     best=0
     for n in $(seq 1 "$ROUNDS"); do
       [ -f "$WORK/$label.$row.rps.$n" ] || continue
@@ -173,16 +185,17 @@ ratio() { echo "$1 / $2" | bc -l | xargs printf '%.2f×'; }
 echo
 echo "| row | serve --net tap req/s | serve --net host req/s | tap / host | nginx (memcached) req/s | tap / nginx | server CPU µs/req: tap / host / nginx |"
 echo "|---|---|---|---|---|---|---|"
-for row in 6B 4KiB close mc; do
+for row in 6B 4KiB close mc ms; do
   other=nginx; name="HTTP $row keep-alive"
   [ "$row" = close ] && name="HTTP 6B, new connection per request"
-  [ "$row" = mc ] && { other=memcached; name="memcached get/set 90/10, depth 1"; }
+  [ "$row" = mc ] && { other=memcached; name="memcached get/set 90/10, depth 1 (mcload)"; }
+  [ "$row" = ms ] && { [ -n "$MEMASLAP" ] || continue; other=memcached; name="memcached get/set 90/10 (memaslap, 32 conns)"; }
   t=$(cat "$WORK/tap.$row.rps"); h=$(cat "$WORK/host.$row.rps"); o=$(cat "$WORK/$other.$row.rps")
   printf '| %s | %.0f | %.0f | %s | %.0f | %s | %s / %s / %s |\n' "$name" "$t" "$h" "$(ratio "$t" "$h")" "$o" "$(ratio "$t" "$o")" \
     "$(cat "$WORK/tap.$row.cpu")" "$(cat "$WORK/host.$row.cpu")" "$(cat "$WORK/$other.$row.cpu")"
 done
 for label in tap host nginx memcached; do
-  for row in 6B 4KiB close mc; do
+  for row in 6B 4KiB close mc ms; do
     [ -f "$WORK/$label.$row.all" ] && echo "# rounds, $label $row: $(tr '\n' ' ' < "$WORK/$label.$row.all")"
   done
 done

@@ -4,11 +4,17 @@
 #    cores) with the watchdog on (--stall-ms 5) and off (--stall-ms 0), ROUNDS times each;
 #  - IPI: `libellula bench ipi --quick` with LIBELLULA_STALL_MS=5 (a watchdog on every booted
 #    system) and without.
-# The run loop's per-job watch words are compiled in either way (two relaxed stores and a
-# time-stamp read per job); "off" means no watchdog thread reads them.
+# The run loop's per-job watch words are compiled in either way (two stores at a job's
+# start, one at its end, no clock read); "off" means no watchdog thread reads them.
+# With BASELINE=another-libellula-binary the IPI part also runs that binary, on and off,
+# interleaved with this one in the same rounds (before/after a change to the watch words).
+#
+# Last, the watchdog thread's own CPU time per look and per second (from /_stats.json of a
+# `serve --cpus 2 --stall-ms 5`, idle and under wrk): CPU time it takes from the cores.
 #
 # Usage: Scripts/bench-stall-overhead.sh [SECONDS (default 5)] [ROUNDS (default 3)]
-# Env: LIBELLULA (default .build/release/libellula). Needs wrk.
+# Env: LIBELLULA (default .build/release/libellula), BASELINE (optional), NO_HTTP=1 or
+# NO_IPI=1 (skip that part). Needs wrk for the HTTP part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
@@ -30,6 +36,7 @@ http_round() {   # $1: stall-ms
   kill "$SRV"; wait "$SRV" 2>/dev/null || true; SRV=
 }
 
+if [ -z "${NO_HTTP:-}" ]; then
 echo "HTTP requests/s (wrk -t1 -c32, /hello.txt, 1 server CPU), watchdog on vs off:"
 on=(); off=()
 for r in $(seq "$ROUNDS"); do
@@ -43,27 +50,71 @@ on = [float(x) for x in sys.argv[1].split()]; off = [float(x) for x in sys.argv[
 m_on, m_off = statistics.median(on), statistics.median(off)
 print(f"  median on {m_on:.0f}  off {m_off:.0f}  on/off {m_on / m_off:.3f}")
 PY
+fi
 
+if [ -z "${NO_IPI:-}" ]; then
 echo "IPI bench (libellula bench ipi --json --quick), watchdog on vs off, interleaved:"
+KINDS="on off"
+[ -n "${BASELINE:-}" ] && KINDS="on off base-on base-off"
 for r in $(seq "$ROUNDS"); do
-  LIBELLULA_STALL_MS=5 "$BIN" bench ipi --json --quick > "/tmp/libellula-stall-on-$r.json"
-  "$BIN" bench ipi --json --quick > "/tmp/libellula-stall-off-$r.json"
+  for k in $KINDS; do
+    case $k in
+      on) LIBELLULA_STALL_MS=5 "$BIN" bench ipi --json --quick ;;
+      off) "$BIN" bench ipi --json --quick ;;
+      base-on) LIBELLULA_STALL_MS=5 "$BASELINE" bench ipi --json --quick ;;
+      base-off) "$BASELINE" bench ipi --json --quick ;;
+    esac > "/tmp/libellula-stall-$k-$r.json"
+  done
 done
-python3 - "$ROUNDS" <<'PY'
+python3 - "$ROUNDS" $KINDS <<'PY'
 import json, sys, statistics
-rounds = int(sys.argv[1])
+rounds = int(sys.argv[1]); kinds = sys.argv[2:]
 def load(kind):
     rows = {}
     for r in range(1, rounds + 1):
+        seen = set()
         for line in open(f"/tmp/libellula-stall-{kind}-{r}.json"):
             line = line.strip()
             if not line.startswith("{"): continue
             d = json.loads(line)
-            rows.setdefault((d["name"], d["unit"]), []).append(d["value"])
+            key = (d["name"], d["unit"])
+            if key in seen: continue  # one row per baseline: the value repeats
+            seen.add(key)
+            rows.setdefault(key, []).append(d["value"])
     return rows
-on, off = load("on"), load("off")
-for key in off:
-    if key in on:
-        a, b = statistics.median(on[key]), statistics.median(off[key])
-        print(f"  {key[0]:<48} {a:>12.1f} vs {b:>12.1f} {key[1]:<10} on/off {a / b if b else float('nan'):.3f}")
+data = {k: load(k) for k in kinds}
+def med(k, key): return statistics.median(data[k][key])
+print(f"  {'row':<52} " + " ".join(f"{k:>12}" for k in kinds) + "   on/off" + ("  off/base-off  on/base-off" if "base-off" in kinds else ""))
+for key in data["off"]:
+    if not all(key in data[k] for k in kinds): continue
+    vals = [med(k, key) for k in kinds]
+    line = f"  {key[0][:44] + ' (' + key[1] + ')':<52} " + " ".join(f"{v:>12.1f}" for v in vals)
+    line += f"   {med('on', key) / med('off', key):.3f}" if med('off', key) else ""
+    if "base-off" in kinds and med('base-off', key):
+        line += f"  {med('off', key) / med('base-off', key):.3f}        {med('on', key) / med('base-off', key):.3f}"
+    print(line)
+PY
+fi
+
+echo "The watchdog's own CPU use (serve --cpus 2 --stall-ms 5, $SECS s idle, then $SECS s under wrk -t1 -c32):"
+"$BIN" serve --cpus 2 --http "127.0.0.1:$PORT" --no-memcached --stall-ms 5 --log-level error &
+SRV=$!
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/hello.txt" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$PORT/_stats.json" > /tmp/libellula-stall-self-0.json
+sleep "$SECS"
+curl -sf "http://127.0.0.1:$PORT/_stats.json" > /tmp/libellula-stall-self-1.json
+if command -v wrk >/dev/null; then
+  wrk -t1 -c32 -d"${SECS}s" "http://127.0.0.1:$PORT/hello.txt" >/dev/null
+  curl -sf "http://127.0.0.1:$PORT/_stats.json" > /tmp/libellula-stall-self-2.json
+fi
+kill "$SRV"; wait "$SRV" 2>/dev/null || true; SRV=
+python3 - <<'PY'
+import json, os
+docs = [json.load(open(f"/tmp/libellula-stall-self-{i}.json")) for i in range(3) if os.path.exists(f"/tmp/libellula-stall-self-{i}.json")]
+for label, a, b in [("idle", 0, 1), ("under wrk", 1, 2)][:len(docs) - 1]:
+    sa, sb = docs[a]["stalls"], docs[b]["stalls"]
+    polls = sb["polls"] - sa["polls"]; cpu = sb["watchdog_cpu_seconds"] - sa["watchdog_cpu_seconds"]
+    secs = docs[b]["timestamp"] - docs[a]["timestamp"]
+    if polls > 0 and secs > 0:
+        print(f"  {label:<10} {polls / secs:7.0f} looks/s  {cpu / polls * 1e6:6.2f} µs CPU per look  {cpu / secs * 100:5.2f} % of one core")
 PY

@@ -43,7 +43,7 @@ final class FUSEChannel: @unchecked Sendable {
     unowned let server: FUSEServer
     let cpu: Int
     let fd: Int32
-    let counters = FUSEChannelCounters()
+    let counters: FUSEChannelCounters
     private let stopping = Atomic<Bool>(false)
     /// Buffer sets not in use.
     private var free: [FUSERequestBuffers] = []
@@ -63,6 +63,7 @@ final class FUSEChannel: @unchecked Sendable {
         self.server = server
         self.cpu = cpu
         self.fd = fd
+        counters = FUSEChannelCounters(latency: server.system.latencies.fuseRequest, cpu: cpu)
         let sets = server.vfs.mayBlock ? Self.bufferSets : 1
         for _ in 0..<sets { free.append(FUSERequestBuffers()) }
     }
@@ -158,7 +159,7 @@ final class FUSEChannel: @unchecked Sendable {
         let length = buf.length
         let input = buf.input
         let h = input.load(as: fuse_in_header.self)
-        counters.add(.requests)
+        let started = counters.begin(opcode: h.opcode)
         let arg = UnsafeRawPointer(input + Self.headerSize)
         let argLength = min(Int(h.len), length) - Self.headerSize
         // Messages without a reply.
@@ -186,8 +187,10 @@ final class FUSEChannel: @unchecked Sendable {
             let size = try await server.handle(h, arg: arg, argLength: argLength, channel: self, out: buf.payload)
             if size == FUSEServer.replyLater { return }
             if size >= 0 { reply(h.unique, size: size, buf) } else { fail(h.unique, Int32(-size), buf) }
+            counters.finish(opcode: h.opcode, since: started, error: size < 0)
         } catch {
             fail(h.unique, error == .other ? EIO : error.rawValue, buf)
+            counters.finish(opcode: h.opcode, since: started, error: true)
         }
     }
 }

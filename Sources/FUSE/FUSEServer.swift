@@ -54,7 +54,7 @@ public final class FUSEServer: @unchecked Sendable {
     let nodes: FUSENodeTable
     /// For `statfs`: the host directory behind a HostFS root, if any.
     let hostRoot: String?
-    private let system: LWKTSystem
+    let system: LWKTSystem
     private(set) var channels: [FUSEChannel] = []
     private var threads: [LWKTThread] = []
     /// Channels' worker threads (mounts whose calls can block).

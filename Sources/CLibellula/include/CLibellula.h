@@ -94,6 +94,11 @@ static inline int64_t lb_counter_load(const int64_t *p) {
 static inline void lb_counter_store(int64_t *p, int64_t v) {
     __atomic_store_n(p, v, __ATOMIC_RELAXED);
 }
+/// Fences for sequence-locked records (one writer, readers that retry; Observability's
+/// per-CPU time series): a release fence orders earlier writes before later ones, an
+/// acquire fence orders earlier reads before later ones.
+static inline void lb_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
+static inline void lb_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
 /// Shared statistics counters (several writers): relaxed read-modify-write.
 static inline void lb_atomic_add64(int64_t *p, int64_t v) {
     __atomic_fetch_add(p, v, __ATOMIC_RELAXED);

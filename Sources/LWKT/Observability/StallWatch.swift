@@ -1,39 +1,47 @@
 import CLibellula
 
 /// The words a CPU's run loop writes around each job so that the stall watchdog can tell,
-/// from another thread, how long the current job has been running and whose it is.
+/// from another thread, whether the job it saw at its last look is still running and whose
+/// it is.
 ///
-/// Rules of this file: the owning CPU writes the words (relaxed atomic stores, no locked
-/// instruction: about 10 ns per job with the time-stamp counter); the watchdog only reads
-/// them. Layout of the four words: start of the running job in `lb_cycles()` units (0: no
-/// job), a sequence number bumped at each job start, the running LWKT thread's counter
-/// block (0: not an LWKT thread), spare.
+/// Rules of this file: the owning CPU writes the words (relaxed stores, no locked
+/// instruction and no clock read: the watchdog keeps the time itself); the watchdog only
+/// reads them. The words sit alone in one cache line (no false sharing with another CPU's
+/// words or with other data). Layout: word 0 is the job sequence number, odd while a job
+/// runs and even between jobs (each ``begin(_:_:)`` and each ``end(_:)`` adds one); word 1
+/// is the running LWKT thread's counter block (0: not an LWKT thread); the rest is padding.
+/// Jobs never nest (the run loop is the only caller), so the parity is always right.
 public enum StallWatch {
-    @usableFromInline static let words = 4
+    /// Words in the block: one cache line.
+    @usableFromInline static let words = 8
+    static let lineBytes = 64
 
     static func allocate() -> UnsafeMutablePointer<Int64> {
-        let p = UnsafeMutablePointer<Int64>.allocate(capacity: words)
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: lineBytes, alignment: lineBytes)
+        let p = raw.bindMemory(to: Int64.self, capacity: words)
         p.initialize(repeating: 0, count: words)
         return p
     }
 
-    /// A job starts on the calling CPU.
+    /// A job starts on the calling CPU: two stores to a line no other CPU writes.
     @inlinable @inline(__always)
     static func begin(_ w: UnsafeMutablePointer<Int64>, _ stats: UnsafeMutablePointer<Int64>?) {
-        lb_counter_store(w + 2, Int64(Int(bitPattern: stats)))
-        lb_counter_store(w + 1, lb_counter_load(w + 1) &+ 1)
-        lb_counter_store(w, Int64(bitPattern: max(1, lb_cycles())))
+        lb_counter_store(w + 1, Int64(Int(bitPattern: stats)))
+        lb_counter_store(w, lb_counter_load(w) &+ 1)
     }
 
     /// The running job turned out to be an LWKT thread's first run (it registers itself
     /// inside that job, after ``begin(_:_:)`` found no thread for it).
     static func attach(_ w: UnsafeMutablePointer<Int64>, _ stats: UnsafeMutablePointer<Int64>) {
-        if lb_counter_load(w) != 0 && lb_counter_load(w + 2) == 0 { lb_counter_store(w + 2, Int64(Int(bitPattern: stats))) }
+        if lb_counter_load(w) & 1 != 0 && lb_counter_load(w + 1) == 0 { lb_counter_store(w + 1, Int64(Int(bitPattern: stats))) }
     }
 
     /// The job ended.
     @inlinable @inline(__always)
     static func end(_ w: UnsafeMutablePointer<Int64>) {
-        lb_counter_store(w, 0)
+        lb_counter_store(w, lb_counter_load(w) &+ 1)
     }
+
+    /// Whether sequence number `seq` (word 0) says a job is running.
+    @inlinable static func isRunning(_ seq: Int64) -> Bool { seq & 1 != 0 }
 }

@@ -12,7 +12,8 @@ public struct StallReport: Codable, Sendable, Equatable {
     public var thread: String
     /// Its priority band.
     public var priority: String
-    /// How long the job had run when last seen (it may still be running).
+    /// How long the job had run when last seen (it may still be running), counted from the
+    /// watchdog's first look that saw it: a lower bound, at most one poll interval short.
     public var durationNanos: Int64
     /// Whether the job was still running at the last look.
     public var ongoing: Bool
@@ -34,6 +35,11 @@ public struct StallStatistics: Codable, Sendable, Equatable {
     public var suppressed: Int = 0
     /// The last reports, newest last (at most 16).
     public var recent: [StallReport] = []
+    /// Looks the watchdog has taken at the CPUs (one per poll interval).
+    public var polls: Int = 0
+    /// CPU time the watchdog thread itself has used, in seconds (its cost: each look is a
+    /// timer wakeup on some core), as of its last second.
+    public var watchdogCPUSeconds: Double = 0
 
     public init() {}
 }
@@ -43,6 +49,11 @@ public struct StallStatistics: Codable, Sendable, Equatable {
 /// LWKT thread's name and priority, the duration, and a backtrace of the CPU's thread taken
 /// while it is stalled (by a signal whose handler records the frames into a preallocated
 /// buffer; symbols are looked up and demangled afterwards, on the watchdog thread).
+///
+/// The CPUs read no clock for it: a job is timed from the first look that saw its sequence
+/// number, so a stall is detected within `threshold` plus one `poll` of its start, and the
+/// reported duration is at most one `poll` short. Its cost is its own wakeups (one per
+/// `poll`), which it accounts in ``StallStatistics/watchdogCPUSeconds``.
 ///
 /// Reports are rate-limited per CPU (`minimumInterval`); every stall is counted.
 public final class StallWatchdog: @unchecked Sendable {
@@ -110,7 +121,14 @@ public final class StallWatchdog: @unchecked Sendable {
         guard let raw = getenv("LIBELLULA_STALL_MS") else { return }
         let text = String(decoding: UnsafeRawBufferPointer(start: raw, count: strlen(raw)), as: UTF8.self)
         guard let ms = Double(text), ms > 0 else { return }
-        let dog = StallWatchdog(system: system, threshold: .microseconds(Int64(ms * 1000)))
+        // LIBELLULA_STALL_POLL_US: the poll interval in microseconds (benchmarks of the
+        // watchdog's own cost; default 1,000).
+        var pollMicros: Int64 = 1_000
+        if let p = getenv("LIBELLULA_STALL_POLL_US"),
+           let v = Int64(String(decoding: UnsafeRawBufferPointer(start: p, count: strlen(p)), as: UTF8.self)), v >= 100 {
+            pollMicros = v
+        }
+        let dog = StallWatchdog(system: system, threshold: .microseconds(Int64(ms * 1000)), poll: .microseconds(pollMicros))
         system.latencies.watchdog.withLock { if $0 == nil { $0 = dog } }
     }
 
@@ -125,55 +143,82 @@ public final class StallWatchdog: @unchecked Sendable {
 
     private func loop() {
         let n = system.cpuCount
-        let thresholdNanos = Double(threshold.nanoseconds)
-        let cyclesPerNano = system.cyclesPerNano
+        let thresholdNanos = UInt64(max(0, threshold.nanoseconds))
         let pollNanos = max(100_000, poll.nanoseconds)
         let limitNanos = UInt64(max(0, minimumInterval.nanoseconds))
-        var flagged = [Int64](repeating: -1, count: n)       // sequence number already counted
-        var reportIndex = [Int](repeating: -1, count: n)     // its report in `recent`, if any
+        // Per CPU: the running job's sequence number last seen and when it was first seen
+        // (the watchdog's clock: the CPU reads none), the stalled one already counted and
+        // whether it has an open report.
+        var seen = [Int64](repeating: 0, count: n)
+        var firstSeen = [UInt64](repeating: 0, count: n)
+        var flagged = [Int64](repeating: -1, count: n)
+        var reported = [Bool](repeating: false, count: n)
         var lastReport = [UInt64](repeating: 0, count: n)
+        var polls = 0
+        var lastAccount = lb_now_ns()
+        defer { account(polls: polls) }
         while running.load(ordering: .acquiring) && system.isRunning {
-            var ts = timespec(tv_sec: 0, tv_nsec: Int(pollNanos))
+            var ts = timespec(tv_sec: Int(pollNanos / 1_000_000_000), tv_nsec: Int(pollNanos % 1_000_000_000))
             nanosleep(&ts, nil)
+            let now = lb_now_ns()
+            polls += 1
+            if now &- lastAccount >= 1_000_000_000 {
+                lastAccount = now
+                account(polls: polls)
+            }
             for i in 0..<n {
                 let cpu = system.cpuUnchecked(i)
                 let w = cpu.local.pointee.watch
-                let start = lb_counter_load(w)
-                let seq = lb_counter_load(w + 1)
-                if flagged[i] >= 0 && (start == 0 || seq != flagged[i]) {
+                let seq = lb_counter_load(w)
+                if flagged[i] >= 0 && seq != flagged[i] {
                     // The stalled job ended: close its report.
-                    if reportIndex[i] >= 0 { finish(cpu: i) }
+                    if reported[i] { finish(cpu: i) }
                     flagged[i] = -1
-                    reportIndex[i] = -1
+                    reported[i] = false
                 }
-                guard start != 0 else { continue }
-                let elapsed = Double(Int64(bitPattern: lb_cycles()) &- start) / cyclesPerNano
+                guard StallWatch.isRunning(seq) else { seen[i] = seq; continue }
+                if seq != seen[i] {
+                    // A job this look is the first to see: it started since the last look.
+                    seen[i] = seq
+                    firstSeen[i] = now
+                    continue
+                }
+                // The same job as at the last look: it has run at least since then.
+                let elapsed = now &- firstSeen[i]
                 if flagged[i] == seq {
-                    update(cpu: i, durationNanos: Int64(elapsed))
+                    if reported[i] { update(cpu: i, durationNanos: Int64(elapsed)) }
                     continue
                 }
                 guard elapsed >= thresholdNanos else { continue }
                 flagged[i] = seq
-                let now = lb_now_ns()
                 if lastReport[i] != 0 && now &- lastReport[i] < limitNanos {
                     state.withLock { $0.detected += 1; $0.suppressed += 1 }
                     continue
                 }
                 lastReport[i] = now
-                let report = capture(cpu: cpu, statsBits: lb_counter_load(w + 2), elapsed: Int64(elapsed))
+                var r = capture(cpu: cpu, statsBits: lb_counter_load(w + 1), elapsed: Int64(elapsed))
                 // Only if the same job is still running is the backtrace the stalled one.
-                let sameJob = lb_counter_load(w + 1) == seq && lb_counter_load(w) == start
-                var r = report
-                if !sameJob { r.backtrace = ["(the job ended before the backtrace was taken)"] }
+                if lb_counter_load(w) != seq { r.backtrace = ["(the job ended before the backtrace was taken)"] }
                 state.withLock {
                     $0.detected += 1
                     $0.reported += 1
                     $0.recent.append(r)
                     if $0.recent.count > 16 { $0.recent.removeFirst($0.recent.count - 16) }
                 }
-                reportIndex[i] = 1
+                reported[i] = true
                 onReport?(r)
             }
+        }
+    }
+
+    /// Publishes the poll count and the thread's own CPU time.
+    private func account(polls: Int) {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        let cpu = Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+        state.withLock {
+            $0.polls = polls
+            $0.watchdogCPUSeconds = cpu
         }
     }
 

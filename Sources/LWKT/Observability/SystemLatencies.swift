@@ -14,6 +14,9 @@ public final class SystemLatencies: Sendable {
     public let doMsgRoundTrip: LatencyHistogram
     /// IPI delivery, sampled: from a probe's send to its handler on the target CPU.
     public let ipiDelivery: LatencyHistogram
+    /// FUSE request service time: from a request read on a CPU's channel to its reply
+    /// written (only while a mount runs on the system).
+    public let fuseRequest: LatencyHistogram
 
     /// The stall watchdog running for this system, if one was started (see ``Observability``).
     let watchdog = Mutex<StallWatchdog?>(nil)
@@ -23,10 +26,11 @@ public final class SystemLatencies: Sendable {
         memcachedCommand = LatencyHistogram(name: "memcached_command", help: "memcached command time (the commands of one read, parsed to replies queued)", cpuCount: cpuCount)
         doMsgRoundTrip = LatencyHistogram(name: "domsg_round_trip", help: "Cross-CPU doMsg round trip (asynchronous completions only)", cpuCount: cpuCount)
         ipiDelivery = LatencyHistogram(name: "ipi_delivery", help: "IPI delivery, sampled by probes (send to handler)", cpuCount: cpuCount)
+        fuseRequest = LatencyHistogram(name: "fuse_request", help: "FUSE request service time (read from the channel to reply written)", cpuCount: cpuCount)
     }
 
     /// Every histogram, in report order.
-    public var all: [LatencyHistogram] { [httpService, memcachedCommand, doMsgRoundTrip, ipiDelivery] }
+    public var all: [LatencyHistogram] { [httpService, memcachedCommand, doMsgRoundTrip, ipiDelivery, fuseRequest] }
 }
 
 extension LWKTSystem {

@@ -53,7 +53,7 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
     public func start() throws(SocketError) {
         let listeners = try stack.listen(on: core.configuration.address, cpus: system.cpus, backlog: core.configuration.backlog)
         if let first = listeners.first { address = first.address }
-        if core.configuration.statisticsEnabled { core.sampler.start(system: system) { [weak self] in self?.statistics() } }
+        if core.configuration.statisticsEnabled { core.sampler.start(system: system, http: core.counters) { [weak self] in self?.statistics() } }
         var threads: [LWKTThread] = []
         for l in listeners {
             let cpu = system.cpus[l.cpuID]
@@ -161,6 +161,7 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
                                 stalls: system.stallStatistics, rates: core.sampler.latest,
                                 pendingMessages: core.sampler.pending, hostIO: core.vfs.hostIO.statistics)
         statistics.network = stack.statistics()
+        statistics.fuse = FUSEStatisticsSource.current(on: system)
         return statistics
     }
 }

@@ -137,20 +137,6 @@ public final class MemcachedService: @unchecked Sendable {
         _ = threads.withLock { $0.removeValue(forKey: ObjectIdentifier(t)) }
     }
 
-    /// The idle spin a memcached system of `cpus` CPUs should boot with on a machine of
-    /// `cores` online cores, or nil for LWKT's own default.
-    ///
-    /// LWKT spins 50 µs before an idle CPU sleeps whenever its CPUs fit the cores. When they
-    /// take every core, whatever else needs a core (the clients on the same machine, the
-    /// kernel's network work) competes with CPUs that spin. Measured at 2 CPUs on 2 cores
-    /// with the load client on the same cores (BENCHMARKS.md), depth 1: the spin was a
-    /// fifth of the service's CPU time, and a 2 µs spin cut the CPU per request by 7–13 %
-    /// and raised throughput 4–11 %, at the price of 0.18 instead of 0.05 epoll sleeps per
-    /// request. With a core to spare, the long spin stays.
-    public static func recommendedIdleSpin(cpus: Int, cores: Int) -> Duration? {
-        cpus >= max(1, cores) && cores > 1 ? .microseconds(2) : nil
-    }
-
     /// The owner CPU of a key hash.
     @inline(__always) func owner(_ hash: UInt64) -> Int {
         MemcachedService.owner(hash, cpus: stores.count)

@@ -12,12 +12,19 @@ public final class NetStackConnection: StreamConnection, @unchecked Sendable {
     /// The CPU that owns the connection (it never changes; kept here because services ask
     /// for it on every request).
     public let cpuID: Int
+    /// Whether ``close(linger:)`` or ``abort()`` was called.
+    private var finished = false
 
     init(_ tcp: TCPConnection) {
         self.tcp = tcp
         cpuID = tcp.cpuID
         peer = SocketAddress(ipv4: tcp.peer.address.value, port: tcp.peer.port)
     }
+
+    /// A connection dropped without a close is reset (as closing a host socket's descriptor
+    /// ends it), so its PCB does not outlive it; this happens only when the last reference
+    /// goes on the owner CPU, where the connection's thread drops it.
+    deinit { if !finished { tcp.abort() } }
 
     /// Reads what has arrived (waiting for at least one byte); 0 at end of stream.
     public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(SocketError) -> Int {
@@ -31,8 +38,14 @@ public final class NetStackConnection: StreamConnection, @unchecked Sendable {
 
     /// Sends FIN, discards what the peer still sends for up to `linger`, and leaves the rest
     /// of the close (TIME-WAIT) to the stack.
-    public func close(linger: Duration) async { await tcp.close(linger: linger) }
+    public func close(linger: Duration) async {
+        finished = true
+        await tcp.close(linger: linger)
+    }
 
     /// Closes abortively (a reset; unsent data is discarded).
-    public func abort() { tcp.abort() }
+    public func abort() {
+        finished = true
+        tcp.abort()
+    }
 }

@@ -4,7 +4,9 @@ import Synchronization
 
 /// One CPU's replica of a listening port on Libellula's own stack (see
 /// ``NetStackSocketStack/listen(on:cpus:backlog:)``): it accepts the connections whose
-/// 4-tuple hashes to its CPU, whose PCBs were made there. Use it only on that CPU.
+/// 4-tuple hashes to its CPU, whose PCBs were made there. Use it only on that CPU, and close
+/// it there (``AcceptLoop`` does): a replica dropped without ``close()`` stays in its CPU's
+/// table, holding the port, until the stack stops.
 public final class NetStackListener: StreamListener, @unchecked Sendable {
     /// NetStack's listener replica.
     public let replica: TCPListener

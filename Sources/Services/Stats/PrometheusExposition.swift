@@ -1,3 +1,4 @@
+import FUSE
 import LWKT
 
 /// `/metrics`: the Prometheus text exposition format (version 0.0.4), written by hand from
@@ -98,6 +99,14 @@ enum PrometheusExposition {
         }
         w.family(p + "lwkt_threads", "gauge", "Live LWKT threads per CPU.")
         for (i, n) in s.threadsPerCPU.enumerated() { w.sample(p + "lwkt_threads", [("cpu", "\(i)")], n) }
+        if let depth = s.rates?.readyDepth {
+            w.family(p + "lwkt_ready_depth", "gauge", "Jobs waiting in each CPU's ready queue, mean of ten readings over the last second.")
+            for (i, d) in depth.enumerated() { w.sample(p + "lwkt_ready_depth", [("cpu", "\(i)")], d) }
+        }
+        if let depth = s.rates?.readyDepthMax {
+            w.family(p + "lwkt_ready_depth_max", "gauge", "Jobs waiting in each CPU's ready queue, largest of ten readings over the last second.")
+            for (i, d) in depth.enumerated() { w.sample(p + "lwkt_ready_depth_max", [("cpu", "\(i)")], d) }
+        }
         w.family(p + "ipi_messages_total", "counter", "IPI messages sent on each ring of the crossbar.")
         for (src, row) in s.lwkt.ipiMatrix.enumerated() {
             for (dst, v) in row.enumerated() { w.sample(p + "ipi_messages_total", [("source", "\(src)"), ("target", "\(dst)")], v) }
@@ -112,6 +121,12 @@ enum PrometheusExposition {
         w.sample(p + "stalls_total", [], s.stalls.detected)
         w.family(p + "stall_threshold_seconds", "gauge", "The stall watchdog's threshold (0: no watchdog).")
         w.sample(p + "stall_threshold_seconds", [], Double(s.stalls.thresholdNanos) / 1e9)
+        if s.stalls.thresholdNanos > 0 {
+            w.family(p + "stall_watchdog_cpu_seconds_total", "counter", "CPU time the stall watchdog thread has used.")
+            w.sample(p + "stall_watchdog_cpu_seconds_total", [], s.stalls.watchdogCPUSeconds)
+            w.family(p + "stall_watchdog_polls_total", "counter", "Looks the stall watchdog has taken at the CPUs.")
+            w.sample(p + "stall_watchdog_polls_total", [], s.stalls.polls)
+        }
 
         // Slab.
         w.family(p + "slab_bytes_in_use", "gauge", "Slab bytes in use by malloc type.")
@@ -148,6 +163,30 @@ enum PrometheusExposition {
                 w.family(name, gauge ? "gauge" : "counter", "memcached \(k) per owner CPU.")
                 for (cpu, d) in mc.enumerated() { w.sample(name, [("cpu", "\(cpu)")], d[k] ?? 0) }
             }
+        }
+
+        // FUSE channels, per CPU and operation.
+        if let f = s.fuse {
+            // (A family is declared only with samples: the parsers want none empty.)
+            let families: [(String, String, (FUSEChannelStatistics) -> [String: UInt64])] = [
+                ("fuse_requests_total", "FUSE requests read per CPU channel and operation.", { (c: FUSEChannelStatistics) in c.requestsByOpcode }),
+                ("fuse_errors_total", "FUSE error replies per CPU channel and operation.", { (c: FUSEChannelStatistics) in c.errorsByOpcode }),
+            ]
+            for (family, help, pick) in families where f.channels.contains(where: { !pick($0).isEmpty }) {
+                w.family(p + family, "counter", help)
+                for c in f.channels {
+                    for (op, v) in pick(c).sorted(by: { $0.key < $1.key }) {
+                        w.sample(p + family, [("cpu", "\(c.cpu)"), ("op", op)], Double(v))
+                    }
+                }
+            }
+            w.family(p + "fuse_bytes_total", "counter", "FUSE payload bytes per CPU channel and direction.")
+            for c in f.channels {
+                w.sample(p + "fuse_bytes_total", [("cpu", "\(c.cpu)"), ("direction", "read")], Double(c.bytesRead))
+                w.sample(p + "fuse_bytes_total", [("cpu", "\(c.cpu)"), ("direction", "written")], Double(c.bytesWritten))
+            }
+            w.family(p + "fuse_known_nodes", "gauge", "FUSE node ids the kernel holds.")
+            w.sample(p + "fuse_known_nodes", [], f.knownNodes)
         }
 
         // Latency histograms, per CPU (cpu "none": threads that are not CPUs).

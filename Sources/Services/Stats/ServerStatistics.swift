@@ -1,3 +1,4 @@
+import FUSE
 import Foundation
 import LWKT
 import Slab
@@ -41,6 +42,9 @@ public struct ServerStatistics: Codable, Sendable {
     /// Cross-CPU messages waiting on each ring at the last sample, with their functions
     /// (empty when every CPU keeps up).
     public var pendingMessages: [PendingRing] = []
+    /// The FUSE mount served by this system, when one is (`libellula mount --stats`):
+    /// per-channel requests and errors by operation, service time, node ids, namecache.
+    public var fuse: FUSEStatistics? = nil
     /// The VFS's host-I/O pool: calls, queue depth, latency quantiles and histogram, and
     /// where the latency goes (nil when the server does not report it).
     public var hostIO: HostIOStatistics? = nil
@@ -70,7 +74,8 @@ public struct ServerStatistics: Codable, Sendable {
 
     /// Keys whose Swift names end in an acronym (plain camel-casing would miss them).
     static let snakeCaseKeys = ["zones_returned_to_os": "zonesReturnedToOS", "threads_per_cpu": "threadsPerCPU",
-                                "host_io": "hostIO", "finished_on_cpu": "finishedOnCPU"]
+                                "host_io": "hostIO", "finished_on_cpu": "finishedOnCPU",
+                                "watchdog_cpu_seconds": "watchdogCPUSeconds"]
 
     struct StatisticsKey: CodingKey {
         var stringValue: String
@@ -132,5 +137,27 @@ public struct ServerStatistics: Codable, Sendable {
             let all = hits + negativeHits + misses
             return all == 0 ? 0 : Double(hits + negativeHits) / Double(all)
         }
+    }
+}
+
+/// Where a FUSE mount's statistics come from for the statistics documents of an HTTP
+/// server on the same system: the mount registers one with ``register(on:_:)``.
+public final class FUSEStatisticsSource: Sendable {
+    static let key = "libellula.fuse-statistics"
+    let provide: @Sendable () -> FUSEStatistics
+
+    init(_ provide: @escaping @Sendable () -> FUSEStatistics) { self.provide = provide }
+
+    /// Makes `provide` the FUSE section of every statistics document served on `system`
+    /// for as long as the returned source is kept (the system holds it weakly); nil when
+    /// another mount's source is registered already.
+    public static func register(on system: LWKTSystem, _ provide: @escaping @Sendable () -> FUSEStatistics) -> FUSEStatisticsSource? {
+        let source = FUSEStatisticsSource(provide)
+        return system.attach(key, source) ? source : nil
+    }
+
+    /// The registered mount's statistics now (nil: no mount on `system`).
+    public static func current(on system: LWKTSystem) -> FUSEStatistics? {
+        system.attached(key, as: FUSEStatisticsSource.self)?.provide()
     }
 }

@@ -1,3 +1,4 @@
+import CLibellula
 import Foundation
 import LWKT
 import Synchronization
@@ -32,6 +33,14 @@ public struct RateSample: Codable, Sendable, Equatable {
     public var hitRatio: Double?
     /// HTTP service time p99 over the second (0: no requests).
     public var httpP99Nanos: Int64
+    /// Jobs waiting in each CPU's ready queue, the mean of ten readings over the second (nil:
+    /// from a server without per-CPU series).
+    public var readyDepth: [Double]? = nil
+    /// The largest of those readings, per CPU.
+    public var readyDepthMax: [Double]? = nil
+    /// Seconds each CPU's own sample covers (nil: the rates come from two snapshots
+    /// `seconds` apart); a rate times this is the count.
+    public var cpuSeconds: [Double]? = nil
 }
 
 extension RateSample {
@@ -45,32 +54,69 @@ extension RateSample {
 }
 
 /// Samples a server's statistics once a second on its own OS thread (never on a CPU) and
-/// keeps five minutes of ``RateSample``s.
+/// keeps five minutes of ``RateSample``s. The per-CPU rates (requests, bytes, errors, cache
+/// hits, IPIs, busy percentage and the ready-queue depth) come from each CPU's own ring
+/// (``CPUTimeSeries``, recorded on the CPU), merged by second when read; the system-wide
+/// values (open connections, memory, hit ratio, p99) from this thread's ring.
 ///
-/// Rules of this file: only the sampler thread appends; readers copy the ring under a lock
-/// held for the copy of one array reference.
+/// Rules of this file: only the sampler thread appends to its ring and writes the cache-hit
+/// feed; readers copy the ring under a lock held for the copy of one array reference.
 final class StatisticsSampler: @unchecked Sendable {
     static let history = 300
     private let ring = Mutex<TimeSeriesRing<RateSample>>(TimeSeriesRing(capacity: StatisticsSampler.history))
     private let pendingRings = Mutex<[PendingRing]>([])
     private let running = Atomic<Bool>(false)
     private let finished = Atomic<Bool>(true)
+    private let perCPU = Mutex<CPUTimeSeries?>(nil)
 
-    /// The samples, oldest first.
-    var samples: [RateSample] { ring.withLock { $0.elements } }
+    /// The samples, oldest first, with each CPU's own series merged in.
+    var samples: [RateSample] {
+        let system = ring.withLock { $0.elements }
+        guard let series = perCPU.withLock({ $0 }) else { return system }
+        return Self.merge(system, Self.settled(series.merged()), channels: series.channels.map(\.name))
+    }
     /// The newest sample.
-    var latest: RateSample? { ring.withLock { $0.last } }
+    var latest: RateSample? {
+        guard let last = ring.withLock({ $0.last }) else { return nil }
+        guard let series = perCPU.withLock({ $0 }) else { return last }
+        return Self.merge([last], Self.settled(series.merged()).suffix(1), channels: series.channels.map(\.name)).last
+    }
+
+    /// The per-CPU samples without the newest second while some CPU has yet to record it
+    /// (for two seconds at most: a CPU that stays away is drawn as zero).
+    static func settled(_ m: [CPUTimeSeries.Sample], now: Double = Date().timeIntervalSince1970) -> [CPUTimeSeries.Sample] {
+        guard let last = m.last, !last.present.allSatisfy({ $0 }), now - Double(last.second) < 2 else { return m }
+        return Array(m.dropLast())
+    }
     /// Cross-CPU messages waiting at the last sample (looked up on the sampler thread,
     /// since naming their functions may read files).
     var pending: [PendingRing] { pendingRings.withLock { $0 } }
 
-    /// Starts sampling `source` every `interval` (until ``stop()`` or `source` returns nil).
-    func start(interval: Duration = .seconds(1), system: LWKTSystem,
+    /// Starts sampling `source` every `interval` (until ``stop()`` or `source` returns nil),
+    /// and each CPU's own series: `http`'s counters (one block per CPU), memcached hits from
+    /// the feed, then the scheduler's (IPIs, busy, ready depth).
+    func start(interval: Duration = .seconds(1), system: LWKTSystem, http: [HTTPCounters] = [],
                source: @escaping @Sendable () -> ServerStatistics?) {
         guard running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
         finished.store(false, ordering: .releasing)
+        // memcached GET hits per owner CPU as of the last sample (the memcached service keeps
+        // its counters in its own CPU-local state; this thread copies them here, and each
+        // CPU's recorder reads its word).
+        let feed = CounterFeed(count: system.cpuCount)
+        func httpChannel(_ name: String, _ f: @escaping @Sendable (HTTPCounters) -> Int) -> CPUTimeSeries.Channel {
+            .init(name: name, kind: .rate) { cpu in cpu < http.count ? Int64(f(http[cpu])) : 0 }
+        }
+        let series = CPUTimeSeries(system: system, channels: [
+            httpChannel("requests") { $0.requests.load(ordering: .relaxed) },
+            httpChannel("bytes") { $0.bytesSent.load(ordering: .relaxed) },
+            httpChannel("errors") { $0.status4xx.load(ordering: .relaxed) &+ $0.status5xx.load(ordering: .relaxed) },
+            .init(name: "cache_hits", kind: .rate) { cpu in feed.load(cpu) },
+        ] + CPUTimeSeries.schedulerChannels(system), capacity: Self.history)
+        series.start()
+        perCPU.withLock { $0 = series }
         let step = max(0.01, Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18)
         Thread.detachNewThread { [self] in
+            defer { series.stop() }
             guard var previous = source() else { finished.store(true, ordering: .releasing); return }
             let latencies = system.latencies
             var previousLatency = latencies.httpService.merged()
@@ -83,6 +129,9 @@ final class StatisticsSampler: @unchecked Sendable {
                 }
                 guard running.load(ordering: .acquiring) else { break }
                 guard let now = source() else { break }
+                if let mc = now.memcached {
+                    for (i, c) in mc.prefix(system.cpuCount).enumerated() { feed.store(i, Int64(c["get_hits"] ?? 0)) }
+                }
                 let latency = latencies.httpService.merged()
                 let t = now.timestamp
                 let sample = Self.rates(from: previous, to: now, seconds: max(0.001, t - previousTime),
@@ -98,9 +147,40 @@ final class StatisticsSampler: @unchecked Sendable {
         }
     }
 
+    /// One sample per second the CPUs recorded (their own rates, merged by second), each
+    /// with the system-wide values (open connections, memory, hit ratio, p99) of the system
+    /// sample nearest in time. Without per-CPU samples, the system samples as they are.
+    static func merge<C: Collection<CPUTimeSeries.Sample>>(_ system: [RateSample], _ perCPU: C, channels: [String]) -> [RateSample] {
+        guard !perCPU.isEmpty, !system.isEmpty else { return system }
+        func column(_ s: CPUTimeSeries.Sample, _ name: String) -> [Double]? {
+            channels.firstIndex(of: name).map { s.values[$0] }
+        }
+        var j = 0
+        return perCPU.map { s in
+            // The system samples are in time order: walk to the nearest one.
+            let t = Double(s.second)
+            while j + 1 < system.count && abs(system[j + 1].timestamp - t) <= abs(system[j].timestamp - t) { j += 1 }
+            var m = system[j]
+            m.timestamp = t
+            m.seconds = s.seconds.max() ?? 1
+            let zero = [Double](repeating: 0, count: s.present.count)
+            m.requests = column(s, "requests") ?? zero
+            m.bytes = column(s, "bytes") ?? zero
+            m.errors = column(s, "errors") ?? zero
+            m.cacheHits = column(s, "cache_hits") ?? zero
+            m.ipis = column(s, "ipis") ?? zero
+            m.busyPercent = (column(s, "busy_percent") ?? zero).map { min(100, $0) }
+            m.readyDepth = column(s, "ready_depth")
+            m.readyDepthMax = column(s, "ready_depth_max")
+            m.cpuSeconds = s.seconds
+            return m
+        }
+    }
+
     /// Stops the sampler thread (waits up to a second for it).
     func stop() {
         running.store(false, ordering: .releasing)
+        perCPU.withLock { $0 }?.stop()
         for _ in 0..<100 where !finished.load(ordering: .acquiring) { usleep(10_000) }
     }
 
@@ -150,4 +230,19 @@ final class StatisticsSampler: @unchecked Sendable {
             hitRatio: gets > 0 ? hitSum / gets : nil,
             httpP99Nanos: latency.buckets.reduce(0, &+) > 0 ? latency.quantile(0.99) : 0)
     }
+}
+
+/// Counters one thread stores and the CPUs' recorders load (relaxed, one word each); freed
+/// with the last closure that holds it.
+final class CounterFeed: @unchecked Sendable {
+    private let words: UnsafeMutablePointer<Int64>
+    private let count: Int
+    init(count: Int) {
+        self.count = count
+        words = .allocate(capacity: max(1, count))
+        words.initialize(repeating: 0, count: max(1, count))
+    }
+    deinit { words.deallocate() }
+    func load(_ i: Int) -> Int64 { i < count ? lb_counter_load(words + i) : 0 }
+    func store(_ i: Int, _ v: Int64) { if i < count { lb_counter_store(words + i, v) } }
 }

@@ -1,3 +1,4 @@
+import FUSE
 import Foundation
 import LWKT
 
@@ -48,6 +49,7 @@ enum StatsPage {
         }
         h += lineChart("CPU busy", unit: "%", t, perCPU { $0.busyPercent }, fixedMax: 100)
         h += lineChart("IPIs received", unit: "IPIs/s", t, perCPU { $0.ipis })
+        h += lineChart("Ready-queue depth (mean over each second)", unit: "jobs", t, perCPU { $0.readyDepth ?? [] })
         h += "</div><h2>Latency</h2>" + latencyTable(s.latency)
         h += stallSection(s.stalls)
         h += "<h2>HTTP per CPU (since start)</h2><div class=grid>"
@@ -64,6 +66,10 @@ enum StatsPage {
         h += bars("Jobs run per CPU", cpus, [("kernel", counter(.jobsKernel)), ("user", counter(.jobsUser)),
                                              ("interrupt", counter(.jobsInterrupt)), ("soft int", counter(.jobsSoftInterrupt))])
         h += bars("Threads per CPU (run queue population)", cpus, [("threads", s.threadsPerCPU.map(Double.init))])
+        if let depth = s.rates?.readyDepth {
+            h += bars("Ready-queue depth per CPU (jobs waiting, last second)", cpus,
+                      [("mean", depth), ("largest", s.rates?.readyDepthMax ?? [])])
+        }
         h += bars("I/O and sleeping per CPU", cpus, [("I/O events", counter(.ioEvents)), ("sleeps", counter(.sleeps)),
                                                      ("timers", counter(.timerFired)), ("yields", counter(.yields))])
         h += heatmap("IPI matrix (row sends to column)", s.lwkt.ipiMatrix, labels: cpus)
@@ -102,6 +108,7 @@ enum StatsPage {
             h += bars("Packets forwarded between CPUs (≈0 with flow steering)", netCPUs,
                       [("forwarded to owner", net.cpus.map { Double($0.forwarded) }), ("received from others", net.cpus.map { Double($0.forwardedIn) })])
         }
+        if let f = s.fuse { h += fuseSection(f) }
         h += "</div><h2>Giant coverage</h2><p>Subsystems registered with the Giant token; red ones still take it (DragonFly's BGL chart). Token: \(s.lwkt.giantToken.acquisitions) acquisitions, \(s.lwkt.giantToken.contentions) contended.</p>"
         h += giant(s.lwkt.giant)
         h += "</body></html>\n"
@@ -224,6 +231,24 @@ extension StatsPage {
 }
 
 extension StatsPage {
+    /// A FUSE mount's channels: requests and errors per CPU channel and by operation, bytes
+    /// and the kernel's node ids.
+    static func fuseSection(_ f: FUSEStatistics) -> String {
+        let chans = f.channels.map { "cpu\($0.cpu)" }
+        var h = "</div><h2>FUSE mount \(esc(f.mountPoint)) (\(f.knownNodes) node ids held by the kernel)</h2><div class=grid>"
+        h += bars("Requests per CPU channel", chans, [("requests", f.channels.map { Double($0.requests) }),
+                                                      ("errors", f.channels.map { Double($0.errors) })])
+        let byOp = f.requestsByOpcode, errs = f.errorsByOpcode
+        let ops = byOp.sorted { $0.value == $1.value ? $0.key < $1.key : $0.value > $1.value }.prefix(12).map(\.key)
+        h += bars("Requests by operation (top \(ops.count))", ops, [("requests", ops.map { Double(byOp[$0] ?? 0) }),
+                                                                   ("errors", ops.map { Double(errs[$0] ?? 0) })])
+        h += bars("Payload bytes per CPU channel", chans, [("read", f.channels.map { Double($0.bytesRead) }),
+                                                           ("written", f.channels.map { Double($0.bytesWritten) })])
+        return h
+    }
+}
+
+extension StatsPage {
     /// `/_health`: answered by the CPU that accepted the connection, so an answer means
     /// that CPU runs; reports the schema version, a timestamp, uptime and CPU count.
     static func health(_ system: LWKTSystem) -> [UInt8] {
@@ -266,7 +291,8 @@ extension StatsPage {
     /// p50 … max of every histogram.
     static func latencyTable(_ l: [String: LatencySummary]) -> String {
         let rows = [("http_service", "HTTP request service"), ("memcached_command", "memcached command"),
-                    ("domsg_round_trip", "cross-CPU doMsg round trip"), ("ipi_delivery", "IPI delivery (sampled)")]
+                    ("domsg_round_trip", "cross-CPU doMsg round trip"), ("ipi_delivery", "IPI delivery (sampled)"),
+                    ("fuse_request", "FUSE request")]
         var h = "<table><tr><th>operation</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>"
         for (key, label) in rows {
             guard let x = l[key] else { continue }
@@ -279,7 +305,7 @@ extension StatsPage {
     static func stallSection(_ st: StallStatistics) -> String {
         var h = "<h2>Stalls</h2>"
         guard st.thresholdNanos > 0 else { return h + "<p>No stall watchdog runs (serve --stall-ms 0).</p>" }
-        h += "<p>Threshold \(ms(st.thresholdNanos)): \(st.detected) detected, \(st.reported) reported, \(st.suppressed) rate-limited.</p>"
+        h += "<p>Threshold \(ms(st.thresholdNanos)): \(st.detected) detected, \(st.reported) reported, \(st.suppressed) rate-limited. The watchdog has looked \(st.polls) times using \(String(format: "%.3f", st.watchdogCPUSeconds)) s of CPU.</p>"
         for r in st.recent.reversed().prefix(5) {
             h += "<details><summary>cpu\(r.cpu) · \(esc(r.thread)) (\(esc(r.priority))) · \(ms(r.durationNanos))\(r.ongoing ? " and running" : "")</summary><pre>"
             h += r.backtrace.prefix(24).map(esc).joined(separator: "\n") + "</pre></details>"

@@ -26,7 +26,7 @@ struct MemcachedCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Stop after this many seconds (default: run until SIGINT or SIGTERM).")
     var seconds: Double?
 
-    @Option(parsing: .unconditional, help: "Idle spin window in microseconds before a CPU sleeps (default: 50 with a core to spare, 2 when the CPUs take every core).")
+    @Option(parsing: .unconditional, help: "Idle spin window in microseconds before a CPU sleeps (default: 50, or 2 when CPUs outnumber cores).")
     var spinMicroseconds: Int?
 
     @Flag(help: "Do not pin each CPU's thread to a core (let the host scheduler place them, as memcached's threads are).")
@@ -51,10 +51,7 @@ struct MemcachedCommand: AsyncParsableCommand {
         let signals = SignalWaiter()
         let address = try parseAddress(memcached, option: "--memcached")
         let system: LWKTSystem
-        let cpus = cpuOptions.cpus ?? LWKT.onlineCores
-        let spin = spinMicroseconds.map { Duration.microseconds($0) }
-            ?? MemcachedService.recommendedIdleSpin(cpus: cpus, cores: LWKT.onlineCores)
-        let configuration = LWKTConfiguration(idleSpin: spin, pin: !noPin)
+        let configuration = LWKTConfiguration(idleSpin: spinMicroseconds.map { .microseconds($0) }, pin: !noPin)
         do { system = try LWKT.boot(cpus: cpuOptions.cpus, configuration: configuration) } catch {
             throw runtimeFailure(ExitStatus.osError, "cannot boot the CPUs: \(error)")
         }

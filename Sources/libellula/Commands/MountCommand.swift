@@ -2,6 +2,9 @@ import ArgumentParser
 import FUSE
 import Foundation
 import LWKT
+import Logging
+import Services
+import Slab
 import VFS
 
 /// `libellula mount`: serves a VFS namespace (MemFS, or HostFS over a host directory) as a
@@ -42,8 +45,12 @@ struct MountCommand: AsyncParsableCommand {
     @Option(help: "Write the per-CPU channel and namecache counters as JSON to this file every second.")
     var statsFile: String?
 
+    @Option(help: "Serve the statistics pages (/_stats, /_stats.json, /metrics, /_health) with the FUSE channels' counters on ADDR:PORT, for a browser, Prometheus or `libellula stat --url http://ADDR:PORT`.")
+    var stats: String?
+
     func validate() throws {
         if root != nil && memfs { throw ValidationError("--root and --memfs exclude each other") }
+        if let stats { _ = try parseAddress(stats, option: "--stats") }
         if entryTimeout < 0 || attrTimeout < 0 || (negativeTimeout ?? 0) < 0 { throw ValidationError("timeouts must be 0 or more") }
     }
 
@@ -54,7 +61,9 @@ struct MountCommand: AsyncParsableCommand {
                 throw runtimeFailure(ExitStatus.forErrno(error.rawValue), "cannot open --root \(root): \(errorText(error.rawValue))")
             }
         } else {
-            fs = MemFS(rootMode: 0o755)
+            // The mount's root belongs to whoever mounts it (a non-root user can use their
+            // own MemFS mount; the kernel checks everyone else against it).
+            fs = MemFS(rootMode: 0o755, owner: Credentials(uid: geteuid(), gid: getegid()))
         }
         let vfs = VirtualFileSystem(rootFileSystem: fs)
         let system = try LWKT.boot(cpus: cpuOptions.cpus)
@@ -67,6 +76,25 @@ struct MountCommand: AsyncParsableCommand {
         } catch let e as FUSEError {
             _ = try? await system.shutdown()
             throw runtimeFailure(Self.exitStatus(e), e.description)
+        }
+        // The statistics pages: an HTTP server on the mount's own CPUs that serves nothing
+        // but them (its namespace is an empty MemFS), with the channels' counters.
+        var statsServer: HTTPServer<HostSocketStack>?
+        var statsSource: FUSEStatisticsSource?
+        if let stats {
+            var config = HTTPServerConfiguration()
+            config.address = try parseAddress(stats, option: "--stats")
+            let http = try HTTPServer(system: system, stack: HostSocketStack(system: system),
+                                      vfs: VirtualFileSystem(rootFileSystem: MemFS()), slab: SlabAllocator(system: system),
+                                      configuration: config, logger: Logger(label: "libellula.mount.stats"))
+            statsSource = FUSEStatisticsSource.register(on: system) { [server] in server.fullStatistics }
+            do { try http.start() } catch {
+                server.stop()
+                _ = try? await system.shutdown()
+                throw ServeCommand.listenFailure("--stats", stats, error)
+            }
+            statsServer = http
+            print("libellula mount: statistics on http://\(http.address)/_stats (also /_stats.json, /metrics)")
         }
         print("libellula mount: \(root.map { "HostFS \($0)" } ?? "MemFS") on \(mountPoint), \(system.cpuCount) CPUs (one FUSE channel each)")
         fflush(nil)
@@ -101,6 +129,8 @@ struct MountCommand: AsyncParsableCommand {
         for s in server.statistics {
             print("cpu\(s.cpu): requests \(s.requests) errors \(s.errors) lookups \(s.lookups) negative \(s.negativeLookups) getattr \(s.getattrs) reads \(s.reads) (\(s.bytesRead) B) writes \(s.writes) (\(s.bytesWritten) B) forgets \(s.forgets)")
         }
+        if let statsServer { await statsServer.stop() }
+        _ = statsSource
         print("libellula mount: unmounted \(mountPoint)")
         try await system.shutdown()
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FUSE
 import Foundation
 import Services
 
@@ -49,6 +50,11 @@ struct StatCommand: AsyncParsableCommand {
         print("libellula at \(stats.address): \(stats.lwkt.cpuCount) CPUs, up \(stats.lwkt.uptimeNanos / 1_000_000_000) s, \(stats.threadCount) LWKT threads")
         print("")
         StatTables.print(stats.lwkt)
+        if let depth = stats.rates?.readyDepth {
+            let largest = stats.rates?.readyDepthMax ?? []
+            print("ready-queue depth     " + depth.map { String(format: "%.1f", $0).leftPad(12) }.joined() + "   (jobs waiting, mean over the last second)")
+            print("ready-queue largest   " + largest.map { String(Int($0)).leftPad(12) }.joined())
+        }
         print("")
         print("HTTP per CPU")
         let httpRows: [(String, (HTTPCPUStatistics) -> Int)] = [
@@ -57,10 +63,10 @@ struct StatCommand: AsyncParsableCommand {
             ("requests", { $0.requests }), ("2xx", { $0.responses2xx }), ("3xx", { $0.responses3xx }),
             ("4xx", { $0.responses4xx }), ("5xx", { $0.responses5xx }), ("bytes sent", { $0.bytesSent }),
         ]
-        table(columns: stats.http.map { "cpu\($0.cpu)" }, rows: httpRows.map { (l, f) in (l, stats.http.map(f)) })
+        Self.table(columns: stats.http.map { "cpu\($0.cpu)" }, rows: httpRows.map { (l, f) in (l, stats.http.map(f)) })
         print("")
         print("Slab per CPU")
-        table(columns: stats.slab.cpus.map { "cpu\($0.cpu)" }, rows: [
+        Self.table(columns: stats.slab.cpus.map { "cpu\($0.cpu)" }, rows: [
             ("zones held", stats.slab.cpus.map { $0.zonesHeld }),
             ("free zones cached", stats.slab.cpus.map { $0.freeZonesCached }),
             ("zones from region", stats.slab.cpus.map { $0.zonesFromRegion }),
@@ -72,11 +78,15 @@ struct StatCommand: AsyncParsableCommand {
         print("")
         let n = stats.namecache
         print("Namecache: hit rate \(String(format: "%.1f", n.hitRate * 100)) % (hits \(n.hits), negative hits \(n.negativeHits), misses \(n.misses)), \(n.records) records, lock-free lookups \(n.fastLookups), locked \(n.slowLookups)")
+        if let f = stats.fuse {
+            print("")
+            Self.printFUSE(f)
+        }
         if let mc = stats.memcached {
             print("")
             print("memcached per CPU (owner)")
             let keys = ["curr_items", "bytes", "curr_connections", "cmd_get", "get_hits", "get_misses", "cmd_set", "evictions"]
-            table(columns: mc.indices.map { "cpu\($0)" }, rows: keys.map { k in (k, mc.map { $0[k] ?? 0 }) })
+            Self.table(columns: mc.indices.map { "cpu\($0)" }, rows: keys.map { k in (k, mc.map { $0[k] ?? 0 }) })
         }
         print("")
         print("Latency (since start)        count        p50        p99      p99.9        max")
@@ -88,7 +98,7 @@ struct StatCommand: AsyncParsableCommand {
         print("Stalls: \(stats.stalls.detected) over \(stats.stalls.thresholdNanos / 1_000_000) ms (\(stats.stalls.reported) reported)")
     }
 
-    private func table(columns: [String], rows: [(String, [Int])]) {
+    private static func table(columns: [String], rows: [(String, [Int])]) {
         var header = "".padding(toLength: 22, withPad: " ", startingAt: 0)
         for c in columns { header += c.leftPad(12) }
         print(header)
@@ -96,6 +106,37 @@ struct StatCommand: AsyncParsableCommand {
             var line = label.padding(toLength: 22, withPad: " ", startingAt: 0)
             for v in values { line += String(v).leftPad(12) }
             print(line)
+        }
+    }
+
+    /// A FUSE mount's channels as tables: totals per CPU channel, then requests and errors
+    /// per operation and channel.
+    static func printFUSE(_ f: FUSEStatistics) {
+        print("FUSE mount \(f.mountPoint): \(f.knownNodes) node ids held by the kernel")
+        let cols = f.channels.map { "cpu\($0.cpu)" }
+        let rows: [(String, (FUSEChannelStatistics) -> UInt64)] = [
+            ("requests", { $0.requests }), ("errors", { $0.errors }), ("bytes read", { $0.bytesRead }),
+            ("bytes written", { $0.bytesWritten }), ("waits", { $0.waits }),
+        ]
+        table(columns: cols, rows: rows.map { (l, g) in (l, f.channels.map { Int(g($0)) }) })
+        let ops = f.requestsByOpcode.keys.sorted()
+        if !ops.isEmpty {
+            print("FUSE requests by operation (errors in parentheses)")
+            var header = "  " + "operation".padding(toLength: 16, withPad: " ", startingAt: 0)
+            for c in cols { header += c.leftPad(16) }
+            print(header)
+            for op in ops {
+                var line = "  " + op.padding(toLength: 16, withPad: " ", startingAt: 0)
+                for c in f.channels {
+                    let e = c.errorsByOpcode[op] ?? 0
+                    line += ("\(c.requestsByOpcode[op] ?? 0)" + (e > 0 ? " (\(e))" : "")).leftPad(16)
+                }
+                print(line)
+            }
+        }
+        for c in f.channels {
+            guard let l = c.latency, l.count > 0 else { continue }
+            print("  cpu\(c.cpu) service time: p50 \(Double(l.p50Nanos) / 1000) µs, p99 \(Double(l.p99Nanos) / 1000) µs, max \(Double(l.maxNanos) / 1000) µs over \(l.count)")
         }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FUSE
 import Foundation
 import Services
 
@@ -23,13 +24,14 @@ struct StatWatch {
         while iterations.map({ shown < $0 }) ?? true {
             try await Task.sleep(for: .milliseconds(Int(interval * 1000)))
             let now = try fetch()
-            shown += 1
             // The server reuses a rendered document for its statistics interval: wait for
-            // a newer one rather than divide by zero.
+            // a newer one rather than divide by zero (a screen counts only when drawn, so
+            // --iterations N always shows N screens).
             if now.timestamp <= previous.timestamp { continue }
             let screen = Self.render(previous: previous, now: now, width: Self.terminalWidth())
             print("\u{1B}[H\u{1B}[2J" + screen, terminator: "")
             fflush(nil)
+            shown += 1
             previous = now
         }
     }
@@ -59,7 +61,7 @@ struct StatWatch {
         line("HTTP  \(rate(r.requests.reduce(0, +))) req/s   \(rate(r.bytes.reduce(0, +) / 1_048_576)) MiB/s   \(rate(r.errors.reduce(0, +))) errors/s   \(r.openConnections) open   RSS \(b.process.residentBytes / 1_048_576) MiB   stalls \(b.stalls.detected)")
         line("")
         let barWidth = max(10, min(40, width - 60))
-        line("CPU    busy" + String(repeating: " ", count: barWidth - 1) + "     req/s    IPIs/s  threads")
+        line("CPU    busy" + String(repeating: " ", count: barWidth - 1) + "     req/s    IPIs/s  threads  ready")
         for i in 0..<b.lwkt.cpuCount {
             let busy = i < r.busyPercent.count ? r.busyPercent[i] : 0
             let fill = Int((busy / 100 * Double(barWidth)).rounded())
@@ -67,12 +69,13 @@ struct StatWatch {
             let req = i < r.requests.count ? r.requests[i] : 0
             let ipi = i < r.ipis.count ? r.ipis[i] : 0
             let threads = i < b.threadsPerCPU.count ? b.threadsPerCPU[i] : 0
+            let ready = b.rates?.readyDepth.flatMap { i < $0.count ? String(format: "%.1f", $0[i]) : nil } ?? "-"
             line("cpu\(i)".padding(toLength: 6, withPad: " ", startingAt: 0) + bar + String(format: " %3.0f%%", busy)
-                 + rate(req).leftPad(10) + rate(ipi).leftPad(10) + String(threads).leftPad(9))
+                 + rate(req).leftPad(10) + rate(ipi).leftPad(10) + String(threads).leftPad(9) + ready.leftPad(7))
         }
         line("")
         line("latency        count        p50        p99      p99.9        max")
-        for (key, label) in [("http_service", "http"), ("memcached_command", "memcached"), ("domsg_round_trip", "doMsg"), ("ipi_delivery", "IPI")] {
+        for (key, label) in [("http_service", "http"), ("memcached_command", "memcached"), ("domsg_round_trip", "doMsg"), ("ipi_delivery", "IPI"), ("fuse_request", "FUSE")] {
             guard let l = b.latency[key] else { continue }
             line(label.padding(toLength: 10, withPad: " ", startingAt: 0) + String(l.count).leftPad(10)
                  + ms(l.p50Nanos).leftPad(11) + ms(l.p99Nanos).leftPad(11) + ms(l.p999Nanos).leftPad(11) + ms(l.maxNanos).leftPad(11))
@@ -93,6 +96,20 @@ struct StatWatch {
             }
         } else {
             line("memcached  not running")
+        }
+        if let f = b.fuse {
+            // FUSE: request and error rates over the interval, per CPU channel.
+            let before = a.fuse?.channels ?? []
+            func delta(_ c: FUSEChannelStatistics, _ g: (FUSEChannelStatistics) -> UInt64) -> Double {
+                let old = before.first { $0.cpu == c.cpu }.map(g) ?? 0
+                return Double(g(c) >= old ? g(c) - old : 0) / max(0.001, r.seconds)
+            }
+            line("")
+            line("FUSE \(f.mountPoint)  \(rate(f.channels.reduce(0) { $0 + delta($1, \.requests) })) req/s   \(rate(f.channels.reduce(0) { $0 + delta($1, \.errors) })) errors/s   \(f.knownNodes) node ids")
+            for c in f.channels {
+                let ops = c.requestsByOpcode.sorted { $0.value > $1.value }.prefix(4).map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+                line("cpu\(c.cpu)".padding(toLength: 6, withPad: " ", startingAt: 0) + rate(delta(c, \.requests)).leftPad(10) + " req/s" + rate(delta(c, \.errors)).leftPad(8) + " err/s   " + ops)
+            }
         }
         if let last = b.stalls.recent.last {
             line("")

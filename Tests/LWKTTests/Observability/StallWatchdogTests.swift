@@ -74,6 +74,8 @@ func spinForStallTest(milliseconds: UInt64) -> Int {
         let s = dog.statistics
         #expect(s.detected == 2)
         #expect(s.reported == 1 && s.suppressed == 1)
+        // Its own cost is accounted when it stops.
+        #expect(s.polls > 0 && s.watchdogCPUSeconds > 0, "\(s.polls) polls, \(s.watchdogCPUSeconds) s")
     }
 }
 

@@ -25,7 +25,8 @@ enum ServeBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
 }
 
 /// The HTTP and memcached checks of the other suites (python http.client conformance, curl,
-/// pipelining, traversal spellings, pymemcache), run from the rig's peer namespace against a
+/// pipelining, traversal spellings, byte-for-byte replies against Debian's memcached,
+/// pymemcache), run from the rig's peer namespace against a
 /// real `libellula serve` in the router namespace, once per backend: host sockets and the
 /// own TCP/IP stack over the TAP. Then 1,000 connections open at once (none lost, both
 /// CPUs accept), and SIGTERM with connections open (they are closed, the process exits 0).
@@ -94,6 +95,25 @@ enum ServeBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
         for line in lines {
             let status = Int(line.split(separator: " ").last ?? "") ?? -1
             #expect([400, 403, 404].contains(status), "\(backend) traversal: \(line)")
+        }
+
+        // Byte for byte against Debian's memcached (the oracle runs in the peer namespace on
+        // its loopback), on a cache nothing else has touched yet.
+        if let memcached = which("memcached") {
+            do {
+                let oracle = try CLIProcess(ServeRig.ip, ["netns", "exec", rig.peer, memcached, "-l", "127.0.0.1", "-p", "11299",
+                                                          "-U", "0", "-t", "2", "-m", "64", "-u", "root"])
+                let up = rig.inPeer("/bin/bash", ["-c", "for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/11299) 2>/dev/null && exit 0; sleep 0.05; done; exit 1"])
+                #expect(up.status == 0, "\(backend): memcached (the oracle) did not start")
+                let diff = rig.inPeer(ServeRig.python, [ServeRig.oracle, "127.0.0.1:11299", "\(host):11211"], timeout: 120)
+                #expect(diff.status == 0 && diff.output.contains(" 0 mismatches"), "\(backend) oracle differences:\n\(diff.output)")
+                oracle.signal(SIGKILL)
+                _ = oracle.waitForExit(timeout: 10)
+            } catch {
+                Issue.record("\(backend): cannot start memcached as the oracle: \(error)")
+            }
+        } else {
+            print("skipping the byte-for-byte memcached comparison (\(backend)): Debian's memcached is not installed (Scripts/test-deps.txt)")
         }
 
         // pymemcache: every command it has, against the memcached service on the same stack.

@@ -19,6 +19,7 @@ final class ServeRig: @unchecked Sendable {
     static let checks = repository.appendingPathComponent("Tests/ServicesTests/Scripts/backend_checks.py").path
     static let conformance = repository.appendingPathComponent("Tests/ServicesTests/Scripts/http_conformance.py").path
     static let pymemcacheCheck = repository.appendingPathComponent("Scripts/memcached/pymemcache_check.py").path
+    static let oracle = repository.appendingPathComponent("Scripts/memcached/oracle.py").path
     /// The python3 on PATH (the one Scripts/test.sh installs pymemcache for).
     static let python = which("python3") ?? "/usr/bin/python3"
     static let ip = "/usr/sbin/ip"

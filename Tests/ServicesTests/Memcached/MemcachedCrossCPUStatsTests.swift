@@ -66,14 +66,4 @@ import Testing
             }
         }
     }
-
-    /// CPUs that take every core spin briefly before sleeping (the clients and the kernel
-    /// need those cores); with a core to spare, LWKT's own default stays.
-    @Test func idleSpinIsShortWhenTheCPUsTakeEveryCore() {
-        #expect(MemcachedService.recommendedIdleSpin(cpus: 2, cores: 2) == .microseconds(2))
-        #expect(MemcachedService.recommendedIdleSpin(cpus: 4, cores: 2) == .microseconds(2))
-        #expect(MemcachedService.recommendedIdleSpin(cpus: 1, cores: 2) == nil)
-        #expect(MemcachedService.recommendedIdleSpin(cpus: 3, cores: 16) == nil)
-        #expect(MemcachedService.recommendedIdleSpin(cpus: 1, cores: 1) == nil)
-    }
 }

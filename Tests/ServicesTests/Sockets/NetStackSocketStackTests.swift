@@ -159,6 +159,32 @@ func exchange(_ stack: NetStack, _ server: IPv4Endpoint, _ request: String) asyn
         }
     }
 
+    /// A connection the service drops without closing is reset, not leaked: the client's
+    /// read fails with ECONNRESET and the server's PCB goes away.
+    @Test(.timeLimit(.minutes(2)))
+    func droppedConnectionIsReset() async throws {
+        try await OwnStackPair.run(cpus: 1) { p in
+            let sockets = NetStackSocketStack(stack: p.server)
+            let ls = try sockets.listen(on: SocketAddress(ipv4: 0, port: 0), cpus: p.system.cpus)
+            let l = try #require(ls.first)
+            let client = try await TCPConnection.connect(p.client, to: IPv4Endpoint(OwnStackPair.serverAddress, l.address.port),
+                                                         timeout: .seconds(20))
+            do {
+                let accepted = try await l.accept()
+                #expect(accepted.peer.port == client.local.port)
+            }   // dropped here, on its CPU, without close
+            do {
+                let got = try await client.read(max: 100, timeout: .seconds(20))
+                Issue.record("read \(got.count) bytes instead of a reset")
+            } catch {
+                #expect(error as? TCPError == .connectionReset, "\(error)")
+            }
+            client.abort()
+            l.close()
+            #expect(p.server.tcpConnectionCount(cpu: 0) == 0)
+        }
+    }
+
     /// Listening errors carry the errno a Linux program expects.
     @Test(.timeLimit(.minutes(2)))
     func listenErrorsCarryLinuxErrnos() async throws {

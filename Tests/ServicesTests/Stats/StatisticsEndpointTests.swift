@@ -96,3 +96,51 @@ import Testing
         #expect(decoded.http.reduce(0) { $0 + $1.requests } >= 1)
     }
 }
+
+/// Each CPU's own per-second series, merged into the samples `/_stats` draws.
+@Suite(.serialized) struct PerCPUSeriesTests {
+    /// Requests served are counted in the CPUs' own rings (their per-second rates add up to
+    /// the requests made over the samples that cover them), and every sample carries each
+    /// CPU's ready-queue depth, which `/metrics` and `/_stats.json` show.
+    static func counted(_ samples: [RateSample]) -> Double {
+        samples.reduce(0.0) { sum, r in
+            guard let secs = r.cpuSeconds else { return sum }
+            return sum + zip(r.requests, secs).reduce(0.0) { $0 + $1.0 * $1.1 }
+        }
+    }
+
+    @Test func samplesCarryEachCPUsRatesAndReadyDepth() async throws {
+        let s = try TestServer()
+        let port = s.port
+        var made = 0
+        for _ in 0..<3 {
+            made += try await blocking { try StatisticsEndpointTests.get(port, "/hello.txt", requests: Array(repeating: "/", count: 24)) }.count
+            try await Task.sleep(for: .milliseconds(700))
+        }
+        // Let the recorders close the second of the last requests.
+        let deadline = ContinuousClock.now + .seconds(10)
+        var samples: [RateSample] = []
+        while ContinuousClock.now < deadline {
+            samples = s.server.core.sampler.samples
+            if Self.counted(samples) >= Double(made) - 0.5 && samples.count >= 3 { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let metrics = try await blocking { try StatisticsEndpointTests.get(port, "/metrics") }.first?.text ?? ""
+        let json = try await blocking { try StatisticsEndpointTests.get(port, "/_stats.json") }.first?.body ?? []
+        try await s.shutdown()
+        // Each CPU's rate times the seconds its sample covers is its count: together, every
+        // request made (the system samples cover every recorded second since the start).
+        let counted = Self.counted(samples)
+        #expect(abs(counted - Double(made)) < 0.5, "counted \(counted) of \(made) requests in \(samples.count) samples")
+        let withDepth = samples.filter { $0.readyDepth?.count == 2 }
+        #expect(!withDepth.isEmpty, "no sample with both CPUs' ready depth")
+        #expect(withDepth.allSatisfy { $0.readyDepth?.allSatisfy { $0 >= 0 } == true })
+        #expect(withDepth.allSatisfy { $0.readyDepthMax?.count == 2 })
+        #expect(metrics.contains("# TYPE libellula_lwkt_ready_depth gauge"))
+        #expect(metrics.contains("libellula_lwkt_ready_depth{cpu=\"1\"}"))
+        #expect(metrics.contains("# TYPE libellula_lwkt_ready_depth_max gauge"))
+        let doc = try JSONSerialization.jsonObject(with: Data(json)) as? [String: Any]
+        let rates = doc?["rates"] as? [String: Any]
+        #expect((rates?["ready_depth"] as? [Any])?.count == 2, "rates: \(String(describing: rates))")
+    }
+}
