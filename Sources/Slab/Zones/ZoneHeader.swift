@@ -1,8 +1,9 @@
 import Synchronization
 
-/// The in-band header at the start of every 128 KiB zone.
+/// The in-band header of every 128 KiB zone, at one of 16 coloured offsets in the zone's
+/// first 4 KiB (``ZoneLayout/header(of:)``).
 ///
-/// Three cache lines, by who touches them:
+/// Three cache lines, by who touches them (offsets from the header's start):
 /// - line 0 (bytes 0–63): fixed while the zone is live (identity, geometry, owner). Remote
 ///   freers read it on every free, so the owner never writes it after
 ///   ``Arena/initializeZone(_:sizeClass:zeroed:)``: it stays shared in every cache.
