@@ -36,9 +36,9 @@ final class FUSERequestBuffers: @unchecked Sendable {
 /// host (`goesToWorker`): then it queues the request for one of the channel's worker
 /// threads and reads the next one, so a request parked on the host-I/O pool or on a held
 /// record lock never holds up the others. Requests in flight are bounded by the buffer
-/// sets (`FUSEChannel.bufferSets`); with none free the reader parks until a worker returns
-/// one. A reply goes back on this descriptor, as the kernel requires; the kernel matches
-/// replies to requests by their unique id, in any order.
+/// sets (`FUSEChannel.bufferSets`, made only when requests overlap); with none free the
+/// reader parks until a worker returns one. A reply goes back on this descriptor, as the
+/// kernel requires; the kernel matches replies to requests by their unique id, in any order.
 final class FUSEChannel: @unchecked Sendable {
     unowned let server: FUSEServer
     let cpu: Int
@@ -47,6 +47,9 @@ final class FUSEChannel: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     /// Buffer sets not in use.
     private var free: [FUSERequestBuffers] = []
+    /// Buffer sets made so far (made on demand, up to `maxBufferSets`: ~2 MiB each).
+    private var made = 1
+    private let maxBufferSets: Int
     /// Requests read and waiting for a worker.
     private var queue: [FUSERequestBuffers] = []
     /// Whether the reader waits for a buffer set.
@@ -64,8 +67,8 @@ final class FUSEChannel: @unchecked Sendable {
         self.cpu = cpu
         self.fd = fd
         counters = FUSEChannelCounters(latency: server.system.latencies.fuseRequest, cpu: cpu)
-        let sets = server.vfs.mayBlock ? Self.bufferSets : 1
-        for _ in 0..<sets { free.append(FUSERequestBuffers()) }
+        maxBufferSets = server.vfs.mayBlock ? Self.bufferSets : 1
+        free.append(FUSERequestBuffers())
     }
 
     func requestStop() { stopping.store(true, ordering: .relaxed) }
@@ -81,6 +84,10 @@ final class FUSEChannel: @unchecked Sendable {
             LWKT.wakeup(workerChannel)
         }
         while !stopping.load(ordering: .relaxed) {
+            if free.isEmpty && made < maxBufferSets {
+                free.append(FUSERequestBuffers())
+                made += 1
+            }
             guard let buf = free.popLast() else {
                 readerWaits = true
                 do { _ = try await LWKT.tsleep(on: readerChannel, until: { !self.free.isEmpty }) } catch { return }
@@ -131,13 +138,14 @@ final class FUSEChannel: @unchecked Sendable {
     }
 
     /// Requests that usually ask the host on a mount whose calls can block; the others
-    /// (cached lookups and attributes, forgets, releases) are answered by the reader.
+    /// (lookups and attributes, mostly cached; forgets) are answered by the reader.
     static func goesToWorker(_ opcode: UInt32) -> Bool {
         switch opcode {
         case FUSE_READ.rawValue, FUSE_WRITE.rawValue, FUSE_CREATE.rawValue, FUSE_MKNOD.rawValue, FUSE_MKDIR.rawValue,
              FUSE_UNLINK.rawValue, FUSE_RMDIR.rawValue, FUSE_RENAME.rawValue, FUSE_RENAME2.rawValue, FUSE_LINK.rawValue,
              FUSE_SYMLINK.rawValue, FUSE_SETATTR.rawValue, FUSE_OPEN.rawValue, FUSE_OPENDIR.rawValue,
-             FUSE_READDIR.rawValue, FUSE_READDIRPLUS.rawValue, FUSE_STATFS.rawValue:
+             FUSE_READDIR.rawValue, FUSE_READDIRPLUS.rawValue, FUSE_STATFS.rawValue, FUSE_RELEASE.rawValue,
+             FUSE_RELEASEDIR.rawValue:
             return true
         default:
             return false

@@ -206,7 +206,13 @@ extension FUSEServer {
 
         case FUSE_RELEASE.rawValue, FUSE_RELEASEDIR.rawValue:
             guard argLength >= 8 else { throw .inval }
-            FUSEOpenFile.release(handle: arg.loadUnaligned(as: UInt64.self))?.close(process)
+            guard let f = FUSEOpenFile.release(handle: arg.loadUnaligned(as: UInt64.self)) else { return 0 }
+            // Closing a host descriptor can wait (a network file system flushes): on the pool.
+            if vfs.mayBlock {
+                try await vfs.hostIO.perform { () throws(VFSError) in f.close(process) }
+            } else {
+                f.close(process)
+            }
             return 0
 
         case FUSE_FSYNC.rawValue:

@@ -95,4 +95,56 @@ import Testing
         #expect(afterStats.finishedOnCPU - afterCreate.finishedOnCPU >= 50, "cached lookups left the CPU: \(afterStats)")
         #expect(afterStats.submitted - afterCreate.submitted < 25, "cached lookups went to the pool: \(afterStats)")
     }
+
+    /// On a HostFS mount a waiting request does not hold up the channel: while a MKDIR waits
+    /// for a directory record that an LWKT thread holds, reads of an open file through the
+    /// same single CPU are answered (they go to another worker thread of the channel).
+    @Test func aWaitingRequestDoesNotHoldUpTheChannel() throws {
+        guard let rig = try MountRig.make(hostBacked: true, cpus: 1) else { return }
+        defer { rig.close() }
+        #expect(mkdir(rig.path + "/sub", 0o755) == 0)
+        let data = [UInt8](repeating: 0x5a, count: 1 << 20)
+        let w = open(rig.backing! + "/g", O_CREAT | O_WRONLY, 0o644)
+        #expect(data.withUnsafeBytes { write(w, $0.baseAddress, $0.count) } == data.count)
+        close(w)
+        let g = open(rig.path + "/g", O_RDONLY)
+        #expect(g >= 0)
+        defer { close(g) }
+        let p = rig.vfs.makeProcess()
+        let sub = try p.nlookup(Array("/sub".utf8), follow: true).record
+        let flags = Flags()
+        let deadline = Self.now() + 20_000_000_000
+        _ = LWKTThread.spawn(on: try rig.system.cpu(0), name: "holder") {
+            do {
+                try await sub.lock(.exclusive)
+                flags.holding.store(true, ordering: .releasing)
+                while Self.now() < deadline, !flags.stop.load(ordering: .acquiring) { try await LWKT.sleep(for: .milliseconds(1)) }
+                flags.doneBeforeRelease.store(flags.stop.load(ordering: .acquiring), ordering: .relaxed)
+                flags.released.store(true, ordering: .releasing)
+                sub.unlock(.exclusive)
+            } catch {}
+        }
+        while !flags.holding.load(ordering: .acquiring), Self.now() < deadline { usleep(1_000) }
+        let maker = Thread { if mkdir(rig.path + "/sub/d", 0o755) == 0 { flags.mkdirDone.store(true, ordering: .releasing) } }
+        maker.start()
+        // Wait until the MKDIR waits for /sub's record (a worker thread parked on it).
+        while !sub.recordLock.hasSleepers, Self.now() < deadline { usleep(1_000) }
+        var buf = [UInt8](repeating: 0, count: 4096)
+        var readsOK = 0
+        for i in 0..<16 {
+            let n = buf.withUnsafeMutableBytes { pread(g, $0.baseAddress, 4096, off_t(i * 65536)) }
+            if n == 4096 && buf[0] == 0x5a { readsOK += 1 }
+        }
+        let mkdirStillWaiting = !flags.mkdirDone.load(ordering: .acquiring)
+        flags.stop.store(true, ordering: .releasing)
+        while !flags.mkdirDone.load(ordering: .acquiring), Self.now() < deadline { usleep(1_000) }
+        let answeredWhileHeld = flags.doneBeforeRelease.load(ordering: .relaxed)
+        let mkdirDone = flags.mkdirDone.load(ordering: .acquiring)
+        #expect(readsOK == 16)
+        #expect(mkdirStillWaiting, "the MKDIR did not wait for the held record")
+        #expect(answeredWhileHeld, "the reads were answered only after the record was released")
+        #expect(mkdirDone)
+        var st = stat()
+        #expect(lstat(rig.path + "/sub/d", &st) == 0 && st.st_mode & S_IFMT == S_IFDIR)
+    }
 }

@@ -158,4 +158,39 @@ import Testing
         }
         #expect(pool.statistics.submitted == 0)
     }
+
+    /// The pool's latency histogram and quantiles: every answered call is in one bucket, the
+    /// quantiles are ordered and inside the observed range, and the phase sums add up to no
+    /// more than the total latency.
+    @Test func latencyHistogramAndQuantiles() async throws {
+        #expect(HostIOPool.quantile([], 0.5) == 0)
+        // 90 calls in [1024, 2048) ns and 10 in [1 Mi, 2 Mi) ns.
+        var buckets = [Int](repeating: 0, count: 22)
+        buckets[10] = 90
+        buckets[20] = 10
+        let p50 = HostIOPool.quantile(buckets, 0.5), p99 = HostIOPool.quantile(buckets, 0.99)
+        #expect(p50 >= 1024 && p50 < 2048)
+        #expect(p99 >= 1 << 20 && p99 <= 1 << 21)
+        let (dir, vfs, p) = try makeHostVFS()
+        defer { removeTree(dir); vfs.hostIO.shutdown() }
+        try writeFile(p, "/host/f", "x")
+        try await withLWKT(cpus: 1) { system in
+            try await system.run(on: 0) {
+                for _ in 0..<20 {
+                    _ = try await p.offCPU { () throws -> FileAttributes in
+                        let fd = try p.open("/host/f")
+                        defer { try? p.close(fd) }
+                        return try p.fstat(fd)
+                    }
+                }
+            }
+        }
+        let s = vfs.hostIO.statistics
+        #expect(s.completed == 20)
+        #expect(s.latencyHistogram.reduce(0, +) == 20)
+        #expect(s.p50LatencyNanos > 0 && s.p50LatencyNanos <= s.p99LatencyNanos)
+        #expect(s.p99LatencyNanos <= 2 * s.maxLatencyNanos)
+        #expect(s.totalQueueWaitNanos + s.totalRunNanos + s.totalAnswerNanos <= s.totalLatencyNanos)
+        #expect(s.wakeups <= s.submitted)
+    }
 }
