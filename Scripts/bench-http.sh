@@ -13,7 +13,8 @@
 #
 # Usage: Scripts/bench-http.sh [CPUS] [SECONDS] [CONNECTIONS]     (defaults: 1 5 64)
 # BEFORE_BIN=path/to/older/libellula adds that binary, hot cache off, to the same run (a
-# before/after comparison of the same rows).
+# before/after comparison of the same rows). ROUNDS=N repeats every row N times (the servers
+# stay up, so later rounds are warm) and reports medians.
 # Needs: wrk, nginx, bc, curl, gcc (Debian: apt-get install wrk nginx bc curl gcc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ cd "$(dirname "$0")/.."
 CPUS=${1:-1}
 SECS=${2:-5}
 CONNS=${3:-64}
+ROUNDS=${ROUNDS:-1}
 CORES=$(nproc)
 if [ "$CPUS" -ge "$CORES" ]; then echo "need more cores than server CPUs (have $CORES)" >&2; exit 1; fi
 SERVER_SET="0-$((CPUS - 1))"
@@ -29,9 +31,10 @@ LOAD_THREADS=$((CORES - CPUS))
 PORT=18490
 WORK=$(mktemp -d /tmp/libellula-bench-http.XXXXXX)
 chmod 755 "$WORK"  # nginx's workers run as an unprivileged user
-SERVER_PID=
+SERVER_PIDS=
 cleanup() {
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  local pid
+  for pid in $SERVER_PIDS; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   if [ -s "$WORK/nginx-error.log" ]; then echo "nginx error log:" >&2; tail -5 "$WORK/nginx-error.log" >&2; fi
   rm -rf "$WORK"
 }
@@ -95,10 +98,8 @@ http {
 }
 CONF
 
-# Until nothing answers on the port (nginx's workers outlive its master by a moment, and
-# libellula refuses an address that is still in use).
-wait_free() { for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/hello.txt" || return 0; sleep 0.1; done; return 1; }
-wait_port() { for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/hello.txt" && return 0; sleep 0.1; done; return 1; }
+# Until something answers on a port.
+wait_port() { for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$1/hello.txt" && return 0; sleep 0.1; done; return 1; }
 
 # CPU ticks (user + system) used so far by a process and its children (nginx workers).
 cpu_ticks() {
@@ -123,67 +124,78 @@ row_args() { # row -> wrk arguments after the URL base
 }
 
 # malloc calls so far by the server under test (the shim rewrites the file every 20 ms).
-mallocs() { if [ -n "${MALLOC_LIVE:-}" ]; then sleep 0.05; cat "$MALLOC_LIVE" 2>/dev/null || echo 0; else echo 0; fi; }
+mallocs() { if [ -f "$1" ]; then sleep 0.05; cat "$1" 2>/dev/null || echo 0; else echo 0; fi; }
 
-run_rows() { # server label
-  local label=$1 row t0 t1 m0 m1 rps reqs cpu_us args etag
-  taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$PORT/hello.txt" >/dev/null  # warm-up
-  for row in $ROWS; do
-    # shellcheck disable=SC2046
-    set -- $(row_args "$row")
-    local path=$1; shift
-    local extra=("$@")
-    if [ "$row" = 304 ]; then
-      etag=$(curl -s -D - -o /dev/null "http://127.0.0.1:$PORT/f4k.bin" | awk 'tolower($1)=="etag:" {print $2}' | tr -d '\r')
-      extra=(-H "If-None-Match: $etag")
-    fi
-    m0=$(mallocs)
-    t0=$(cpu_ticks "$SERVER_PID")
-    if ! taskset -c "$LOAD_SET" wrk -t "$LOAD_THREADS" -c "$CONNS" -d "${SECS}s" "${extra[@]}" "http://127.0.0.1:$PORT$path" > "$WORK/$label.$row.wrk"; then
-      echo "wrk failed for $label, row $row" >&2
-      cat "$WORK"/libellula-*.log >&2 2>/dev/null || true
-      exit 1
-    fi
-    t1=$(cpu_ticks "$SERVER_PID")
-    m1=$(mallocs)
-    rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$label.$row.wrk")
-    reqs=$(awk '/requests in/ {print $1}' "$WORK/$label.$row.wrk")
-    cpu_us=$(echo "($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $reqs" | bc -l)
-    if grep -q "Non-2xx" "$WORK/$label.$row.wrk" && [ "$row" != missing ] && [ "$row" != 304 ]; then
-      echo "warning: $label $row had non-2xx responses ($(awk "/Non-2xx/ {print \$NF}" "$WORK/$label.$row.wrk") of $(awk "/requests in/ {print \$1}" "$WORK/$label.$row.wrk"))" >&2
-    fi
-    echo "$rps" > "$WORK/$label.$row.rps"
-    printf '%.2f' "$cpu_us" > "$WORK/$label.$row.cpu"
-    if [ -n "${MALLOC_LIVE:-}" ]; then printf '%.3f' "$(echo "($m1 - $m0) / $reqs" | bc -l)"; else printf '—'; fi > "$WORK/$label.$row.alloc"
-  done
+measure() { # label port pid round row
+  local label=$1 port=$2 pid=$3 round=$4 row=$5 t0 t1 m0 m1 rps reqs cpu_us etag live="$WORK/mallocs.$1"
+  # shellcheck disable=SC2046
+  set -- $(row_args "$row")
+  local path=$1; shift
+  local extra=("$@")
+  if [ "$row" = 304 ]; then
+    etag=$(curl -s -D - -o /dev/null "http://127.0.0.1:$port/f4k.bin" | awk 'tolower($1)=="etag:" {print $2}' | tr -d '\r')
+    extra=(-H "If-None-Match: $etag")
+  fi
+  m0=$(mallocs "$live")
+  t0=$(cpu_ticks "$pid")
+  if ! taskset -c "$LOAD_SET" wrk -t "$LOAD_THREADS" -c "$CONNS" -d "${SECS}s" "${extra[@]}" "http://127.0.0.1:$port$path" > "$WORK/$label.$row.wrk"; then
+    echo "wrk failed for $label, row $row" >&2
+    cat "$WORK"/libellula-*.log >&2 2>/dev/null || true
+    exit 1
+  fi
+  t1=$(cpu_ticks "$pid")
+  m1=$(mallocs "$live")
+  rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$label.$row.wrk")
+  reqs=$(awk '/requests in/ {print $1}' "$WORK/$label.$row.wrk")
+  cpu_us=$(echo "($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $reqs" | bc -l)
+  if grep -q "Non-2xx" "$WORK/$label.$row.wrk" && [ "$row" != missing ] && [ "$row" != 304 ]; then
+    echo "warning: $label $row had non-2xx responses ($(awk '/Non-2xx/ {print $NF}' "$WORK/$label.$row.wrk") of $reqs)" >&2
+  fi
+  echo "$rps" >> "$WORK/$label.$row.rps"
+  printf '%.2f\n' "$cpu_us" >> "$WORK/$label.$row.cpu"
+  if [ -f "$live" ]; then printf '%.3f\n' "$(echo "($m1 - $m0) / $reqs" | bc -l)"; else echo "—"; fi >> "$WORK/$label.$row.alloc"
 }
+
+# The median of a file's lines (numbers; "—" passes through).
+median() { sort -g "$1" | awk '{v[NR]=$1} END {print v[int((NR + 1) / 2)]}'; }
 
 echo "# $(date -u +%F) $(uname -r), $CORES cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# server cores $SERVER_SET, wrk -t$LOAD_THREADS -c$CONNS -d${SECS}s on cores $LOAD_SET"
+echo "# server cores $SERVER_SET, wrk -t$LOAD_THREADS -c$CONNS -d${SECS}s on cores $LOAD_SET, $ROUNDS round(s), medians"
 
+# Every server runs at once on its own port (idle ones sleep in epoll_wait); each row is
+# measured on all of them back to back, so load that drifts on a shared machine hits every
+# server alike.
+LABELS="nginx hot-on hot-off"
 taskset -c "$SERVER_SET" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null &
-SERVER_PID=$!
-wait_port
-run_rows nginx
-kill -QUIT "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
-wait_free
-
-run_libellula() { # label binary hot-cache
-  MALLOC_LIVE="$WORK/mallocs.$1"
-  MALLOC_COUNT_LIVE="$MALLOC_LIVE" LD_PRELOAD="$WORK/malloc-count.so" \
-    taskset -c "$SERVER_SET" "$2" serve --cpus "$CPUS" --http "127.0.0.1:$PORT" --root "$WWW" --no-memcached \
+SERVER_PIDS=$!
+declare -A PORT_OF PID_OF
+PORT_OF[nginx]=$PORT; PID_OF[nginx]=$!
+start_libellula() { # label binary hot-cache port
+  MALLOC_COUNT_LIVE="$WORK/mallocs.$1" LD_PRELOAD="$WORK/malloc-count.so" \
+    taskset -c "$SERVER_SET" "$2" serve --cpus "$CPUS" --http "127.0.0.1:$4" --root "$WWW" --no-memcached \
     --hot-cache "$3" --log-level warning 2> "$WORK/libellula-$1.log" &
-  SERVER_PID=$!
-  wait_port
-  kill -0 "$SERVER_PID" 2>/dev/null || { echo "libellula did not start:" >&2; cat "$WORK/libellula-$1.log" >&2; exit 1; }
-  run_rows "$1"
-  kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
-  MALLOC_LIVE=
-  wait_free
+  PID_OF[$1]=$!
+  PORT_OF[$1]=$4
+  SERVER_PIDS="$SERVER_PIDS $!"
 }
-run_libellula hot-on "$BIN" on
-run_libellula hot-off "$BIN" off
-if [ -n "${BEFORE_BIN:-}" ]; then run_libellula before-off "$BEFORE_BIN" off; fi
+start_libellula hot-on "$BIN" on $((PORT + 1))
+start_libellula hot-off "$BIN" off $((PORT + 2))
+if [ -n "${BEFORE_BIN:-}" ]; then
+  start_libellula before-off "$BEFORE_BIN" off $((PORT + 3))
+  LABELS="$LABELS before-off"
+fi
+for label in $LABELS; do
+  wait_port "${PORT_OF[$label]}" || { echo "$label did not start:" >&2; cat "$WORK/libellula-$label.log" >&2 2>/dev/null; exit 1; }
+  taskset -c "$LOAD_SET" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:${PORT_OF[$label]}/hello.txt" >/dev/null  # warm-up
+done
+for round in $(seq 1 "$ROUNDS"); do
+  for row in $ROWS; do
+    for label in $LABELS; do measure "$label" "${PORT_OF[$label]}" "${PID_OF[$label]}" "$round" "$row"; done
+  done
+done
+for label in $LABELS; do  # error answers, by class, from libellula's own counters
+  [ "$label" = nginx ] || echo "# $label: $(curl -s "http://127.0.0.1:${PORT_OF[$label]}/_stats.json" | grep -o '"responses[45]xx" *: *[0-9]*' | tr -d ' "' | xargs)"
+done
 
 NGINX_VERSION=$($NGINX -v 2>&1 | sed 's/.*nginx\///')
 echo
@@ -195,15 +207,15 @@ else
   echo "|---|---|---|---|---|---|---|---|"
 fi
 for row in $ROWS; do
-  n=$(cat "$WORK/nginx.$row.rps"); on=$(cat "$WORK/hot-on.$row.rps"); off=$(cat "$WORK/hot-off.$row.rps")
+  n=$(median "$WORK/nginx.$row.rps"); on=$(median "$WORK/hot-on.$row.rps"); off=$(median "$WORK/hot-off.$row.rps")
   printf '| %s | %.0f | %.0f | %.2f× | %.0f | %.2f× ' "$row" "$n" "$on" "$(echo "$on / $n" | bc -l)" "$off" "$(echo "$off / $n" | bc -l)"
   if [ -n "${BEFORE_BIN:-}" ]; then
-    b=$(cat "$WORK/before-off.$row.rps")
+    b=$(median "$WORK/before-off.$row.rps")
     printf '| %.0f | %.2f× | %s / %s / %s / %s | %s / %s / %s |\n' "$b" "$(echo "$b / $n" | bc -l)" \
-      "$(cat "$WORK/nginx.$row.cpu")" "$(cat "$WORK/hot-on.$row.cpu")" "$(cat "$WORK/hot-off.$row.cpu")" "$(cat "$WORK/before-off.$row.cpu")" \
-      "$(cat "$WORK/hot-on.$row.alloc")" "$(cat "$WORK/hot-off.$row.alloc")" "$(cat "$WORK/before-off.$row.alloc")"
+      "$(median "$WORK/nginx.$row.cpu")" "$(median "$WORK/hot-on.$row.cpu")" "$(median "$WORK/hot-off.$row.cpu")" "$(median "$WORK/before-off.$row.cpu")" \
+      "$(median "$WORK/hot-on.$row.alloc")" "$(median "$WORK/hot-off.$row.alloc")" "$(median "$WORK/before-off.$row.alloc")"
   else
-    printf '| %s / %s / %s | %s / %s |\n' "$(cat "$WORK/nginx.$row.cpu")" "$(cat "$WORK/hot-on.$row.cpu")" "$(cat "$WORK/hot-off.$row.cpu")" \
-      "$(cat "$WORK/hot-on.$row.alloc")" "$(cat "$WORK/hot-off.$row.alloc")"
+    printf '| %s / %s / %s | %s / %s |\n' "$(median "$WORK/nginx.$row.cpu")" "$(median "$WORK/hot-on.$row.cpu")" "$(median "$WORK/hot-off.$row.cpu")" \
+      "$(median "$WORK/hot-on.$row.alloc")" "$(median "$WORK/hot-off.$row.alloc")"
   fi
 done

@@ -162,4 +162,37 @@ import VFS
         #expect(changed, "a changed file leaves the cache")
         #expect(cache.live == 0)
     }
+
+    /// When the process runs out of descriptors the cache gives an eighth back (at least 16)
+    /// and keeps to what is left, closing what it dropped. (Before, the budget was fixed at
+    /// half the limit while each cached host file holds two descriptors, so a 10,000-file
+    /// tree under a 20,000 limit starved every later open: 500s for plain misses.)
+    @Test func openFileCacheShedsWhenDescriptorsRunOut() throws {
+        let root = Self.makeRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fd = open(root + "/a.txt", O_RDONLY)
+        defer { close(fd) }
+        let attrs = FileAttributes(type: .regular, mode: 0o644, uid: 0, gid: 0, nlink: 1, size: 8, device: 1, inode: 1,
+                                   atime: .init(seconds: 0, nanoseconds: 0), mtime: .init(seconds: 0, nanoseconds: 0),
+                                   ctime: .init(seconds: 0, nanoseconds: 0))
+        let countOpen = { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0 }
+        let cache = OpenFileCache(budget: 200, validity: .seconds(60))
+        for k in 0..<200 {
+            let key = Array("/f\(k)".utf8)
+            _ = key.withUnsafeBytes { cache.insert(key: $0, path: "/a.txt", hostFD: fd, attrs: attrs, etag: "\"e\"", contentType: "text/plain") }
+        }
+        let full = cache.live
+        #expect(full > 150)
+        let before = countOpen()
+        let dropped = cache.shed()
+        #expect(dropped == max(16, full / 8))
+        #expect(cache.live == full - dropped && cache.budget == cache.live)
+        #expect(before - countOpen() >= dropped - 2, "dropped entries close their descriptors")
+        // The lowered budget holds: new names replace old ones instead of adding descriptors.
+        for k in 200..<400 {
+            let key = Array("/f\(k)".utf8)
+            _ = key.withUnsafeBytes { cache.insert(key: $0, path: "/a.txt", hostFD: fd, attrs: attrs, etag: "\"e\"", contentType: "text/plain") }
+            #expect(cache.live <= full - dropped)
+        }
+    }
 }

@@ -20,7 +20,8 @@ struct ZoneGeometryTests {
                     if size & (size - 1) == 0 { #expect(UInt(bitPattern: p) % UInt(size) == 0) }
                     let zone = UInt(bitPattern: p) & ZoneLayout.zoneMask
                     #expect(UInt(bitPattern: p) + UInt(size) <= zone + UInt(ZoneLayout.zoneSize), "class \(ci) overruns zone")
-                    #expect(UInt(bitPattern: p) >= zone + 192, "class \(ci) overlaps the header")
+                    #expect(UInt(bitPattern: p) >= UInt(bitPattern: ZoneLayout.header(of: p)) + 192, "class \(ci) overlaps the header")
+                    #expect(UInt(bitPattern: ZoneLayout.header(of: p)) & ZoneLayout.zoneMask == zone)
                     #expect(slab.usableSize(p) == size)
                     fill(p, bytes: size, tag: UInt8(truncatingIfNeeded: k))
                     chunks.append(p)
@@ -36,6 +37,31 @@ struct ZoneGeometryTests {
             #expect(stats.chunksInUse == 0)
             for c in stats.sizeClasses { #expect(c.zonesHeld == 1, "class \(c.index) keeps exactly one zone") }
         }
+    }
+
+    /// Consecutive zones put their headers at 16 different offsets (colours), so the
+    /// headers of many zones do not all fall into one cache set; every chunk of a zone
+    /// finds the same header, and the header lies before the first chunk.
+    @Test func zoneHeadersAreColouredAcrossSixteenOffsets() throws {
+        let zone = UInt(ZoneLayout.zoneSize)
+        let first = UInt(1) << 40
+        var offsets: Set<UInt> = []
+        for k in 0..<UInt(32) {
+            let base = first + k * zone
+            let h = UInt(bitPattern: ZoneLayout.header(of: UnsafeRawPointer(bitPattern: base)!))
+            offsets.insert(h - base)
+            #expect(h - base == (k % 16) * 256)
+            for debug in [false, true] {
+                let end = h - base + UInt(MemoryLayout<ZoneHeader>.size)
+                #expect(end <= UInt(ZoneLayout.baseOffset(chunkSize: 8, debug: debug)))
+                if debug { #expect(h - base + UInt(ZoneLayout.bitmapOffset + ZoneLayout.bitmapBytes) <= UInt(ZoneLayout.debugHeaderArea)) }
+            }
+            let last = UnsafeRawPointer(bitPattern: base + zone - 1)!
+            #expect(UInt(bitPattern: ZoneLayout.header(of: last)) == h)
+        }
+        #expect(offsets.count == 16)
+        #expect(MemoryLayout<ZoneHeader>.offset(of: \ZoneHeader.localFree) == ZoneLayout.ownerLineOffset)
+        #expect(MemoryLayout<ZoneHeader>.size <= ZoneLayout.remoteOffset)
     }
 
     @Test func requestSizesRoundToTheirClass() throws {

@@ -135,6 +135,20 @@ import Testing
         }
     }
 
+    /// The watchdog's last ping, answered just before `finish`, still counts: the CPU is
+    /// blocked, answers when it is free, and the test stops the watchdog at once, before
+    /// its next 5 ms round would have looked at the answer.
+    @Test func watchdogCountsAPingAnsweredJustBeforeFinish() async throws {
+        try await withLWKT(cpus: 1) { system in
+            for round in 0..<3 {
+                let dog = IPIWatchdog(system: system)
+                _ = try await system.run(on: 0) { usleep(150_000) }
+                let stall = dog.finish()
+                #expect(stall >= ipiStallLimitMs, "round \(round): a CPU blocked for 150 ms (saw \(stall) ms)")
+            }
+        }
+    }
+
     @Test func poolRestartsAfterShutdown() async throws {
         let (dir, vfs, p) = try makeHostVFS(threads: 2)
         defer { removeTree(dir); vfs.hostIO.shutdown() }

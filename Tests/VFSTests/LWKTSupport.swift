@@ -36,11 +36,15 @@ final class IPIWatchdog: @unchecked Sendable {
     private let worst = Atomic<Int>(0)
     private let worstBlocked = Atomic<Int>(0)
     private let finished = DispatchSemaphore(value: 0)
+    private let started = DispatchSemaphore(value: 0)
 
+    /// Starts the watchdog thread and returns once it has sent its first ping to every
+    /// CPU, so that a CPU blocked right after this returns is already being watched.
     init(system: LWKTSystem) {
         self.system = system
         slots = (0..<system.cpuCount).map { _ in Slot() }
         Thread.detachNewThread { self.loop() }
+        started.wait()
     }
 
     private func record(_ stall: Int, ran: Int) {
@@ -59,12 +63,14 @@ final class IPIWatchdog: @unchecked Sendable {
         func times(_ c: Int) -> (ran: UInt64, waited: UInt64) { c < tids.count ? Self.schedstat(tids[c]) : (0, 0) }
         func waited(_ c: Int) -> Int { Int(truncatingIfNeeded: times(c).waited &- waitedAtSend[c]) }
         func ran(_ c: Int) -> Int { Int(truncatingIfNeeded: times(c).ran &- ranAtSend[c]) }
+        func recordAnswer(_ c: Int) {
+            let took = Int(truncatingIfNeeded: slots[c].answeredAt.load(ordering: .relaxed) &- sentAt[c])
+            record(took - waited(c), ran: ran(c))
+        }
+        var firstRound = true
         while !stop.load(ordering: .relaxed) {
             for c in 0..<n where slots[c].answered.load(ordering: .acquiring) == sent[c] {
-                if sent[c] > 0 {
-                    let took = Int(truncatingIfNeeded: slots[c].answeredAt.load(ordering: .relaxed) &- sentAt[c])
-                    record(took - waited(c), ran: ran(c))
-                }
+                if sent[c] > 0 { recordAnswer(c) }
                 sent[c] += 1
                 (ranAtSend[c], waitedAtSend[c]) = times(c)
                 sentAt[c] = HostIOPool.now()
@@ -72,12 +78,23 @@ final class IPIWatchdog: @unchecked Sendable {
                 // The slot travels retained: a ping may still be in flight when the test ends.
                 cpu.sendIPI(watchdogPing, Unmanaged.passRetained(slots[c]).toOpaque(), sent[c])
             }
+            if firstRound {
+                firstRound = false
+                started.signal()
+            }
             usleep(5_000)
         }
-        // Pings still unanswered count until now.
+        if firstRound { started.signal() }
+        // The last ping of each CPU: one answered since the last round (a CPU that was
+        // blocked until just before `finish`) counts its answer time, one still unanswered
+        // counts until now.
         let now = HostIOPool.now()
-        for c in 0..<n where slots[c].answered.load(ordering: .acquiring) != sent[c] {
-            record(Int(truncatingIfNeeded: now &- sentAt[c]) - waited(c), ran: ran(c))
+        for c in 0..<n where sent[c] > 0 {
+            if slots[c].answered.load(ordering: .acquiring) == sent[c] {
+                recordAnswer(c)
+            } else {
+                record(Int(truncatingIfNeeded: now &- sentAt[c]) - waited(c), ran: ran(c))
+            }
         }
         finished.signal()
     }

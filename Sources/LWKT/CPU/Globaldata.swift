@@ -148,8 +148,10 @@ struct ThreadTable {
 //   sleepQueues      Sleep/       tsleep queues (gd_tsleep_hash)          owner only; wakeups arrive by IPI,
 //                                                                         steered by the system's slot masks
 //   events           Events/      the epoll poller and fd waiters         owner only; others cancel by IPI
-//   slab             (Slab)       the slab arena of this CPU (gd_slab)    owner only (remote frees go to
-//                                                                         the zone's atomic remote list)
+//   slab             (Slab)       the slab arena of this CPU (gd_slab),   owner only (remote frees go to
+//                                 its deferred-work flag and flush hook   the zone's atomic remote list,
+//                                                                         batched; the run loop flushes
+//                                                                         the batch after each job)
 //   slots[0..<16]    any module   pointers that NetStack, VFS, Services   owner only, unless the module
 //                                 register at boot (``GlobaldataSlot``)   documents otherwise
 //

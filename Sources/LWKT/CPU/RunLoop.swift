@@ -32,6 +32,8 @@ extension CPU {
                 drainIPIs()
                 StallWatch.end(l.pointee.watch)
                 l.pointee.critCount -= 1
+                // Frees done by IPI handlers may have started a remote-free batch too.
+                if _slowPath(l.pointee.slab.pending != 0) { CPU.runSlabFlush(l) }
             }
             if let (job, band) = l.pointee.runq.pop() {
                 run(job, band: band)

@@ -25,29 +25,18 @@ extension HTTPConnectionHandler {
             try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
             return keepAlive
         }
-        // Otherwise open and fstat through the VFS's parking API: on HostFS the attempt on
-        // the CPU gives up at the host `open` (before anything changed), and the whole body
-        // runs once on the host-I/O pool; on MemFS it finishes on the CPU, a contended record
-        // lock parking this thread instead of stopping the CPU. Nothing in the body can wait
-        // after the descriptor exists except on the pool (where waiting is harmless), which
-        // keeps the parking API's rule that an attempt may be repeated. An fstat failure
-        // becomes EIO, a 500.
+        // Otherwise open and fstat (one trip to the host-I/O pool for a host file).
         let fd: Int32
         let attrs: FileAttributes
         do {
-            (fd, attrs) = try await process.parking.perform { () throws(VFSError) -> (Int32, FileAttributes) in
-                let fd = try process.open(decoded.path)
-                guard let a = try? process.fstat(fd) else {
-                    try? process.close(fd)
-                    throw VFSError.io
-                }
-                if process.hostDescriptor(fd) != nil {
-                    // A host file (so this runs on the pool): leave the path's attributes in
-                    // the namecache, so the open-file cache's later checks of this entry are
-                    // answered on the CPU.
-                    _ = try? process.stat(decoded.path)
-                }
-                return (fd, a)
+            (fd, attrs) = try await openForServing(decoded.path)
+        } catch .mfile {
+            // Out of descriptors: the open-file cache gives some back, and the open is tried
+            // once more (a request is never failed for what the cache holds).
+            openFiles.shed()
+            do { (fd, attrs) = try await openForServing(decoded.path) } catch {
+                try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
+                return keepAlive
             }
         } catch {
             try await sendError(Self.status(for: error), head: head, keepAlive: keepAlive)
@@ -83,6 +72,30 @@ extension HTTPConnectionHandler {
         }
         return try await serveRegular(attrs, etag: Self.etag(attrs), contentType: MIMETypes.type(forPath: decoded.path),
                                       body: .vfs(fd), path: decoded.path, head: head, keepAlive: keepAlive, cacheKey: cacheKey)
+    }
+
+    /// Opens `path` and reads its attributes through the VFS's parking API: on HostFS the
+    /// attempt on the CPU gives up at the host `open` (before anything changed), and the
+    /// whole body runs once on the host-I/O pool; on MemFS it finishes on the CPU, a contended
+    /// record lock parking this thread instead of stopping the CPU. Nothing in the body can
+    /// wait after the descriptor exists except on the pool (where waiting is harmless), which
+    /// keeps the parking API's rule that an attempt may be repeated. An fstat failure becomes
+    /// EIO, a 500.
+    func openForServing(_ path: String) async throws(VFSError) -> (Int32, FileAttributes) {
+        try await process.parking.perform { () throws(VFSError) -> (Int32, FileAttributes) in
+            let fd = try process.open(path)
+            guard let a = try? process.fstat(fd) else {
+                try? process.close(fd)
+                throw VFSError.io
+            }
+            if process.hostDescriptor(fd) != nil {
+                // A host file (so this runs on the pool): leave the path's attributes in the
+                // namecache, so the open-file cache's later checks of this entry are answered
+                // on the CPU.
+                _ = try? process.stat(path)
+            }
+            return (fd, a)
+        }
     }
 
     /// Where a regular file's bytes come from: a VFS descriptor of this request, or a host

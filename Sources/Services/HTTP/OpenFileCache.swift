@@ -47,8 +47,9 @@ final class OpenFileCache: @unchecked Sendable {
 
     static let maxKey = 256
     let slots: Int
-    /// The most entries (open descriptors) kept at once.
-    let budget: Int
+    /// The most entries (open descriptors) kept at once; lowered by ``shed()`` when the
+    /// process runs out of descriptors.
+    private(set) var budget: Int
     /// Entries (descriptors) held now.
     private(set) var live = 0
     /// Nanoseconds an entry is trusted before it is checked again (0: on every hit).
@@ -71,12 +72,15 @@ final class OpenFileCache: @unchecked Sendable {
         self.validity = s < 0 ? 0 : UInt64(s) &* 1_000_000_000 &+ UInt64(max(0, a / 1_000_000_000))
     }
 
-    /// How many files each CPU's cache may keep open: a share of the descriptor limit (half
-    /// of it for all CPUs together), at most 16,384.
+    /// How many files each CPU's cache may keep open: three eighths of the descriptor limit
+    /// for all CPUs together, at most 16,384. A cached HostFS file holds two descriptors (the
+    /// namecache's handle of its name and the cache's own), so a full cache takes three
+    /// quarters of the limit and leaves the rest to connections and other names; ``shed()``
+    /// lowers the budget if the process still runs out.
     static func budgetPerCPU(cpus: Int) -> Int {
         var lim = rlimit()
         let limit = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0 ? Int(clamping: lim.rlim_cur) : 1024
-        return max(16, min(16384, limit / 2 / max(1, cpus)))
+        return max(16, min(16384, limit * 3 / 8 / max(1, cpus)))
     }
 
     @inline(__always)
@@ -163,6 +167,31 @@ final class OpenFileCache: @unchecked Sendable {
             live -= 1
         }
     }
+
+    /// Gives descriptors back after the process ran out of them (`EMFILE`): drops an eighth
+    /// of the entries (at least 16) and lowers the budget to what is left, so that the cache
+    /// settles below the limit instead of starving every other open. Each cached HostFS file
+    /// holds two descriptors (its name's handle in the namecache and the cache's own), so the
+    /// starting budget cannot know the real headroom. Returns how many entries went.
+    @discardableResult
+    func shed() -> Int {
+        let target = max(16, live / 8)
+        var dropped = 0
+        var i = shedCursor
+        for _ in 0..<slots where dropped < target {
+            if table[i] != nil {
+                table[i] = nil
+                live -= 1
+                dropped += 1
+            }
+            i = (i + 1) & (slots - 1)
+        }
+        shedCursor = i
+        budget = max(16, live)
+        return dropped
+    }
+
+    private var shedCursor = 0
 
     /// Keeps a duplicate of `hostFD` (a regular file the VFS opened at `path`) for `key`;
     /// returns the entry, or nil when the key is too long or no descriptor is left.

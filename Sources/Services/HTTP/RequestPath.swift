@@ -13,48 +13,81 @@ public enum RequestPath {
         public var trailingSlash: Bool
     }
 
-    /// Decodes `target`; on failure returns the status to answer with (400 or 403).
+    /// Decodes `target`; on failure returns the status to answer with (400 or 403). Builds
+    /// the path in one byte array as it goes (two allocations in all: that array and the
+    /// resulting string).
     public static func decode(_ target: String) -> Result<Decoded, HTTPStatus> {
-        var raw = Array(target.utf8)
-        // Absolute form: drop scheme and authority.
+        if let r = target.utf8.withContiguousStorageIfAvailable({ decode($0) }) {
+            return r
+        }
+        let bytes = Array(target.utf8)
+        return bytes.withUnsafeBufferPointer { decode($0) }
+    }
+
+    /// Decodes the bytes of a request target.
+    static func decode(_ raw: UnsafeBufferPointer<UInt8>) -> Result<Decoded, HTTPStatus> {
+        var i = 0
+        var end = raw.count
+        // Absolute form: skip scheme and authority.
         if raw.count >= 7, raw[0] | 0x20 == 104, raw[1] | 0x20 == 116, raw[2] | 0x20 == 116, raw[3] | 0x20 == 112 {
-            var i = 4
+            i = 4
             if i < raw.count && raw[i] | 0x20 == 115 { i += 1 }
             guard raw.count >= i + 3, raw[i] == 58, raw[i + 1] == 47, raw[i + 2] == 47 else { return .failure(.badRequest) }
             i += 3
             while i < raw.count && raw[i] != 47 && raw[i] != 63 { i += 1 }
-            raw = i < raw.count && raw[i] == 47 ? Array(raw[i...]) : [47]
+            if i == raw.count || raw[i] != 47 {
+                // No path after the authority: the root.
+                return .success(Decoded(path: "/", trailingSlash: true))
+            }
         }
-        guard raw.first == 47 else { return .failure(.badRequest) }
-        if let q = raw.firstIndex(where: { $0 == 63 || $0 == 35 }) { raw.removeSubrange(q...) }
-        var segments: [[UInt8]] = []
-        var current: [UInt8] = []
-        var i = 0
+        guard i < raw.count, raw[i] == 47 else { return .failure(.badRequest) }
+        // The query or fragment is not part of the path.
+        var q = i
+        while q < end && raw[q] != 63 && raw[q] != 35 { q += 1 }
+        end = q
+        // `out` holds "/seg" for each segment kept so far; `segmentStart` is where the
+        // segment being decoded begins (at its slash).
+        var out: [UInt8] = []
+        out.reserveCapacity(end - i + 1)
+        var segments = 0
+        var segmentStart = 0
         // Whether the last segment named a directory (empty, `.` or `..`).
         var endsInDirectory = false
         func finish() -> HTTPStatus? {
-            defer { current.removeAll(keepingCapacity: true) }
             endsInDirectory = true
-            if current.isEmpty || current == [46] { return nil }
-            if current == [46, 46] {
+            let length = out.count - segmentStart - 1
+            if length == 0 || (length == 1 && out[segmentStart + 1] == 46) {
+                out.removeSubrange(segmentStart...)
+                return nil
+            }
+            if length == 2 && out[segmentStart + 1] == 46 && out[segmentStart + 2] == 46 {
+                out.removeSubrange(segmentStart...)
                 // Climbing above the served root is refused, never clamped.
-                if segments.isEmpty { return .forbidden }
-                segments.removeLast()
+                if segments == 0 { return .forbidden }
+                segments -= 1
+                var k = out.count - 1
+                while k > 0 && out[k] != 47 { k -= 1 }
+                out.removeSubrange(k...)
                 return nil
             }
             endsInDirectory = false
-            segments.append(current)
+            segments += 1
             return nil
         }
-        while i < raw.count {
+        i += 1
+        segmentStart = out.count
+        out.append(47)
+        while i < end {
             var c = raw[i]
             if c == 47 {
                 if let s = finish() { return .failure(s) }
+                segmentStart = out.count
+                out.append(47)
                 i += 1
                 continue
             }
             if c == 37 {
-                guard i + 2 < raw.count, let h = hex(raw[i + 1]), let l = hex(raw[i + 2]) else { return .failure(.badRequest) }
+                guard i + 2 < end, let h = hex(raw[i + 1]), let l = hex(raw[i + 2]) else { return .failure(.badRequest) }
                 c = h << 4 | l
                 i += 3
                 if c == 0 { return .failure(.badRequest) }
@@ -64,16 +97,12 @@ public enum RequestPath {
                 if c == 92 { return .failure(.forbidden) }
             }
             if c < 0x20 || c == 0x7f { return .failure(.badRequest) }
-            current.append(c)
+            out.append(c)
         }
         if let s = finish() { return .failure(s) }
-        var out: [UInt8] = [47]
-        for (k, s) in segments.enumerated() {
-            if k > 0 { out.append(47) }
-            out.append(contentsOf: s)
-        }
+        if out.isEmpty { return .success(Decoded(path: "/", trailingSlash: true)) }
         guard let path = String(validating: out, as: UTF8.self) else { return .failure(.badRequest) }
-        return .success(Decoded(path: path, trailingSlash: endsInDirectory || segments.isEmpty))
+        return .success(Decoded(path: path, trailingSlash: endsInDirectory))
     }
 
     static func hex(_ c: UInt8) -> UInt8? {

@@ -160,7 +160,8 @@ struct Arena {
             counterAdd(counter(.zonesReused), 1)
         } else {
             guard let (fresh, isZero) = h.pointee.region.takeUnretainedValue().obtain() else { return nil }
-            z = fresh.bindMemory(to: ZoneHeader.self, capacity: 1)
+            z = ZoneLayout.header(of: fresh)
+            _ = UnsafeMutableRawPointer(z).bindMemory(to: ZoneHeader.self, capacity: 1)
             zeroed = isZero
             counterAdd(counter(.zonesFromRegion), 1)
         }
@@ -176,7 +177,7 @@ struct Arena {
         let offset = ZoneLayout.baseOffset(chunkSize: size, debug: h.pointee.debug)
         let capacity = (ZoneLayout.zoneSize - offset) / size
         let zoneRaw = UnsafeMutableRawPointer(z)
-        let base = zoneRaw.advanced(by: offset)
+        let base = ZoneLayout.zoneBase(z).advanced(by: offset)
         z.initialize(to: ZoneHeader(
             ownerKey: h.pointee.ownerKey, arena: raw, chunkSize: size, capacity: capacity, base: base,
             bumpEnd: base.advanced(by: capacity * size), magic: ZoneLayout.liveMagic,
@@ -430,7 +431,7 @@ struct Arena {
             h.pointee.freeZoneCount -= 1
             counterAdd(counter(.freeZonesParked), -1)
             z.pointee.magic = 0
-            h.pointee.region.takeUnretainedValue().release(UnsafeMutableRawPointer(z))
+            h.pointee.region.takeUnretainedValue().release(ZoneLayout.zoneBase(z))
             counterAdd(counter(.zonesReleased), 1)
         }
     }
@@ -476,7 +477,7 @@ struct Arena {
                            what: SlabDebug.Failure, context: String) {
         let offset = UInt(bitPattern: c) &- UInt(bitPattern: z.pointee.base)
         let size = UInt(z.pointee.chunkSize)
-        if UInt(bitPattern: c) & ZoneLayout.zoneMask != UInt(bitPattern: z)
+        if UInt(bitPattern: c) & ZoneLayout.zoneMask != UInt(bitPattern: ZoneLayout.zoneBase(z))
             || offset % size != 0 || UnsafeRawPointer(c) >= UnsafeRawPointer(z.pointee.bump) {
             SlabDebug.fail(what, "\(context): \(SlabDebug.hex(c)) is not a chunk handed out by zone \(SlabDebug.hex(z)) (chunk size \(size))")
         }

@@ -1,8 +1,9 @@
 import Synchronization
 
-/// The in-band header at the start of every 128 KiB zone.
+/// The in-band header of every 128 KiB zone, at one of 16 coloured offsets in the zone's
+/// first 4 KiB (``ZoneLayout/header(of:)``).
 ///
-/// Three cache lines, by who touches them:
+/// Three cache lines, by who touches them (offsets from the header's start):
 /// - line 0 (bytes 0–63): fixed while the zone is live (identity, geometry, owner). Remote
 ///   freers read it on every free, so the owner never writes it after
 ///   ``Arena/initializeZone(_:sizeClass:zeroed:)``: it stays shared in every cache.
@@ -65,17 +66,38 @@ enum ZoneLayout {
     /// hear about the next remote free".
     static let armed: UInt = 1
 
+    /// Header colouring (Bonwick's slab colours): zones start on 128 KiB boundaries, so
+    /// headers all at offset 0 would fall into the same few L1 and L2 cache sets and evict
+    /// each other as soon as a CPU uses more classes than the cache has ways. A zone's
+    /// header sits instead at `colourStride × colour`, the colour taken from the zone
+    /// number's low bits, inside a reserved area before the first chunk.
+    static let colourCount: UInt = 16
+    static let colourStride: UInt = 256
+    /// The bytes before the first chunk that hold the header at any colour (and, in debug
+    /// mode, its bitmap).
+    static let headerArea = 4096
+    static let debugHeaderArea = 8192
+
     /// Offset of the first chunk of a class's zone.
     @inline(__always)
     static func baseOffset(chunkSize: Int, debug: Bool) -> Int {
-        let headerEnd = debug ? bitmapOffset + bitmapBytes : bitmapOffset
+        let headerEnd = debug ? debugHeaderArea : headerArea
         let align = min(chunkSize & -chunkSize, 4096 * 4)
         return (headerEnd + align - 1) & ~(align - 1)
     }
 
+    /// The header of the zone holding `p`: the zone's base plus its colour's offset.
     @inline(__always)
     static func header(of p: UnsafeRawPointer) -> UnsafeMutablePointer<ZoneHeader> {
-        UnsafeMutablePointer(bitPattern: UInt(bitPattern: p) & zoneMask).unsafelyUnwrapped
+        let base = UInt(bitPattern: p) & zoneMask
+        let colour = (base >> 17) & (colourCount - 1)
+        return UnsafeMutablePointer(bitPattern: base | colour &* colourStride).unsafelyUnwrapped
+    }
+
+    /// The first byte of the zone whose header is `z`.
+    @inline(__always)
+    static func zoneBase(_ z: UnsafeMutablePointer<ZoneHeader>) -> UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(bitPattern: UInt(bitPattern: z) & zoneMask).unsafelyUnwrapped
     }
 
     @inline(__always)

@@ -154,7 +154,7 @@ enum SlabBench {
             var before = 0
             for cycle in -1..<cycles {
                 if cycle == 0 { before = slab.statistics().osMemoryCalls }   // after one warm-up cycle
-                for _ in 0..<513 { if let p = slab.allocate(256) { held.append(p) } }   // a zone holds 511
+                for _ in 0..<513 { if let p = slab.allocate(256) { held.append(p) } }   // a zone holds 496
                 for p in held { slab.free(p) }
                 held.removeAll(keepingCapacity: true)
             }
