@@ -1,3 +1,4 @@
+import CLibellula
 import Testing
 @testable import Slab
 
@@ -23,5 +24,12 @@ import Testing
             #expect(chunk >= size)
         }
         #expect(SizeClass.index(forSize: SizeClass.zoneLimit - 1).index == SizeClass.count - 1)
+    }
+
+    /// The fast path's table lookup agrees with the computed class for every size it takes.
+    @Test func smallClassTableMatchesTheFormula() {
+        for size in 1...1024 {
+            #expect(lb_slab_small_class(UInt(size)) == SizeClass.index(forSize: size).index, "size \(size)")
+        }
     }
 }

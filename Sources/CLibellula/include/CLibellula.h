@@ -83,6 +83,20 @@ extern __thread void *lb_tls_current_cpu;
 static inline void *lb_current_cpu(void) { return lb_tls_current_cpu; }
 static inline void lb_set_current_cpu(void *cpu) { lb_tls_current_cpu = cpu; }
 
+/// The slab's size class of a request of 1...1024 bytes, by table (branch-free): entry k
+/// is the class of a request rounded up to 8k bytes (`SizeClass.index(forSize:)`; a test
+/// checks the two agree for every size).
+static inline long lb_slab_small_class(unsigned long size) {
+    static const unsigned char table[129] = {
+        0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 16, 17, 17, 18, 18, 19, 19,
+        20, 20, 21, 21, 22, 22, 23, 23, 24, 24, 24, 24, 25, 25, 25, 25, 26, 26, 26, 26, 27, 27,
+        27, 27, 28, 28, 28, 28, 29, 29, 29, 29, 30, 30, 30, 30, 31, 31, 31, 31, 32, 32, 32, 32,
+        32, 32, 32, 32, 33, 33, 33, 33, 33, 33, 33, 33, 34, 34, 34, 34, 34, 34, 34, 34, 35, 35,
+        35, 35, 35, 35, 35, 35, 36, 36, 36, 36, 36, 36, 36, 36, 37, 37, 37, 37, 37, 37, 37, 37,
+        38, 38, 38, 38, 38, 38, 38, 38, 39, 39, 39, 39, 39, 39, 39, 39 };
+    return table[(size + 7) >> 3];
+}
+
 /// Statistics counters: written by one thread, read by any. Relaxed atomics, so a reader
 /// never sees a torn value and the writer pays a plain add.
 static inline void lb_counter_add(int64_t *p, int64_t v) {

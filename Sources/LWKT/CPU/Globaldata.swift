@@ -347,8 +347,10 @@ extension CPU {
     public static func currentSlabArena(owner: UnsafeMutableRawPointer) -> (arena: UnsafeMutableRawPointer, index: Int)? {
         guard let l = currentLocal else { return nil }
         let o = withUnsafeMutablePointer(to: &l.pointee.slab.owner) { lb_ptr_load_relaxed($0) }
-        guard o == owner, let a = l.pointee.slab.arena else { return nil }
-        return (a, l.pointee.cpuID)
+        // The arena is stored before the owner is published and stays when it is
+        // withdrawn, so a matching owner means a non-nil arena.
+        guard o == owner else { return nil }
+        return (l.pointee.slab.arena.unsafelyUnwrapped, l.pointee.cpuID)
     }
 
     /// Installs `arena` as this CPU's slab arena on behalf of `owner` (an identity that

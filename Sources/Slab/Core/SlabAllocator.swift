@@ -116,8 +116,9 @@ public final class SlabAllocator: @unchecked Sendable {
             let shared = i == cpuCount
             Arena.initialize(arenas.advanced(by: i * Arena.stride), header: ArenaHeader(
                 freeZoneCount: 0, freeZoneThreshold: configuration.freeZoneThreshold,
+                fastLimit: configuration.debug ? -1 : configuration.freeZoneThreshold,
                 debug: configuration.debug, index: i, freeZones: nil,
-                ownerKey: 0, notify: shared ? nil : notify,
+                ownerKey: ZoneLayout.noOwnerKey, notify: shared ? nil : notify,
                 notifyContext: control.raw,
                 region: unmanagedRegion))
         }
@@ -216,6 +217,20 @@ public final class SlabAllocator: @unchecked Sendable {
     /// (or ``SlabFlags/waitUntilFreed``), and otherwise aborts with a report, as
     /// DragonFly's `kmalloc` panics.
     public func allocate(_ size: Int, type: MallocType? = nil, flags: SlabFlags = []) -> UnsafeMutableRawPointer? {
+        // Fast path: the system's slab on one of its CPUs, an untyped request of 1...1024
+        // bytes without flags (class by table), a zone with chunks to spare. It only loads,
+        // compares and stores; everything else tail-calls the general path.
+        if type == nil && flags.isEmpty && UInt(bitPattern: size &- 1) < 1024,
+           let (a, _) = CPU.currentSlabArena(owner: control.raw),
+           let p = Arena(a).allocateFast(sizeClass: lb_slab_small_class(UInt(bitPattern: size))) {
+            return p
+        }
+        return allocateGeneral(size, type: type, flags: flags)
+    }
+
+    /// Every allocation the fast path of ``allocate(_:type:flags:)`` does not take.
+    @inline(never)
+    func allocateGeneral(_ size: Int, type: MallocType?, flags: SlabFlags) -> UnsafeMutableRawPointer? {
         // The system's slab: the arena pointer is in the current CPU's globaldata.
         if let (a, index) = CPU.currentSlabArena(owner: control.raw) {
             return allocate(size, type: type, flags: flags, arena: Arena(a), arenaIndex: index)
@@ -299,6 +314,22 @@ public final class SlabAllocator: @unchecked Sendable {
     /// allocated with. Any thread may free any chunk. Freeing a pointer this allocator
     /// never handed out aborts with a report; in debug mode so does a double free.
     public func free(_ p: UnsafeMutableRawPointer, type: MallocType? = nil) {
+        // Fast path: an untyped free of a chunk of a live zone the calling CPU owns (the
+        // zone's owner key is this CPU's globaldata address; parked zones and threads that
+        // are not CPUs never match), not in debug mode.
+        if type == nil && !debug && UInt(bitPattern: p) &- regionBase < regionSize {
+            let z = ZoneLayout.header(of: p)
+            if z.pointee.ownerKey == UInt(bitPattern: lb_current_cpu()) {
+                Arena(z.pointee.arena).freeLocalFast(p, zone: z)
+                return
+            }
+        }
+        freeGeneral(p, type: type)
+    }
+
+    /// Every free the fast path of ``free(_:type:)`` does not take.
+    @inline(never)
+    func freeGeneral(_ p: UnsafeMutableRawPointer, type: MallocType?) {
         freeFromCurrentThread(p, type: type)
     }
 
@@ -313,7 +344,7 @@ public final class SlabAllocator: @unchecked Sendable {
         let z = ZoneLayout.header(of: p)
         let key = UInt(bitPattern: lb_current_cpu())
         // Both words are on the zone's read-only line: one compare says "mine".
-        if _fastPath(key != 0 && z.pointee.ownerKey == key && z.pointee.magic == ZoneLayout.liveMagic) {
+        if _fastPath(z.pointee.ownerKey == key && z.pointee.magic == ZoneLayout.liveMagic) {
             let bytes = z.pointee.chunkSize
             Arena(z.pointee.arena).freeLocal(p, zone: z)
             if let type {

@@ -13,10 +13,15 @@ struct ArenaHeader {
     // Read on every allocation: kept together at the front.
     var freeZoneCount: Int
     var freeZoneThreshold: Int
+    /// The free-zone threshold, or -1 in debug mode: while `freeZoneCount <= fastLimit`
+    /// the allocation fast path (``Arena/allocateFast(sizeClass:)``) may run, so one
+    /// compare sends both hysteresis work and debug checks to the general path.
+    var fastLimit: Int
     var debug: Bool
     var index: Int
     var freeZones: UnsafeMutablePointer<ZoneHeader>?
-    /// `lb_current_cpu()` on the owner's thread; 0 for the shared pool.
+    /// `lb_current_cpu()` on the owner's thread; ``ZoneLayout/noOwnerKey`` for the shared
+    /// pool and arenas driven through handles (no thread's key).
     var ownerKey: UInt
     var notify: ArenaNotify?
     var notifyContext: UnsafeMutableRawPointer?
@@ -110,6 +115,29 @@ struct Arena {
             return take(z, sizeClass: sizeClass, zero: zero)
         }
         return allocateSlow(sizeClass: sizeClass, zero: zero)
+    }
+
+    /// The allocation fast path: a chunk of class `sizeClass` when no hysteresis work is
+    /// due, the arena is not in debug mode and the class's first zone has more than one
+    /// free chunk; nil (having changed nothing) otherwise, for ``allocate(sizeClass:zero:)``.
+    /// Only loads, compares and stores, so its callers need no saved registers.
+    @inline(__always)
+    func allocateFast(sizeClass: Int) -> UnsafeMutableRawPointer? {
+        let h = header
+        guard h.pointee.freeZoneCount <= h.pointee.fastLimit, let z = heads[sizeClass] else { return nil }
+        let left = z.pointee.freeCount &- 1
+        guard left != 0 else { return nil }     // the last chunk: exhaustion is handled in take
+        let c: UnsafeMutableRawPointer
+        if let f = z.pointee.localFree {
+            z.pointee.localFree = f.load(as: UnsafeMutableRawPointer?.self)
+            c = f
+        } else {
+            c = z.pointee.bump
+            z.pointee.bump = c.advanced(by: z.pointee.chunkSize)
+        }
+        z.pointee.freeCount = left
+        counterAdd(counter(sizeClass, .allocations), 1)
+        return c
     }
 
     @inline(__always)
@@ -252,6 +280,30 @@ struct Arena {
             relistAfterLocalFree(z, sizeClass: sizeClass)
         } else if _slowPath(free == z.pointee.capacity)
                     && !(z.pointee.next == nil && heads[sizeClass] == z) {
+            parkIfFree(z, sizeClass: sizeClass)
+        }
+    }
+
+    /// The free fast path: ``freeLocal(_:zone:)`` for an arena not in debug mode (the
+    /// caller checked), with the rare list work in one out-of-line call at the end.
+    @inline(__always)
+    func freeLocalFast(_ c: UnsafeMutableRawPointer, zone z: UnsafeMutablePointer<ZoneHeader>) {
+        c.storeBytes(of: z.pointee.localFree, as: UnsafeMutableRawPointer?.self)
+        z.pointee.localFree = c
+        let free = z.pointee.freeCount &+ 1
+        z.pointee.freeCount = free
+        counterAdd(counter(Int(z.pointee.classIndex), .frees), 1)
+        if _slowPath(!z.pointee.listed || free == z.pointee.capacity) { afterLocalFree(z) }
+    }
+
+    /// The list work of a local free: relist a zone that was off its list, or park one
+    /// that became wholly free.
+    @inline(never)
+    func afterLocalFree(_ z: UnsafeMutablePointer<ZoneHeader>) {
+        let sizeClass = Int(z.pointee.classIndex)
+        if !z.pointee.listed {
+            relistAfterLocalFree(z, sizeClass: sizeClass)
+        } else if !(z.pointee.next == nil && heads[sizeClass] == z) {
             parkIfFree(z, sizeClass: sizeClass)
         }
     }
@@ -416,6 +468,8 @@ struct Arena {
         counterAdd(counter(sizeClass, .zonesHeld), -1)
         let h = header
         z.pointee.magic = ZoneLayout.parkedMagic
+        // The free fast path trusts an owner-key match alone: a parked zone has no owner.
+        z.pointee.ownerKey = ZoneLayout.noOwnerKey
         z.pointee.next = h.pointee.freeZones
         h.pointee.freeZones = z
         h.pointee.freeZoneCount += 1

@@ -13,8 +13,9 @@ import Synchronization
 ///   mailbox link, which other threads touch with atomics.
 struct ZoneHeader {
     // --- line 0: read-only while live ---
-    /// The value `lb_current_cpu()` has on the owner's thread (0 for the shared pool), so
-    /// a free can tell "mine" with one compare.
+    /// The value `lb_current_cpu()` has on the owner's thread, so a free can tell "mine"
+    /// with one compare; ``ZoneLayout/noOwnerKey`` for the shared pool, handle-driven
+    /// arenas and parked zones (set when parking, so a match also means "live").
     var ownerKey: UInt
     /// The owning arena.
     var arena: UnsafeMutableRawPointer
@@ -54,6 +55,9 @@ enum ZoneLayout {
     /// Magic of a live zone ("slab") and of a zone parked on a free-zone list.
     static let liveMagic: UInt32 = 0x736c_6162
     static let parkedMagic: UInt32 = 0x736c_6166
+    /// The owner key of zones no thread owns: never a globaldata address (they are
+    /// aligned) nor 0 (what `lb_current_cpu()` returns off a CPU).
+    static let noOwnerKey: UInt = 1
     /// Where the owner's mutable line starts (the read-only line 0 ends).
     static let ownerLineOffset = 64
     /// The cache line other threads write: remote-free head, then mailbox link.
