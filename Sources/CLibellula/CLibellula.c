@@ -10,7 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-__thread void *lb_tls_current_cpu = NULL;
+__thread void *lb_tls_current_cpu __attribute__((tls_model("initial-exec"))) = NULL;
 
 const uint32_t LB_EPOLLIN = EPOLLIN, LB_EPOLLOUT = EPOLLOUT, LB_EPOLLERR = EPOLLERR,
                LB_EPOLLHUP = EPOLLHUP, LB_EPOLLRDHUP = EPOLLRDHUP, LB_EPOLLET = EPOLLET,

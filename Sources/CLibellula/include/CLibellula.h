@@ -79,7 +79,11 @@ static inline void lb_cpu_relax(void) {
 static inline void lb_compiler_fence(void) { __asm__ __volatile__("" ::: "memory"); }
 
 /// The per-thread "current CPU" pointer, set by each CPU's OS thread at start.
-extern __thread void *lb_tls_current_cpu;
+/// Initial-exec model: one `mov %fs:` load through the GOT. The default (general dynamic)
+/// is a call to `__tls_get_addr` as far as the compiler knows, even where the linker later
+/// relaxes it, so every fast path reading it (slab, ports) saved registers around it.
+/// The library is linked into executables or loaded at start, never `dlopen`ed late.
+extern __thread void *lb_tls_current_cpu __attribute__((tls_model("initial-exec")));
 static inline void *lb_current_cpu(void) { return lb_tls_current_cpu; }
 static inline void lb_set_current_cpu(void *cpu) { lb_tls_current_cpu = cpu; }
 
