@@ -109,6 +109,7 @@ enum StatsPage {
                       [("forwarded to owner", net.cpus.map { Double($0.forwarded) }), ("received from others", net.cpus.map { Double($0.forwardedIn) })])
         }
         if let f = s.fuse { h += fuseSection(f) }
+        h += ModuleCounters.html(s.lwkt.sections)
         h += "</div><h2>Giant coverage</h2><p>Subsystems registered with the Giant token; red ones still take it (DragonFly's BGL chart). Token: \(s.lwkt.giantToken.acquisitions) acquisitions, \(s.lwkt.giantToken.contentions) contended.</p>"
         h += giant(s.lwkt.giant)
         h += "</body></html>\n"

@@ -78,6 +78,13 @@ struct StatCommand: AsyncParsableCommand {
         print("")
         let n = stats.namecache
         print("Namecache: hit rate \(String(format: "%.1f", n.hitRate * 100)) % (hits \(n.hits), negative hits \(n.negativeHits), misses \(n.misses)), \(n.records) records, lock-free lookups \(n.fastLookups), locked \(n.slowLookups)")
+        for (name, perCPU) in (stats.lwkt.sections ?? [:]).sorted(by: { $0.key < $1.key }) {
+            let rows = ModuleCounters.rows(perCPU)
+            if rows.isEmpty { continue }
+            print("")
+            print("Counters: \(name)")
+            Self.table(columns: perCPU.indices.map { "cpu\($0)" }, rows: rows.map { ($0.name, $0.values.map { Int($0) }) })
+        }
         if let f = stats.fuse {
             print("")
             Self.printFUSE(f)
