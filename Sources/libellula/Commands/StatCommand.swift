@@ -2,6 +2,7 @@ import ArgumentParser
 import FUSE
 import Foundation
 import Services
+import VFS
 
 /// `libellula stat`: fetches a running server's `/_stats.json` and prints it as tables.
 struct StatCommand: AsyncParsableCommand {
@@ -84,6 +85,10 @@ struct StatCommand: AsyncParsableCommand {
             print("")
             print("Counters: \(name)")
             Self.table(columns: perCPU.indices.map { "cpu\($0)" }, rows: rows.map { ($0.name, $0.values.map { Int($0) }) })
+        }
+        if let io = stats.hostIO {
+            print("")
+            print("Host I/O pool: \(io.threads) threads, \(io.submitted) calls sent, \(io.completed) answered, \(io.inline) inline, queue depth \(io.queueDepth) (largest \(io.maxQueueDepth)), latency p50 \(StatWatch.ms(Int64(io.p50LatencyNanos))) p99 \(StatWatch.ms(Int64(io.p99LatencyNanos)))")
         }
         if let f = stats.fuse {
             print("")
