@@ -59,6 +59,11 @@ import VFS
         let trips = pool.statistics.submitted - before
         #expect(trips == 0, "\(trips) trips to the host-I/O pool for 30 cached requests")
         #expect(s.server.core.openFiles[0].hits >= 30)
+        // The pool's calls, depth and latency are on the statistics page and in stat's data.
+        let stats = s.server.statistics()
+        #expect(stats.hostIO?.submitted == pool.statistics.submitted)
+        let page = StatsPage.render(stats)
+        #expect(page.contains("Host I/O pool (1 threads") && page.contains("queue depth now 0"))
         try await s.shutdown()
     }
 

@@ -161,6 +161,7 @@ public final class HTTPServer<Stack: StreamSocketStack>: @unchecked Sendable {
                                 stalls: system.stallStatistics, rates: core.sampler.latest,
                                 pendingMessages: core.sampler.pending, hostIO: core.vfs.hostIO.statistics)
         statistics.network = stack.statistics()
+        statistics.lwkt.sections = ModuleCounters.normalized(statistics.lwkt.sections)
         statistics.fuse = FUSEStatisticsSource.current(on: system)
         return statistics
     }

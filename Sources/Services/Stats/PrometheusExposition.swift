@@ -189,6 +189,22 @@ enum PrometheusExposition {
             w.sample(p + "fuse_known_nodes", [], f.knownNodes)
         }
 
+        // The socket stack's listeners and forwarding (own stack only), per CPU.
+        if let net = s.network, !net.cpus.isEmpty {
+            let fields: [(String, String, (SocketStackStatistics.CPU) -> Int)] = [
+                ("net_listen_replicas", "Listening PCB replicas per CPU.", { $0.listeners }),
+                ("net_accepted_total", "Connections accepted per CPU.", { $0.accepted }),
+                ("net_established", "Established connections per CPU now.", { $0.established }),
+                ("net_forwarded_total", "Packets this CPU forwarded to the flow's owner CPU.", { $0.forwarded }),
+                ("net_forwarded_in_total", "Packets this CPU received from other CPUs as their owner.", { $0.forwardedIn }),
+            ]
+            for (name, help, f) in fields {
+                w.family(p + name, name.hasSuffix("_total") ? "counter" : "gauge", help)
+                for (cpu, c) in net.cpus.enumerated() { w.sample(p + name, [("cpu", "\(cpu)"), ("backend", net.backend)], f(c)) }
+            }
+        }
+        ModuleCounters.prometheus(s.lwkt.sections, into: &w)
+
         // Latency histograms, per CPU (cpu "none": threads that are not CPUs).
         if let latencies {
             for h in latencies.all {

@@ -1,6 +1,7 @@
 import FUSE
 import Foundation
 import LWKT
+import VFS
 
 /// The `/_stats` page: inline SVG charts of every subsystem per CPU, refreshed every two
 /// seconds, with no script and nothing loaded from elsewhere.
@@ -108,7 +109,9 @@ enum StatsPage {
             h += bars("Packets forwarded between CPUs (≈0 with flow steering)", netCPUs,
                       [("forwarded to owner", net.cpus.map { Double($0.forwarded) }), ("received from others", net.cpus.map { Double($0.forwardedIn) })])
         }
+        if let io = s.hostIO { h += hostIOSection(io) }
         if let f = s.fuse { h += fuseSection(f) }
+        h += ModuleCounters.html(s.lwkt.sections)
         h += "</div><h2>Giant coverage</h2><p>Subsystems registered with the Giant token; red ones still take it (DragonFly's BGL chart). Token: \(s.lwkt.giantToken.acquisitions) acquisitions, \(s.lwkt.giantToken.contentions) contended.</p>"
         h += giant(s.lwkt.giant)
         h += "</body></html>\n"
@@ -233,6 +236,21 @@ extension StatsPage {
 extension StatsPage {
     /// A FUSE mount's channels: requests and errors per CPU channel and by operation, bytes
     /// and the kernel's node ids.
+    /// The VFS's host-I/O pool: the blocking host calls kept off the CPUs.
+    static func hostIOSection(_ io: HostIOStatistics) -> String {
+        var h = "</div><h2>Host I/O pool (\(io.threads) threads: blocking host calls kept off the CPUs)</h2>"
+        h += "<p>queue depth now \(io.queueDepth), largest \(io.maxQueueDepth) · latency p50 \(ms(Int64(io.p50LatencyNanos))), "
+        h += "p99 \(ms(Int64(io.p99LatencyNanos))), max \(ms(Int64(io.maxLatencyNanos)))</p><div class=grid>"
+        h += bars("Calls", ["calls"], [("sent to the pool", [Double(io.submitted)]), ("answered", [Double(io.completed)]),
+                                        ("made inline (no blocking file system)", [Double(io.inline)]),
+                                        ("finished on the CPU (cached)", [Double(io.finishedOnCPU)]), ("parked on a lock", [Double(io.lockParks)])])
+        let done = max(1, io.completed)
+        h += bars("Where a trip's time goes (mean µs)", ["trip"], [("queued", [Double(io.totalQueueWaitNanos) / Double(done) / 1e3]),
+                                                                  ("host call", [Double(io.totalRunNanos) / Double(done) / 1e3]),
+                                                                  ("answer back", [Double(io.totalAnswerNanos) / Double(done) / 1e3])])
+        return h
+    }
+
     static func fuseSection(_ f: FUSEStatistics) -> String {
         let chans = f.channels.map { "cpu\($0.cpu)" }
         var h = "</div><h2>FUSE mount \(esc(f.mountPoint)) (\(f.knownNodes) node ids held by the kernel)</h2><div class=grid>"

@@ -2,6 +2,7 @@ import ArgumentParser
 import FUSE
 import Foundation
 import Services
+import VFS
 
 /// `libellula stat`: fetches a running server's `/_stats.json` and prints it as tables.
 struct StatCommand: AsyncParsableCommand {
@@ -78,6 +79,17 @@ struct StatCommand: AsyncParsableCommand {
         print("")
         let n = stats.namecache
         print("Namecache: hit rate \(String(format: "%.1f", n.hitRate * 100)) % (hits \(n.hits), negative hits \(n.negativeHits), misses \(n.misses)), \(n.records) records, lock-free lookups \(n.fastLookups), locked \(n.slowLookups)")
+        for (name, perCPU) in (stats.lwkt.sections ?? [:]).sorted(by: { $0.key < $1.key }) {
+            let rows = ModuleCounters.rows(perCPU)
+            if rows.isEmpty { continue }
+            print("")
+            print("Counters: \(name)")
+            Self.table(columns: perCPU.indices.map { "cpu\($0)" }, rows: rows.map { ($0.name, $0.values.map { Int($0) }) })
+        }
+        if let io = stats.hostIO {
+            print("")
+            print("Host I/O pool: \(io.threads) threads, \(io.submitted) calls sent, \(io.completed) answered, \(io.inline) inline, queue depth \(io.queueDepth) (largest \(io.maxQueueDepth)), latency p50 \(StatWatch.ms(Int64(io.p50LatencyNanos))) p99 \(StatWatch.ms(Int64(io.p99LatencyNanos)))")
+        }
         if let f = stats.fuse {
             print("")
             Self.printFUSE(f)

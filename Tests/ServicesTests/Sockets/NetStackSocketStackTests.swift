@@ -123,6 +123,17 @@ func exchange(_ stack: NetStack, _ server: IPv4Endpoint, _ request: String) asyn
             let back = try ServerStatistics.decoder().decode(ServerStatistics.self, from: data)
             #expect(back.network?.backend == "Libellula TCP/IP on sim-b" && back.network?.cpus.map(\.listeners) == [1, 1])
             #expect(StatsPage.render(p.http.statistics()).contains("Network: Libellula TCP/IP on sim-b"))
+            // The stack's own per-CPU counters ride in the snapshot's sections: a table on the
+            // page, a Prometheus family and `stat`'s tables, all with the same snake_case names.
+            let full = p.http.statistics()
+            let sections = try #require(full.lwkt.sections)
+            let server = try #require(sections.first { ModuleCounters.rows($0.value).contains { $0.name == "tcp_passive_opens" && $0.values.reduce(0, +) == 6 } },
+                                      "a net section counts the six passive opens: \(sections.keys)")
+            let page = StatsPage.render(full)
+            #expect(page.contains("Counters: \(server.key)") && page.contains("<td>tcp_segments_received</td>"))
+            let metrics = PrometheusExposition.render(full, latencies: nil)
+            #expect(metrics.contains("libellula_module_counter{section=\"\(server.key)\",counter=\"tcp_passive_opens\",cpu=\"0\"}"))
+            #expect(metrics.contains("libellula_net_accepted_total{cpu=\"0\",backend=\"Libellula TCP/IP on sim-b\"}"))
         }
     }
 
