@@ -349,7 +349,9 @@ extension CPU {
         let o = withUnsafeMutablePointer(to: &l.pointee.slab.owner) { lb_ptr_load_relaxed($0) }
         // The arena is stored before the owner is published and stays when it is
         // withdrawn, so a matching owner means a non-nil arena.
-        guard o == owner else { return nil }
+        // Compared as integers: `owner` is never nil, so equality already says non-nil
+        // (as optionals, the compiler tested for nil first).
+        guard UInt(bitPattern: o) == UInt(bitPattern: owner) else { return nil }
         return (l.pointee.slab.arena.unsafelyUnwrapped, l.pointee.cpuID)
     }
 
