@@ -7,7 +7,7 @@
  * port (so a flow-steering receiver spreads them over its CPUs), and keeps WINDOW
  * (default 8) requests outstanding on each. A request is SIZE (default 32, at least 16)
  * bytes: a generation number and the send time. Every reply is timed and answered by a
- * new request on its flow. A flow that gets no reply for 100 ms counts what it had
+ * new request on its flow. A flow that gets no reply for 250 ms counts what it had
  * outstanding as lost, starts a new generation (late replies of the old one are ignored)
  * and refills its window. Stops after SECONDS or MAXREPLIES replies, whichever is first,
  * and prints one line:
@@ -31,7 +31,7 @@
 
 #define MAX_FLOWS 256
 #define HIST_US 1000000
-#define LOSS_NS 100000000ULL
+#define LOSS_NS 250000000ULL
 
 struct flow {
     int fd;
@@ -138,7 +138,7 @@ int main(int argc, char **argv) {
                 }
             }
             if (t - f->last_activity > LOSS_NS && t < end) {
-                /* Nothing for 100 ms: what is outstanding is lost; start over. */
+                /* Nothing for 250 ms: what is outstanding is lost; start over. */
                 lost += (uint64_t)f->outstanding;
                 f->outstanding = 0;
                 f->generation++;
