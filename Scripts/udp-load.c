@@ -137,7 +137,7 @@ int main(int argc, char **argv) {
                     if (now < end && replies < max_replies) send_one(f, size);
                 }
             }
-            if (t - f->last_activity > LOSS_NS && t < end) {
+            if (t > f->last_activity && t - f->last_activity > LOSS_NS && t < end) {
                 /* Nothing for 250 ms: what is outstanding is lost; start over. */
                 lost += (uint64_t)f->outstanding;
                 f->outstanding = 0;
