@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # UDP request/response rows for BENCHMARKS.md, all in one run: a C load generator
 # (Scripts/udp-load.c) in the rig's peer namespace drives
-#   1. a Linux UDP echo server on sockets (Scripts/udp-echo.c, one thread per core) in the
-#      router namespace, reached over the veth pair;
+#   1. a Linux UDP echo server on sockets (Scripts/udp-echo.c, one thread per core) in a
+#      server namespace behind the router (peer -veth- router -veth- server), so its
+#      requests take the same veth and forwarding hop as those to the TAP (the ratio
+#      column is against this row), and the same server in the router namespace itself
+#      (one veth, no forwarding), for reference;
 #   2. Libellula's stack on the rig's TAP with a socket-application echo (`libellula net
 #      --socket-echo-port`: one UDPSocket, a receive/send LWKT thread per CPU);
 #   3. the same stack's in-stack echo (answered by the protocol thread, no socket
@@ -31,6 +34,7 @@ pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    ip netns del "$p-srv" 2>/dev/null || true
     Scripts/netrig.sh down "$p" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
@@ -41,6 +45,18 @@ cc -O2 -Wall -o "$work/udp-load" Scripts/udp-load.c
 cc -O2 -Wall -pthread -o "$work/udp-echo" Scripts/udp-echo.c
 Scripts/netrig.sh up "$p" >/dev/null
 Scripts/netrig.sh tap "$p" "$p-tap"
+# The server namespace one forwarding hop behind the router, like the TAP.
+ip netns add "$p-srv"
+ip link add "$p-s" type veth peer name "$p-sr"
+ip link set "$p-s" netns "$p-srv"
+ip link set "$p-sr" netns "$p-rtr"
+ip -n "$p-srv" addr add 10.200.3.1/24 dev "$p-s"
+ip -n "$p-rtr" addr add 10.200.3.254/24 dev "$p-sr"
+ip -n "$p-srv" link set lo up
+ip -n "$p-srv" link set "$p-s" up
+ip -n "$p-rtr" link set "$p-sr" up
+ip -n "$p-srv" route add default via 10.200.3.254
+ip -n "$p-peer" route add 10.200.3.0/24 via 10.200.1.254
 
 load() { # HOST PORT -> the generator's result line
     timeout $((secs + 15)) ip netns exec "$p-peer" "$work/udp-load" "$1" "$2" "$secs" "$window" "$flows" "$size"
@@ -49,14 +65,19 @@ field() { # NAME LINE
     sed -n "s/.*\\b$1=\\([0-9.]*\\).*/\\1/p" <<<"$2"
 }
 
-# Row 1: Linux sockets.
-timeout $((secs + 20)) ip netns exec "$p-rtr" "$work/udp-echo" 9000 "$cpus" $((secs + 3)) >"$work/linux.out" &
+# Rows 1 and 2: Linux sockets, one forwarding hop away and in the router.
+timeout $((secs + 20)) ip netns exec "$p-srv" "$work/udp-echo" 9000 "$cpus" $((secs + 3)) >"$work/linux.out" &
 pids+=($!)
 sleep 0.5
-linux=$(load 10.200.1.254 9000)
+linux=$(load 10.200.3.1 9000)
+wait "${pids[-1]}" || true
+timeout $((secs + 20)) ip netns exec "$p-rtr" "$work/udp-echo" 9000 "$cpus" $((secs + 3)) >"$work/local.out" &
+pids+=($!)
+sleep 0.5
+local=$(load 10.200.1.254 9000)
 wait "${pids[-1]}" || true
 
-# Rows 2 and 3: Libellula, socket application and in-stack echo in one process.
+# Rows 3 and 4: Libellula, socket application and in-stack echo in one process.
 timeout $((2 * secs + 60)) ip netns exec "$p-rtr" "$bin" net --tap "$p-tap" --address 10.200.2.1/24 \
     --gateway 10.200.2.254 --cpus "$cpus" --echo-port 7 --socket-echo-port 9000 \
     --duration $((2 * secs + 30)) >"$work/libellula.out" 2>&1 &
@@ -69,9 +90,10 @@ instack=$(load 10.200.2.1 7)
 kill -INT "$lpid"; wait "$lpid" || true
 
 echo "generator: $flows flows x $window outstanding, $size-byte payloads, $secs s per row; server CPUs: $cpus"
-echo "linux socket echo:   $linux   ($(cat "$work/linux.out"))"
-echo "libellula socket:    $socket"
-echo "libellula in-stack:  $instack"
+echo "linux socket echo, forwarded: $linux   ($(cat "$work/linux.out"))"
+echo "linux socket echo, router:    $local   ($(cat "$work/local.out"))"
+echo "libellula socket:             $socket"
+echo "libellula in-stack:           $instack"
 echo
 lr=$(field replies_per_s "$linux")
 row() { # LABEL LINE
@@ -81,6 +103,7 @@ row() { # LABEL LINE
 }
 echo "| row | replies/s | p50 µs | p99 µs | lost | vs Linux sockets |"
 echo "|---|---|---|---|---|---|"
-row "Linux UDP echo on sockets (udp-echo.c), router namespace over veth" "$linux"
+row "Linux UDP echo on sockets (udp-echo.c), server namespace behind the router (veth, forwarding, veth)" "$linux"
+row "same Linux echo in the router namespace (veth only, no forwarding)" "$local"
 row "Libellula UDP echo as a socket application (UDPSocket, a thread per CPU) over the TAP" "$socket"
 row "Libellula in-stack echo (no socket application) over the TAP" "$instack"
