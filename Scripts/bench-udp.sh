@@ -14,7 +14,8 @@
 # Libellula pins CPU i to core i).
 #
 #   sudo Scripts/bench-udp.sh [SECONDS [CPUS]]      (defaults: 5 s per row, 2 CPUs)
-#   environment: WINDOW (outstanding requests per flow, 8), FLOWS (4), SIZE (payload bytes, 32)
+#   environment: WINDOW (outstanding requests per flow, 8), FLOWS (4), SIZE (payload bytes, 32),
+#                LIBELLULA (the binary; default .build/release/libellula)
 #
 # Needs root, cc, iproute2 and a release build (swift build -c release). Bounded in time
 # (every process runs under `timeout`); the rig is removed on exit, also on Ctrl-C.
@@ -22,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}; cpus=${2:-2}
 window=${WINDOW:-8}; flows=${FLOWS:-4}; size=${SIZE:-32}
-bin=.build/release/libellula
+bin=${LIBELLULA:-.build/release/libellula}
 case "$secs$cpus" in *[!0-9]*) echo "bench-udp: SECONDS and CPUS are whole numbers" >&2; exit 64 ;; esac
 [ "$secs" -ge 1 ] && [ "$secs" -le 120 ] || { echo "bench-udp: SECONDS must be 1..120" >&2; exit 64; }
 [ "$(id -u)" = 0 ] || { echo "bench-udp: needs root (network namespaces, TAP)" >&2; exit 77; }
