@@ -79,6 +79,7 @@ local=$(load 10.200.1.254 9000)
 wait "${pids[-1]}" || true
 
 # Rows 3 and 4: Libellula, socket application and in-stack echo in one process.
+: >"$work/libellula.out"
 timeout $((2 * secs + 60)) ip netns exec "$p-rtr" "$bin" net --tap "$p-tap" --address 10.200.2.1/24 \
     --gateway 10.200.2.254 --cpus "$cpus" --echo-port 7 --socket-echo-port 9000 \
     --duration $((2 * secs + 30)) >"$work/libellula.out" 2>&1 &
