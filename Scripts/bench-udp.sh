@@ -45,7 +45,8 @@ trap 'exit 130' INT TERM
 cc -O2 -Wall -o "$work/udp-load" Scripts/udp-load.c
 cc -O2 -Wall -pthread -o "$work/udp-echo" Scripts/udp-echo.c
 Scripts/netrig.sh up "$p" >/dev/null
-Scripts/netrig.sh tap "$p" "$p-tap"
+# One CPU opens one queue, which a multi-queue TAP refuses: make it single-queue then.
+Scripts/netrig.sh tap "$p" "$p-tap" $([ "$cpus" = 1 ] && echo "single")
 # The server namespace one forwarding hop behind the router, like the TAP.
 ip netns add "$p-srv"
 ip link add "$p-s" type veth peer name "$p-sr"
