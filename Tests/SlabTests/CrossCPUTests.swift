@@ -89,8 +89,12 @@ struct CrossCPUTests {
             #expect(foreign >= perPair * pairs.count)
             let posts = s.cpus.reduce(0) { $0 + $1.mailboxPosts }
             let handled = s.cpus.reduce(0) { $0 + $1.notificationsHandled }
-            #expect(posts > 0, "zones that filled up came back through the mailbox")
-            #expect(handled == posts)
+            // Whether any zone is armed when a remote batch reaches it depends on the
+            // interleaving (a batch that lands before the owner runs dry is spliced
+            // without a post), so only the books are checked here; the mailbox path
+            // itself is exercised deterministically by RemoteFreeTests and
+            // RemoteBatchTests.
+            #expect(handled == posts, "every zone posted to a mailbox was taken back")
             // Every zone a CPU holds can hand out all of its chunks again without a new
             // zone: every remotely freed chunk is back in its owner's hands.
             for a in 0..<cpus {
