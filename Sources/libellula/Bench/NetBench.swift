@@ -6,8 +6,9 @@ import Slab
 import Synchronization
 
 /// `libellula bench net`: small-packet UDP echo through the stack over `SimulatedLink`
-/// (per CPU), and UDP echo request rate over the TAP against a Linux UDP echo over veth in
-/// the same rig and run.
+/// (per CPU), and UDP echo request rate over the TAP (`Scripts/bench-udp.sh`: a C generator
+/// against Libellula's socket-application and in-stack echoes and a Linux socket echo, in
+/// the same rig and run).
 enum NetBench {
     static func run(reporter: BenchReporter, quick: Bool) async throws {
         try await simulated(reporter: reporter, quick: quick)
@@ -131,66 +132,42 @@ enum NetBench {
 
     // MARK: - TAP against Linux
 
+    /// The TAP rows: `Scripts/bench-udp.sh` (a C generator in the rig's peer namespace
+    /// against a Linux socket echo one forwarding hop away, Libellula's socket-application
+    /// echo and its in-stack echo, same server CPUs) run with this binary, its results
+    /// reported as rows.
     static func tap(reporter: BenchReporter, quick: Bool) async throws {
-        let script = "Scripts/netrig.sh"
+        let script = "Scripts/bench-udp.sh"
         guard getuid() == 0, FileManager.default.fileExists(atPath: script),
-              FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else {
-            print("net bench: the TAP rows need root, /usr/bin/python3 and \(script) (run from the repository root); skipped")
+              FileManager.default.isExecutableFile(atPath: "/usr/bin/cc"),
+              let binary = Bundle.main.executablePath else {
+            print("net bench: the TAP rows need root, /usr/bin/cc and \(script) (run from the repository root); skipped")
             return
         }
-        let prefix = "lbb\(getpid() % 100_000)"
-        guard sh("/bin/bash", [script, "up", prefix]).0 == 0 else { print("net bench: rig setup failed; TAP rows skipped"); return }
-        defer { _ = sh("/bin/bash", [script, "down", prefix]) }
-        let seconds = quick ? "2" : "5"
-        var linux: [Int: Double] = [:]
-        for clients in [1, 4] {
-            let server = Process()
-            server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-            server.arguments = ["netns", "exec", "\(prefix)-rtr", "/usr/bin/python3", "-c", echoServer, "\(9000 + clients)", "60"]
-            try server.run()
-            try await Task.sleep(for: .milliseconds(400))
-            linux[clients] = rate(ns: "\(prefix)-peer", host: "10.200.1.254", port: "\(9000 + clients)", seconds: seconds, clients: clients)
-            server.terminate()
-            server.waitUntilExit()
+        let cpus = min(2, max(1, LWKT.onlineCores))
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["LIBELLULA=\(binary)", "/bin/bash", script, quick ? "2" : "5", "\(cpus)"]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        try p.run()
+        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { print("net bench: \(script) failed (status \(p.terminationStatus)); TAP rows skipped"); return }
+        // The script's summary lines: "NAME: replies_per_s=R p50_us=… …".
+        func rate(_ label: String) -> Double? {
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(label) }),
+                  let field = line.split(separator: " ").first(where: { $0.hasPrefix("replies_per_s=") }) else { return nil }
+            return Double(field.dropFirst("replies_per_s=".count))
         }
-        for cpus in Set([1, min(2, max(1, LWKT.onlineCores))]).sorted() {
-            let system = try LWKT.boot(cpus: cpus, configuration: .init(warnings: false))
-            let slab = SlabAllocator(system: system, configuration: .init(debug: false))
-            let tap = try TAPInterface(name: "\(prefix)t", queues: cpus)
-            _ = sh("/bin/bash", [script, "attach", prefix, "\(prefix)t"])
-            var c = NetStackConfiguration(address: IPv4Address(10, 200, 2, 1), gateway: IPv4Address(10, 200, 2, 254))
-            c.udpEchoPort = 7
-            let stack = try NetStack(system: system, allocator: slab, interface: tap, configuration: c)
-            try stack.start()
-            try await Task.sleep(for: .milliseconds(200))
-            for clients in [1, 4] {
-                let ours = rate(ns: "\(prefix)-peer", host: "10.200.2.1", port: "7", seconds: seconds, clients: clients)
-                reporter.report("net TAP UDP echo, \(cpus) CPU, \(clients) client(s)", unit: "req/s", value: ours,
-                                baseline: "Linux UDP echo (Python) over veth", baselineValue: linux[clients] ?? 0)
-            }
-            try await stack.stop()
-            _ = try await system.shutdown()
+        guard let linux = rate("linux socket echo, forwarded:") else { print("net bench: no Linux result from \(script)"); return }
+        let baseline = "Linux UDP echo (C, sockets) one forwarding hop away, C generator"
+        if let v = rate("libellula socket:") {
+            reporter.report("net TAP UDP echo, socket application, \(cpus) CPU", unit: "req/s", value: v, baseline: baseline, baselineValue: linux)
         }
-    }
-
-    static func rate(ns: String, host: String, port: String, seconds: String, clients: Int) -> Double {
-        var procs: [(Process, Pipe)] = []
-        for _ in 0..<clients {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-            p.arguments = ["netns", "exec", ns, "/usr/bin/python3", "-c", rateClient, host, port, seconds]
-            let pipe = Pipe()
-            p.standardOutput = pipe
-            do { try p.run() } catch { continue }
-            procs.append((p, pipe))
+        if let v = rate("libellula in-stack:") {
+            reporter.report("net TAP UDP in-stack echo (no socket application), \(cpus) CPU", unit: "req/s", value: v, baseline: baseline, baselineValue: linux)
         }
-        var total = 0.0
-        for (p, pipe) in procs {
-            let d = pipe.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            total += Double(String(decoding: d, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
-        }
-        return total / (Double(seconds) ?? 1)
     }
 
     static func sh(_ exe: String, _ args: [String]) -> (Int32, String) {
@@ -205,30 +182,4 @@ enum NetBench {
         p.waitUntilExit()
         return (p.terminationStatus, String(decoding: d, as: UTF8.self))
     }
-
-    static let echoServer = """
-    import socket, sys, time
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(('0.0.0.0', int(sys.argv[1]))); s.settimeout(0.5)
-    end = time.time() + float(sys.argv[2])
-    while time.time() < end:
-        try:
-            d, a = s.recvfrom(70000); s.sendto(d, a)
-        except socket.timeout:
-            pass
-    """
-
-    static let rateClient = """
-    import socket, sys, time
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)
-    addr = (sys.argv[1], int(sys.argv[2])); end = time.time() + float(sys.argv[3]); n = 0
-    msg = b'x' * 32
-    while time.time() < end:
-        s.sendto(msg, addr)
-        try:
-            s.recvfrom(2048); n += 1
-        except socket.timeout:
-            pass
-    print(n)
-    """
 }

@@ -9,7 +9,10 @@ import Synchronization
 private let netStopRequested = Atomic<Bool>(false)
 
 /// `libellula net --tap NAME --address A/P`: serves ping and a UDP echo port on a TAP
-/// device with the Libellula stack, and prints per-CPU counters on exit.
+/// device with the Libellula stack, and prints per-CPU counters on exit. With
+/// `--socket-echo-port` it also runs a UDP echo as a socket application: one `UDPSocket`
+/// and, on every CPU, an LWKT thread that receives a datagram and sends it back (the
+/// counterpart of a Linux echo server's `recvfrom`/`sendto` loop, for `Scripts/bench-udp.sh`).
 struct NetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "net",
@@ -28,6 +31,9 @@ struct NetCommand: AsyncParsableCommand {
 
     @Option(help: "UDP port the stack answers as an echo server.")
     var echoPort: UInt16 = 7
+
+    @Option(help: "Also answer UDP echo on this port as a socket application (a UDPSocket with a receive/send thread on every CPU), not inside the stack.")
+    var socketEchoPort: UInt16?
 
     @OptionGroup var cpuOptions: CPUOptions
 
@@ -66,9 +72,25 @@ struct NetCommand: AsyncParsableCommand {
         c.udpEchoPort = echoPort
         let stack = try NetStack(system: system, allocator: slab, interface: device, configuration: c)
         try stack.start()
+        var echoSocket: UDPSocket?
+        var echoThreads: [LWKTThread] = []
+        if let port = socketEchoPort {
+            let socket = try await UDPSocket.bind(stack, port: port)
+            echoSocket = socket
+            for id in 0..<n {
+                echoThreads.append(LWKTThread.spawn(on: try system.cpu(id), name: "udp-socket-echo") {
+                    // Each datagram's mbuf goes back out as the reply (no copy); the loop
+                    // ends when the socket is closed.
+                    while let d = try? await socket.receivePacket(timeout: nil) {
+                        socket.send(packet: d.packet, to: d.source)
+                    }
+                })
+            }
+        }
         print("libellula net: \(addr)/\(prefix) on \(tap) (\(n) queues, MAC \(device.macAddress), offloads: "
               + "\(device.offloads.contains(.checksum) ? "checksum" : "none")\(device.offloads.contains(.segmentation) ? "+TSO" : "")); "
-              + "answering ping and UDP echo on port \(echoPort). Ctrl-C to stop.")
+              + "answering ping and UDP echo on port \(echoPort)"
+              + (socketEchoPort.map { ", socket-application UDP echo on port \($0)" } ?? "") + ". Ctrl-C to stop.")
         flushStandardOutput()
         signal(SIGINT) { _ in netStopRequested.store(true, ordering: .relaxed) }
         signal(SIGTERM) { _ in netStopRequested.store(true, ordering: .relaxed) }
@@ -77,6 +99,8 @@ struct NetCommand: AsyncParsableCommand {
             if let deadline, ContinuousClock.now >= deadline { break }
             try await Task.sleep(for: .milliseconds(100))
         }
+        try await echoSocket?.close()
+        for t in echoThreads { await t.join() }
         try await stack.stop()
         print(stack.counters.table())
         _ = try await system.shutdown()
