@@ -14,7 +14,8 @@
 # Usage: Scripts/bench-http.sh [CPUS] [SECONDS] [CONNECTIONS]     (defaults: 1 5 64)
 # BEFORE_BIN=path/to/older/libellula adds that binary, hot cache off, to the same run (a
 # before/after comparison of the same rows). ROUNDS=N repeats every row N times (the servers
-# stay up, so later rounds are warm) and reports medians.
+# stay up, so later rounds are warm) and reports medians. ROWS="304 4KiB" measures only the
+# rows named (default: all of them).
 # Needs: wrk, nginx, bc, curl, gcc (Debian: apt-get install wrk nginx bc curl gcc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -110,7 +111,11 @@ cpu_ticks() {
   echo $total
 }
 
-ROWS="6B 4KiB 64KiB 1MiB many missing 304"
+ALL_ROWS="6B 4KiB 64KiB 1MiB many missing 304"
+ROWS=${ROWS:-$ALL_ROWS}
+for row in $ROWS; do
+  case " $ALL_ROWS " in *" $row "*) ;; *) echo "unknown row '$row' (rows: $ALL_ROWS)" >&2; exit 1 ;; esac
+done
 row_args() { # row -> wrk arguments after the URL base
   case $1 in
     6B) echo "/hello.txt" ;;

@@ -63,14 +63,14 @@ extension HTTPConnectionHandler {
         // A host file is kept open for the next requests of the same target (the
         // counterpart of nginx's open_file_cache), and this one is answered from there.
         if let key = openFileKey, let host = process.hostDescriptor(fd),
-           let entry = openFiles.insert(key: key, path: decoded.path, hostFD: host, attrs: attrs, etag: Self.etag(attrs),
+           let entry = openFiles.insert(key: key, path: decoded.path, hostFD: host, attrs: attrs, etag: FileValidators.etag(attrs),
                                         contentType: MIMETypes.type(forPath: decoded.path)) {
             try? process.close(fd)
             open = false
-            return try await serveRegular(entry.attrs, etag: entry.etag, contentType: entry.contentType, body: .host(entry.hostFD),
+            return try await serveRegular(entry.attrs, validators: entry.validators, contentType: entry.contentType, body: .host(entry.hostFD),
                                           path: entry.path, head: head, keepAlive: keepAlive, cacheKey: cacheKey)
         }
-        return try await serveRegular(attrs, etag: Self.etag(attrs), contentType: MIMETypes.type(forPath: decoded.path),
+        return try await serveRegular(attrs, validators: FileValidators(attrs), contentType: MIMETypes.type(forPath: decoded.path),
                                       body: .vfs(fd), path: decoded.path, head: head, keepAlive: keepAlive, cacheKey: cacheKey)
     }
 
@@ -151,24 +151,27 @@ extension HTTPConnectionHandler {
     /// Answers for a regular file: validators, conditional and range requests, the head,
     /// and the body (by sendfile when it is larger than the output buffer and the socket
     /// and file allow).
-    func serveRegular(_ attrs: FileAttributes, etag: String, contentType: String, body: FileBody, path: String,
+    func serveRegular(_ attrs: FileAttributes, validators: FileValidators, contentType: String, body: FileBody, path: String,
                       head: HTTPRequestHead, keepAlive: Bool, cacheKey: UnsafeRawBufferPointer?) async throws(SocketError) -> Bool {
         let size = attrs.size
         let mtime = attrs.mtime.seconds
 
         // Conditional requests (RFC 9110 §13): If-None-Match wins over If-Modified-Since.
         var notModified = false
-        if let inm = head.ifNoneMatch {
-            notModified = Self.matches(inm, etag)
+        if head.hasIfNoneMatch {
+            // Compared where it was received, against the rendered ETag: no copy, no String.
+            let end = head.ifNoneMatchOffset + head.ifNoneMatchLength
+            notModified = end <= request.count
+                && validators.noneMatchHits(UnsafeRawBufferPointer(rebasing: request[head.ifNoneMatchOffset..<end]))
         } else if let ims = head.ifModifiedSince, let since = HTTPDate.parse(ims) {
             notModified = mtime <= since
         }
         if notModified {
+            // Pre-rendered pieces only: status line, Server, this second's Date, the
+            // validators.
             try await reserve(1024)
             beginHead(.notModified)
-            append("ETag: "); append(etag); append("\r\nLast-Modified: ")
-            appendDate(mtime)
-            append("\r\n")
+            append(validators.fields)
             endHead(keepAlive: keepAlive, head: head)
             return keepAlive
         }
@@ -176,7 +179,7 @@ extension HTTPConnectionHandler {
         // Single byte ranges.
         var start: Int64 = 0, length = size
         var partial = false
-        if let r = head.range, Self.ifRangeHolds(head.ifRange, etag: etag, mtime: mtime) {
+        if let r = head.range, Self.ifRangeHolds(head.ifRange, validators: validators, mtime: mtime) {
             switch Self.parseRange(r, size: size) {
             case .ignore: break
             case .unsatisfiable:
@@ -197,10 +200,9 @@ extension HTTPConnectionHandler {
         beginHead(partial ? .partialContent : .ok)
         let fieldsStart = outCount
         append("Content-Type: "); append(contentType)
-        append("\r\nContent-Length: "); append(Int(length))
-        append("\r\nETag: "); append(etag)
-        append("\r\nLast-Modified: "); appendDate(mtime)
-        append("\r\nAccept-Ranges: bytes\r\n")
+        append("\r\nContent-Length: "); append(Int(length)); append("\r\n")
+        append(validators.fields)
+        append("Accept-Ranges: bytes\r\n")
         let fieldsEnd = outCount
         if partial {
             append("Content-Range: bytes "); append(Int(start)); append("-"); append(Int(start + length - 1))
@@ -271,50 +273,22 @@ extension HTTPConnectionHandler {
         return keepAlive
     }
 
-    func appendDate(_ seconds: Int64) {
-        guard outCount + 29 <= core.outputCapacity else { return }
-        HTTPDate.write(seconds, into: output.baseAddress + outCount)
-        outCount += 29
-    }
-
     /// A strong validator from inode, size and modification time.
-    static func etag(_ a: FileAttributes) -> String {
-        "\"" + String(a.inode, radix: 16) + "-" + String(a.size, radix: 16) + "-" + String(a.mtime.seconds, radix: 16)
-            + String(a.mtime.nanoseconds, radix: 16) + "\""
-    }
+    static func etag(_ a: FileAttributes) -> String { FileValidators.etag(a) }
 
-    /// Whether an If-None-Match list names `etag` (weak comparison) or is `*`. Compares
-    /// bytes in place, allocating nothing.
+    /// Whether an If-None-Match list names `etag` (weak comparison) or is `*`; see
+    /// ``FileValidators/noneMatchHits(_:etag:)``.
     static func matches(_ list: String, _ etag: String) -> Bool {
         var list = list, etag = etag
-        return list.withUTF8 { l in
-            etag.withUTF8 { e in
-                var i = 0
-                while i <= l.count {
-                    var end = i
-                    while end < l.count && l[end] != 44 { end += 1 }  // ','
-                    var a = i, b = end
-                    while a < b && (l[a] == 32 || l[a] == 9) { a += 1 }
-                    while b > a && (l[b - 1] == 32 || l[b - 1] == 9) { b -= 1 }
-                    if b - a == 1 && l[a] == 42 { return true }  // '*'
-                    if b - a >= 2 && l[a] == 87 && l[a + 1] == 47 { a += 2 }  // "W/"
-                    if b - a == e.count && (e.count == 0 || memcmp(l.baseAddress! + a, e.baseAddress!, e.count) == 0) {
-                        return true
-                    }
-                    i = end + 1
-                }
-                return false
-            }
-        }
+        return list.withUTF8 { l in etag.withUTF8 { e in FileValidators.noneMatchHits(UnsafeRawBufferPointer(l), etag: UnsafeRawBufferPointer(e)) } }
     }
 
-    static func ifRangeHolds(_ ifRange: String?, etag: String, mtime: Int64) -> Bool {
+    static func ifRangeHolds(_ ifRange: String?, validators: FileValidators, mtime: Int64) -> Bool {
         guard let v = ifRange else { return true }
-        if v.hasPrefix("\"") { return v == etag }
+        if v.hasPrefix("\"") { return validators.withETag { e in v.utf8.elementsEqual(e) } }
         if let d = HTTPDate.parse(v) { return d == mtime }
         return false
     }
-
     enum RangeRequest: Equatable {
         case ignore, unsatisfiable
         case range(Int64, Int64)

@@ -13,6 +13,8 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     let process: VFSProcess
     let cache: HotFileCache
     let openFiles: OpenFileCache
+    /// This CPU's rendered Date value.
+    let date: HTTPDateCache
     let input: IOBuffer
     let output: IOBuffer
     /// Bytes held in the input and output buffers (their write indexes).
@@ -26,6 +28,9 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     }
     /// Body bytes of the current request still to be discarded.
     var bodyRemaining = 0
+    /// The bytes the request being answered was parsed from (the head's offsets point into
+    /// them); valid until the next read into the input buffer.
+    var request = UnsafeRawBufferPointer(start: nil, count: 0)
     /// When the first byte of the request being received arrived (0: between requests).
     var requestStart: UInt64 = 0
 
@@ -39,6 +44,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
         process = core.processes[conn.cpuID]
         cache = core.caches[conn.cpuID]
         openFiles = core.openFiles[conn.cpuID]
+        date = core.dates[conn.cpuID]
         input = i
         output = o
     }
@@ -82,6 +88,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
                 case .complete(var head, let length):
                     let target = UnsafeRawBufferPointer(start: pending.baseAddress! + head.targetOffset, count: head.targetLength)
                     consumed += length
+                    request = pending
                     requestStart = 0
                     HTTPCounters.add(counters.requests)
                     let started = MonotonicClock.now()
@@ -168,7 +175,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
             case .miss: break
             }
             if let e = found {
-                return try await serveRegular(e.attrs, etag: e.etag, contentType: e.contentType, body: .host(e.hostFD), path: e.path,
+                return try await serveRegular(e.attrs, validators: e.validators, contentType: e.contentType, body: .host(e.hostFD), path: e.path,
                                               head: head, keepAlive: keep, cacheKey: cacheable ? target : nil)
             }
         }
@@ -250,7 +257,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
         append(status.statusLine)
         append("Server: libellula\r\nDate: ")
         if outCount + 29 <= core.outputCapacity {
-            HTTPDate.write(Int64(time(nil)), into: output.baseAddress + outCount)
+            date.write(Int64(time(nil)), into: output.baseAddress + outCount)
             outCount += 29
         }
         append("\r\n")

@@ -26,7 +26,8 @@ enum HTTPParseResult {
 }
 
 /// A strict HTTP/1.1 request-head parser over raw bytes (RFC 9112), allocating only the
-/// strings of the fields it keeps.
+/// strings of the fields it keeps (the target and If-None-Match stay in the buffer as
+/// offsets).
 enum HTTPParser {
     static let cr: UInt8 = 13, lf: UInt8 = 10, sp: UInt8 = 32, ht: UInt8 = 9
 
@@ -121,7 +122,10 @@ enum HTTPParser {
                     s = e + 1
                 }
             case 13 where equalsLower(name, "if-none-match"):
-                head.ifNoneMatch = String(decoding: value, as: UTF8.self)
+                // Left in place: the file server compares it against the cached ETag there.
+                head.hasIfNoneMatch = true
+                head.ifNoneMatchOffset = vs
+                head.ifNoneMatchLength = ve - vs
             case 14 where equalsLower(name, "content-length"):
                 guard !value.isEmpty, value.count <= 18 else { return .failure(value.isEmpty ? .badRequest : .contentTooLarge) }
                 var len = 0

@@ -25,8 +25,13 @@ public struct HTTPRequestHead: Sendable {
     public var contentLength: Int = 0
     /// Whether Transfer-Encoding was present.
     public var hasTransferEncoding: Bool = false
-    /// If-None-Match, raw.
-    public var ifNoneMatch: String?
+    /// Whether an If-None-Match field was present. Its value stays in the request buffer
+    /// (``ifNoneMatchOffset``, ``ifNoneMatchLength``) and is compared there, never copied.
+    public var hasIfNoneMatch: Bool = false
+    /// Where the If-None-Match value (whitespace trimmed) starts in the parsed buffer.
+    var ifNoneMatchOffset: Int = 0
+    /// How many bytes the If-None-Match value has.
+    var ifNoneMatchLength: Int = 0
     /// If-Modified-Since, raw.
     public var ifModifiedSince: String?
     /// Range, raw.
@@ -39,6 +44,6 @@ public struct HTTPRequestHead: Sendable {
 
     /// Whether the answer is the plain full representation (no validators, no range).
     var isPlain: Bool {
-        ifNoneMatch == nil && ifModifiedSince == nil && range == nil && contentLength == 0 && !hasTransferEncoding
+        !hasIfNoneMatch && ifModifiedSince == nil && range == nil && contentLength == 0 && !hasTransferEncoding
     }
 }

@@ -19,6 +19,8 @@ final class HTTPServerCore: @unchecked Sendable {
     let openFiles: [OpenFileCache]
     /// One hot-file cache per CPU.
     let caches: [HotFileCache]
+    /// One Date field value per CPU, rendered at most once a second.
+    let dates: [HTTPDateCache]
     let logger: Logger
     /// The connection handlers' entry in Giant's coverage report (they run MP-safe).
     let giantEntry = Giant.register("http.connection", mpSafe: true)
@@ -49,6 +51,7 @@ final class HTTPServerCore: @unchecked Sendable {
         let budget = OpenFileCache.budgetPerCPU(cpus: system.cpuCount)
         openFiles = system.cpus.map { _ in OpenFileCache(budget: budget, validity: configuration.cacheValidity) }
         caches = system.cpus.map { _ in HotFileCache(validity: configuration.cacheValidity) }
+        dates = system.cpus.map { _ in HTTPDateCache() }
         statisticsPages = StatisticsPageCache(cpuCount: system.cpuCount, interval: configuration.statisticsInterval)
         inputCapacity = max(16320, configuration.limits.maxHeaderBytes + 256, configuration.limits.maxRequestLine + 256)
     }

@@ -26,7 +26,9 @@ final class OpenFileCache: @unchecked Sendable {
         /// The cache's own duplicate of the host descriptor (closed on eviction).
         let hostFD: Int32
         let attrs: FileAttributes
-        let etag: String
+        /// The ETag and Last-Modified fields, rendered once when the entry is made; a file
+        /// that changed loses its entry, so they are rendered again only then.
+        let validators: FileValidators
         let contentType: String
         var validatedAt: UInt64
         /// The cache's use counter at the last hit (the older of two candidates is evicted).
@@ -37,7 +39,7 @@ final class OpenFileCache: @unchecked Sendable {
             self.path = path
             self.hostFD = hostFD
             self.attrs = attrs
-            self.etag = etag
+            validators = FileValidators(etag: etag, mtime: attrs.mtime.seconds)
             self.contentType = contentType
             validatedAt = now
         }
@@ -193,8 +195,9 @@ final class OpenFileCache: @unchecked Sendable {
 
     private var shedCursor = 0
 
-    /// Keeps a duplicate of `hostFD` (a regular file the VFS opened at `path`) for `key`;
-    /// returns the entry, or nil when the key is too long or no descriptor is left.
+    /// Keeps a duplicate of `hostFD` (a regular file the VFS opened at `path`) for `key`,
+    /// with its validators rendered from `etag` and `attrs`; returns the entry, or nil when
+    /// the key is too long or no descriptor is left.
     func insert(key: UnsafeRawBufferPointer, path: String, hostFD: Int32, attrs: FileAttributes, etag: String,
                 contentType: String) -> Entry? {
         guard key.count <= Self.maxKey else { return nil }
