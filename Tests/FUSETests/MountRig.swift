@@ -54,6 +54,9 @@ final class MountRig: @unchecked Sendable {
             return MountRig(system: system, server: server, vfs: vfs, path: base + "/mnt", backing: backing, scratch: base + "/scratch")
         } catch {
             _ = try? system.shutdownBlocking()
+        // The namespace lives on with the test's references; its cached HostFS names would
+        // keep one host descriptor each (a stock-tools run leaves ~1,700).
+        vfs.releaseCachedNames()
             try? FileManager.default.removeItem(atPath: base)
             throw error
         }

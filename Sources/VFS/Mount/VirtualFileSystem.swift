@@ -36,6 +36,15 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// The root record of the namespace.
     public var rootRecord: NCRecord { rootMount.root }
 
+    /// Drops every cached name that nothing holds: the positive entries below the root, with
+    /// their file-system nodes (on HostFS each holds a host descriptor). For a program that is
+    /// done with this namespace or wants its host descriptors back; later lookups ask the file
+    /// systems afresh. Returns the number of positive entries dropped.
+    @discardableResult
+    public func releaseCachedNames() -> Int {
+        namecache.dropPositives(below: rootRecord)
+    }
+
     /// A new process context at `/` with the given credentials.
     public func makeProcess(credentials: Credentials = .root) -> VFSProcess {
         VFSProcess(vfs: self, credentials: credentials)
