@@ -5,7 +5,8 @@ import Glibc
 // A count of this process's open descriptors, read from /proc/self/fd and sorted by what
 // each one is (the target of its /proc link). Tests use it to check that something they
 // start and stop gives back every descriptor it opened; `LIBELLULA_FD_CENSUS=1` makes
-// `FDCensus.note(_:)` print one line per call, for finding which suite leaves some behind.
+// `FDCensus.note(_:)` print one line per call, for finding which suite leaves some behind
+// (`LIBELLULA_FD_CENSUS=paths` adds the directories holding the most path descriptors).
 
 /// The open descriptors of this process, by kind.
 public struct FDCensus: Sendable, Equatable, CustomStringConvertible {
@@ -66,7 +67,16 @@ public struct FDCensus: Sendable, Equatable, CustomStringConvertible {
     /// does nothing otherwise.
     public static func note(_ label: String) {
         guard reporting else { return }
-        let line = "fd-census \(label): \(take())\n"
+        var line = "fd-census \(label): \(take())\n"
+        if String(cString: getenv("LIBELLULA_FD_CENSUS")) == "paths" {
+            // The directories holding the most open path descriptors.
+            var dirs: [String: Int] = [:]
+            for (_, t) in list() where t.hasPrefix("/") && !t.hasPrefix("/dev/") && !t.hasPrefix("/proc/") {
+                let parent = t.split(separator: "/").dropLast().prefix(4).joined(separator: "/")
+                dirs["/" + parent, default: 0] += 1
+            }
+            for (d, n) in dirs.sorted(by: { $0.value > $1.value }).prefix(5) { line += "  \(n) under \(d)\n" }
+        }
         _ = line.withCString { write(2, $0, strlen($0)) }
     }
 
