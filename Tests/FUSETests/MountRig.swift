@@ -98,31 +98,12 @@ struct ShellResult {
 /// Runs `script` with /bin/sh in `directory`, killing it after `timeout` seconds (the watchdog).
 @discardableResult
 func shell(_ script: String, in directory: String? = nil, timeout: Double = 120) throws -> ShellResult {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/bin/sh")
-    p.arguments = ["-c", script]
-    if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
     var env = ProcessInfo.processInfo.environment
     env["LC_ALL"] = "C"
-    p.environment = env
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = out
-    try p.run()
-    let done = DispatchSemaphore(value: 0)
-    var timedOut = false
-    DispatchQueue.global().async {
-        p.waitUntilExit()
-        done.signal()
-    }
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    if done.wait(timeout: .now() + timeout) == .timedOut {
-        timedOut = true
-        kill(-p.processIdentifier, SIGKILL)
-        p.terminate()
-        done.wait()
-    }
-    return ShellResult(status: p.terminationStatus, output: String(decoding: data, as: UTF8.self), timedOut: timedOut)
+    // posix_spawn (LibellulaTestSupport), not Foundation's Process; the child has its own
+    // process group, which the timeout kills whole.
+    let r = try Subprocess.run("/bin/sh", ["-c", script], environment: env, directory: directory, timeout: timeout)
+    return ShellResult(status: r.status, output: r.output, timedOut: r.timedOut)
 }
 
 /// Whether a program is on PATH.

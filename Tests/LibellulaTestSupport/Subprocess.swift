@@ -17,10 +17,15 @@ public enum SubprocessOutput: Sendable {
     case merged
     /// Standard output into a pipe; standard error to /dev/null.
     case stdoutOnly
+    /// Standard error into a pipe; standard output to /dev/null.
+    case stderrOnly
     /// Both to /dev/null.
     case discarded
     /// Both to the parent's own descriptors 1 and 2.
     case inherited
+    /// Both appended to the file at this path (created if missing), so that a long-running
+    /// child never blocks on a full pipe and a test can read what it wrote so far.
+    case file(String)
 }
 
 /// Why a program could not be started.
@@ -71,7 +76,12 @@ public final class Subprocess: @unchecked Sendable {
             posix_spawnattr_destroy(&attr)
         }
         var pipeFDs: [Int32] = [-1, -1]
-        if output == .merged || output == .stdoutOnly {
+        var usesPipe = false
+        switch output {
+        case .merged, .stdoutOnly, .stderrOnly: usesPipe = true
+        default: break
+        }
+        if usesPipe {
             guard SpawnExtensions.cloexecPipe(&pipeFDs) == 0 else { throw SubprocessError(operation: "pipe2", code: errno) }
         }
         let (readEnd, writeEnd) = (pipeFDs[0], pipeFDs[1])
@@ -85,11 +95,17 @@ public final class Subprocess: @unchecked Sendable {
         case .stdoutOnly:
             posix_spawn_file_actions_adddup2(&actions, writeEnd, 1)
             posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        case .stderrOnly:
+            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+            posix_spawn_file_actions_adddup2(&actions, writeEnd, 2)
         case .discarded:
             posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
             posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         case .inherited:
             break
+        case .file(let path):
+            posix_spawn_file_actions_addopen(&actions, 1, path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
         }
         if let closeFrom = SpawnExtensions.addCloseFrom { _ = closeFrom(&actions, 3) }
         if let directory {
@@ -161,6 +177,16 @@ public final class Subprocess: @unchecked Sendable {
     /// Whether the child has not exited yet (reaps it when it has).
     public var isRunning: Bool { exit == nil && !reap(block: false) }
 
+    /// The child's process id (Foundation's name, for callers written against `Process`).
+    public var processIdentifier: pid_t { pid }
+
+    /// The exit status (or 128 plus the signal number) once the child has been waited
+    /// for; -1 before.
+    public var terminationStatus: Int32 { exit?.status ?? -1 }
+
+    /// Waits for the child without a time limit (its output, if piped, is collected).
+    public func waitUntilExit() { _ = wait(timeout: .infinity) }
+
     /// Sends `signal` to the child (and, with `group`, to its whole process group).
     public func terminate(_ signal: Int32 = SIGTERM, group: Bool = true) {
         guard exit == nil else { return }
@@ -168,14 +194,14 @@ public final class Subprocess: @unchecked Sendable {
         kill(pid, signal)
     }
 
-    /// Collects the child's output until it exits and returns how it ended; after
-    /// `timeout` seconds its process group is killed. Output that descendants keep writing
-    /// after the child exited is read until the pipe is quiet for 200 ms or closed.
+    /// Collects the child's output until it has exited and the pipe is closed (programs
+    /// it left running in the background still hold the pipe, and are waited for too, as
+    /// Foundation's `readDataToEndOfFile` would), and returns how it ended. After `timeout`
+    /// seconds the child's process group is killed and `timedOut` is set.
     @discardableResult
     public func wait(timeout: Double = 300) -> SubprocessResult {
-        let deadline = Self.now() + max(0, timeout)
+        let deadline = timeout.isFinite ? Self.now() + max(0, timeout) : .infinity
         var timedOut = false
-        var quietSince: Double? = nil
         while true {
             let exited = exit != nil || reap(block: false)
             if readFD < 0 {
@@ -184,15 +210,8 @@ public final class Subprocess: @unchecked Sendable {
                 usleep(2_000)
                 continue
             }
-            let got = drain(waitMillis: exited ? 50 : 20)
-            if got < 0 { close(readFD); readFD = -1; continue }   // end of file
-            if exited {
-                if got > 0 { quietSince = nil } else {
-                    let now = Self.now()
-                    if let q = quietSince { if now - q >= 0.2 { break } } else { quietSince = now }
-                }
-            }
-            if !exited && Self.now() >= deadline { timedOut = true; break }
+            if drain(waitMillis: 20) < 0 { close(readFD); readFD = -1; continue }   // end of file
+            if Self.now() >= deadline { timedOut = true; break }
         }
         if timedOut {
             kill(-pid, SIGKILL)
