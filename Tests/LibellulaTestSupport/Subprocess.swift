@@ -225,6 +225,18 @@ public final class Subprocess: @unchecked Sendable {
                                 output: String(decoding: collected, as: UTF8.self), timedOut: timedOut)
     }
 
+    /// What the child wrote to its pipe since the last call, waiting up to `timeout` seconds
+    /// for the first byte (Foundation's `availableData`); nil at end of file or when nothing
+    /// came in time. What it returns is also part of the output ``wait(timeout:)`` returns.
+    public func readAvailable(timeout: Double = 30) -> String? {
+        guard readFD >= 0 else { return nil }
+        let start = collected.count
+        let got = drain(waitMillis: Int32(max(0, min(timeout, 3_600)) * 1000))
+        if got < 0 { close(readFD); readFD = -1 }
+        guard collected.count > start else { return nil }
+        return String(decoding: collected[start...], as: UTF8.self)
+    }
+
     /// Reads what the pipe has, waiting up to `waitMillis` for the first byte: the number
     /// of bytes read, or -1 at end of file.
     private func drain(waitMillis: Int32) -> Int {
