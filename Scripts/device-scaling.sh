@@ -144,6 +144,14 @@ fi
 FORCE_LOADER=0 make_wrapper mcload "$MCLOAD_REAL" 127.0.0.1 1 1 1 0 90   # (the bundle's is static)
 B="$WORK/bin"
 have() { [ -x "$B/$1" ]; }
+# $B/pin CORES CMD...: CMD on those cores (taskset), or unpinned where taskset fails.
+if taskset -c 0 true 2>/dev/null; then
+  printf '#!/bin/sh\nc=$1; shift; exec taskset -c "$c" "$@"\n' > "$B/pin"
+else
+  log "taskset does not work here: servers and load generators run unpinned"
+  printf '#!/bin/sh\nshift; exec "$@"\n' > "$B/pin"
+fi
+chmod +x "$B/pin"
 # Static files for HTTP.
 WWW="$WORK/www"
 mkdir -p "$WWW" "$WORK/nginx-tmp"
@@ -188,7 +196,7 @@ http_row() { # label N port server-pid path
   local label=$1 N=$2 port=$3 path=$5 threads conns out rps
   threads=$(( CORES - N )); conns=$(( 64 * N )); [ "$conns" -lt "$threads" ] && conns=$threads
   out="$WORK/wrk.$label.$N"
-  timeout -k 5 $(( HTTP_SECS + 20 )) taskset -c "$(client_set "$N")" "$B/wrk" -t "$threads" -c "$conns" -d "${HTTP_SECS}s" \
+  timeout -k 5 $(( HTTP_SECS + 20 )) "$B/pin" "$(client_set "$N")" "$B/wrk" -t "$threads" -c "$conns" -d "${HTTP_SECS}s" \
     "http://127.0.0.1:$port$path" > "$out" 2>&1
   echo "--- wrk $label N=$N ($threads threads, $conns connections, ${HTTP_SECS}s, cores $(client_set "$N"))" >> "$RAW"
   cat "$out" >> "$RAW"
@@ -220,11 +228,11 @@ http {
   server { listen 127.0.0.1:$2 reuseport; root $WWW; }
 }
 CONF
-  taskset -c "$(server_set "$1")" "$B/nginx" -p "$WORK" -e stderr -c "$WORK/nginx.conf" >> "$RAW" 2>&1 &
+  "$B/pin" "$(server_set "$1")" "$B/nginx" -p "$WORK" -e stderr -c "$WORK/nginx.conf" >> "$RAW" 2>&1 &
   PIDS="$PIDS $!"
 }
 start_lib_http() { # N port hot-cache
-  taskset -c "$(server_set "$1")" "$B/libellula" serve --cpus "$1" --http "127.0.0.1:$2" --root "$WWW" --no-memcached \
+  "$B/pin" "$(server_set "$1")" "$B/libellula" serve --cpus "$1" --http "127.0.0.1:$2" --root "$WWW" --no-memcached \
     --hot-cache "$3" --log-level warning >> "$RAW" 2>&1 &
   PIDS="$PIDS $!"
 }
@@ -264,7 +272,7 @@ mc_load() { # label N port depth -> total ops/s of one mcload per client core
   for ((k = N; k < CORES; k++)); do cores+=("$k"); done
   conns=$(( (32 * N + ${#cores[@]} - 1) / ${#cores[@]} )); [ "$conns" -lt 2 ] && conns=2
   for k in "${cores[@]}"; do
-    timeout -k 5 $(( MC_SECS + 30 )) taskset -c "$k" "$B/mcload" 127.0.0.1 "$port" "$conns" "$depth" "$MC_SECS" 90 > "$WORK/mc.$k" 2>&1 &
+    timeout -k 5 $(( MC_SECS + 30 )) "$B/pin" "$k" "$B/mcload" 127.0.0.1 "$port" "$conns" "$depth" "$MC_SECS" 90 > "$WORK/mc.$k" 2>&1 &
   done
   wait   # (in the $(...) subshell: only the mcload processes are its children)
   echo "--- mcload $label N=$N depth $depth: ${#cores[@]} processes x $conns connections, ${MC_SECS}s" >> "$RAW"
@@ -280,12 +288,12 @@ if [[ " $SKIP " != *" mc "* ]] && have libellula && have memcached && have mcloa
     if [ "$N" -ge "$CORES" ]; then log "memcached N=$N: needs more than $N cores; skipped"; continue; fi
     if over_budget; then log "budget spent; memcached N=$N skipped"; continue; fi
     log "memcached N=$N: libellula memcached vs memcached -t $N"
-    taskset -c "$(server_set "$N")" "$B/libellula" memcached --cpus "$N" --listen 127.0.0.1:18611 --memory 256 >> "$RAW" 2>&1 &
+    "$B/pin" "$(server_set "$N")" "$B/libellula" memcached --cpus "$N" --listen 127.0.0.1:18611 --memory 256 >> "$RAW" 2>&1 &
     PIDS="$PIDS $!"
     wait_tcp 18611 || log "libellula memcached N=$N did not start"
     lib1=$(mc_load lib "$N" 18611 1); lib8=$(mc_load lib "$N" 18611 8)
     stop_servers
-    taskset -c "$(server_set "$N")" "$B/memcached" -l 127.0.0.1 -p 18612 -U 0 -t "$N" -m 256 -c 8192 -u root >> "$RAW" 2>&1 &
+    "$B/pin" "$(server_set "$N")" "$B/memcached" -l 127.0.0.1 -p 18612 -U 0 -t "$N" -m 256 -c 8192 -u root >> "$RAW" 2>&1 &
     PIDS="$PIDS $!"
     wait_tcp 18612 || log "memcached N=$N did not start"
     mc1=$(mc_load memcached "$N" 18612 1); mc8=$(mc_load memcached "$N" 18612 8)
@@ -298,3 +306,5 @@ else
 fi
 
 res "# done in $(elapsed) s"
+# Keep raw.log under the 16 MiB that some collectors accept (its end matters most).
+if [ "$(wc -c < "$RAW")" -gt 15000000 ]; then tail -c 15000000 "$RAW" > "$WORK/raw.tail" && mv "$WORK/raw.tail" "$RAW"; fi
