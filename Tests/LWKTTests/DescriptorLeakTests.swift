@@ -74,9 +74,24 @@ struct DescriptorLeakTests {
                 }
             }
             try await s.shutdown()
+            // The closed numbers are reused at once (lowest free first): pipes take them, and
+            // a wake that still went to the old eventfd number would land in one of them.
+            var pipes: [[Int32]] = []
+            for _ in 0..<4 {
+                var p: [Int32] = [-1, -1]
+                if pipe(&p) == 0 { pipes.append(p) }
+            }
+            usleep(20_000)
             stop.store(true, ordering: .releasing)
             sender.join()
             #expect(cpu.descriptorsClosed)
+            for p in pipes {
+                _ = fcntl(p[0], F_SETFL, O_NONBLOCK)
+                var b: UInt64 = 0
+                #expect(read(p[0], &b, 8) == -1, "a wake was written to a reused descriptor")
+                close(p[0])
+                close(p[1])
+            }
         }
     }
 
