@@ -54,9 +54,10 @@ public enum StallWatch {
     static func watchdogParked(_ word: UnsafeMutablePointer<UInt32>) -> Bool { lb_u32_load_seq(word) != 0 }
 
     /// Wakes the parked watchdog before the calling CPU starts a job: the first CPU to get
-    /// here after a parking lowers the word and pays the futex wake; the others find it low.
+    /// here after a parking lowers the word and pays the futex wake (of every waiter: a
+    /// system may run two watchdogs); the others find it low. Only CPUs lower the word.
     static func wakeWatchdog(_ word: UnsafeMutablePointer<UInt32>) {
-        if lb_u32_exchange_seq(word, 0) != 0 { _ = lb_futex_wake(word, 1) }
+        if lb_u32_exchange_seq(word, 0) != 0 { _ = lb_futex_wake(word, Int32.max) }
     }
 
     /// Whether sequence number `seq` (word 0) says a job is running.

@@ -75,6 +75,8 @@ public final class StallWatchdog: @unchecked Sendable {
     public let minimumInterval: Duration
     private let state = Mutex<StallStatistics>(StallStatistics())
     private let running = Atomic<Bool>(true)
+    /// Set by the watchdog thread as it leaves its loop.
+    private let finished = Atomic<Bool>(false)
     private let onReport: (@Sendable (StallReport) -> Void)?
     private var thread: pthread_t?
     /// Whether the watchdog thread got a real-time priority (it drops it while it names
@@ -118,6 +120,7 @@ public final class StallWatchdog: @unchecked Sendable {
             w.realTime = StallWatchdog.setRealTime(true)
             if !w.realTime { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(lb_gettid()), -20) }
             w.loop()
+            w.finished.store(true, ordering: .releasing)
             return nil
         }, box) == 0 {
             thread = tid
@@ -147,7 +150,15 @@ public final class StallWatchdog: @unchecked Sendable {
 
     /// Stops the watchdog thread and waits for it.
     public func stop() {
-        guard running.exchange(false, ordering: .acquiringAndReleasing), let t = thread else { return }
+        guard running.exchange(false, ordering: .sequentiallyConsistent), let t = thread else { return }
+        // Wake it if it is parked. The word stays as it is (another watchdog of the system may
+        // be parked on it); one that was about to park when `running` dropped is woken by
+        // the next of these wakes.
+        let parked = system.latencies.watchdogParked
+        while !finished.load(ordering: .acquiring) {
+            _ = lb_futex_wake(parked, Int32.max)
+            usleep(1_000)
+        }
         pthread_join(t, nil)
     }
 
@@ -222,15 +233,15 @@ public final class StallWatchdog: @unchecked Sendable {
                     stillAsleep = false
                     break
                 }
-                guard stillAsleep, running.load(ordering: .acquiring) else {
-                    lb_u32_store_seq(parked, 0)
+                // (The word is only ever lowered by a CPU, which then wakes every waiter: a
+                // second watchdog of the same system may be parked on it.)
+                guard stillAsleep, running.load(ordering: .sequentiallyConsistent) else {
                     detector.unparked(woken: true)
                     wanted = lb_now_ns()
                     continue
                 }
                 state.withLock { $0.parks += 1 }
                 let rc = lb_futex_wait(parked, 1, Self.parkingTimeout)
-                lb_u32_store_seq(parked, 0)
                 detector.unparked(woken: rc != -Int(ETIMEDOUT))
                 wanted = lb_now_ns()
             }

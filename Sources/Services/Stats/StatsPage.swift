@@ -323,7 +323,7 @@ extension StatsPage {
     static func stallSection(_ st: StallStatistics) -> String {
         var h = "<h2>Stalls</h2>"
         guard st.thresholdNanos > 0 else { return h + "<p>No stall watchdog runs (serve --stall-ms 0).</p>" }
-        h += "<p>Threshold \(ms(st.thresholdNanos)): \(st.detected) detected, \(st.reported) reported, \(st.suppressed) rate-limited. The watchdog has looked \(st.polls) times using \(String(format: "%.3f", st.watchdogCPUSeconds)) s of CPU.</p>"
+        h += "<p>Threshold \(ms(st.thresholdNanos)): \(st.detected) detected, \(st.reported) reported, \(st.suppressed) rate-limited. The watchdog has looked \(st.polls) times (\(String(format: "%.0f", st.looksPerSecond))/s over its last second, \(st.lateLooks) late, parked \(st.parks) times while every CPU slept) using \(String(format: "%.3f", st.watchdogCPUSeconds)) s of CPU.</p>"
         for r in st.recent.reversed().prefix(5) {
             h += "<details><summary>cpu\(r.cpu) · \(esc(r.thread)) (\(esc(r.priority))) · \(ms(r.durationNanos))\(r.ongoing ? " and running" : "")</summary><pre>"
             h += r.backtrace.prefix(24).map(esc).joined(separator: "\n") + "</pre></details>"
