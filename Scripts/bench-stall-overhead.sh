@@ -19,7 +19,9 @@
 #      SERVER_CPUS (default 1, or 4 with 8+ cores), WRK_THREADS (default: the cores left, at
 #      most 4), WRK_CONNECTIONS (default 32 per wrk thread), NO_HTTP=1 / NO_IPI=1 / NO_SELF=1
 #      (skip a part), OUT (folder for the raw results, default a temporary one).
-# Needs: wrk and curl on PATH for the HTTP parts, python3, taskset.
+# Needs: wrk on PATH for the HTTP parts, python3, taskset. With Scripts/device-bundle.sh's
+# folder on a machine without a toolchain: PATH=DEST/bin:$PATH LD_LIBRARY_PATH=DEST/lib
+# LIBELLULA_BIN=<unpacked libellula> Scripts/bench-stall-overhead.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
@@ -38,6 +40,8 @@ SERVER_SET="0-$((SERVER_CPUS - 1))"
 LOAD_SET="$SERVER_CPUS-$((CORES - 1))"
 OUT=${OUT:-$(mktemp -d /tmp/libellula-stall-bench.XXXXXX)}
 mkdir -p "$OUT"
+# GET a URL to stdout (python3, so that curl is not needed); fails on an error status.
+fetch() { python3 -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1], timeout=5).read())' "$1"; }
 SRV=
 cleanup() { if [ -n "$SRV" ]; then kill "$SRV" 2>/dev/null || true; wait "$SRV" 2>/dev/null || true; fi; }
 trap cleanup EXIT
@@ -46,7 +50,7 @@ echo "machine: $CORES cores, load average $(cut -d' ' -f1-3 /proc/loadavg); bina
 start_server() {   # $1: stall-ms, $2: cpus, $3: core set
   taskset -c "$3" "$BIN" serve --cpus "$2" --http "127.0.0.1:$PORT" --no-memcached --stall-ms "$1" --log-level error &
   SRV=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/hello.txt" >/dev/null && return 0; sleep 0.05; done
+  for _ in $(seq 100); do fetch "http://127.0.0.1:$PORT/hello.txt" >/dev/null 2>&1 && return 0; sleep 0.05; done
   echo "server did not start" >&2; exit 1
 }
 stop_server() { kill "$SRV"; wait "$SRV" 2>/dev/null || true; SRV=; }
@@ -122,12 +126,12 @@ if [ -z "${NO_SELF:-}" ]; then
   echo "The watchdog's own wakeups and CPU time (serve --cpus $SERVER_CPUS --stall-ms 5, ${SECS}s idle, then ${SECS}s under wrk):"
   start_server 5 "$SERVER_CPUS" "$SERVER_SET"
   sleep 1.2   # one accounting second
-  curl -sf "http://127.0.0.1:$PORT/_stats.json" > "$OUT/self-0.json"
+  fetch "http://127.0.0.1:$PORT/_stats.json" > "$OUT/self-0.json"
   sleep "$SECS"
-  curl -sf "http://127.0.0.1:$PORT/_stats.json" > "$OUT/self-1.json"
+  fetch "http://127.0.0.1:$PORT/_stats.json" > "$OUT/self-1.json"
   if command -v wrk >/dev/null; then
     taskset -c "$LOAD_SET" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${SECS}s" "http://127.0.0.1:$PORT/hello.txt" >/dev/null
-    curl -sf "http://127.0.0.1:$PORT/_stats.json" > "$OUT/self-2.json"
+    fetch "http://127.0.0.1:$PORT/_stats.json" > "$OUT/self-2.json"
   fi
   stop_server
   python3 - "$OUT" <<'PY'
