@@ -21,6 +21,16 @@ public struct StallReport: Codable, Sendable, Equatable {
     public var backtrace: [String]
     /// When it was caught, seconds since 1970.
     public var timestamp: Double
+
+    public init(cpu: Int, thread: String, priority: String, durationNanos: Int64, ongoing: Bool, backtrace: [String], timestamp: Double) {
+        self.cpu = cpu
+        self.thread = thread
+        self.priority = priority
+        self.durationNanos = durationNanos
+        self.ongoing = ongoing
+        self.backtrace = backtrace
+        self.timestamp = timestamp
+    }
 }
 
 /// The watchdog's counters and its most recent reports.

@@ -268,11 +268,20 @@ extension StatsPage {
 
 extension StatsPage {
     /// `/_health`: answered by the CPU that accepted the connection, so an answer means
-    /// that CPU runs; reports the schema version, a timestamp, uptime and CPU count.
+    /// that CPU runs; reports the schema version, a timestamp, uptime, CPU count and the
+    /// CPUs the stall watchdog sees stalled right now (status `stalled` while any is: the
+    /// server answers, but requests steered to those CPUs wait).
     static func health(_ system: LWKTSystem) -> [UInt8] {
-        let up = Double(system.snapshotUptimeNanos) / 1e9
-        let ts = Date().timeIntervalSince1970
-        return Array("{\"cpus\":\(system.cpuCount),\"schema_version\":\(ServerStatistics.currentSchemaVersion),\"status\":\"ok\",\"timestamp\":\(ts),\"uptime_seconds\":\(up)}\n".utf8)
+        health(cpus: system.cpuCount, uptimeNanos: system.snapshotUptimeNanos, stalls: system.stallStatistics,
+               now: Date().timeIntervalSince1970)
+    }
+
+    static func health(cpus: Int, uptimeNanos: UInt64, stalls: StallStatistics, now: Double) -> [UInt8] {
+        let stalled = Set(stalls.recent.filter(\.ongoing).map(\.cpu)).sorted()
+        let status = stalled.isEmpty ? "ok" : "stalled"
+        let list = stalled.map(String.init).joined(separator: ",")
+        let up = Double(uptimeNanos) / 1e9
+        return Array("{\"cpus\":\(cpus),\"schema_version\":\(ServerStatistics.currentSchemaVersion),\"stalled_cpus\":[\(list)],\"status\":\"\(status)\",\"timestamp\":\(now),\"uptime_seconds\":\(up)}\n".utf8)
     }
 }
 
