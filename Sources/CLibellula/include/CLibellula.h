@@ -117,6 +117,11 @@ static inline void lb_counter_store(int64_t *p, int64_t v) {
 /// acquire fence orders earlier reads before later ones.
 static inline void lb_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 static inline void lb_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+/// A futex word with sequentially consistent loads and stores (the stall watchdog's "parked"
+/// word, read by CPUs that leave their idle sleep: Dekker-style against their sleep flag).
+static inline uint32_t lb_u32_load_seq(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+static inline void lb_u32_store_seq(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+static inline uint32_t lb_u32_exchange_seq(uint32_t *p, uint32_t v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
 /// Shared statistics counters (several writers): relaxed read-modify-write.
 static inline void lb_atomic_add64(int64_t *p, int64_t v) {
     __atomic_fetch_add(p, v, __ATOMIC_RELAXED);

@@ -126,6 +126,12 @@ enum PrometheusExposition {
             w.sample(p + "stall_watchdog_cpu_seconds_total", [], s.stalls.watchdogCPUSeconds)
             w.family(p + "stall_watchdog_polls_total", "counter", "Looks the stall watchdog has taken at the CPUs.")
             w.sample(p + "stall_watchdog_polls_total", [], s.stalls.polls)
+            w.family(p + "stall_watchdog_looks_per_second", "gauge", "The stall watchdog's wakeup rate over its last second.")
+            w.sample(p + "stall_watchdog_looks_per_second", [], s.stalls.looksPerSecond)
+            w.family(p + "stall_watchdog_parks_total", "counter", "Times the stall watchdog parked because every CPU slept.")
+            w.sample(p + "stall_watchdog_parks_total", [], s.stalls.parks)
+            w.family(p + "stall_watchdog_late_looks_total", "counter", "Stall watchdog wakeups more than its 50 us margin late (detection bound not kept for those).")
+            w.sample(p + "stall_watchdog_late_looks_total", [], s.stalls.lateLooks)
         }
 
         // Slab.
