@@ -6,7 +6,8 @@
 # malloc, copies, checksum) as a Markdown table, in percent and in µs per request (samples
 # at 2999 Hz over the 4-second window, divided by the requests answered in it).
 #
-# Usage: Scripts/perf-serve-net.sh [keepalive|close]   (close: a new connection per request)
+# Usage: [FILE=f4k.bin] Scripts/perf-serve-net.sh [keepalive|close]   (close: a new connection
+# per request; FILE: hello.txt, 6 bytes, by default, or f4k.bin, 4 KiB)
 # Needs root, perf, wrk, python3; BIN=path/to/libellula (default: the release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,20 +29,22 @@ EXTRA=()
 [ "$MODE" = close ] && EXTRA=(-H "Connection: close")
 Scripts/netrig.sh up $P >/dev/null
 Scripts/netrig.sh tap $P $P-tap single >/dev/null
-mkdir -p "$WORK/www"; printf 'hello\n' > "$WORK/www/hello.txt"
+mkdir -p "$WORK/www"; printf 'hello\n' > "$WORK/www/hello.txt"; head -c 4096 /dev/urandom > "$WORK/www/f4k.bin"
+FILE=${FILE:-hello.txt}
 for label in tap host; do
   if [ $label = tap ]; then ip=10.200.2.1; args=(--net tap:$P-tap); else ip=10.200.1.254; args=(--http 10.200.1.254:8080); fi
   ip netns exec $P-rtr taskset -c 0 "$BIN" serve --cpus 1 "${args[@]}" --root "$WORK/www" --no-memcached --log-level warning > "$WORK/$label.log" 2>&1 &
   SP=$!
   for _ in $(seq 1 100); do ip netns exec $P-peer bash -c "exec 3<>/dev/tcp/$ip/8080" 2>/dev/null && break; sleep 0.1; done
-  ip netns exec $P-peer taskset -c 1 wrk -t1 -c64 -d1s "${EXTRA[@]}" "http://$ip:8080/hello.txt" > /dev/null
-  ip netns exec $P-peer taskset -c 1 wrk -t1 -c64 -d6s "${EXTRA[@]}" "http://$ip:8080/hello.txt" > "$WORK/$label.wrk" &
+  ip netns exec $P-peer taskset -c 1 wrk -t1 -c64 -d1s "${EXTRA[@]}" "http://$ip:8080/$FILE" > /dev/null
+  ip netns exec $P-peer taskset -c 1 wrk -t1 -c64 -d6s "${EXTRA[@]}" "http://$ip:8080/$FILE" > "$WORK/$label.wrk" &
   W=$!
   sleep 1
   perf record -q -F 2999 -p "$SP" -g -o "$WORK/$label.data" -- sleep 4 >/dev/null 2>&1
   wait $W
   kill "$SP"; wait "$SP" 2>/dev/null || true; SP=
   perf report -i "$WORK/$label.data" --stdio --no-children --sort sym -g none 2>/dev/null > "$WORK/$label.txt"
+  [ -n "${KEEP:-}" ] && cp "$WORK/$label.txt" "$KEEP.$label.txt"
 done
 python3 - "$WORK" "$MODE" <<'PY'
 import re, sys
