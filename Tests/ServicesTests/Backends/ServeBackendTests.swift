@@ -143,6 +143,9 @@ enum ServeBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
             #expect((net?["flow_steering"] as? String)?.hasPrefix("eBPF") == true, "\(backend) steering: \(String(describing: net))")
             let forwarded = cpus.map { ($0["forwarded"] as? Int) ?? -1 }
             #expect(forwarded == [0, 0], "\(backend) packets forwarded between CPUs with flow steering: \(forwarded)")
+            let metrics = rig.inPeer("/usr/bin/curl", ["-s", "--max-time", "20", "\(base)/metrics"]).output
+            let steeringLine = metrics.split(separator: "\n").first { $0.contains("net_flow_steering{") }
+            #expect(steeringLine?.hasSuffix(" 1") == true, "\(backend) /metrics steering: \(String(describing: steeringLine))")
         } else {
             #expect(net == nil)
         }
