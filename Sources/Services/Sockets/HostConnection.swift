@@ -13,9 +13,16 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
     var deadline: UInt64 = 0
     /// Whether the operation waiting now is a write.
     private var writing = false
-    /// Set after a write: a request-response peer cannot have answered yet, so the next
-    /// read waits for readiness before trying `recv` (saving a `recv` that would fail).
-    private var waitBeforeRead = false
+    /// The receive queue was seen empty (a `recv` failed with `EAGAIN`, or returned less
+    /// than it asked for) since the last readiness: the next read waits for readiness
+    /// before trying `recv`, saving a `recv` that would fail. Sound because the descriptor
+    /// is edge-triggered: data that arrives later raises a new edge, which the CPU's poller
+    /// keeps if nobody waits yet. A read that filled the buffer leaves it false, so the
+    /// rest is read before the connection waits.
+    private var receiveDrained = false
+    /// Whether the descriptor is registered edge-triggered (it is unless that failed; then
+    /// every wait re-arms it one-shot and `receiveDrained` is not trusted).
+    private let edgeTriggered: Bool
     /// A read ran out of time (the receive side is shut; writing still works).
     private(set) var readTimedOut = false
     /// A write ran out of time (the socket is shut both ways).
@@ -26,6 +33,8 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
         self.fd = fd
         self.peer = peer
         self.sockets = sockets
+        // Once per connection: no `epoll_ctl` per wait from now on.
+        edgeTriggered = (try? LWKT.registerEdgeTriggered(fd: fd)) != nil
     }
 
     deinit {
@@ -61,24 +70,18 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
         if timedOut || readTimedOut { throw .timedOut }
         deadline = 0
         writing = false
-        if waitBeforeRead {
-            // Let the CPU's other ready threads run first: under load the peer's next
-            // request has often arrived by the time this thread runs again, and a `recv`
-            // that succeeds saves the epoll round trip. With nothing else ready the yield
-            // returns at once and the read waits for readiness, as after any write.
-            waitBeforeRead = false
-            await LWKT.yield()
-            let n = recv(fd, buffer.baseAddress, buffer.count, 0)
-            if n > 0 { return n }
-            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
-                deadline = MonotonicClock.deadline(after: timeout)
-                try await self.await(.readable)
-            }
+        if receiveDrained && edgeTriggered {
+            // Nothing to read until the next edge: wait first (usually after a response,
+            // for the peer's next request).
+            receiveDrained = false
+            deadline = MonotonicClock.deadline(after: timeout)
+            try await self.await(.readable)
         }
         while true {
             let n = recv(fd, buffer.baseAddress, buffer.count, 0)
             if n > 0 {
                 deadline = 0
+                receiveDrained = n < buffer.count
                 return n
             }
             if n == 0 {
@@ -119,7 +122,6 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
             let n = send(fd, base + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
             if n >= 0 {
                 offset += n
-                if offset == bytes.count { waitBeforeRead = true }
                 continue
             }
             try await writeFailed(errno, call: "send", timeout: timeout)
@@ -219,6 +221,5 @@ extension HostConnection: FileSendingConnection {
             if n == 0 { throw .reset }  // end of file before `count` bytes
             try await writeFailed(errno, call: "sendfile", timeout: timeout)
         }
-        waitBeforeRead = true
     }
 }
