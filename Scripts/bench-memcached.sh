@@ -21,9 +21,12 @@
 # Binaries (nothing is built when they are given): LIBELLULA_BIN (or BIN) a release
 # `libellula`; MEMCACHED_BIN (default: memcached on PATH); MCLOAD_BIN a built mcload
 # (default: compiled from Scripts/memcached/mcload.c into .build/mcload).
-# Load: CONNECTIONS (default 50) spread over CLIENT_PROCS mcload processes run at once
-# (default: 1 for N <= 2, else N/2, so one single-threaded client does not cap a wide
-# server; their ops/s are added). ROWS picks rows by number (default "1 2 3 4 5 6": GET d1,
+# Load: CONNECTIONS (default: 50, or 25 per CPU from 4 CPUs on) spread over CLIENT_PROCS
+# mcload processes run at once (default: 1 for N <= 2, else N/2, so one single-threaded
+# client does not cap a wide server; their ops/s are added). PLACEMENT=split puts both
+# servers on cores 0..N-1 and the clients on the other cores (when N < cores; default
+# CLIENT_PROCS there: one per client core, at most N), overriding SERVER_CORES and
+# CLIENT_CORES. ROWS picks rows by number (default "1 2 3 4 5 6": GET d1,
 # GET d8, meta-get d1, meta-get d8, SET d1, SET d8). MEASURE_HOP=0 skips the in-place part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,8 +37,8 @@ CORES=$(nproc)
 LIB_PORT=${LIB_PORT:-22411}
 MC_PORT=${MC_PORT:-22412}
 LIB_ARGS=${LIB_ARGS:-}
-CLIENT=(); [ -n "${CLIENT_CORES:-}" ] && CLIENT=(taskset -c "$CLIENT_CORES")
-SERVER=(); [ -n "${SERVER_CORES:-}" ] && SERVER=(taskset -c "$SERVER_CORES")
+BASE_CLIENT=(); [ -n "${CLIENT_CORES:-}" ] && BASE_CLIENT=(taskset -c "$CLIENT_CORES")
+BASE_SERVER=(); [ -n "${SERVER_CORES:-}" ] && BASE_SERVER=(taskset -c "$SERVER_CORES")
 
 MEMCACHED_BIN=${MEMCACHED_BIN:-memcached}
 command -v "$MEMCACHED_BIN" >/dev/null || { echo "memcached not found ($MEMCACHED_BIN; apt-get install memcached or set MEMCACHED_BIN)" >&2; exit 1; }
@@ -49,7 +52,6 @@ if [ -z "${MCLOAD_BIN:-}" ]; then
   cc -O2 -o .build/mcload Scripts/memcached/mcload.c
   MCLOAD_BIN=.build/mcload
 fi
-CONNS=${CONNECTIONS:-50}
 ROWS=${ROWS:-"1 2 3 4 5 6"}
 SUMMARY=()
 
@@ -85,18 +87,24 @@ cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 TICK=$(getconf CLK_TCK)
 
 echo "# memcached benchmark: $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), $CORES cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
-echo "# $SECS s per run, 32-byte values, 10k keys, $CONNS connections; client cores: ${CLIENT_CORES:-all}, server cores: ${SERVER_CORES:-all}; Libellula extra arguments: ${LIB_ARGS:-none}"
+echo "# $SECS s per run, 32-byte values, 10k keys; client cores: ${CLIENT_CORES:-all}, server cores: ${SERVER_CORES:-all}; Libellula extra arguments: ${LIB_ARGS:-none}"
 for CPUS in $CPU_LIST; do
   cleanup
+  CONNS=${CONNECTIONS:-$(( CPUS >= 4 ? 25 * CPUS : 50 ))}
+  CLIENT_PROCS_NOW=${CLIENT_PROCS:-$(( CPUS <= 2 ? 1 : CPUS / 2 ))}
+  CLIENT=("${BASE_CLIENT[@]}"); SERVER=("${BASE_SERVER[@]}")
+  if [ "${PLACEMENT:-}" = split ] && [ "$CPUS" -lt "$CORES" ]; then
+    SERVER=(taskset -c "0-$((CPUS - 1))"); CLIENT=(taskset -c "$CPUS-$((CORES - 1))")
+    free=$((CORES - CPUS)); [ -z "${CLIENT_PROCS:-}" ] && CLIENT_PROCS_NOW=$(( free < CPUS ? free : CPUS ))
+  fi
   # shellcheck disable=SC2086
   "${SERVER[@]}" "$BIN" memcached --cpus "$CPUS" --listen 127.0.0.1:$LIB_PORT --memory 256 $LIB_ARGS >/dev/null 2>&1 &
   lib_pid=$!; pids+=($lib_pid)
-  CLIENT_PROCS_NOW=${CLIENT_PROCS:-$(( CPUS <= 2 ? 1 : CPUS / 2 ))}
   "${SERVER[@]}" "$MEMCACHED_BIN" -l 127.0.0.1 -p $MC_PORT -U 0 -t "$CPUS" -m 256 $( [ "$(id -u)" = 0 ] && echo "-u root" ) &
   mc_pid=$!; pids+=($mc_pid)
   wait_port $LIB_PORT && wait_port $MC_PORT || { echo "servers did not start" >&2; exit 1; }
   echo
-  echo "## $CPUS CPU(s): Libellula --cpus $CPUS vs memcached -t $CPUS ($CLIENT_PROCS_NOW client process(es))"
+  echo "## $CPUS CPU(s): Libellula --cpus $CPUS vs memcached -t $CPUS ($CONNS connections from $CLIENT_PROCS_NOW client process(es); server cores: ${SERVER[*]:-all}; client cores: ${CLIENT[*]:-all})"
   echo
   echo "| workload (mcload) | Libellula ops/s | memcached ops/s | ratio | CPU µs/op Libellula / memcached | hops/request | ops/message | wakeups/request | sleeps/request |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"

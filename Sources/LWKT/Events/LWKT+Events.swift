@@ -5,7 +5,7 @@ extension LWKT {
     /// the caller's CPU: the descriptor is owned by that CPU from now on, and the CPU's
     /// loop wakes this thread when the kernel reports readiness. Tokens are released
     /// while waiting. Throws `CancellationError` if cancelled or unregistered meanwhile.
-    public static func wait(for events: IOEvents, on fd: Int32) async throws -> IOEvents {
+    public nonisolated(nonsending) static func wait(for events: IOEvents, on fd: Int32) async throws -> IOEvents {
         let cpu = try currentCPU("LWKT.wait(for:on:)")
         try Task.checkCancellation()
         // An edge-triggered descriptor whose readiness came while nobody waited.

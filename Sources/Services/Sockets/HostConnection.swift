@@ -60,12 +60,12 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
     }
 
     @inline(__always)
-    private func await(_ events: IOEvents) async throws(SocketError) {
+    private nonisolated(nonsending) func await(_ events: IOEvents) async throws(SocketError) {
         do { _ = try await LWKT.wait(for: events, on: fd) } catch { throw .cancelled }
     }
 
     /// Reads what is available, waiting on this CPU's epoll; 0 at end of stream.
-    public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(SocketError) -> Int {
+    public nonisolated(nonsending) func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(SocketError) -> Int {
         if closed { throw .closed }
         if timedOut || readTimedOut { throw .timedOut }
         deadline = 0
@@ -107,7 +107,7 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
     }
 
     /// Sends every byte, waiting for room while the socket buffer is full.
-    public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration) async throws(SocketError) {
+    public nonisolated(nonsending) func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration) async throws(SocketError) {
         if closed { throw .closed }
         if timedOut { throw .timedOut }
         guard let base = bytes.baseAddress else { return }
@@ -131,7 +131,7 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
     /// What a failed `send` or `sendfile` does next: waits for room when the socket buffer
     /// is full (back-pressure, bounded by `timeout`), returns to retry after a signal, or
     /// throws the error the caller should see.
-    fileprivate func writeFailed(_ e: Int32, call: String, timeout: Duration) async throws(SocketError) {
+    fileprivate nonisolated(nonsending) func writeFailed(_ e: Int32, call: String, timeout: Duration) async throws(SocketError) {
         switch e {
         case EAGAIN, EWOULDBLOCK:
             if deadline == 0 { deadline = MonotonicClock.deadline(after: timeout) }
