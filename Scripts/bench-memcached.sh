@@ -28,6 +28,7 @@
 # CLIENT_PROCS there: one per client core, at most N), overriding SERVER_CORES and
 # CLIENT_CORES. ROWS picks rows by number (default "1 2 3 4 5 6": GET d1,
 # GET d8, meta-get d1, meta-get d8, SET d1, SET d8). MEASURE_HOP=0 skips the in-place part.
+# SYSCALLS=1 adds each server's system calls per operation (perf, root) to the summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -82,6 +83,22 @@ route_stats() {
   exec 3<&-
 }
 
+# With SYSCALLS=1, the server's system calls during one load run (perf's raw_syscalls
+# tracepoint; needs perf and root): count_syscalls PID starts counting, syscalls_counted
+# waits for the run's end and leaves the count in $counted (0 when not counting).
+SYSCALL_FILE=$(mktemp); perf_pid=
+count_syscalls() {
+  [ "${SYSCALLS:-0}" = 1 ] || return 0
+  perf stat -e raw_syscalls:sys_enter -p "$1" -x, -o "$SYSCALL_FILE" -- sleep "$SECS" >/dev/null 2>&1 &
+  perf_pid=$!
+}
+syscalls_counted() {   # call it in the main shell (it waits for perf), not in $(...)
+  counted=0
+  [ -n "$perf_pid" ] || return 0
+  wait "$perf_pid" 2>/dev/null || true; perf_pid=
+  counted=$(awk -F, '$1 ~ /^[0-9]+$/ {print $1; found = 1} END {if (!found) print 0}' "$SYSCALL_FILE")
+}
+
 # CPU time (user + system) of a process so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 TICK=$(getconf CLK_TCK)
@@ -117,11 +134,16 @@ for CPUS in $CPU_LIST; do
     # Two rounds, alternating servers (the machine may be shared); the better of each.
     read -r l0 s0 o0 w0 z0 < <(route_stats $LIB_PORT)
     lib=0; mc=0; lib_ops=0; mc_ops=0; lib_ticks=0; mc_ticks=0
+    lib_sys=0; mc_sys=0
     for _ in 1 2; do
       t0=$(cpu_ticks $lib_pid)
+      count_syscalls $lib_pid
       read -r a_ops a < <(load $LIB_PORT "$1" "$2" "$3")
+      syscalls_counted; lib_sys=$((lib_sys + counted))
       t1=$(cpu_ticks $lib_pid); m0=$(cpu_ticks $mc_pid)
+      count_syscalls $mc_pid
       read -r b_ops b < <(load $MC_PORT "$1" "$2" "$3")
+      syscalls_counted; mc_sys=$((mc_sys + counted))
       m1=$(cpu_ticks $mc_pid)
       lib_ticks=$((lib_ticks + t1 - t0)); mc_ticks=$((mc_ticks + m1 - m0))
       lib_ops=$((lib_ops + a_ops)); mc_ops=$((mc_ops + b_ops))
@@ -132,7 +154,11 @@ for CPUS in $CPU_LIST; do
     ratio=$(awk -v a="$lib" -v b="$mc" 'BEGIN{printf "%.2f", b ? a/b : 0}')
     lib_us=$(awk -v a=$lib_ticks -v n=$lib_ops -v t=$TICK 'BEGIN{printf "%.2f", n ? a * 1e6 / t / n : 0}')
     mc_us=$(awk -v a=$mc_ticks -v n=$mc_ops -v t=$TICK 'BEGIN{printf "%.2f", n ? a * 1e6 / t / n : 0}')
-    SUMMARY+=("$CPUS|$name|$lib|$mc|$ratio|$lib_us|$mc_us")
+    sys_col=""
+    if [ "${SYSCALLS:-0}" = 1 ]; then
+      sys_col=$(awk -v a=$lib_sys -v n=$lib_ops -v b=$mc_sys -v m=$mc_ops 'BEGIN{printf "%.2f / %.2f", n ? a/n : 0, m ? b/m : 0}')
+    fi
+    SUMMARY+=("$CPUS|$name|$lib|$mc|$ratio|$lib_us|$mc_us|$sys_col")
     printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n" "$name" "$lib" "$mc" "$ratio" "$lib_us / $mc_us" \
       "$(awk -v l=$((l1 - l0)) -v s=$((s1 - s0)) -v o=$((o1 - o0)) 'BEGIN{t=l+o; printf "%.2f", t ? s/t : 0}')" \
       "$(awk -v s=$((s1 - s0)) -v o=$((o1 - o0)) 'BEGIN{printf "%.1f", s ? o/s : 0}')" \
@@ -144,9 +170,10 @@ cleanup
 echo
 echo "## Summary (ops/s: the better of two runs; CPU µs per operation: server user + system over both runs)"
 echo
-echo "| N | workload | Libellula ops/s | memcached ops/s | ratio | CPU µs/op Libellula | CPU µs/op memcached |"
-echo "|---:|---|---:|---:|---:|---:|---:|"
-for r in "${SUMMARY[@]}"; do IFS='|' read -r n w a b q x y <<<"$r"; echo "| $n | $w | $a | $b | **$q** | $x | $y |"; done
+echo "| N | workload | Libellula ops/s | memcached ops/s | ratio | CPU µs/op Libellula | CPU µs/op memcached | syscalls/op Libellula / memcached (SYSCALLS=1) |"
+echo "|---:|---|---:|---:|---:|---:|---:|---|"
+for r in "${SUMMARY[@]}"; do IFS='|' read -r n w a b q x y z <<<"$r"; echo "| $n | $w | $a | $b | **$q** | $x | $y | ${z:-–} |"; done
+rm -f "$SYSCALL_FILE"
 if [ "${MEASURE_HOP:-1}" != 0 ]; then
   echo
   echo "## The router in place (2 CPUs, no sockets; \`libellula memcached --cpus 2 --measure-hop\`)"
