@@ -29,6 +29,8 @@
 # CLIENT_CORES. ROWS picks rows by number (default "1 2 3 4 5 6": GET d1,
 # GET d8, meta-get d1, meta-get d8, SET d1, SET d8). MEASURE_HOP=0 skips the in-place part.
 # SYSCALLS=1 adds each server's system calls per operation (perf, root) to the summary.
+# LIBELLULA_BASE_BIN (another build, e.g. before a change) runs as a third server in the
+# same rounds; the summary then adds its ops/s and CPU µs per operation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +39,7 @@ SECS=${SECONDS_PER_RUN:-3}
 CORES=$(nproc)
 LIB_PORT=${LIB_PORT:-22411}
 MC_PORT=${MC_PORT:-22412}
+BASE_PORT=${BASE_PORT:-22413}
 LIB_ARGS=${LIB_ARGS:-}
 BASE_CLIENT=(); [ -n "${CLIENT_CORES:-}" ] && BASE_CLIENT=(taskset -c "$CLIENT_CORES")
 BASE_SERVER=(); [ -n "${SERVER_CORES:-}" ] && BASE_SERVER=(taskset -c "$SERVER_CORES")
@@ -120,6 +123,12 @@ for CPUS in $CPU_LIST; do
   "${SERVER[@]}" "$MEMCACHED_BIN" -l 127.0.0.1 -p $MC_PORT -U 0 -t "$CPUS" -m 256 $( [ "$(id -u)" = 0 ] && echo "-u root" ) &
   mc_pid=$!; pids+=($mc_pid)
   wait_port $LIB_PORT && wait_port $MC_PORT || { echo "servers did not start" >&2; exit 1; }
+  if [ -n "${LIBELLULA_BASE_BIN:-}" ]; then
+    # shellcheck disable=SC2086
+    "${SERVER[@]}" "$LIBELLULA_BASE_BIN" memcached --cpus "$CPUS" --listen 127.0.0.1:$BASE_PORT --memory 256 $LIB_ARGS >/dev/null 2>&1 &
+    base_pid=$!; pids+=($base_pid)
+    wait_port $BASE_PORT || { echo "the base server did not start" >&2; exit 1; }
+  fi
   echo
   echo "## $CPUS CPU(s): Libellula --cpus $CPUS vs memcached -t $CPUS ($CONNS connections from $CLIENT_PROCS_NOW client process(es); server cores: ${SERVER[*]:-all}; client cores: ${CLIENT[*]:-all})"
   echo
@@ -134,8 +143,15 @@ for CPUS in $CPU_LIST; do
     # Two rounds, alternating servers (the machine may be shared); the better of each.
     read -r l0 s0 o0 w0 z0 < <(route_stats $LIB_PORT)
     lib=0; mc=0; lib_ops=0; mc_ops=0; lib_ticks=0; mc_ticks=0
-    lib_sys=0; mc_sys=0
+    lib_sys=0; mc_sys=0; base=0; base_ops=0; base_ticks=0
     for _ in 1 2; do
+      if [ -n "${LIBELLULA_BASE_BIN:-}" ]; then
+        x0=$(cpu_ticks $base_pid)
+        read -r c_ops c < <(load $BASE_PORT "$1" "$2" "$3")
+        x1=$(cpu_ticks $base_pid)
+        base_ticks=$((base_ticks + x1 - x0)); base_ops=$((base_ops + c_ops))
+        [ "$c" -gt "$base" ] && base=$c
+      fi
       t0=$(cpu_ticks $lib_pid)
       count_syscalls $lib_pid
       read -r a_ops a < <(load $LIB_PORT "$1" "$2" "$3")
@@ -158,7 +174,11 @@ for CPUS in $CPU_LIST; do
     if [ "${SYSCALLS:-0}" = 1 ]; then
       sys_col=$(awk -v a=$lib_sys -v n=$lib_ops -v b=$mc_sys -v m=$mc_ops 'BEGIN{printf "%.2f / %.2f", n ? a/n : 0, m ? b/m : 0}')
     fi
-    SUMMARY+=("$CPUS|$name|$lib|$mc|$ratio|$lib_us|$mc_us|$sys_col")
+    base_col=""
+    if [ -n "${LIBELLULA_BASE_BIN:-}" ]; then
+      base_col=$(awk -v c=$base -v a=$lib -v t=$base_ticks -v n=$base_ops -v k=$TICK 'BEGIN{printf "%d / %.2f / %.2f", c, n ? t * 1e6 / k / n : 0, c ? a/c : 0}')
+    fi
+    SUMMARY+=("$CPUS|$name|$lib|$mc|$ratio|$lib_us|$mc_us|$sys_col|$base_col")
     printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n" "$name" "$lib" "$mc" "$ratio" "$lib_us / $mc_us" \
       "$(awk -v l=$((l1 - l0)) -v s=$((s1 - s0)) -v o=$((o1 - o0)) 'BEGIN{t=l+o; printf "%.2f", t ? s/t : 0}')" \
       "$(awk -v s=$((s1 - s0)) -v o=$((o1 - o0)) 'BEGIN{printf "%.1f", s ? o/s : 0}')" \
@@ -170,9 +190,9 @@ cleanup
 echo
 echo "## Summary (ops/s: the better of two runs; CPU µs per operation: server user + system over both runs)"
 echo
-echo "| N | workload | Libellula ops/s | memcached ops/s | ratio | CPU µs/op Libellula | CPU µs/op memcached | syscalls/op Libellula / memcached (SYSCALLS=1) |"
-echo "|---:|---|---:|---:|---:|---:|---:|---|"
-for r in "${SUMMARY[@]}"; do IFS='|' read -r n w a b q x y z <<<"$r"; echo "| $n | $w | $a | $b | **$q** | $x | $y | ${z:-–} |"; done
+echo "| N | workload | Libellula ops/s | memcached ops/s | ratio | CPU µs/op Libellula | CPU µs/op memcached | syscalls/op Libellula / memcached (SYSCALLS=1) | base build: ops/s / CPU µs/op / Libellula÷base (LIBELLULA_BASE_BIN) |"
+echo "|---:|---|---:|---:|---:|---:|---:|---|---|"
+for r in "${SUMMARY[@]}"; do IFS='|' read -r n w a b q x y z v <<<"$r"; echo "| $n | $w | $a | $b | **$q** | $x | $y | ${z:-–} | ${v:-–} |"; done
 rm -f "$SYSCALL_FILE"
 if [ "${MEASURE_HOP:-1}" != 0 ]; then
   echo
