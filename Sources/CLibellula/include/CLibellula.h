@@ -163,6 +163,14 @@ static inline int lb_ptr_cas(void **p, void *expected, void *desired) {
 int lb_tap_open_queue(const char *name, int multi_queue, int vnet_hdr);
 /// TUNSETOFFLOAD with TUN_F_CSUM (csum) and TUN_F_TSO4/6/ECN (tso). 0 or -errno.
 int lb_tap_set_offload(int fd, int csum, int tso);
+/// bpf(BPF_PROG_LOAD) of a socket-filter program of `count` 8-byte instructions (struct
+/// bpf_insn, little-endian words), license "GPL". On failure, when `log` is not NULL, the
+/// verifier's log (NUL-terminated, truncated to `log_size`). Returns the program's
+/// descriptor or -errno.
+int lb_bpf_load_socket_filter(const unsigned long long *insns, int count, char *log, unsigned int log_size);
+/// TUNSETSTEERINGEBPF: program `prog_fd` (-1 removes it) chooses the queue of every frame
+/// the kernel sends to the TAP that `fd` is a queue of. 0 or -errno.
+int lb_tap_set_steering_ebpf(int fd, int prog_fd);
 /// Size of the virtio-net header in front of every frame with IFF_VNET_HDR (10).
 int lb_tap_vnet_hdr_size(void);
 /// read(2); bytes or -errno.

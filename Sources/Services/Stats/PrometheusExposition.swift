@@ -210,6 +210,10 @@ enum PrometheusExposition {
                 w.family(p + name, name.hasSuffix("_total") ? "counter" : "gauge", help)
                 for (cpu, c) in net.cpus.enumerated() { w.sample(p + name, [("cpu", "\(cpu)"), ("backend", net.backend)], f(c)) }
             }
+            if let steering = net.flowSteering {
+                w.family(p + "net_flow_steering", "gauge", "1 when the TAP's eBPF program queues every frame on its owner CPU, 0 when the kernel picks queues.")
+                w.sample(p + "net_flow_steering", [("backend", net.backend)], steering.hasPrefix("eBPF") ? 1 : 0)
+            }
         }
         ModuleCounters.prometheus(s.lwkt.sections, into: &w)
 

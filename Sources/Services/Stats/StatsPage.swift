@@ -102,7 +102,7 @@ enum StatsPage {
         }
         if let net = s.network, !net.cpus.isEmpty {
             let netCPUs = net.cpus.indices.map { "cpu\($0)" }
-            h += "</div><h2>Network: \(esc(net.backend))</h2><div class=grid>"
+            h += "</div><h2>Network: \(esc(net.backend))</h2>\(net.flowSteering.map { "<p>Flow steering: \(esc($0))</p>" } ?? "")<div class=grid>"
             h += bars("Listeners and accepts per CPU", netCPUs, [("listen replicas", net.cpus.map { Double($0.listeners) }),
                                                                   ("accepted", net.cpus.map { Double($0.accepted) }),
                                                                   ("established now", net.cpus.map { Double($0.established) })])
