@@ -74,11 +74,11 @@ struct StatWatch {
                  + rate(req).leftPad(10) + rate(ipi).leftPad(10) + String(threads).leftPad(9) + ready.leftPad(7))
         }
         line("")
-        line("latency        count        p50        p99      p99.9        max")
+        line("latency        count        p50        p90        p99      p99.9        max")
         for (key, label) in [("http_service", "http"), ("memcached_command", "memcached"), ("domsg_round_trip", "doMsg"), ("ipi_delivery", "IPI"), ("fuse_request", "FUSE")] {
             guard let l = b.latency[key] else { continue }
             line(label.padding(toLength: 10, withPad: " ", startingAt: 0) + String(l.count).leftPad(10)
-                 + ms(l.p50Nanos).leftPad(11) + ms(l.p99Nanos).leftPad(11) + ms(l.p999Nanos).leftPad(11) + ms(l.maxNanos).leftPad(11))
+                 + ms(l.p50Nanos).leftPad(11) + ms(l.p90Nanos).leftPad(11) + ms(l.p99Nanos).leftPad(11) + ms(l.p999Nanos).leftPad(11) + ms(l.maxNanos).leftPad(11))
         }
         line("")
         if let mc = b.memcached {
