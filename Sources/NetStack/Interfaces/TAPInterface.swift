@@ -4,7 +4,8 @@ import LWKT
 /// A Linux TAP device with one queue per CPU (`IFF_MULTI_QUEUE`), optionally with
 /// `IFF_VNET_HDR` and the kernel's checksum and segmentation offloads. Each CPU reads and
 /// transmits only on its own queue's descriptor; frames larger than a standard mbuf
-/// (GSO) land in a 64 KiB cluster chained behind it.
+/// (GSO) land in a 64 KiB cluster chained behind it. With ``installFlowSteering(cpus:)``
+/// the kernel queues each frame on its owner CPU's queue (``TAPSteeringProgram``).
 public final class TAPInterface: NetworkInterface, @unchecked Sendable {
     public let name: String
     public let macAddress: MACAddress
@@ -17,6 +18,9 @@ public final class TAPInterface: NetworkInterface, @unchecked Sendable {
     private var pool: MbufPool?
     /// Per queue: a cluster waiting to take the tail of a large frame.
     private var spares: [Mbuf?]
+    /// Whether the kernel steers frames to queues by the stack's hash (set up before the
+    /// stack starts; see `TAPFlowSteering.swift`).
+    public private(set) var flowSteering: TAPFlowSteering = .off
 
     /// Opens (creating if needed) TAP device `name` with `queues` queues.
     ///
@@ -132,6 +136,11 @@ public final class TAPInterface: NetworkInterface, @unchecked Sendable {
         }
     }
 
+    func setFlowSteering(_ s: TAPFlowSteering) { flowSteering = s }
+
+    /// Queue `q`'s descriptor while open.
+    func queueDescriptor(_ q: Int) -> Int32? { q < fds.count ? fds[q] : nil }
+
     public func detach(queue: Int) {
         guard queue < fds.count else { return }
         try? LWKT.unregister(fd: fds[queue])
@@ -140,6 +149,9 @@ public final class TAPInterface: NetworkInterface, @unchecked Sendable {
     }
 
     public func close() {
+        // A persistent TAP would keep the program after we go.
+        if flowSteering.isActive, let f = fds.first { _ = lb_tap_set_steering_ebpf(f, -1) }
+        flowSteering = .off
         for f in fds { _ = lb_close(f) }
         fds = []
     }
