@@ -95,6 +95,26 @@ struct DescriptorLeakTests {
         }
     }
 
+    /// A boot that fails part way (here: out of descriptors at the third CPU) closes what
+    /// the CPUs made so far had opened. In a child process, whose descriptor limit it lowers.
+    @Test("A boot that runs out of descriptors gives back the ones it opened")
+    func failedBootClosesDescriptors() async {
+        await #expect(processExitsWith: .success) {
+            let before = FDCensus.count()
+            var rl = rlimit()
+            getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &rl)
+            // Room for two CPUs (two descriptors each) and the census's own directory.
+            rl.rlim_cur = rlim_t(DescriptorLeakTests.highestDescriptor() + 6)
+            setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &rl)
+            var failed = false
+            do { _ = try LWKT.boot(cpus: 16, configuration: .init(warnings: false)) } catch { failed = true }
+            exit(failed && FDCensus.count() == before ? 0 : 1)
+        }
+    }
+
+    /// The highest open descriptor number (new ones take the lowest free numbers).
+    static func highestDescriptor() -> Int { Int(FDCensus.list().last?.fd ?? 2) }
+
     @Test("The process helper starts programs with more than 2,000 descriptors open")
     func spawnWithManyDescriptors() throws {
         var fds: [Int32] = []

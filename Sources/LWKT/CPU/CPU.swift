@@ -54,7 +54,10 @@ public final class CPU: @unchecked Sendable {
         let ep = lb_epoll_create()
         let ev = lb_eventfd()
         guard ep >= 0, ev >= 0 else {
-            throw LWKTError.systemCall("epoll_create/eventfd", Int32(errnoValue()))
+            let e = Int32(errnoValue())
+            if ep >= 0 { close(ep) }
+            if ev >= 0 { close(ev) }
+            throw LWKTError.systemCall("epoll_create/eventfd", e)
         }
         epollFD = ep
         eventFD = ev

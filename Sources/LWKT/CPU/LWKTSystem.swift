@@ -59,7 +59,14 @@ public final class LWKTSystem: @unchecked Sendable {
         }
         var list: [CPU] = []
         for i in 0..<cpuCount {
-            let cpu = try CPU(id: i, system: self)
+            let cpu: CPU
+            do {
+                cpu = try CPU(id: i, system: self)
+            } catch {
+                // No thread runs yet: the CPUs made so far give their descriptors back.
+                for made in list { made.closeDescriptors() }
+                throw error
+            }
             list.append(cpu)
             (cpuTable + i).initialize(to: Unmanaged.passUnretained(cpu))
         }
