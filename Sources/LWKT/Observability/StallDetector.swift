@@ -38,7 +38,8 @@
 ///    first CPU to leave its sleep either was seen awake (and the watchdog does not park) or
 ///    sees the word raised and wakes the watchdog (a futex wake, once per parking) just
 ///    before it starts its first job. The first look after that is at most `L` after the
-///    wake call, which precedes the job's start, so point 3 holds unchanged. An idle system
+///    wake call, which precedes the job's start, so point 3 holds unchanged. Only CPUs lower
+///    the word (and then wake every waiter), so two watchdogs of one system can share it. An idle system
 ///    costs the watchdog about one look per parking timeout (1 s) instead of one per `p`.
 ///
 /// Costs on the CPUs: per job, the two stores of ``StallWatch`` (no clock read); per wakeup

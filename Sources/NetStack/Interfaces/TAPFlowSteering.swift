@@ -19,7 +19,7 @@ public enum TAPFlowSteering: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .off: "off (the kernel's own queue choice; first packets of a flow are forwarded between CPUs)"
-        case .ebpf(let cpus, let n): "eBPF Toeplitz steering over \(cpus) queues (\(n) instructions)"
+        case .ebpf(let cpus, let n): "eBPF Toeplitz steering over \(cpus) queue\(cpus == 1 ? "" : "s") (\(n) instructions)"
         case .unavailable(let why): "unavailable (\(why)); first packets of a flow are forwarded between CPUs"
         }
     }

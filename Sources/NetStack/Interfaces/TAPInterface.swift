@@ -4,7 +4,8 @@ import LWKT
 /// A Linux TAP device with one queue per CPU (`IFF_MULTI_QUEUE`), optionally with
 /// `IFF_VNET_HDR` and the kernel's checksum and segmentation offloads. Each CPU reads and
 /// transmits only on its own queue's descriptor; frames larger than a standard mbuf
-/// (GSO) land in a 64 KiB cluster chained behind it.
+/// (GSO) land in a 64 KiB cluster chained behind it. With ``installFlowSteering(cpus:)``
+/// the kernel queues each frame on its owner CPU's queue (``TAPSteeringProgram``).
 public final class TAPInterface: NetworkInterface, @unchecked Sendable {
     public let name: String
     public let macAddress: MACAddress

@@ -119,6 +119,8 @@ enum PrometheusExposition {
         // Stalls.
         w.family(p + "stalls_total", "counter", "Jobs that ran longer than the stall threshold on one CPU.")
         w.sample(p + "stalls_total", [], s.stalls.detected)
+        w.family(p + "stalled_cpus", "gauge", "CPUs running one job longer than the stall threshold right now (as of the watchdog's last look).")
+        w.sample(p + "stalled_cpus", [], Set(s.stalls.recent.filter(\.ongoing).map(\.cpu)).count)
         w.family(p + "stall_threshold_seconds", "gauge", "The stall watchdog's threshold (0: no watchdog).")
         w.sample(p + "stall_threshold_seconds", [], Double(s.stalls.thresholdNanos) / 1e9)
         if s.stalls.thresholdNanos > 0 {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FUSE
 import Foundation
+import LWKT
 import Services
 
 /// `libellula stat --watch`: a top-like terminal view of a running server, redrawn every
@@ -50,6 +51,12 @@ struct StatWatch {
         nanos >= 1_000_000 ? String(format: "%.1f ms", Double(nanos) / 1e6) : String(format: "%.0f µs", Double(nanos) / 1e3)
     }
 
+    /// " (cpu1, cpu3 stalled now)" while the watchdog sees stalls in progress, else "".
+    static func stalledNow(_ s: StallStatistics) -> String {
+        let cpus = Set(s.recent.filter(\.ongoing).map(\.cpu)).sorted()
+        return cpus.isEmpty ? "" : " (" + cpus.map { "cpu\($0)" }.joined(separator: ", ") + " stalled now)"
+    }
+
     /// One screen.
     static func render(previous a: ServerStatistics, now b: ServerStatistics, width: Int) -> String {
         let r = RateSample.between(a, b)
@@ -58,7 +65,7 @@ struct StatWatch {
         let up = b.lwkt.uptimeNanos / 1_000_000_000
         line("libellula \(b.address) — \(b.lwkt.cpuCount) CPUs, up \(up / 3600)h\(up / 60 % 60)m\(up % 60)s, rates over \(String(format: "%.1f", r.seconds)) s, \(Date())")
         line("")
-        line("HTTP  \(rate(r.requests.reduce(0, +))) req/s   \(rate(r.bytes.reduce(0, +) / 1_048_576)) MiB/s   \(rate(r.errors.reduce(0, +))) errors/s   \(r.openConnections) open   RSS \(b.process.residentBytes / 1_048_576) MiB   stalls \(b.stalls.detected)")
+        line("HTTP  \(rate(r.requests.reduce(0, +))) req/s   \(rate(r.bytes.reduce(0, +) / 1_048_576)) MiB/s   \(rate(r.errors.reduce(0, +))) errors/s   \(r.openConnections) open   RSS \(b.process.residentBytes / 1_048_576) MiB   stalls \(b.stalls.detected)\(stalledNow(b.stalls))")
         line("")
         let barWidth = max(10, min(40, width - 60))
         line("CPU    busy" + String(repeating: " ", count: barWidth - 1) + "     req/s    IPIs/s  threads  ready")
