@@ -128,6 +128,7 @@ extension NetStack {
         if let l = tp.listener { l.remove(tp) }
         if tp.inTable {
             st.tcp.connections[tp.key] = nil
+            st.tcp.last = nil
             tp.inTable = false
             counters.add(.tcpConnectionsClosed, cpu: st.id)
         }

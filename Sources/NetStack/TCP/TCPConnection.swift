@@ -141,7 +141,9 @@ public final class TCPConnection: @unchecked Sendable {
             }
         }
         pcb.waiters += 1
-        defer { pcb.waiters -= 1 }
+        let generation = pcb.wakeGeneration
+        // A `wake()` since then took this thread off the count already.
+        defer { if pcb.wakeGeneration == generation { pcb.waiters -= 1 } }
         do {
             // The condition is a closure literal: non-escaping, so it is not heap-allocated.
             let r = try await LWKT.tsleep(on: WaitChannel(pcb), timeout: left, until: { self.holds(c) })
