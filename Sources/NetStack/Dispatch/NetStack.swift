@@ -149,6 +149,7 @@ public final class NetStack: @unchecked Sendable {
                 }
                 tcpEndBatch(st)
             }
+            st.tcp.reap()
             if st.now >= st.nextSlowTick { slowTick(st) }
             if st.now >= st.tcp.nextTimer {
                 crossbar.batch { tcpTimers(st) }

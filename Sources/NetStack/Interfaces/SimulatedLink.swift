@@ -38,6 +38,8 @@ public final class SimulatedLink: @unchecked Sendable {
                      offloads: offloads)
         a.peer = b
         b.peer = a
+        a.peerRef = .passUnretained(b)
+        b.peerRef = .passUnretained(a)
     }
 
     /// What one direction of the wire did.
@@ -67,11 +69,20 @@ public final class SimulatedLink: @unchecked Sendable {
         public let offloads: InterfaceOffloads
         let steering: Steering
         unowned(unsafe) var peer: Endpoint! = nil
+        /// The same, for the per-frame path (passed on without a retain; the link holds both ends).
+        var peerRef: Unmanaged<Endpoint>? = nil
         /// Fault state of the direction leaving this end.
         let tx: Mutex<Injector>
         /// Arrival queues of this end.
         let rx: [ArrivalQueue]
-        var system: LWKTSystem?
+        /// The queues again, unretained (`rx` keeps them alive): a frame's path reads its
+        /// queue without touching reference counts.
+        private let rxRefs: UnsafeMutablePointer<Unmanaged<ArrivalQueue>>
+        var system: LWKTSystem? {
+            didSet { systemRef = system.map { .passUnretained($0) } }
+        }
+        /// The system, unretained (``system`` keeps it alive), for the wakeup per arrival.
+        private var systemRef: Unmanaged<LWKTSystem>? = nil
         var hasher = ToeplitzHash.symmetric
         let counterDelivered: UnsafeMutablePointer<Int64>
         private let roundRobin = Atomic<Int>(0)
@@ -92,11 +103,17 @@ public final class SimulatedLink: @unchecked Sendable {
             tx = Mutex(Injector(faults: faults))
             faultFree = Atomic(faults.isNone)
             rx = (0..<queues).map { _ in ArrivalQueue(limit: faults.queueLimit) }
+            rxRefs = .allocate(capacity: max(1, queues))
+            for (i, q) in rx.enumerated() { (rxRefs + i).initialize(to: .passUnretained(q)) }
+            system = nil
             counterDelivered = .allocate(capacity: queues * 8)
             counterDelivered.initialize(repeating: 0, count: queues * 8)
         }
 
-        deinit { counterDelivered.deallocate() }
+        deinit {
+            counterDelivered.deallocate()
+            rxRefs.deallocate()
+        }
 
         /// Statistics of the direction leaving this end.
         public var statistics: Statistics {
@@ -115,12 +132,13 @@ public final class SimulatedLink: @unchecked Sendable {
         }
 
         public func poll(queue: Int, max: Int, _ body: (Mbuf) -> Void) -> Int {
-            let q = rx[queue]
-            return withUnsafeTemporaryAllocation(of: Mbuf?.self, capacity: max) { buf in
-                let n = q.state.withLock { s in s.take(upTo: max, into: buf) }
-                for i in 0..<n { if let m = buf[i] { body(m) } }
-                if n > 0 { lb_counter_add(counterDelivered + queue * 8, Int64(n)) }
-                return n
+            rxRefs[queue]._withUnsafeGuaranteedRef { q in
+                withUnsafeTemporaryAllocation(of: Mbuf?.self, capacity: max) { buf in
+                    let n = q.state.withLock { s in s.take(upTo: max, into: buf) }
+                    for i in 0..<n { if let m = buf[i] { body(m) } }
+                    if n > 0 { lb_counter_add(counterDelivered + queue * 8, Int64(n)) }
+                    return n
+                }
             }
         }
 
@@ -145,12 +163,13 @@ public final class SimulatedLink: @unchecked Sendable {
         }
 
         public func transmit(_ frame: Mbuf, queue: Int) -> Bool {
-            let target = peer.steer(frame, from: queue)
-            if faultFree.load(ordering: .relaxed) {
+            if faultFree.load(ordering: .relaxed), let peerRef {
                 fastSent.add(1, ordering: .relaxed)
-                if !peer.arrive(frame, queue: target, at: 0) { tx.withLock { $0.stats.overflowed += 1 } }
+                let ok = peerRef._withUnsafeGuaranteedRef { p in p.arrive(frame, queue: p.steer(frame, from: queue), at: 0) }
+                if !ok { tx.withLock { $0.stats.overflowed += 1 } }
                 return true
             }
+            let target = peer.steer(frame, from: queue)
             let now = lb_now_ns()
             var copy: Mbuf? = nil
             if frame.flags.contains(.checksumPartial) { Self.completeChecksum(frame) }
@@ -218,12 +237,15 @@ public final class SimulatedLink: @unchecked Sendable {
         }
 
         func arrive(_ m: Mbuf, queue: Int, at: UInt64) -> Bool {
-            let q = rx[queue]
-            let (ok, wake) = q.state.withLock { s in s.push(m, at: at) }
-            if !ok { m.free(); return false }
-            // One sleeper per queue (its CPU's receive thread): wake just it.
-            if wake, let system { LWKT.wakeupOne(WaitChannel(q), in: system) }
-            return true
+            rxRefs[queue]._withUnsafeGuaranteedRef { q in
+                let (ok, wake) = q.state.withLock { s in s.push(m, at: at) }
+                if !ok { m.free(); return false }
+                // One sleeper per queue (its CPU's receive thread): wake just it.
+                if wake, let systemRef {
+                    systemRef._withUnsafeGuaranteedRef { LWKT.wakeupOne(WaitChannel(q), in: $0) }
+                }
+                return true
+            }
         }
 
         public func close() {

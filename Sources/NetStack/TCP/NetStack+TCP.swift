@@ -100,6 +100,7 @@ extension NetStack {
         }
         for l in st.tcp.listeners.values { l.pending.removeAll() }
         st.tcp.listeners.removeAll()
+        st.tcp.reap()
     }
 }
 

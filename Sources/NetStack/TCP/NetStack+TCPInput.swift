@@ -33,16 +33,19 @@ extension NetStack {
         m.length = total - th.headerLength
         m.flags.remove([.checksumPartial, .checksumVerified, .hashValid, .forwarded])
         let key = TCPFlowKey(local: h.destination, localPort: th.destinationPort, remote: h.source, remotePort: th.sourcePort)
-        if let tp = st.tcp.lookup(key) {
-            if tp.state == .timeWait, th.flags.contains(.syn), !th.flags.contains(.ack), !th.flags.contains(.rst),
-               TCPSequence.gt(th.sequence, tp.rcvNxt), let l = st.tcp.listeners[key.localPort] {
-                // A new incarnation of a connection in TIME-WAIT (RFC 9293 §3.6.1): its ISN
-                // must be above the old sequence space.
-                let floor = tp.sndMax &+ 250_000
-                tcpDetach(tp, st)
-                return tcpListenInput(l, key, th, m, st, issFloor: floor)
+        if let u = st.tcp.lookup(key) {
+            // Unretained: the table holds the PCB, or `detached` does once it leaves it.
+            return u._withUnsafeGuaranteedRef { tp in
+                if tp.state == .timeWait, th.flags.contains(.syn), !th.flags.contains(.ack), !th.flags.contains(.rst),
+                   TCPSequence.gt(th.sequence, tp.rcvNxt), let l = st.tcp.listeners[key.localPort] {
+                    // A new incarnation of a connection in TIME-WAIT (RFC 9293 §3.6.1): its
+                    // ISN must be above the old sequence space.
+                    let floor = tp.sndMax &+ 250_000
+                    tcpDetach(tp, st)
+                    return tcpListenInput(l, key, th, m, st, issFloor: floor)
+                }
+                return tcpProcess(tp, th, m, st)
             }
-            return tcpProcess(tp, th, m, st)
         }
         if let l = st.tcp.listeners[key.localPort], !l.isClosed {
             return tcpListenInput(l, key, th, m, st, issFloor: nil)
@@ -451,7 +454,7 @@ extension NetStack {
     func tcpEndBatch(_ st: NetCPU) {
         let t = st.tcp
         t.batching = false
-        guard !t.deferred.isEmpty else { return }
+        guard !t.deferred.isEmpty else { t.reap(); return }
         for tp in t.deferred {
             tp.outputDeferred = false
             guard tp.inTable else { continue }
@@ -459,6 +462,7 @@ extension NetStack {
             tcpOutput(tp, st)
         }
         t.deferred.removeAll(keepingCapacity: true)
+        t.reap()
     }
 
     /// Moves queued segments that are now in order into the receive buffer.
