@@ -14,9 +14,11 @@ enum TCPBench {
     static let clientIP = IPv4Address(10, 0, 0, 1)
     static let serverIP = IPv4Address(10, 0, 0, 2)
 
-    static func run(reporter: BenchReporter, quick: Bool) async throws {
+    /// `cpus` (from `--cpus`): that many CPUs and connections instead of up to 2, an
+    /// aggregate row per stream row, and no TAP rows.
+    static func run(reporter: BenchReporter, quick: Bool, cpus: Int? = nil) async throws {
         // (label, write size, Nagle off, link offloads, link MTU). MTU 116 leaves 76 bytes
-        // for TCP payload and options (the measured average payload is printed).
+        // for TCP payload and options (the MSS in use is printed).
         // The tag names the row in the table (the reporter keeps 48 characters of a name);
         // a line before each row's results describes it in full.
         let rows: [(String, Int, Bool, InterfaceOffloads, Int)] = [
@@ -30,9 +32,9 @@ enum TCPBench {
         let only = ProcessInfo.processInfo.environment["LIBELLULA_BENCH_TCP_ROWS"].map { Set($0.split(separator: ",").compactMap { Int($0) }) }
         for (i, (label, writeSize, noDelay, offloads, mtu)) in rows.enumerated() where only?.contains(i) ?? true {
             try await stream(label: label, writeSize: writeSize, noDelay: noDelay, offloads: offloads, mtu: mtu,
-                             reporter: reporter, quick: quick)
+                             reporter: reporter, quick: quick, cpuCount: cpus)
         }
-        if ProcessInfo.processInfo.environment["LIBELLULA_BENCH_NO_TAP"] == nil {
+        if cpus == nil, ProcessInfo.processInfo.environment["LIBELLULA_BENCH_NO_TAP"] == nil {
             try await tap(reporter: reporter, quick: quick)
         }
     }
@@ -179,8 +181,8 @@ enum TCPBench {
     /// data segments a → b, pure ACKs b → a (and whatever else each side sent), so
     /// "all segments" is every TCP segment either stack processed.
     static func stream(label: String, writeSize: Int, noDelay: Bool, offloads: InterfaceOffloads, mtu: Int,
-                       reporter: BenchReporter, quick: Bool) async throws {
-        let cpus = min(2, max(1, LWKT.onlineCores))
+                       reporter: BenchReporter, quick: Bool, cpuCount: Int? = nil) async throws {
+        let cpus = cpuCount ?? min(2, max(1, LWKT.onlineCores))
         let checksums = offloads.contains(.checksum) ? "checksum offload (veth-like)" : "software checksums"
         let segs = offloads.contains(.segmentation) ? "64 KB TSO segments" : "at most \(mtu - 40) B of payload per segment"
         print("tcp row \(label): \(writeSize) B writes\(noDelay ? ", Nagle off" : ""), link MTU \(mtu) (\(segs)), \(checksums); "
@@ -255,6 +257,10 @@ enum TCPBench {
                         unit: "M seg/s per CPU", value: acks / perCPU / 1e6)
         reporter.report("tcp \(label): all segments (both stacks)", unit: "M seg/s per CPU", value: all / perCPU / 1e6,
                         baseline: "goal", baselineValue: 1.0)
+        if cpuCount != nil {
+            reporter.report("tcp \(label): all segments, \(cpus) CPUs, aggregate", unit: "M seg/s", value: all / secs / 1e6)
+            reporter.report("tcp \(label): goodput, \(cpus) CPUs, aggregate", unit: "Gbit/s", value: bytes * 8 / secs / 1e9)
+        }
         if let m0 = c0.mallocs, let m1 = c1.mallocs {
             reporter.report("tcp \(label): mallocs per segment", unit: "", value: Double(m1 - m0) / max(1, all))
         }
