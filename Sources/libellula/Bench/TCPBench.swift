@@ -137,6 +137,16 @@ enum TCPBench {
             for l in try stack.listen(port: port, backlog: 1024) {
                 listeners.append(l)
                 let cpu = try system.cpu(l.cpuID)
+                if service == .oneRequest {
+                    // Like the Linux server (`tcp-peer request`: threads that accept and serve
+                    // inline): four threads per CPU, each serving what it accepted itself.
+                    for _ in 0..<4 {
+                        threads.append(LWKTThread.spawn(on: cpu, name: "tcp-tap-request") {
+                            while let conn = try? await l.accept(timeout: nil) { await serve(conn, service) }
+                        })
+                    }
+                    continue
+                }
                 threads.append(LWKTThread.spawn(on: cpu, name: "tcp-tap-accept") {
                     while let conn = try? await l.accept(timeout: nil) {
                         LWKTThread.spawn(on: cpu, name: "tcp-tap-conn") { await serve(conn, service) }
