@@ -89,8 +89,12 @@ public final class SimulatedLink: @unchecked Sendable {
         /// Whether the direction leaving this end injects no faults (then frames skip the
         /// injector and its lock).
         private let faultFree: Atomic<Bool>
-        /// Frames sent on the fault-free path.
+        /// Frames injected on the fault-free path (``inject(_:)``, any thread).
         private let fastSent = Atomic<Int>(0)
+        /// Frames the stack sent on the fault-free path, per queue (one cache line each,
+        /// written only by that queue's CPU: a shared atomic here bounced between the CPUs
+        /// on every frame).
+        private let counterSent: UnsafeMutablePointer<Int64>
 
         init(name: String, mac: MACAddress, queues: Int, mtu: Int, faults: LinkFaults, steering: Steering,
              offloads: InterfaceOffloads) {
@@ -108,10 +112,13 @@ public final class SimulatedLink: @unchecked Sendable {
             system = nil
             counterDelivered = .allocate(capacity: queues * 8)
             counterDelivered.initialize(repeating: 0, count: queues * 8)
+            counterSent = .allocate(capacity: queues * 8)
+            counterSent.initialize(repeating: 0, count: queues * 8)
         }
 
         deinit {
             counterDelivered.deallocate()
+            counterSent.deallocate()
             rxRefs.deallocate()
         }
 
@@ -119,6 +126,7 @@ public final class SimulatedLink: @unchecked Sendable {
         public var statistics: Statistics {
             var s = tx.withLock { $0.stats }
             s.sent += fastSent.load(ordering: .relaxed)
+                + (0..<queueCount).reduce(0) { $0 + Int(lb_counter_load(counterSent + $1 * 8)) }
             s.delivered = (0..<queueCount).reduce(0) { $0 + Int(lb_counter_load(peer.counterDelivered + $1 * 8)) }
             return s
         }
@@ -163,8 +171,16 @@ public final class SimulatedLink: @unchecked Sendable {
         }
 
         public func transmit(_ frame: Mbuf, queue: Int) -> Bool {
+            transmit(frame, queue: queue, injected: false)
+        }
+
+        func transmit(_ frame: Mbuf, queue: Int, injected: Bool) -> Bool {
             if faultFree.load(ordering: .relaxed), let peerRef {
-                fastSent.add(1, ordering: .relaxed)
+                if injected {
+                    fastSent.add(1, ordering: .relaxed)
+                } else {
+                    lb_counter_add(counterSent + min(max(0, queue), queueCount - 1) * 8, 1)
+                }
                 let ok = peerRef._withUnsafeGuaranteedRef { p in p.arrive(frame, queue: p.steer(frame, from: queue), at: 0) }
                 if !ok { tx.withLock { $0.stats.overflowed += 1 } }
                 return true
@@ -205,7 +221,7 @@ public final class SimulatedLink: @unchecked Sendable {
         }
 
         /// Raw access for benchmarks and tests: puts `frame` on the wire toward the peer.
-        public func inject(_ frame: Mbuf) { _ = transmit(frame, queue: 0) }
+        public func inject(_ frame: Mbuf) { _ = transmit(frame, queue: 0, injected: true) }
 
         /// Raw access: takes every frame waiting at this end (for an end no stack serves).
         public func drain(_ body: (Mbuf) -> Void) -> Int {
