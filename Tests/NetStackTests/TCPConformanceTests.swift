@@ -216,4 +216,53 @@ import LWKT
             l.close()
         }
     }
+
+    /// Segments that arrive together are answered together: eight in-order segments taken
+    /// in one receive batch get one ACK (not one per two segments), a lone segment still
+    /// waits for the delayed-ACK timer, and an out-of-order segment is answered at once,
+    /// batch or not (fast retransmit needs its duplicate ACK). The raw peer runs on the
+    /// stack's only CPU, so the receive thread cannot poll until it has put all eight on
+    /// the wire.
+    @Test(.timeLimit(.minutes(1))) func oneACKPerReceiveBatch() async throws {
+        try await withRawPeer { (a: NetStack, peer: RawPeer) async throws in
+            let l = try a.listen(port: 82)[0]
+            let (iss, c) = try await Self.open(a, peer, l, sport: 4300, port: 82)
+            let una = iss &+ 1
+            try await peer.flush()
+            var ts: UInt32 = 500
+            func opt() -> TCPOptions { ts += 1; return Self.tsOption(ts, 0) }
+            /// The pure ACKs the stack sends until one acknowledges `upTo` (or 2 s pass).
+            func acks(upTo: UInt32) async throws -> [UInt32] {
+                var seen: [UInt32] = []
+                let deadline = ContinuousClock.now + .seconds(2)
+                while seen.last != upTo, ContinuousClock.now < deadline {
+                    peer.pump()
+                    seen += peer.inbox.filter { $0.0.flags == .ack && $0.1.isEmpty }.map { $0.0.acknowledgment }
+                    peer.inbox.removeAll()
+                    try await LWKT.sleep(for: .milliseconds(1))
+                }
+                return seen
+            }
+            let payload = [UInt8](repeating: 7, count: 100)
+            for k in 0..<8 {
+                peer.send(sport: 4300, dport: 82, seq: 1001 &+ UInt32(k * 100), ack: una, flags: .ack, options: opt(), payload: payload)
+            }
+            #expect(try await acks(upTo: 1801) == [1801], "one ACK for the batch")
+            // A lone segment: no immediate ACK; the delayed-ACK timer sends it.
+            let delayed = a.counters.total(.tcpDelayedACKs)
+            peer.send(sport: 4300, dport: 82, seq: 1801, ack: una, flags: .ack, options: opt(), payload: payload)
+            #expect(try await acks(upTo: 1901) == [1901])
+            #expect(a.counters.total(.tcpDelayedACKs) == delayed + 1)
+            // Out of order (a hole at 1901): a duplicate ACK at once, for each such segment.
+            peer.send(sport: 4300, dport: 82, seq: 2001, ack: una, flags: .ack, options: opt(), payload: payload)
+            peer.send(sport: 4300, dport: 82, seq: 2101, ack: una, flags: .ack, options: opt(), payload: payload)
+            try await LWKT.sleep(for: .milliseconds(20))
+            #expect(try await acks(upTo: 1901) == [1901, 1901], "a duplicate ACK per out-of-order segment")
+            let got = try await c.read(max: 2000, timeout: .seconds(2))
+            #expect(got.count == 900 && got.allSatisfy { $0 == 7 })
+            #expect(c.pcb.waiters == 0, "no sleeper left counted")
+            c.abort()
+            l.close()
+        }
+    }
 }

@@ -141,12 +141,15 @@ public final class NetStack: @unchecked Sendable {
             st.now = lb_now_ns()
             crossbar.batch {
                 var n = 0
+                tcpBeginBatch(st)
                 while n < 256, let m = st.dequeue() {
                     n += 1
                     if m.kind == .frame || m.kind == .ipv4 { counters.add(.forwardedIn, cpu: i) }
                     process(m, st)
                 }
+                tcpEndBatch(st)
             }
+            st.tcp.reap()
             if st.now >= st.nextSlowTick { slowTick(st) }
             if st.now >= st.tcp.nextTimer {
                 crossbar.batch { tcpTimers(st) }
@@ -172,7 +175,12 @@ public final class NetStack: @unchecked Sendable {
         let iface = interface
         while !Task.isCancelled {
             st.now = lb_now_ns()
-            let n = crossbar.batch { iface.poll(queue: i, max: 64) { m in self.input(m, st) } }
+            let n = crossbar.batch {
+                tcpBeginBatch(st)
+                let n = iface.poll(queue: i, max: 64) { m in self.input(m, st) }
+                tcpEndBatch(st)
+                return n
+            }
             if n == 0 {
                 do { try await iface.waitForInput(queue: i) } catch { return }
             } else {

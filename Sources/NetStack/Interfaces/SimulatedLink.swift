@@ -38,6 +38,8 @@ public final class SimulatedLink: @unchecked Sendable {
                      offloads: offloads)
         a.peer = b
         b.peer = a
+        a.peerRef = .passUnretained(b)
+        b.peerRef = .passUnretained(a)
     }
 
     /// What one direction of the wire did.
@@ -67,19 +69,32 @@ public final class SimulatedLink: @unchecked Sendable {
         public let offloads: InterfaceOffloads
         let steering: Steering
         unowned(unsafe) var peer: Endpoint! = nil
+        /// The same, for the per-frame path (passed on without a retain; the link holds both ends).
+        var peerRef: Unmanaged<Endpoint>? = nil
         /// Fault state of the direction leaving this end.
         let tx: Mutex<Injector>
         /// Arrival queues of this end.
         let rx: [ArrivalQueue]
-        var system: LWKTSystem?
+        /// The queues again, unretained (`rx` keeps them alive): a frame's path reads its
+        /// queue without touching reference counts.
+        private let rxRefs: UnsafeMutablePointer<Unmanaged<ArrivalQueue>>
+        var system: LWKTSystem? {
+            didSet { systemRef = system.map { .passUnretained($0) } }
+        }
+        /// The system, unretained (``system`` keeps it alive), for the wakeup per arrival.
+        private var systemRef: Unmanaged<LWKTSystem>? = nil
         var hasher = ToeplitzHash.symmetric
         let counterDelivered: UnsafeMutablePointer<Int64>
         private let roundRobin = Atomic<Int>(0)
         /// Whether the direction leaving this end injects no faults (then frames skip the
         /// injector and its lock).
         private let faultFree: Atomic<Bool>
-        /// Frames sent on the fault-free path.
+        /// Frames injected on the fault-free path (``inject(_:)``, any thread).
         private let fastSent = Atomic<Int>(0)
+        /// Frames the stack sent on the fault-free path, per queue (one cache line each,
+        /// written only by that queue's CPU: a shared atomic here bounced between the CPUs
+        /// on every frame).
+        private let counterSent: UnsafeMutablePointer<Int64>
 
         init(name: String, mac: MACAddress, queues: Int, mtu: Int, faults: LinkFaults, steering: Steering,
              offloads: InterfaceOffloads) {
@@ -92,16 +107,26 @@ public final class SimulatedLink: @unchecked Sendable {
             tx = Mutex(Injector(faults: faults))
             faultFree = Atomic(faults.isNone)
             rx = (0..<queues).map { _ in ArrivalQueue(limit: faults.queueLimit) }
+            rxRefs = .allocate(capacity: max(1, queues))
+            for (i, q) in rx.enumerated() { (rxRefs + i).initialize(to: .passUnretained(q)) }
+            system = nil
             counterDelivered = .allocate(capacity: queues * 8)
             counterDelivered.initialize(repeating: 0, count: queues * 8)
+            counterSent = .allocate(capacity: queues * 8)
+            counterSent.initialize(repeating: 0, count: queues * 8)
         }
 
-        deinit { counterDelivered.deallocate() }
+        deinit {
+            counterDelivered.deallocate()
+            counterSent.deallocate()
+            rxRefs.deallocate()
+        }
 
         /// Statistics of the direction leaving this end.
         public var statistics: Statistics {
             var s = tx.withLock { $0.stats }
             s.sent += fastSent.load(ordering: .relaxed)
+                + (0..<queueCount).reduce(0) { $0 + Int(lb_counter_load(counterSent + $1 * 8)) }
             s.delivered = (0..<queueCount).reduce(0) { $0 + Int(lb_counter_load(peer.counterDelivered + $1 * 8)) }
             return s
         }
@@ -115,12 +140,13 @@ public final class SimulatedLink: @unchecked Sendable {
         }
 
         public func poll(queue: Int, max: Int, _ body: (Mbuf) -> Void) -> Int {
-            let q = rx[queue]
-            return withUnsafeTemporaryAllocation(of: Mbuf?.self, capacity: max) { buf in
-                let n = q.state.withLock { s in s.take(upTo: max, into: buf) }
-                for i in 0..<n { if let m = buf[i] { body(m) } }
-                if n > 0 { lb_counter_add(counterDelivered + queue * 8, Int64(n)) }
-                return n
+            rxRefs[queue]._withUnsafeGuaranteedRef { q in
+                withUnsafeTemporaryAllocation(of: Mbuf?.self, capacity: max) { buf in
+                    let n = q.state.withLock { s in s.take(upTo: max, into: buf) }
+                    for i in 0..<n { if let m = buf[i] { body(m) } }
+                    if n > 0 { lb_counter_add(counterDelivered + queue * 8, Int64(n)) }
+                    return n
+                }
             }
         }
 
@@ -145,12 +171,21 @@ public final class SimulatedLink: @unchecked Sendable {
         }
 
         public func transmit(_ frame: Mbuf, queue: Int) -> Bool {
-            let target = peer.steer(frame, from: queue)
-            if faultFree.load(ordering: .relaxed) {
-                fastSent.add(1, ordering: .relaxed)
-                if !peer.arrive(frame, queue: target, at: 0) { tx.withLock { $0.stats.overflowed += 1 } }
+            transmit(frame, queue: queue, injected: false)
+        }
+
+        func transmit(_ frame: Mbuf, queue: Int, injected: Bool) -> Bool {
+            if faultFree.load(ordering: .relaxed), let peerRef {
+                if injected {
+                    fastSent.add(1, ordering: .relaxed)
+                } else {
+                    lb_counter_add(counterSent + min(max(0, queue), queueCount - 1) * 8, 1)
+                }
+                let ok = peerRef._withUnsafeGuaranteedRef { p in p.arrive(frame, queue: p.steer(frame, from: queue), at: 0) }
+                if !ok { tx.withLock { $0.stats.overflowed += 1 } }
                 return true
             }
+            let target = peer.steer(frame, from: queue)
             let now = lb_now_ns()
             var copy: Mbuf? = nil
             if frame.flags.contains(.checksumPartial) { Self.completeChecksum(frame) }
@@ -186,7 +221,7 @@ public final class SimulatedLink: @unchecked Sendable {
         }
 
         /// Raw access for benchmarks and tests: puts `frame` on the wire toward the peer.
-        public func inject(_ frame: Mbuf) { _ = transmit(frame, queue: 0) }
+        public func inject(_ frame: Mbuf) { _ = transmit(frame, queue: 0, injected: true) }
 
         /// Raw access: takes every frame waiting at this end (for an end no stack serves).
         public func drain(_ body: (Mbuf) -> Void) -> Int {
@@ -218,12 +253,15 @@ public final class SimulatedLink: @unchecked Sendable {
         }
 
         func arrive(_ m: Mbuf, queue: Int, at: UInt64) -> Bool {
-            let q = rx[queue]
-            let (ok, wake) = q.state.withLock { s in s.push(m, at: at) }
-            if !ok { m.free(); return false }
-            // One sleeper per queue (its CPU's receive thread): wake just it.
-            if wake, let system { LWKT.wakeupOne(WaitChannel(q), in: system) }
-            return true
+            rxRefs[queue]._withUnsafeGuaranteedRef { q in
+                let (ok, wake) = q.state.withLock { s in s.push(m, at: at) }
+                if !ok { m.free(); return false }
+                // One sleeper per queue (its CPU's receive thread): wake just it.
+                if wake, let systemRef {
+                    systemRef._withUnsafeGuaranteedRef { LWKT.wakeupOne(WaitChannel(q), in: $0) }
+                }
+                return true
+            }
         }
 
         public func close() {

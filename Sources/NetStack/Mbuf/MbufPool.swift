@@ -42,6 +42,9 @@ public final class MbufPool: @unchecked Sendable {
         let serial = MbufPool.serial.wrappingAdd(1, ordering: .relaxed).oldValue
         standardType = allocator.makeType(name: "mbuf.\(serial)", limit: limitBytes)
         clusterType = allocator.makeType(name: "mbuf-cluster.\(serial)", limit: limitBytes)
+        allocatorRef = .passUnretained(allocator)
+        standardTypeRef = .passUnretained(standardType)
+        clusterTypeRef = .passUnretained(clusterType)
     }
 
     private static let serial = Atomic<Int>(0)
@@ -50,6 +53,11 @@ public final class MbufPool: @unchecked Sendable {
     public static let clusterCacheDepth = 64
     /// The system whose CPUs own the caches (nil: no caches).
     let system: LWKTSystem?
+    /// The allocator and the two types, unretained (the properties above keep them alive):
+    /// the per-packet paths pass them on without touching their reference counts.
+    @usableFromInline let allocatorRef: Unmanaged<SlabAllocator>
+    @usableFromInline let standardTypeRef: Unmanaged<MallocType>
+    @usableFromInline let clusterTypeRef: Unmanaged<MallocType>
     let cacheCPUs: Int
     /// `clusterCacheDepth` chunk pointers per CPU; only that CPU touches its row.
     let cache: UnsafeMutablePointer<UnsafeMutableRawPointer?>
@@ -126,9 +134,12 @@ public final class MbufPool: @unchecked Sendable {
 
     @usableFromInline
     func make(chunk: Int, capacity: Int, headroom: Int, cluster: Bool, home: Int) -> Mbuf? {
-        guard let raw = allocator.allocate(chunk, type: cluster ? clusterType : standardType, flags: .mayReturnNil) else {
-            return nil
+        let raw = allocatorRef._withUnsafeGuaranteedRef { a in
+            (cluster ? clusterTypeRef : standardTypeRef)._withUnsafeGuaranteedRef { t in
+                a.allocate(chunk, type: t, flags: .mayReturnNil)
+            }
         }
+        guard let raw else { return nil }
         return initialize(raw, capacity: capacity, headroom: headroom, cluster: cluster, home: home)
     }
 
@@ -158,6 +169,10 @@ public final class MbufPool: @unchecked Sendable {
                 }
             }
         }
-        allocator.free(UnsafeMutableRawPointer(h), type: cluster ? clusterType : standardType)
+        allocatorRef._withUnsafeGuaranteedRef { a in
+            (cluster ? clusterTypeRef : standardTypeRef)._withUnsafeGuaranteedRef { t in
+                a.free(UnsafeMutableRawPointer(h), type: t)
+            }
+        }
     }
 }

@@ -14,6 +14,11 @@ import LWKT
 // - Input: `NetStack+TCPInput.swift` (RFC 9293 §3.10.7 with RFC 5961 and RFC 7323 checks);
 //   output: `NetStack+TCPOutput.swift`; timers: `NetStack+TCPTimers.swift`, run by the
 //   protocol thread when the CPU's earliest deadline passes.
+// - Batches: the receive and protocol threads run input in batches; a segment that needs
+//   no immediate answer defers its connection's output to the batch's end (one ACK for
+//   the batch's in-order segments, data sent once for its ACKs). Input reaches a PCB
+//   unretained (`TCPTable.lookup`); a PCB that leaves the table stays on the CPU's
+//   `detached` list until the batch ends, so it cannot be freed under its own input.
 // - Memory: segments are slab mbufs; each established connection has a send and a
 //   receive ring charged to its CPU's limit; out-of-order segments are bounded in count.
 
@@ -102,6 +107,7 @@ extension NetStack {
         st.tcp.listeners.removeAll()
         st.tcp.timers.removeAll()
         st.tcp.nextTimer = .max
+        st.tcp.reap()
     }
 }
 

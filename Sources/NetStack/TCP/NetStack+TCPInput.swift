@@ -33,16 +33,19 @@ extension NetStack {
         m.length = total - th.headerLength
         m.flags.remove([.checksumPartial, .checksumVerified, .hashValid, .forwarded])
         let key = TCPFlowKey(local: h.destination, localPort: th.destinationPort, remote: h.source, remotePort: th.sourcePort)
-        if let tp = st.tcp.connections[key] {
-            if tp.state == .timeWait, th.flags.contains(.syn), !th.flags.contains(.ack), !th.flags.contains(.rst),
-               TCPSequence.gt(th.sequence, tp.rcvNxt), let l = st.tcp.listeners[key.localPort] {
-                // A new incarnation of a connection in TIME-WAIT (RFC 9293 §3.6.1): its ISN
-                // must be above the old sequence space.
-                let floor = tp.sndMax &+ 250_000
-                tcpDetach(tp, st)
-                return tcpListenInput(l, key, th, m, st, issFloor: floor)
+        if let u = st.tcp.lookup(key) {
+            // Unretained: the table holds the PCB, or `detached` does once it leaves it.
+            return u._withUnsafeGuaranteedRef { tp in
+                if tp.state == .timeWait, th.flags.contains(.syn), !th.flags.contains(.ack), !th.flags.contains(.rst),
+                   TCPSequence.gt(th.sequence, tp.rcvNxt), let l = st.tcp.listeners[key.localPort] {
+                    // A new incarnation of a connection in TIME-WAIT (RFC 9293 §3.6.1): its
+                    // ISN must be above the old sequence space.
+                    let floor = tp.sndMax &+ 250_000
+                    tcpDetach(tp, st)
+                    return tcpListenInput(l, key, th, m, st, issFloor: floor)
+                }
+                return tcpProcess(tp, th, m, st)
             }
-            return tcpProcess(tp, th, m, st)
         }
         if let l = st.tcp.listeners[key.localPort], !l.isClosed {
             return tcpListenInput(l, key, th, m, st, issFloor: nil)
@@ -129,6 +132,7 @@ extension NetStack {
     }
 
     func tcpInsert(_ tp: TCPControlBlock, _ st: NetCPU) {
+        st.tcp.last = nil
         st.tcp.connections[tp.key] = tp
         tp.inTable = true
     }
@@ -402,7 +406,9 @@ extension NetStack {
                     tp.rcvNxt = tp.rcvNxt &+ UInt32(n)
                     if n < len { flags.remove(.fin); tp.ackNow = true }
                     tp.unackedSegments += 1
-                    if tp.unackedSegments >= 2 || flags.contains(.psh) && tp.unackedSegments >= 2 { tp.ackNow = true }
+                    // Every second segment is acknowledged (RFC 9293 §3.8.6.3); inside a
+                    // receive batch the ACK goes out once, at the batch's end.
+                    if tp.unackedSegments >= 2, !st.tcp.batching { tp.ackNow = true }
                     tp.wake()
                 } else {
                     // Out of order, or it fills a hole: queue and acknowledge at once.
@@ -428,7 +434,35 @@ extension NetStack {
         if tp.inTable, !tp.ackNow, tp.unackedSegments > 0, tp.delayedACKTimer == 0 {
             tp.arm(.delayedACK, at: now &+ configuration.tcp.delayedACK.ns)
         }
-        if tp.inTable { tcpOutput(tp, st) }
+        guard tp.inTable else { return }
+        if st.tcp.batching, !tp.ackNow {
+            // Nothing to answer at once (in-order data, an ACK): output at the batch's end.
+            if !tp.outputDeferred {
+                tp.outputDeferred = true
+                st.tcp.deferred.append(tp)
+            }
+        } else {
+            tcpOutput(tp, st)
+        }
+    }
+
+    /// Starts a receive batch on this CPU (see ``TCPTable/batching``).
+    @inline(__always) func tcpBeginBatch(_ st: NetCPU) { st.tcp.batching = true }
+
+    /// Ends a receive batch: the deferred output of each connection, with an ACK where two
+    /// or more segments wait for one (the delayed-ACK timer covers a single one).
+    func tcpEndBatch(_ st: NetCPU) {
+        let t = st.tcp
+        t.batching = false
+        guard !t.deferred.isEmpty else { t.reap(); return }
+        for tp in t.deferred {
+            tp.outputDeferred = false
+            guard tp.inTable else { continue }
+            if tp.unackedSegments >= 2 { tp.ackNow = true }
+            tcpOutput(tp, st)
+        }
+        t.deferred.removeAll(keepingCapacity: true)
+        t.reap()
     }
 
     /// Moves queued segments that are now in order into the receive buffer.

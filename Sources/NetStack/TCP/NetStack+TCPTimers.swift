@@ -128,7 +128,7 @@ extension NetStack {
         // Not yet accepted: it leaves the accept queue.
         if let l = tp.listener { l.remove(tp) }
         if tp.inTable {
-            st.tcp.connections[tp.key] = nil
+            st.tcp.remove(tp)
             tp.inTable = false
             counters.add(.tcpConnectionsClosed, cpu: st.id)
         }

@@ -140,11 +140,24 @@ public final class TCPConnection: @unchecked Sendable {
                 left = .nanoseconds(Int64(deadline - now))
             }
         }
-        pcb.waiters += 1
-        defer { pcb.waiters -= 1 }
+        // The thread joins `waiters` in the interlock, once it is on the sleep queue: a
+        // `wake()` that zeroes the count then always finds it there. (Counted earlier, a
+        // wake between the count and the queueing would take it off the count without
+        // waking it, and with the condition still false it would sleep uncounted: a lost
+        // wakeup.) A `wake()` after that takes it off the count itself.
+        var counted = false
+        var generation: UInt32 = 0
+        defer { if counted, pcb.wakeGeneration == generation { pcb.waiters -= 1 } }
         do {
             // The condition is a closure literal: non-escaping, so it is not heap-allocated.
-            let r = try await LWKT.tsleep(on: WaitChannel(pcb), timeout: left, until: { self.holds(c) })
+            let r = try await LWKT.tsleep(on: WaitChannel(pcb), timeout: left, until: {
+                if !counted {
+                    counted = true
+                    self.pcb.waiters += 1
+                    generation = self.pcb.wakeGeneration
+                }
+                return self.holds(c)
+            })
             if r == .woken || holds(c) { return true }
             return deadline.map { lb_now_ns_swift() < $0 } ?? true
         } catch {

@@ -110,6 +110,8 @@ final class TCPControlBlock {
 
     // Output requests.
     var ackNow = false
+    /// On its CPU's deferred-output list for the current receive batch.
+    var outputDeferred = false
     /// Full-sized segments received since the last ACK we sent.
     var unackedSegments = 0
     /// The next output sends one byte beyond a zero window (persist probe).
@@ -128,8 +130,12 @@ final class TCPControlBlock {
     var passive = false
     /// Listener that made this PCB, until it is accepted.
     weak var listener: TCPListener?
-    /// Socket threads sleeping on this PCB.
+    /// Socket threads asleep on this PCB that no ``wake()`` has woken yet.
     var waiters = 0
+    /// Bumped by every ``wake()`` that wakes someone: a sleeper that comes back with it
+    /// unchanged was not woken by ``wake()`` (timeout, interlock, cancellation) and takes
+    /// itself off ``waiters``.
+    var wakeGeneration: UInt32 = 0
     /// Whether the PCB is in its CPU's table.
     var inTable = false
     /// The deadline of this PCB's live entry in its CPU's ``TCPTimerHeap`` (0: none).
@@ -185,10 +191,16 @@ final class TCPControlBlock {
     /// Wakes socket threads waiting on this connection. They all sleep on this CPU (socket
     /// calls run only on the owner), so they are woken one by one: a `wakeupOne` that finds
     /// a sleeper on the calling CPU looks at no other CPU and sends no IPI, where `wakeup`
-    /// would signal every CPU whose sleepers share the channel's slot.
+    /// would signal every CPU whose sleepers share the channel's slot. A thread is woken
+    /// once: the segments that arrive before it runs find ``waiters`` at zero and cost a
+    /// compare (a `wakeupOne` that found nobody here would go on to scan the other CPUs'
+    /// sleep masks and might send an IPI for another connection's sleeper in the slot).
     @inline(__always) func wake() {
         guard waiters > 0 else { return }
-        for _ in 0..<waiters { LWKT.wakeupOne(WaitChannel(self), in: stack.system) }
+        let n = waiters
+        waiters = 0
+        wakeGeneration &+= 1
+        for _ in 0..<n { LWKT.wakeupOne(WaitChannel(self), in: stack.system) }
     }
 
     /// The receive window we can offer now (bytes), never shrinking the right edge

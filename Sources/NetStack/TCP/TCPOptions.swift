@@ -85,6 +85,12 @@ public struct TCPOptions: Equatable, Sendable {
     /// Parses `count` bytes of options at `p`.
     public static func parse(_ p: UnsafeRawPointer, count: Int) -> Result<TCPOptions, ParseError> {
         var o = TCPOptions()
+        // The layout almost every segment of a timestamped connection carries (RFC 7323
+        // appendix A): NOP, NOP, timestamp. One compare instead of the walk.
+        if count == 12, NetworkBytes.u32(p, 0) == 0x0101_080a {
+            o.timestamp = (NetworkBytes.u32(p, 4), NetworkBytes.u32(p, 8))
+            return .success(o)
+        }
         var i = 0
         while i < count {
             let kind = NetworkBytes.u8(p, i)

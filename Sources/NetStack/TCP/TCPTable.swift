@@ -19,10 +19,53 @@ final class TCPTable {
     var nextTimer: UInt64 = .max
     /// Scratch list for the timer scan (capacity kept between scans).
     var due: [TCPControlBlock] = []
+    /// The connection the last segment went to (a one-entry cache in front of
+    /// ``connections``: segments come in runs of one flow), and its key. Unretained: it is
+    /// cleared whenever a PCB leaves or enters the table, so it always names a PCB the
+    /// table holds.
+    var last: Unmanaged<TCPControlBlock>? = nil
+    var lastKey = TCPFlowKey(local: .any, localPort: 0, remote: .any, remotePort: 0)
+    /// PCBs taken out of ``connections`` since the last ``reap()``, kept alive until then:
+    /// input works on the unretained PCB ``lookup(_:)`` returns, which may leave the table
+    /// (and lose its last reference) in the middle of processing a segment.
+    var detached: [TCPControlBlock] = []
+    /// Whether a receive batch is running: segments that need no immediate answer put
+    /// their connection on ``deferred`` instead of calling `tcpOutput`, and the batch's end
+    /// runs the output once per connection (one ACK for the batch's in-order segments,
+    /// data sent once for all the ACKs that arrived).
+    var batching = false
+    /// Connections whose output waits for the end of the batch (each at most once).
+    var deferred: [TCPControlBlock] = []
 
     init(cpu: Int) {
         self.cpu = cpu
         due.reserveCapacity(64)
+        deferred.reserveCapacity(64)
+        detached.reserveCapacity(16)
+    }
+
+    /// The connection of `key`, unretained, through the one-entry cache. It stays valid
+    /// until the next ``reap()`` (the table or ``detached`` holds it).
+    @inline(__always) func lookup(_ key: TCPFlowKey) -> Unmanaged<TCPControlBlock>? {
+        if let c = last, lastKey == key { return c }
+        guard let c = connections[key] else { return nil }
+        let u = Unmanaged.passUnretained(c)
+        last = u
+        lastKey = key
+        return u
+    }
+
+    /// Takes a PCB out of the table (its last reference may go at the next ``reap()``).
+    @inline(__always) func remove(_ tp: TCPControlBlock) {
+        detached.append(tp)
+        connections[tp.key] = nil
+        last = nil
+    }
+
+    /// Drops the PCBs removed since the last call. Runs where no input is in progress: at
+    /// the end of a receive batch and on every pass of the protocol thread.
+    @inline(__always) func reap() {
+        if !detached.isEmpty { detached.removeAll(keepingCapacity: true) }
     }
 
     /// Timer deadlines by connection (see ``TCPTimerHeap``).

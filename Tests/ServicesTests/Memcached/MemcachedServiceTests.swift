@@ -123,6 +123,22 @@ import Testing
         }
     }
 
+    /// A pipeline larger than the session's input buffer, sent at once: the socket is
+    /// edge-triggered, so a read that filled the buffer must read again before waiting
+    /// (no new edge comes for bytes that are already queued), or the rest is never served.
+    @Test func pipelineLargerThanTheInputBufferIsServedWhole() async throws {
+        try await withService(cpus: 1) { s in
+            let c = try TestClient(port: s.port)
+            let count = 4000
+            var batch = ""
+            for i in 0..<count { batch += "mg missing-key-\(i) v\r\n" }
+            #expect(batch.utf8.count > 64 * 1024)
+            c.send(batch + "mn\r\n")
+            let r = c.read(until: "MN\r\n")
+            #expect(r == String(repeating: "EN\r\n", count: count) + "MN\r\n")
+        }
+    }
+
     /// A client that pipelines many large gets and does not read for a while does not stop
     /// the CPU from serving others; it gets everything when it reads.
     @Test func slowClientDoesNotBlockOthers() async throws {
