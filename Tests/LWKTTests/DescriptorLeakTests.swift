@@ -100,15 +100,28 @@ struct DescriptorLeakTests {
     @Test("A boot that runs out of descriptors gives back the ones it opened")
     func failedBootClosesDescriptors() async {
         await #expect(processExitsWith: .success) {
+            // Fill the free numbers below the highest open one (the runner may have passed
+            // this process a descriptor with a high number), so that new descriptors can
+            // only take numbers above it.
+            let top = Int32(DescriptorLeakTests.highestDescriptor())
+            var fillers: [Int32] = []
+            while fillers.count < 4096 {
+                let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+                if fd < 0 { break }
+                if fd > top { close(fd); break }
+                fillers.append(fd)
+            }
             let before = FDCensus.count()
             var rl = rlimit()
             getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &rl)
             // Room for two CPUs (two descriptors each) and the census's own directory.
-            rl.rlim_cur = rlim_t(DescriptorLeakTests.highestDescriptor() + 6)
+            rl.rlim_cur = rlim_t(top + 6)
             setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &rl)
             var failed = false
             do { _ = try LWKT.boot(cpus: 16, configuration: .init(warnings: false)) } catch { failed = true }
-            exit(failed && FDCensus.count() == before ? 0 : 1)
+            let after = FDCensus.count()
+            for fd in fillers { close(fd) }
+            exit(failed && after == before ? 0 : 1)
         }
     }
 
