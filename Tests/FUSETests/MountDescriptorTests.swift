@@ -24,7 +24,7 @@ struct MountDescriptorTests {
         let baseline = FDCensus.take()
         for _ in 0..<3 { try Self.cycle() }
         var after = FDCensus.take()
-        for _ in 0..<40 where after.total > baseline.total + 2 {
+        for _ in 0..<200 where after.total > baseline.total + 2 {
             try await Task.sleep(for: .milliseconds(50))
             after = FDCensus.take()
         }

@@ -12,10 +12,10 @@ import Glibc
 @Suite("Descriptor leaks", .serialized)
 struct DescriptorLeakTests {
     /// The count settles back to `baseline + slack` (other suites running side by side in
-    /// a parallel run can hold a few for a moment, so it is read again for up to 3 s).
+    /// a parallel run can hold a few for a while, so it is read again for up to 10 s).
     static func settles(atMost limit: Int) async -> (Bool, FDCensus) {
         var census = FDCensus.take()
-        for _ in 0..<30 where census.total > limit {
+        for _ in 0..<100 where census.total > limit {
             try? await Task.sleep(for: .milliseconds(100))
             census = FDCensus.take()
         }
