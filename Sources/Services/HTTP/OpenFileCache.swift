@@ -74,15 +74,15 @@ final class OpenFileCache: @unchecked Sendable {
         self.validity = s < 0 ? 0 : UInt64(s) &* 1_000_000_000 &+ UInt64(max(0, a / 1_000_000_000))
     }
 
-    /// How many files each CPU's cache may keep open: three eighths of the descriptor limit
-    /// for all CPUs together, at most 16,384. A cached HostFS file holds two descriptors (the
-    /// namecache's handle of its name and the cache's own), so a full cache takes three
-    /// quarters of the limit and leaves the rest to connections and other names; ``shed()``
-    /// lowers the budget if the process still runs out.
+    /// How many files each CPU's cache may keep open: three quarters of the descriptor limit
+    /// for all CPUs together, at most 16,384. A cached HostFS file holds one descriptor, the
+    /// cache's own (HostFS keeps descriptors for directories only, not for cached names), so
+    /// a full cache leaves a quarter of the limit to connections, directories and opens in
+    /// flight; ``shed()`` lowers the budget if the process still runs out.
     static func budgetPerCPU(cpus: Int) -> Int {
         var lim = rlimit()
         let limit = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0 ? Int(clamping: lim.rlim_cur) : 1024
-        return max(16, min(16384, limit * 3 / 8 / max(1, cpus)))
+        return max(16, min(16384, limit * 3 / 4 / max(1, cpus)))
     }
 
     @inline(__always)
