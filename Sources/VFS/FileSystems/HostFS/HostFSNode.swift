@@ -11,7 +11,7 @@ import Synchronization
 ///    It remembers its *place*: the directory node it is in and its name there. An
 ///    operation reaches it with `openat(place.directory.fd, name, O_NOFOLLOW)` (or
 ///    `fstatat(..., AT_SYMLINK_NOFOLLOW)`) and checks that the object found has the node's
-///    device and inode; if not, the node's name now belongs to another object (or none) and
+///    device, inode and type; if not, the node's name now belongs to another object (or none) and
 ///    the operation fails with `ESTALE`, so a node never acts on an object that is not its
 ///    own. A name is one component (no `/`, never `.` or `..`), so the lookup cannot leave
 ///    the directory. With this rule a cached name costs no descriptor, and the descriptors
@@ -118,10 +118,12 @@ final class HostFSNode: FSNode, @unchecked Sendable {
         return (attributes, blocks, generation)
     }
 
-    /// Whether `st` describes this node's host object.
+    /// Whether `st` describes this node's host object: the same device, inode and type (a
+    /// freed inode number can be reused at once, by an object of any type; the type at least
+    /// tells a symbolic link put in a file's place from the file, as `revalidate` does).
     @inline(__always)
     func isSameObject(_ st: stat) -> Bool {
-        UInt64(st.st_ino) == hostInode && UInt64(st.st_dev) == hostDevice
+        UInt64(st.st_ino) == hostInode && UInt64(st.st_dev) == hostDevice && HostFS.fileType(st.st_mode) == type
     }
 
     /// The directory node and name of a non-directory (rule 2); nil for a directory.
