@@ -254,10 +254,11 @@ enum SlabBench {
     /// Million objects per second through one producer CPU and one consumer CPU.
     static func producerConsumer(system: LWKTSystem, objects: Int,
                                  alloc: @escaping @Sendable () -> UnsafeMutableRawPointer?,
-                                 free: @escaping @Sendable (UnsafeMutableRawPointer) -> Void) async throws -> Double {
+                                 free: @escaping @Sendable (UnsafeMutableRawPointer) -> Void,
+                                 producerCPU: Int = 0, consumerCPU: Int = 1) async throws -> Double {
         let ring = Ring()
         let start = lb_now_ns()
-        async let consumer: Void = system.run(on: 1, name: "consumer") {
+        async let consumer: Void = system.run(on: consumerCPU, name: "consumer") {
             var head = 0
             var tailSeen = 0
             while head < objects {
@@ -273,7 +274,7 @@ enum SlabBench {
                 ring.head.pointee.store(head, ordering: .releasing)
             }
         }
-        async let producer: Void = system.run(on: 0, name: "producer") {
+        async let producer: Void = system.run(on: producerCPU, name: "producer") {
             var tail = 0
             var headSeen = 0
             while tail < objects {

@@ -14,7 +14,9 @@ enum TCPBench {
     static let clientIP = IPv4Address(10, 0, 0, 1)
     static let serverIP = IPv4Address(10, 0, 0, 2)
 
-    static func run(reporter: BenchReporter, quick: Bool) async throws {
+    /// `cpus` (from `--cpus`): that many CPUs and connections instead of up to 2, an
+    /// aggregate row per stream row, and no TAP rows.
+    static func run(reporter: BenchReporter, quick: Bool, cpus: Int? = nil) async throws {
         let rows: [(String, Int, Bool, InterfaceOffloads)] = [
             ("bulk 64 KiB writes", 65536, false, []),
             ("bulk 64 KiB writes, 64 KB TSO", 65536, false, [.checksum, .segmentation]),
@@ -24,9 +26,9 @@ enum TCPBench {
         let only = ProcessInfo.processInfo.environment["LIBELLULA_BENCH_TCP_ROWS"].map { Set($0.split(separator: ",").compactMap { Int($0) }) }
         for (i, (label, writeSize, noDelay, offloads)) in rows.enumerated() where only?.contains(i) ?? true {
             try await stream(label: label, writeSize: writeSize, noDelay: noDelay, offloads: offloads,
-                             reporter: reporter, quick: quick)
+                             reporter: reporter, quick: quick, cpuCount: cpus)
         }
-        if ProcessInfo.processInfo.environment["LIBELLULA_BENCH_NO_TAP"] == nil {
+        if cpus == nil, ProcessInfo.processInfo.environment["LIBELLULA_BENCH_NO_TAP"] == nil {
             try await tap(reporter: reporter, quick: quick)
         }
     }
@@ -271,8 +273,8 @@ enum TCPBench {
     /// (with the malloc counter preloaded) malloc calls per segment are measured over the
     /// steady part only, after a warm-up that lets the windows and buffers grow.
     static func stream(label: String, writeSize: Int, noDelay: Bool, offloads: InterfaceOffloads,
-                       reporter: BenchReporter, quick: Bool) async throws {
-        let cpus = min(2, max(1, LWKT.onlineCores))
+                       reporter: BenchReporter, quick: Bool, cpuCount: Int? = nil) async throws {
+        let cpus = cpuCount ?? min(2, max(1, LWKT.onlineCores))
         let seconds = quick ? 1.0 : 3.0
         let warmup = 0.3
         let system = try LWKT.boot(cpus: cpus, configuration: .init(warnings: false))
@@ -323,6 +325,10 @@ enum TCPBench {
                         baseline: offloads.contains(.segmentation) ? "goal" : nil, baselineValue: offloads.contains(.segmentation) ? 20 : nil)
         reporter.report("tcp \(label): segments processed\(tso)", unit: "M seg/s per CPU", value: segs / secs / 1e6 / Double(cpus),
                         baseline: "goal", baselineValue: 1.0)
+        if cpuCount != nil {
+            reporter.report("tcp \(label): segments processed, \(cpus) CPUs, aggregate", unit: "M seg/s", value: segs / secs / 1e6)
+            reporter.report("tcp \(label): goodput, \(cpus) CPUs, aggregate", unit: "Gbit/s", value: bytes * 8 / secs / 1e9)
+        }
         if let m0, let m1 {
             reporter.report("tcp \(label): malloc calls per segment", unit: "", value: Double(m1 - m0) / max(1, segs))
         }
