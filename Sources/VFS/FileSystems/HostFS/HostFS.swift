@@ -5,7 +5,7 @@ import Synchronization
 /// directory node holds an `O_PATH` descriptor and names are always resolved one component
 /// at a time relative to one (never through a host path), so nothing escapes the root. Other
 /// nodes hold no descriptor: they are reached by their directory's descriptor and their name
-/// and checked by device and inode on every use (`HostFSNode`, rules 1–4), so the
+/// and checked by device, inode and type on every use (`HostFSNode`, rules 1–4), so the
 /// descriptors HostFS holds grow with the number of directories, not of cached names.
 ///
 /// The host directory may change behind the VFS (`changesBehindCache` is true). Every
@@ -178,9 +178,15 @@ public final class HostFS: FileSystem, @unchecked Sendable {
             if fstat(n.fd, &st) != 0 { throw .current }
             return st
         }
-        if let (d, name) = n.currentPlace, !name.isEmpty, !name.contains(UInt8(ascii: "/")),
-           fstatat(d.fd, name.map { CChar(bitPattern: $0) } + [0], &st, AT_SYMLINK_NOFOLLOW) == 0, n.isSameObject(st) {
-            return st
+        if let (d, name) = n.currentPlace, !name.isEmpty, !name.contains(UInt8(ascii: "/")) {
+            if fstatat(d.fd, name.map { CChar(bitPattern: $0) } + [0], &st, AT_SYMLINK_NOFOLLOW) == 0 {
+                if n.isSameObject(st) { return st }
+            } else {
+                // A missing name is the node's object gone from its place (pinned, or stale);
+                // any other failure is the host's answer.
+                let e = VFSError.current
+                if e != .noent && e != .notdir && n.pinnedDescriptor < 0 { throw e }
+            }
         }
         let p = n.pinnedDescriptor
         if p >= 0 {
