@@ -43,12 +43,15 @@ let package = Package(
             ],
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
         ),
-        .testTarget(name: "LWKTTests", dependencies: ["LWKT", "CLibellula"]),
-        .testTarget(name: "SlabTests", dependencies: ["Slab", "LWKT"]),
-        .testTarget(name: "VFSTests", dependencies: ["VFS", "LWKT"]),
-        .testTarget(name: "ServicesTests", dependencies: ["Services", "LWKT", "Slab", "VFS", "NetStack"], exclude: ["Scripts"]),
-        .testTarget(name: "NetStackTests", dependencies: ["NetStack", "LWKT", "Slab", "CLibellula"]),
-        .testTarget(name: "FUSETests", dependencies: ["FUSE", "VFS", "LWKT", "Services"]),
+        // Test helpers every test target shares: a descriptor census and posix_spawn-based
+        // process spawning (no Foundation Process in the rigs).
+        .target(name: "LibellulaTestSupport", path: "Tests/LibellulaTestSupport"),
+        .testTarget(name: "LWKTTests", dependencies: ["LWKT", "CLibellula", "LibellulaTestSupport"]),
+        .testTarget(name: "SlabTests", dependencies: ["Slab", "LWKT", "LibellulaTestSupport"]),
+        .testTarget(name: "VFSTests", dependencies: ["VFS", "LWKT", "LibellulaTestSupport"]),
+        .testTarget(name: "ServicesTests", dependencies: ["Services", "LWKT", "Slab", "VFS", "NetStack", "LibellulaTestSupport"], exclude: ["Scripts"]),
+        .testTarget(name: "NetStackTests", dependencies: ["NetStack", "LWKT", "Slab", "CLibellula", "LibellulaTestSupport"]),
+        .testTarget(name: "FUSETests", dependencies: ["FUSE", "VFS", "LWKT", "Services", "LibellulaTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -221,10 +221,29 @@ mallocs() { # label ip serve-args...
     stop
   done
   idle=$(cat "$WORK/mc.$label.idle"); loaded=$(cat "$WORK/mc.$label.load"); reqs=$(awk '/requests in/ {print $1}' "$WORK/mc.$label.wrk")
-  echo "# malloc calls per keep-alive request, serve --net $label: $(echo "($loaded - $idle) / $reqs" | bc -l | xargs printf '%.3f') (($loaded - $idle) over $reqs requests on $CONNS new connections)"
+  echo "($loaded - $idle) / $reqs" | bc -l | xargs printf '%.3f' > "$WORK/mallocs.$label"
+  echo "# malloc calls per keep-alive request, serve --net $label: $(cat "$WORK/mallocs.$label") (($loaded - $idle) over $reqs requests on $CONNS new connections)"
 }
 mallocs tap $OWN_IP --net "tap:$P-tap"
 mallocs host $HOST_IP --http "$HOST_IP:8080"
+
+# The compact summary: every ratio is own stack / baseline (req/s: above 1 is better for the
+# own stack; CPU per request: below 1 is better).
+cpu_ratio() { [ "$(echo "$2 > 0" | bc -l)" = 1 ] && ratio "$1" "$2" || echo "n/a"; }
+echo
+echo "## summary ($(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg), best of $ROUNDS, ${SECS}s, $CONNS conns)"
+echo "| row | req/s tap/host | CPU/req tap/host | req/s tap/other | CPU/req tap/other | other |"
+echo "|---|---|---|---|---|---|"
+for row in 6B 4KiB close mc ms; do
+  other=nginx
+  { [ "$row" = mc ] || [ "$row" = ms ]; } && other=memcached
+  [ "$row" = ms ] && [ -z "$MEMASLAP" ] && continue
+  t=$(cat "$WORK/tap.$row.rps"); h=$(cat "$WORK/host.$row.rps"); o=$(cat "$WORK/$other.$row.rps")
+  tc=$(cat "$WORK/tap.$row.cpu"); hc=$(cat "$WORK/host.$row.cpu"); oc=$(cat "$WORK/$other.$row.cpu")
+  printf '| %s | %s | %s | %s | %s | %s |\n' "$row" "$(ratio "$t" "$h")" "$(cpu_ratio "$tc" "$hc")" "$(ratio "$t" "$o")" "$(cpu_ratio "$tc" "$oc")" "$other"
+done
+echo "(rows: 6B and 4KiB keep-alive HTTP; close: 6B with a new connection per request; mc: mcload; ms: memaslap)"
+echo "| mallocs/request (keep-alive) | tap $(cat "$WORK/mallocs.tap") | host $(cat "$WORK/mallocs.host") | | | |"
 
 if [ "${PERF:-0}" = 1 ] && command -v perf >/dev/null; then
   start perf "$BIN" serve --cpus 1 --net "tap:$P-tap" --root "$WORK/www" --no-memcached --log-level warning

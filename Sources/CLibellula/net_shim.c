@@ -9,6 +9,8 @@
 #include <sys/uio.h>
 #include <net/if.h>
 #include <linux/if_tun.h>
+#include <linux/bpf.h>
+#include <sys/syscall.h>
 
 int lb_tap_open_queue(const char *name, int multi_queue, int vnet_hdr) {
     int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
@@ -28,6 +30,34 @@ int lb_tap_set_offload(int fd, int csum, int tso) {
     if (csum) flags |= TUN_F_CSUM;
     if (csum && tso) flags |= TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
     if (ioctl(fd, TUNSETOFFLOAD, flags) < 0) return -errno;
+    return 0;
+}
+
+int lb_bpf_load_socket_filter(const unsigned long long *insns, int count, char *log, unsigned int log_size) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+    attr.insns = (unsigned long long)(unsigned long)insns;
+    attr.insn_cnt = (unsigned int)count;
+    attr.license = (unsigned long long)(unsigned long)"GPL";
+    int fd = (int)syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+    if (fd >= 0) return fd;
+    int e = errno;
+    if (log && log_size > 0) {
+        // Load again with the verifier's log on, only to say why.
+        log[0] = 0;
+        attr.log_buf = (unsigned long long)(unsigned long)log;
+        attr.log_size = log_size;
+        attr.log_level = 1;
+        int again = (int)syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+        if (again >= 0) return again;
+        log[log_size - 1] = 0;
+    }
+    return -e;
+}
+
+int lb_tap_set_steering_ebpf(int fd, int prog_fd) {
+    if (ioctl(fd, TUNSETSTEERINGEBPF, &prog_fd) < 0) return -errno;
     return 0;
 }
 

@@ -1,6 +1,7 @@
 import CFUSE
 import FUSE
 import Foundation
+import LibellulaTestSupport
 import Glibc
 import LWKT
 import Testing
@@ -179,34 +180,26 @@ import VFS
             _ = lb_fuse_kernel_unmount(base + "/mnt", 1)
             try? FileManager.default.removeItem(atPath: base)
         }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = ["mount", base + "/mnt", "--memfs", "--cpus", "2", "--stats-file", base + "/stats.json"]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
+        // posix_spawn (LibellulaTestSupport), not Foundation's Process.
+        let p = try Subprocess(Self.binary, ["mount", base + "/mnt", "--memfs", "--cpus", "2", "--stats-file", base + "/stats.json"])
         var ready = false
         for _ in 0..<500 where !ready {
             usleep(20_000)
             ready = Self.isMounted(base + "/mnt")
         }
         #expect(ready, "the mount did not appear")
-        let holder = Process()
-        holder.executableURL = URL(fileURLWithPath: "/bin/sh")
-        holder.arguments = ["-c", "cd '\(base)/mnt' && echo data > kept && exec sleep 20"]
-        try holder.run()
+        let holder = try Subprocess("/bin/sh", ["-c", "cd '\(base)/mnt' && echo data > kept && exec sleep 20"], output: .inherited)
         usleep(300_000)
         kill(p.processIdentifier, signal)
-        let done = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async { p.waitUntilExit(); done.signal() }
-        let exited = done.wait(timeout: .now() + 20) == .success
-        if !exited { p.terminate() }
+        // Collects the output while waiting; the timeout kills it.
+        let result = p.wait(timeout: 20)
+        let exited = !result.timedOut
         holder.terminate()
+        holder.waitUntilExit()
         #expect(exited, "libellula mount did not exit after signal \(signal)")
-        if exited { #expect(p.terminationStatus == 0) }
+        if exited { #expect(result.status == 0) }
         #expect(!Self.isMounted(base + "/mnt"))
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let text = result.output
         #expect(text.contains("unmounted"), "\(text)")
         let stats = FileManager.default.contents(atPath: base + "/stats.json").flatMap { try? JSONDecoder().decode(FUSEStatistics.self, from: $0) }
         #expect(stats?.channels.count == 2)

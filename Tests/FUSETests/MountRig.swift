@@ -3,6 +3,7 @@ import FUSE
 import Foundation
 import Glibc
 import LWKT
+import LibellulaTestSupport
 import VFS
 
 /// A FUSE mount served in this test process: LWKT CPUs answer the kernel while the test
@@ -35,6 +36,7 @@ final class MountRig: @unchecked Sendable {
             print("\(caller): \(why)")
             return nil
         }
+        FDCensus.note("before mount (\(caller))")
         let base = "/tmp/libellula-fuse-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: base + "/mnt", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: base + "/scratch", withIntermediateDirectories: true)
@@ -54,9 +56,6 @@ final class MountRig: @unchecked Sendable {
             return MountRig(system: system, server: server, vfs: vfs, path: base + "/mnt", backing: backing, scratch: base + "/scratch")
         } catch {
             _ = try? system.shutdownBlocking()
-        // The namespace lives on with the test's references; its cached HostFS names would
-        // keep one host descriptor each (a stock-tools run leaves ~1,700).
-        vfs.releaseCachedNames()
             try? FileManager.default.removeItem(atPath: base)
             throw error
         }
@@ -78,8 +77,12 @@ final class MountRig: @unchecked Sendable {
         server.stop()
         _ = lb_fuse_kernel_unmount(path, 1)  // belt and braces: nothing stays mounted
         _ = try? system.shutdownBlocking()
+        // The namespace lives on with the test's references; its cached HostFS names would
+        // keep one host descriptor each (a stock-tools run leaves ~1,700).
+        vfs.releaseCachedNames()
         let base = (path as NSString).deletingLastPathComponent
         _ = try? FileManager.default.removeItem(atPath: base)
+        FDCensus.note("after unmount \(base)")
     }
 
     deinit { close() }
@@ -95,31 +98,12 @@ struct ShellResult {
 /// Runs `script` with /bin/sh in `directory`, killing it after `timeout` seconds (the watchdog).
 @discardableResult
 func shell(_ script: String, in directory: String? = nil, timeout: Double = 120) throws -> ShellResult {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/bin/sh")
-    p.arguments = ["-c", script]
-    if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
     var env = ProcessInfo.processInfo.environment
     env["LC_ALL"] = "C"
-    p.environment = env
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = out
-    try p.run()
-    let done = DispatchSemaphore(value: 0)
-    var timedOut = false
-    DispatchQueue.global().async {
-        p.waitUntilExit()
-        done.signal()
-    }
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    if done.wait(timeout: .now() + timeout) == .timedOut {
-        timedOut = true
-        kill(-p.processIdentifier, SIGKILL)
-        p.terminate()
-        done.wait()
-    }
-    return ShellResult(status: p.terminationStatus, output: String(decoding: data, as: UTF8.self), timedOut: timedOut)
+    // posix_spawn (LibellulaTestSupport), not Foundation's Process; the child has its own
+    // process group, which the timeout kills whole.
+    let r = try Subprocess.run("/bin/sh", ["-c", script], environment: env, directory: directory, timeout: timeout)
+    return ShellResult(status: r.status, output: r.output, timedOut: r.timedOut)
 }
 
 /// Whether a program is on PATH.

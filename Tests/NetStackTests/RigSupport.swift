@@ -1,4 +1,5 @@
 import Foundation
+import LibellulaTestSupport
 import Testing
 import Synchronization
 @testable import NetStack
@@ -44,18 +45,16 @@ enum Rig {
         return true
     }()
 
+    /// Runs a program to its end (killed after `timeout` seconds): its status and merged
+    /// output. posix_spawn, not Foundation's Process (see LibellulaTestSupport/Subprocess).
     @discardableResult
-    static func run(_ exe: String, _ args: [String]) -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        do { try p.run() } catch { return (-1, "\(error)") }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    static func run(_ exe: String, _ args: [String], timeout: Double = 600) -> (status: Int32, output: String) {
+        do {
+            let r = try Subprocess.run(exe, args, timeout: timeout)
+            return (r.status, r.timedOut ? r.output + "\n(killed after \(timeout) s)" : r.output)
+        } catch {
+            return (-1, "\(error)")
+        }
     }
 
     @discardableResult
@@ -67,14 +66,8 @@ enum Rig {
     }
 
     /// Starts a Python snippet in namespace `ns` in the background.
-    static func spawnPython(in ns: String, _ code: String, _ args: [String] = []) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        p.arguments = ["netns", "exec", ns, python, "-c", code] + args
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        return p
+    static func spawnPython(in ns: String, _ code: String, _ args: [String] = []) throws -> Subprocess {
+        try Subprocess("/usr/sbin/ip", ["netns", "exec", ns, python, "-c", code] + args, output: .discarded)
     }
 
     /// A UDP echo server that serves for `seconds` seconds: argv port, seconds.

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LibellulaTestSupport
 
 /// The `libellula` binary built by `swift build` (debug), or nil when it is not there.
 /// `LIBELLULA_BINARY` names another one (to run these tests against an older build).
@@ -14,24 +15,18 @@ let libellulaBinary: String? = {
 /// a test can wait for a log line or for the exit without a pipe filling up. Killed (SIGKILL)
 /// when dropped while still running, so a failing test never leaves a server behind.
 final class CLIProcess: @unchecked Sendable {
-    let process = Process()
+    /// The child, started with posix_spawn (LibellulaTestSupport), not Foundation's Process.
+    let process: Subprocess
     let logPath: String
 
     init(_ binary: String, _ arguments: [String]) throws {
         logPath = makeTempDir("cli") + "/output.log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        process.standardOutput = log
-        process.standardError = log
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        try? log.close()
+        process = try Subprocess(binary, arguments, output: .file(logPath))
     }
 
     deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        if process.isRunning { process.terminate(SIGKILL) }
         process.waitUntilExit()
         try? FileManager.default.removeItem(atPath: (logPath as NSString).deletingLastPathComponent)
     }

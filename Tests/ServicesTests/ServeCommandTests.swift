@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LibellulaTestSupport
 import Testing
 
 /// `libellula serve` end to end: the demo site on an ephemeral port, then SIGTERM and SIGINT
@@ -13,27 +14,20 @@ import Testing
             print("skipping: \(Self.binary) not built")
             return
         }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
         // Every address on a port the kernel picks: the default memcached address (11211) may
         // be held by anything else on the machine (another test, a memcached, a benchmark),
         // and then serve fails after it logged the HTTP address. A generous shutdown limit:
         // on a loaded machine joining the CPUs can take longer than the default 15 s allow;
         // a stuck CPU still shows as a leaked thread and a non-zero status.
-        p.arguments = ["serve", "--cpus", "2", "--http", "127.0.0.1:0", "--memcached", "127.0.0.1:0",
-                       "--shutdown-timeout", "120"]
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        let handle = err.fileHandleForReading
+        // posix_spawn (LibellulaTestSupport), not Foundation's Process.
+        let p = try Subprocess(Self.binary, ["serve", "--cpus", "2", "--http", "127.0.0.1:0", "--memcached", "127.0.0.1:0",
+                                             "--shutdown-timeout", "120"], output: .stderrOnly)
         // Read the log until the line with the address (bounded).
         let port: UInt16? = try await blocking {
             var text = ""
             for _ in 0..<200 {
-                let d = handle.availableData
-                if d.isEmpty { break }
-                text += String(decoding: d, as: UTF8.self)
+                guard let d = p.readAvailable(timeout: 60) else { break }
+                text += d
                 if let r = text.range(of: "on http://127.0.0.1:"), let end = text[r.upperBound...].firstIndex(of: "/") {
                     return UInt16(text[r.upperBound..<end])
                 }
@@ -55,9 +49,8 @@ import Testing
         kill(p.processIdentifier, signal)
         // The log to its end (the process exits within the shutdown limit), then the status.
         let (rest, status) = try await blocking { () -> (String, Int32) in
-            let text = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            return (text, p.terminationStatus)
+            let r = p.wait(timeout: 180)
+            return (r.output, r.status)
         }
         #expect(status == 0, "\(rest)")
         #expect(rest.contains("0 threads leaked"), "\(rest)")

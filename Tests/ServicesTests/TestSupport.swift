@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LibellulaTestSupport
 import LWKT
 import Services
 import Slab
@@ -140,19 +141,9 @@ final class RawClient {
 /// Runs a program, returning its exit status and standard output (nil when it is missing).
 func runTool(_ path: String, _ args: [String], timeout: TimeInterval = 60) -> (Int32, String)? {
     guard FileManager.default.isExecutableFile(atPath: path) else { return nil }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = args
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = FileHandle.nullDevice
-    do { try p.run() } catch { return nil }
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    let deadline = Date().addingTimeInterval(timeout)
-    while p.isRunning && Date() < deadline { usleep(10_000) }
-    if p.isRunning { p.terminate() }
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    // posix_spawn (LibellulaTestSupport), not Foundation's Process.
+    guard let r = try? Subprocess.run(path, args, output: .stdoutOnly, timeout: timeout) else { return nil }
+    return (r.status, r.output)
 }
 
 /// The first of `candidates` that exists and is executable.

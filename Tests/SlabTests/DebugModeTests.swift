@@ -1,4 +1,5 @@
 import Foundation
+import LibellulaTestSupport
 import Testing
 @testable import Slab
 
@@ -55,22 +56,14 @@ struct DebugModeTests {
     }
 
     func runScenario(_ name: String, debug: Bool = true) throws -> Outcome {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = ["--testing-library", "swift-testing", "--filter", "crashScenarioHelper"]
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         var env = ProcessInfo.processInfo.environment
         env[Self.scenarioVariable] = name
         env[SlabConfiguration.debugEnvironmentVariable] = debug ? "1" : "0"
-        process.environment = env
-        let err = Pipe()
-        process.standardError = err
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let data = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        let signal = process.terminationReason == .uncaughtSignal ? process.terminationStatus : nil
-        return Outcome(signal: signal, stderr: text)
+        // posix_spawn (LibellulaTestSupport), not Foundation's Process.
+        let r = try Subprocess.run(executable, ["--testing-library", "swift-testing", "--filter", "crashScenarioHelper"],
+                                   environment: env, output: .stderrOnly, timeout: 300)
+        return Outcome(signal: r.signal, stderr: r.output)
     }
 
     @Test(arguments: [

@@ -1,4 +1,5 @@
 import Foundation
+import LibellulaTestSupport
 import Glibc
 import Testing
 @testable import VFS
@@ -69,26 +70,14 @@ import Testing
         #expect(mkfifo(dir + "/fifo", 0o644) == 0)
         for i in 0..<4 { try "file \(i)\n".write(toFile: dir + "/f\(i).txt", atomically: false, encoding: .utf8) }
 
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: binary)
-        server.arguments = ["serve", "--root", dir, "--cpus", "2", "--http", "127.0.0.1:0", "--no-memcached"]
-        let err = Pipe()
-        server.standardError = err
-        server.standardOutput = FileHandle.nullDevice
-        try server.run()
-        defer {
-            if server.isRunning {
-                kill(server.processIdentifier, SIGKILL)
-                server.waitUntilExit()
-            }
-        }
-        let handle = err.fileHandleForReading
+        // posix_spawn (LibellulaTestSupport), not Foundation's Process; killed when dropped.
+        let server = try Subprocess(binary, ["serve", "--root", dir, "--cpus", "2", "--http", "127.0.0.1:0", "--no-memcached"],
+                                    output: .stderrOnly)
         var log = ""
         var port: UInt16?
         for _ in 0..<200 where port == nil {
-            let d = handle.availableData
-            if d.isEmpty { break }
-            log += String(decoding: d, as: UTF8.self)
+            guard let d = server.readAvailable(timeout: 30) else { break }
+            log += d
             if let r = log.range(of: "on http://127.0.0.1:"), let end = log[r.upperBound...].firstIndex(of: "/") {
                 port = UInt16(log[r.upperBound..<end])
             }

@@ -117,6 +117,11 @@ static inline void lb_counter_store(int64_t *p, int64_t v) {
 /// acquire fence orders earlier reads before later ones.
 static inline void lb_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 static inline void lb_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+/// A futex word with sequentially consistent loads and stores (the stall watchdog's "parked"
+/// word, read by CPUs that leave their idle sleep: Dekker-style against their sleep flag).
+static inline uint32_t lb_u32_load_seq(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+static inline void lb_u32_store_seq(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+static inline uint32_t lb_u32_exchange_seq(uint32_t *p, uint32_t v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
 /// Shared statistics counters (several writers): relaxed read-modify-write.
 static inline void lb_atomic_add64(int64_t *p, int64_t v) {
     __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
@@ -158,6 +163,14 @@ static inline int lb_ptr_cas(void **p, void *expected, void *desired) {
 int lb_tap_open_queue(const char *name, int multi_queue, int vnet_hdr);
 /// TUNSETOFFLOAD with TUN_F_CSUM (csum) and TUN_F_TSO4/6/ECN (tso). 0 or -errno.
 int lb_tap_set_offload(int fd, int csum, int tso);
+/// bpf(BPF_PROG_LOAD) of a socket-filter program of `count` 8-byte instructions (struct
+/// bpf_insn, little-endian words), license "GPL". On failure, when `log` is not NULL, the
+/// verifier's log (NUL-terminated, truncated to `log_size`). Returns the program's
+/// descriptor or -errno.
+int lb_bpf_load_socket_filter(const unsigned long long *insns, int count, char *log, unsigned int log_size);
+/// TUNSETSTEERINGEBPF: program `prog_fd` (-1 removes it) chooses the queue of every frame
+/// the kernel sends to the TAP that `fd` is a queue of. 0 or -errno.
+int lb_tap_set_steering_ebpf(int fd, int prog_fd);
 /// Size of the virtio-net header in front of every frame with IFF_VNET_HDR (10).
 int lb_tap_vnet_hdr_size(void);
 /// read(2); bytes or -errno.

@@ -66,9 +66,38 @@ public final class CPU: @unchecked Sendable {
         _ = lb_epoll_ctl(epollFD, 1, eventFD, LB_EPOLLIN, UInt64.max)
     }
 
-    func release() {
+    /// Wakes the CPU from `epoll_wait` through its eventfd, unless its descriptors are
+    /// already closed (then its thread has exited and there is no one to wake). The
+    /// `wakers` count keeps a closing shutdown from closing the eventfd, and the number
+    /// being reused for another file, while a wake is between its check and its write.
+    @usableFromInline @inline(never)
+    func signalEventFD() {
+        let s = signals
+        s.pointee.wakers.add(1, ordering: .sequentiallyConsistent)
+        if s.pointee.descriptorsClosed.load(ordering: .sequentiallyConsistent) == 0 {
+            _ = lb_eventfd_signal(eventFD)
+        }
+        s.pointee.wakers.subtract(1, ordering: .sequentiallyConsistent)
+    }
+
+    /// Closes the CPU's epoll instance and eventfd. Only after its OS thread has been
+    /// joined (the shutdown does this; nothing else uses the epoll instance). Idempotent.
+    func closeDescriptors() {
+        precondition(pthread == nil, "CPU descriptors closed while its thread runs")
+        let s = signals
+        guard s.pointee.descriptorsClosed.exchange(1, ordering: .sequentiallyConsistent) == 0 else { return }
+        // A waker that incremented before the flag was set may still write: let it finish.
+        while s.pointee.wakers.load(ordering: .sequentiallyConsistent) != 0 { usleep(10) }
         close(epollFD)
         close(eventFD)
+    }
+
+    /// Whether ``closeDescriptors()`` has run.
+    var descriptorsClosed: Bool { signals.pointee.descriptorsClosed.load(ordering: .acquiring) != 0 }
+
+    /// Frees the CPU's descriptors and globaldata. Only once nothing can reach the CPU.
+    func release() {
+        closeDescriptors()
         local.pointee.release()
         local.deinitialize(count: 1)
         local.deallocate()

@@ -15,7 +15,11 @@ struct CPUSignals: ~Copyable {
     @usableFromInline let inboxFlag = Atomic<Int>(0)
     /// 1 once the CPU has been asked to stop.
     @usableFromInline let stop = Atomic<Int>(0)
-    var pad1: (Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    /// Threads inside ``CPU/signalEventFD()`` right now (the eventfd stays open while any is).
+    @usableFromInline let wakers = Atomic<Int>(0)
+    /// 1 once the CPU's epoll instance and eventfd are closed (after its thread was joined).
+    @usableFromInline let descriptorsClosed = Atomic<Int>(0)
+    var pad1: (Int, Int, Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 }
 
 /// A growable owner-only stack of continuations that `LWKT.yield()` parks until the job

@@ -219,7 +219,7 @@ public final class LWKTSystem: @unchecked Sendable {
         for cpu in cpus {
             cpu.signals.pointee.stop.store(1, ordering: .sequentiallyConsistent)
             cpu.signals.pointee.sleeping.store(0, ordering: .sequentiallyConsistent)
-            _ = lb_eventfd_signal(cpu.eventFD)
+            cpu.signalEventFD()
         }
         var joined = 0
         for cpu in cpus {
@@ -229,6 +229,11 @@ public final class LWKTSystem: @unchecked Sendable {
                 joined += 1
             }
         }
+        // Every CPU thread has exited: nothing polls the epoll instances any more, and
+        // senders that still try to wake a CPU find its descriptors closed. Closing them now
+        // (not when the system is freed) gives them back even while references to the
+        // system or its CPUs live on.
+        for cpu in cpus { cpu.closeDescriptors() }
         return joined
     }
 

@@ -24,9 +24,14 @@ extension CPU {
         var burstStart = lb_now_ns()
         let timers = l.pointee.timers
         let events = l.pointee.events
+        // Stall watchdog (Observability/StallWatch.swift): whether it was parked when this CPU
+        // last left its idle sleep; if so it is woken before the next job.
+        let dogParked = system.latencies.watchdogParked
+        var wakeDog = false
 
         while true {
             if s.pointee.doorbell.load(ordering: .relaxed) != 0 {
+                if _slowPath(wakeDog) { wakeDog = false; StallWatch.wakeWatchdog(dogParked) }
                 l.pointee.critCount += 1
                 StallWatch.begin(l.pointee.watch, nil)
                 drainIPIs()
@@ -36,6 +41,7 @@ extension CPU {
                 if _slowPath(l.pointee.slab.pending != 0) { CPU.runSlabFlush(l) }
             }
             if let (job, band) = l.pointee.runq.pop() {
+                if _slowPath(wakeDog) { wakeDog = false; StallWatch.wakeWatchdog(dogParked) }
                 run(job, band: band)
                 if l.pointee.yielders.count > 0 { resumeYielders() }
                 // The slab's batch of remote frees goes out when the job that built it ends.
@@ -96,6 +102,7 @@ extension CPU {
             if s.pointee.doorbell.load(ordering: .sequentiallyConsistent) != 0
                 || s.pointee.stop.load(ordering: .sequentiallyConsistent) != 0 {
                 s.pointee.sleeping.store(0, ordering: .sequentiallyConsistent)
+                wakeDog = StallWatch.watchdogParked(dogParked)
                 burstStart = lb_now_ns()
                 continue
             }
@@ -107,6 +114,7 @@ extension CPU {
             counters.add(.sleeps)
             events.poll(cpu: self, timeout: timeout)
             s.pointee.sleeping.store(0, ordering: .sequentiallyConsistent)
+            wakeDog = StallWatch.watchdogParked(dogParked)
             burstStart = lb_now_ns()
             counters.add(.sleepNanos, Int64(burstStart &- now))
         }

@@ -5,6 +5,12 @@ import Synchronization
 // and the threads waiting for descriptor readiness. Registration, polling and
 // cancellation happen only on the owning CPU's thread (others cancel by IPI); the eventfd
 // is written by any thread, through `CPU.wakeIfSleeping`.
+//
+// Two kinds of registration: one-shot (the default: each wait re-arms the descriptor with
+// `epoll_ctl`, for the union of its waiters' interests) and edge-triggered (a descriptor
+// registered once with `registerEdges`, for reading and writing, and never re-armed; the
+// readiness a poll reports while nobody waits for it is kept in `edgePending` and handed
+// to the next wait, so no edge is lost).
 
 /// The descriptor waiters and epoll instance of one CPU, held in its ``Globaldata``.
 /// Owner-only.
@@ -18,6 +24,9 @@ final class EventPoller {
     var ioWaiters: [Int32: IOWaiter] = [:]
     var ioPool: [IOWaiter] = []
     var registeredFDs: Set<Int32> = []
+    /// Edge-triggered descriptors, each with the readiness (epoll bits) reported while no
+    /// waiter wanted it.
+    var edgePending: [Int32: UInt32] = [:]
     let eventBits = UnsafeMutablePointer<UInt32>.allocate(capacity: 64)
     let eventData = UnsafeMutablePointer<UInt64>.allocate(capacity: 64)
 
@@ -52,12 +61,55 @@ final class EventPoller {
         if ioPool.count < 256 && w.continuation == nil { w.next = nil; ioPool.append(w) }
     }
 
+    /// Registers `fd` once, edge-triggered, for reading, writing and hang-ups (see
+    /// ``LWKT/registerEdgeTriggered(fd:)``).
+    func registerEdges(fd: Int32) throws {
+        assertOwner(owner, "EventPoller.registerEdges")
+        let interest = LB_EPOLLIN | LB_EPOLLOUT | LB_EPOLLRDHUP | LB_EPOLLET
+        let data = UInt64(UInt32(bitPattern: fd))
+        var rc = lb_epoll_ctl(epollFD, 1, fd, interest, data)
+        if rc == -EEXIST { rc = lb_epoll_ctl(epollFD, 3, fd, interest, data) }
+        if rc != 0 { throw LWKTError.systemCall("epoll_ctl", -rc) }
+        registeredFDs.insert(fd)
+        edgePending[fd] = 0
+    }
+
+    /// The events a waiter with `interest` is woken by: its interest, errors and hang-ups,
+    /// and for readers the peer's shutdown (a read then returns end of stream). A writer is
+    /// not woken by the peer's shutdown of its own sending side.
+    @inline(__always)
+    static func wakingEvents(_ interest: IOEvents) -> UInt32 {
+        var bits = interest.rawValue | LB_EPOLLERR | LB_EPOLLHUP
+        if interest.contains(.readable) { bits |= LB_EPOLLRDHUP }
+        return bits
+    }
+
+    /// For an edge-triggered `fd`, takes the kept readiness that would wake a waiter with
+    /// `interest` (errors and hang-ups stay kept: they stay true). Nil when `fd` is not
+    /// edge-triggered or nothing kept matches.
+    @inline(__always)
+    func takeEdgeReadiness(fd: Int32, interest: IOEvents) -> IOEvents? {
+        guard let kept = edgePending[fd] else { return nil }
+        let match = kept & Self.wakingEvents(interest)
+        if match == 0 { return nil }
+        edgePending[fd] = kept & ~Self.consumedEvents(interest)
+        return IOEvents(rawValue: kept)
+    }
+
+    /// The kept readiness a woken waiter with `interest` uses up: its interest, and the
+    /// peer's shutdown for a reader (which then reads end of stream).
+    @inline(__always)
+    static func consumedEvents(_ interest: IOEvents) -> UInt32 {
+        interest.contains(.readable) ? interest.rawValue | LB_EPOLLRDHUP : interest.rawValue
+    }
+
     /// Queues `w` on its descriptor (waiters of one fd form a linked list, so registering
-    /// allocates nothing) and arms the epoll registration.
+    /// allocates nothing) and arms the epoll registration (one-shot descriptors only).
     func register(_ w: IOWaiter, cpu: CPU) throws {
         assertOwner(owner, "EventPoller.register")
         w.next = ioWaiters[w.fd]
         ioWaiters[w.fd] = w
+        if edgePending[w.fd] != nil { return }
         do {
             try arm(fd: w.fd, cpu: cpu)
         } catch {
@@ -109,6 +161,7 @@ final class EventPoller {
         if registeredFDs.remove(fd) != nil {
             _ = lb_epoll_ctl(epollFD, 2, fd, 0, 0)
         }
+        edgePending.removeValue(forKey: fd)
         var w = ioWaiters.removeValue(forKey: fd)
         while let cur = w {
             w = cur.next
@@ -147,6 +200,31 @@ final class EventPoller {
             let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
             let ready = IOEvents(rawValue: eventBits[i])
             delivered += 1
+            if let kept = edgePending[fd] {
+                // Edge-triggered: wake the waiters the events concern, keep the rest of the
+                // readiness for later waits; nothing to re-arm.
+                var unclaimed = ready.rawValue
+                var keep: IOWaiter? = nil
+                var w = ioWaiters.removeValue(forKey: fd)
+                while let cur = w {
+                    w = cur.next
+                    cur.next = nil
+                    let wakes = Self.wakingEvents(cur.interest)
+                    if ready.rawValue & wakes != 0 {
+                        unclaimed &= ~Self.consumedEvents(cur.interest)
+                        if let c = cur.continuation {
+                            cur.continuation = nil
+                            c.resume(returning: ready)
+                        }
+                    } else {
+                        cur.next = keep
+                        keep = cur
+                    }
+                }
+                if let keep { ioWaiters[fd] = keep }
+                edgePending[fd] = kept | unclaimed
+                continue
+            }
             guard let head = ioWaiters.removeValue(forKey: fd) else { continue }
             let failing = !ready.intersection([.error, .hangup]).isEmpty
             var keep: IOWaiter? = nil

@@ -5,9 +5,11 @@ extension LWKT {
     /// the caller's CPU: the descriptor is owned by that CPU from now on, and the CPU's
     /// loop wakes this thread when the kernel reports readiness. Tokens are released
     /// while waiting. Throws `CancellationError` if cancelled or unregistered meanwhile.
-    public static func wait(for events: IOEvents, on fd: Int32) async throws -> IOEvents {
+    public nonisolated(nonsending) static func wait(for events: IOEvents, on fd: Int32) async throws -> IOEvents {
         let cpu = try currentCPU("LWKT.wait(for:on:)")
         try Task.checkCancellation()
+        // An edge-triggered descriptor whose readiness came while nobody waited.
+        if let ready = cpu.events.takeEdgeReadiness(fd: fd, interest: events) { return ready }
         let waiter = cpu.events.takeIOWaiter(fd: fd, interest: events)
         let generation = waiter.generation
         defer { cpu.events.returnIOWaiter(waiter) }
@@ -37,6 +39,21 @@ extension LWKT {
         }
         if held, let t = LWKTThread.currentThread { await Token.reacquireAll(of: t) }
         return ready
+    }
+
+    /// Registers `fd` with the current CPU's epoll once, edge-triggered, for reading,
+    /// writing and hang-ups, so that later ``wait(for:on:)`` calls on it make no
+    /// `epoll_ctl` call (a one-shot descriptor is re-armed by every wait). The CPU owns the
+    /// descriptor from now on; ``unregister(fd:)`` ends the registration.
+    ///
+    /// The edge-triggered contract: wait only once the descriptor was seen not ready since
+    /// the last wait returned (a call failed with `EAGAIN`, or a read returned less than
+    /// it asked for). Readiness reported while nobody waited is kept for the next wait, so
+    /// an edge is never lost; a kept one may be stale (the data was read meanwhile), so
+    /// a woken waiter must expect `EAGAIN`.
+    public static func registerEdgeTriggered(fd: Int32) throws {
+        let cpu = try currentCPU("LWKT.registerEdgeTriggered(fd:)")
+        try cpu.events.registerEdges(fd: fd)
     }
 
     /// Removes `fd` from the current CPU's epoll (call it before closing a descriptor you

@@ -146,7 +146,7 @@ extension CPU {
         let s = signals
         if s.pointee.sleeping.load(ordering: .sequentiallyConsistent) != 0,
            s.pointee.sleeping.exchange(0, ordering: .sequentiallyConsistent) != 0 {
-            _ = lb_eventfd_signal(eventFD)
+            signalEventFD()
             c.add(.ipiWakeups)
         } else {
             c.add(.ipiWakeupsAvoided)
@@ -246,7 +246,7 @@ extension CPU {
         if wake {
             if s.pointee.sleeping.load(ordering: .sequentiallyConsistent) != 0,
                s.pointee.sleeping.exchange(0, ordering: .sequentiallyConsistent) != 0 {
-                _ = lb_eventfd_signal(eventFD)
+                signalEventFD()
             }
         }
     }

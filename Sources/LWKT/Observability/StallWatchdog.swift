@@ -13,7 +13,7 @@ public struct StallReport: Codable, Sendable, Equatable {
     /// Its priority band.
     public var priority: String
     /// How long the job had run when last seen (it may still be running), counted from the
-    /// watchdog's first look that saw it: a lower bound, at most one poll interval short.
+    /// watchdog's first look that saw it: a lower bound, at most about one `poll` short.
     public var durationNanos: Int64
     /// Whether the job was still running at the last look.
     public var ongoing: Bool
@@ -21,6 +21,16 @@ public struct StallReport: Codable, Sendable, Equatable {
     public var backtrace: [String]
     /// When it was caught, seconds since 1970.
     public var timestamp: Double
+
+    public init(cpu: Int, thread: String, priority: String, durationNanos: Int64, ongoing: Bool, backtrace: [String], timestamp: Double) {
+        self.cpu = cpu
+        self.thread = thread
+        self.priority = priority
+        self.durationNanos = durationNanos
+        self.ongoing = ongoing
+        self.backtrace = backtrace
+        self.timestamp = timestamp
+    }
 }
 
 /// The watchdog's counters and its most recent reports.
@@ -35,8 +45,16 @@ public struct StallStatistics: Codable, Sendable, Equatable {
     public var suppressed: Int = 0
     /// The last reports, newest last (at most 16).
     public var recent: [StallReport] = []
-    /// Looks the watchdog has taken at the CPUs (one per poll interval).
+    /// Looks the watchdog has taken at the CPUs: its wakeups (at most one per 0.9 ms while a
+    /// CPU is awake, about one per second while every CPU sleeps; see ``StallDetector``).
     public var polls: Int = 0
+    /// Looks per second over the watchdog's last accounting second (its wakeup rate).
+    public var looksPerSecond: Double = 0
+    /// Times the watchdog parked because every CPU was in its idle sleep.
+    public var parks: Int = 0
+    /// Looks that woke more than the schedule's margin (50 µs) late: for jobs seen at those,
+    /// detection within the threshold plus the resolution is not guaranteed.
+    public var lateLooks: Int = 0
     /// CPU time the watchdog thread itself has used, in seconds (its cost: each look is a
     /// timer wakeup on some core), as of its last second.
     public var watchdogCPUSeconds: Double = 0
@@ -44,16 +62,20 @@ public struct StallStatistics: Codable, Sendable, Equatable {
     public init() {}
 }
 
-/// A watchdog OS thread (not a CPU) that looks at every CPU's ``StallWatch`` words every
-/// `poll` and reports any job that has been running longer than `threshold`: the CPU, the
-/// LWKT thread's name and priority, the duration, and a backtrace of the CPU's thread taken
-/// while it is stalled (by a signal whose handler records the frames into a preallocated
-/// buffer; symbols are looked up and demangled afterwards, on the watchdog thread).
+/// A watchdog OS thread (not a CPU) that looks at every CPU's ``StallWatch`` words and
+/// reports any job that has been running longer than `threshold`: the CPU, the LWKT thread's
+/// name and priority, the duration, and a backtrace of the CPU's thread taken while it is
+/// stalled (by a signal whose handler records the frames into a preallocated buffer; symbols
+/// are looked up and demangled afterwards, on the watchdog thread).
 ///
 /// The CPUs read no clock for it: a job is timed from the first look that saw its sequence
-/// number, so a stall is detected within `threshold` plus one `poll` of its start, and the
-/// reported duration is at most one `poll` short. Its cost is its own wakeups (one per
-/// `poll`), which it accounts in ``StallStatistics/watchdogCPUSeconds``.
+/// number. ``StallDetector`` holds the schedule and the argument for its bound: a look at
+/// most every `poll - 100 µs` while some CPU is awake, an extra look at the moment a seen job
+/// would cross the threshold, none while every CPU sleeps (the watchdog parks, and the first
+/// CPU to wake up wakes it); a stall is detected within `threshold + poll` of the job's start
+/// whenever the watchdog's wakeups are at most 50 µs late (later ones are counted). Its cost
+/// is its own wakeups, which it accounts in ``StallStatistics/watchdogCPUSeconds`` and
+/// ``StallStatistics/looksPerSecond``.
 ///
 /// Reports are rate-limited per CPU (`minimumInterval`); every stall is counted.
 public final class StallWatchdog: @unchecked Sendable {
@@ -63,6 +85,8 @@ public final class StallWatchdog: @unchecked Sendable {
     public let minimumInterval: Duration
     private let state = Mutex<StallStatistics>(StallStatistics())
     private let running = Atomic<Bool>(true)
+    /// Set by the watchdog thread as it leaves its loop.
+    private let finished = Atomic<Bool>(false)
     private let onReport: (@Sendable (StallReport) -> Void)?
     private var thread: pthread_t?
     /// Whether the watchdog thread got a real-time priority (it drops it while it names
@@ -79,8 +103,9 @@ public final class StallWatchdog: @unchecked Sendable {
     ///
     /// - Parameters:
     ///   - threshold: how long one job may run before it is a stall (default 5 ms).
-    ///   - poll: how often the CPUs are looked at (default 1 ms: detection within the
-    ///     threshold plus one poll).
+    ///   - poll: the detection resolution (default 1 ms: a stall is detected within the
+    ///     threshold plus this of the job's start; looks are at most `poll - 100 µs` apart
+    ///     while some CPU is awake).
     ///   - minimumInterval: the least time between two reports for one CPU.
     ///   - onReport: called on the watchdog thread with each report.
     public init(system: LWKTSystem, threshold: Duration = .milliseconds(5), poll: Duration = .milliseconds(1),
@@ -105,6 +130,7 @@ public final class StallWatchdog: @unchecked Sendable {
             w.realTime = StallWatchdog.setRealTime(true)
             if !w.realTime { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(lb_gettid()), -20) }
             w.loop()
+            w.finished.store(true, ordering: .releasing)
             return nil
         }, box) == 0 {
             thread = tid
@@ -121,8 +147,8 @@ public final class StallWatchdog: @unchecked Sendable {
         guard let raw = getenv("LIBELLULA_STALL_MS") else { return }
         let text = String(decoding: UnsafeRawBufferPointer(start: raw, count: strlen(raw)), as: UTF8.self)
         guard let ms = Double(text), ms > 0 else { return }
-        // LIBELLULA_STALL_POLL_US: the poll interval in microseconds (benchmarks of the
-        // watchdog's own cost; default 1,000).
+        // LIBELLULA_STALL_POLL_US: the detection resolution in microseconds (benchmarks of
+        // the watchdog's own cost; default 1,000).
         var pollMicros: Int64 = 1_000
         if let p = getenv("LIBELLULA_STALL_POLL_US"),
            let v = Int64(String(decoding: UnsafeRawBufferPointer(start: p, count: strlen(p)), as: UTF8.self)), v >= 100 {
@@ -134,7 +160,15 @@ public final class StallWatchdog: @unchecked Sendable {
 
     /// Stops the watchdog thread and waits for it.
     public func stop() {
-        guard running.exchange(false, ordering: .acquiringAndReleasing), let t = thread else { return }
+        guard running.exchange(false, ordering: .sequentiallyConsistent), let t = thread else { return }
+        // Wake it if it is parked. The word stays as it is (another watchdog of the system may
+        // be parked on it); one that was about to park when `running` dropped is woken by
+        // the next of these wakes.
+        let parked = system.latencies.watchdogParked
+        while !finished.load(ordering: .acquiring) {
+            _ = lb_futex_wake(parked, Int32.max)
+            usleep(1_000)
+        }
         pthread_join(t, nil)
     }
 
@@ -143,81 +177,112 @@ public final class StallWatchdog: @unchecked Sendable {
 
     private func loop() {
         let n = system.cpuCount
-        let thresholdNanos = UInt64(max(0, threshold.nanoseconds))
-        let pollNanos = max(100_000, poll.nanoseconds)
         let limitNanos = UInt64(max(0, minimumInterval.nanoseconds))
-        // Per CPU: the running job's sequence number last seen and when it was first seen
-        // (the watchdog's clock: the CPU reads none), the stalled one already counted and
-        // whether it has an open report.
-        var seen = [Int64](repeating: 0, count: n)
-        var firstSeen = [UInt64](repeating: 0, count: n)
-        var flagged = [Int64](repeating: -1, count: n)
-        var reported = [Bool](repeating: false, count: n)
+        let parked = system.latencies.watchdogParked
+        var detector = StallDetector(cpus: n, threshold: UInt64(max(0, threshold.nanoseconds)),
+                                     resolution: UInt64(max(1, poll.nanoseconds)), now: lb_now_ns())
         var lastReport = [UInt64](repeating: 0, count: n)
-        var polls = 0
+        var reported = [Bool](repeating: false, count: n)
+        var counts = LoopCounts()
         var lastAccount = lb_now_ns()
-        defer { account(polls: polls) }
+        var wanted = lb_now_ns()
+        defer { account(counts, window: 0) }
         while running.load(ordering: .acquiring) && system.isRunning {
-            var ts = timespec(tv_sec: Int(pollNanos / 1_000_000_000), tv_nsec: Int(pollNanos % 1_000_000_000))
-            nanosleep(&ts, nil)
             let now = lb_now_ns()
-            polls += 1
+            counts.looks += 1
+            if now > wanted &+ detector.margin { counts.late += 1 }
             if now &- lastAccount >= 1_000_000_000 {
+                account(counts, window: now &- lastAccount)
+                counts.windowLooks = 0
                 lastAccount = now
-                account(polls: polls)
             }
+            counts.windowLooks += 1
+            var allAsleep = true
             for i in 0..<n {
                 let cpu = system.cpuUnchecked(i)
                 let w = cpu.local.pointee.watch
                 let seq = lb_counter_load(w)
-                if flagged[i] >= 0 && seq != flagged[i] {
-                    // The stalled job ended: close its report.
+                if allAsleep && cpu.signals.pointee.sleeping.load(ordering: .relaxed) == 0 { allAsleep = false }
+                switch detector.observe(cpu: i, sequence: seq, now: now) {
+                case .none:
+                    continue
+                case .ended:
                     if reported[i] { finish(cpu: i) }
-                    flagged[i] = -1
                     reported[i] = false
-                }
-                guard StallWatch.isRunning(seq) else { seen[i] = seq; continue }
-                if seq != seen[i] {
-                    // A job this look is the first to see: it started since the last look.
-                    seen[i] = seq
-                    firstSeen[i] = now
-                    continue
-                }
-                // The same job as at the last look: it has run at least since then.
-                let elapsed = now &- firstSeen[i]
-                if flagged[i] == seq {
+                case .ongoing(let elapsed):
                     if reported[i] { update(cpu: i, durationNanos: Int64(elapsed)) }
+                case .stall(let elapsed, _, _):
+                    if lastReport[i] != 0 && now &- lastReport[i] < limitNanos {
+                        state.withLock { $0.detected += 1; $0.suppressed += 1 }
+                        continue
+                    }
+                    lastReport[i] = now
+                    var r = capture(cpu: cpu, statsBits: lb_counter_load(w + 1), elapsed: Int64(elapsed))
+                    // Only if the same job is still running is the backtrace the stalled one.
+                    if lb_counter_load(w) != seq { r.backtrace = ["(the job ended before the backtrace was taken)"] }
+                    state.withLock {
+                        $0.detected += 1
+                        $0.reported += 1
+                        $0.recent.append(r)
+                        if $0.recent.count > 16 { $0.recent.removeFirst($0.recent.count - 16) }
+                    }
+                    reported[i] = true
+                    onReport?(r)
+                }
+            }
+            switch detector.finish(now: now, allAsleep: allAsleep) {
+            case .at(let t):
+                wanted = t
+                sleep(until: t)
+            case .park:
+                // Raise the word, then look again: a CPU that left its sleep before the raise
+                // is seen awake here; one that leaves it after sees the word and wakes us.
+                lb_u32_store_seq(parked, 1)
+                var stillAsleep = true
+                for i in 0..<n where system.cpuUnchecked(i).signals.pointee.sleeping.load(ordering: .sequentiallyConsistent) == 0 {
+                    stillAsleep = false
+                    break
+                }
+                // (The word is only ever lowered by a CPU, which then wakes every waiter: a
+                // second watchdog of the same system may be parked on it.)
+                guard stillAsleep, running.load(ordering: .sequentiallyConsistent) else {
+                    detector.unparked(woken: true)
+                    wanted = lb_now_ns()
                     continue
                 }
-                guard elapsed >= thresholdNanos else { continue }
-                flagged[i] = seq
-                if lastReport[i] != 0 && now &- lastReport[i] < limitNanos {
-                    state.withLock { $0.detected += 1; $0.suppressed += 1 }
-                    continue
-                }
-                lastReport[i] = now
-                var r = capture(cpu: cpu, statsBits: lb_counter_load(w + 1), elapsed: Int64(elapsed))
-                // Only if the same job is still running is the backtrace the stalled one.
-                if lb_counter_load(w) != seq { r.backtrace = ["(the job ended before the backtrace was taken)"] }
-                state.withLock {
-                    $0.detected += 1
-                    $0.reported += 1
-                    $0.recent.append(r)
-                    if $0.recent.count > 16 { $0.recent.removeFirst($0.recent.count - 16) }
-                }
-                reported[i] = true
-                onReport?(r)
+                state.withLock { $0.parks += 1 }
+                let rc = lb_futex_wait(parked, 1, Self.parkingTimeout)
+                detector.unparked(woken: rc != -Int(ETIMEDOUT))
+                wanted = lb_now_ns()
             }
         }
     }
 
-    /// Publishes the poll count and the thread's own CPU time.
-    private func account(polls: Int) {
+    /// The longest the watchdog stays parked without a CPU waking it (it accounts its own
+    /// cost and notices a stop request at least this often).
+    static let parkingTimeout: Int64 = 1_000_000_000
+
+    private struct LoopCounts {
+        var looks = 0
+        var windowLooks = 0
+        var late = 0
+    }
+
+    private func sleep(until t: UInt64) {
+        var ts = timespec(tv_sec: Int(t / 1_000_000_000), tv_nsec: Int(t % 1_000_000_000))
+        while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nil) == EINTR {}
+    }
+
+    /// Publishes the loop's counts and the thread's own CPU time (`window`: nanoseconds
+    /// since the last call, for the look rate; 0: keep the last rate).
+    private func account(_ c: LoopCounts, window: UInt64) {
         var ts = timespec()
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
         let cpu = Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
         state.withLock {
-            $0.polls = polls
+            $0.polls = c.looks
+            $0.lateLooks = c.late
+            if window > 0 { $0.looksPerSecond = Double(c.windowLooks) * 1e9 / Double(window) }
             $0.watchdogCPUSeconds = cpu
         }
     }

@@ -20,6 +20,13 @@ public final class SystemLatencies: Sendable {
 
     /// The stall watchdog running for this system, if one was started (see ``Observability``).
     let watchdog = Mutex<StallWatchdog?>(nil)
+    /// 1 while a stall watchdog of this system is parked, waiting for a CPU to leave its
+    /// idle sleep (a futex word; see ``StallWatch`` and ``StallDetector``).
+    nonisolated(unsafe) let watchdogParked: UnsafeMutablePointer<UInt32> = {
+        let p = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+        p.initialize(to: 0)
+        return p
+    }()
 
     init(cpuCount: Int) {
         httpService = LatencyHistogram(name: "http_service", help: "HTTP request service time (parsed head to response queued)", cpuCount: cpuCount)
@@ -28,6 +35,8 @@ public final class SystemLatencies: Sendable {
         ipiDelivery = LatencyHistogram(name: "ipi_delivery", help: "IPI delivery, sampled by probes (send to handler)", cpuCount: cpuCount)
         fuseRequest = LatencyHistogram(name: "fuse_request", help: "FUSE request service time (read from the channel to reply written)", cpuCount: cpuCount)
     }
+
+    deinit { watchdogParked.deallocate() }
 
     /// Every histogram, in report order.
     public var all: [LatencyHistogram] { [httpService, memcachedCommand, doMsgRoundTrip, ipiDelivery, fuseRequest] }

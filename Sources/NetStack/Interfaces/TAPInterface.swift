@@ -17,6 +17,9 @@ public final class TAPInterface: NetworkInterface, @unchecked Sendable {
     private var pool: MbufPool?
     /// Per queue: a cluster waiting to take the tail of a large frame.
     private var spares: [Mbuf?]
+    /// Whether the kernel steers frames to queues by the stack's hash (set up before the
+    /// stack starts; see `TAPFlowSteering.swift`).
+    public private(set) var flowSteering: TAPFlowSteering = .off
 
     /// Opens (creating if needed) TAP device `name` with `queues` queues.
     ///
@@ -132,6 +135,11 @@ public final class TAPInterface: NetworkInterface, @unchecked Sendable {
         }
     }
 
+    func setFlowSteering(_ s: TAPFlowSteering) { flowSteering = s }
+
+    /// Queue `q`'s descriptor while open.
+    func queueDescriptor(_ q: Int) -> Int32? { q < fds.count ? fds[q] : nil }
+
     public func detach(queue: Int) {
         guard queue < fds.count else { return }
         try? LWKT.unregister(fd: fds[queue])
@@ -140,6 +148,9 @@ public final class TAPInterface: NetworkInterface, @unchecked Sendable {
     }
 
     public func close() {
+        // A persistent TAP would keep the program after we go.
+        if flowSteering.isActive, let f = fds.first { _ = lb_tap_set_steering_ebpf(f, -1) }
+        flowSteering = .off
         for f in fds { _ = lb_close(f) }
         fds = []
     }

@@ -100,6 +100,8 @@ extension NetStack {
         }
         for l in st.tcp.listeners.values { l.pending.removeAll() }
         st.tcp.listeners.removeAll()
+        st.tcp.timers.removeAll()
+        st.tcp.nextTimer = .max
     }
 }
 

@@ -6,18 +6,19 @@ extension NetStack {
     func tcpTimers(_ st: NetCPU) {
         let t = st.tcp
         let now = st.now
-        t.nextTimer = .max
         t.due.removeAll(keepingCapacity: true)
-        for tp in t.connections.values {
-            let d = tp.nextDeadline
-            if d == 0 { continue }
-            if d <= now { t.due.append(tp) } else { t.schedule(d) }
+        // Only the entries whose deadline has passed (the heap's stale entries are skipped).
+        while let d = t.timers.earliest, d <= now, let (deadline, tp) = t.timers.pop() {
+            guard deadline == tp.scheduled else { continue }
+            tp.scheduled = 0
+            if tp.inTable { t.due.append(tp) }
         }
         for tp in t.due where tp.inTable {
             tcpFire(tp, st)
-            if tp.inTable { let d = tp.nextDeadline; if d != 0 { t.schedule(d) } }
+            if tp.inTable { let d = tp.nextDeadline; if d != 0 { t.schedule(d, tp) } }
         }
         t.due.removeAll(keepingCapacity: true)
+        t.nextTimer = t.timers.earliest ?? .max
     }
 
     func tcpFire(_ tp: TCPControlBlock, _ st: NetCPU) {

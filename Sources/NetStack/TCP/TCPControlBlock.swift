@@ -132,6 +132,8 @@ final class TCPControlBlock {
     var waiters = 0
     /// Whether the PCB is in its CPU's table.
     var inTable = false
+    /// The deadline of this PCB's live entry in its CPU's ``TCPTimerHeap`` (0: none).
+    var scheduled: UInt64 = 0
 
     init(stack: NetStack, key: TCPFlowKey, cpu: Int, configuration c: TCPConfiguration, mtu: Int) {
         self.stack = stack
@@ -228,14 +230,14 @@ final class TCPControlBlock {
         case .keepalive: keepaliveTimer = d
         case .close: closeTimer = d
         }
-        stack.cpus[cpu].tcp.schedule(d)
+        stack.cpus[cpu].tcp.schedule(d, self)
     }
 
     /// Arms the socket-deadline timer for a socket call that sleeps until `deadline`.
     @inline(__always) func armSocketDeadline(_ deadline: UInt64) {
         if socketTimer == 0 || deadline < socketTimer {
             socketTimer = max(1, deadline)
-            stack.cpus[cpu].tcp.schedule(socketTimer)
+            stack.cpus[cpu].tcp.schedule(socketTimer, self)
         }
     }
 

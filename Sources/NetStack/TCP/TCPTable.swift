@@ -25,8 +25,31 @@ final class TCPTable {
         due.reserveCapacity(64)
     }
 
-    /// Notes a deadline armed by a connection of this CPU.
-    @inline(__always) func schedule(_ deadline: UInt64) {
+    /// Timer deadlines by connection (see ``TCPTimerHeap``).
+    var timers = TCPTimerHeap<TCPControlBlock>()
+
+    /// Notes a deadline armed by connection `tp` of this CPU: a heap entry unless the PCB
+    /// already has one that comes no later.
+    @inline(__always) func schedule(_ deadline: UInt64, _ tp: TCPControlBlock) {
+        guard tp.scheduled == 0 || deadline < tp.scheduled else { return }
+        tp.scheduled = deadline
+        timers.push(deadline, tp)
         if deadline < nextTimer { nextTimer = deadline }
+        if timers.count > 2 * connections.count + 256 { rebuildTimers() }
+    }
+
+    /// Drops the stale entries: one entry per connection in the table with a timer armed.
+    func rebuildTimers() {
+        timers.removeAll()
+        nextTimer = .max
+        for tp in connections.values {
+            tp.scheduled = 0
+            let d = tp.nextDeadline
+            if d != 0 {
+                tp.scheduled = d
+                timers.push(d, tp)
+                if d < nextTimer { nextTimer = d }
+            }
+        }
     }
 }

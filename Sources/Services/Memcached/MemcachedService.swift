@@ -333,3 +333,19 @@ extension MemcachedService {
         }
     }
 }
+
+extension MemcachedService {
+    /// How the memcached command places its CPUs when the user did not say: pinned, with
+    /// LWKT's default idle spin, while the machine keeps cores to spare (for the clients,
+    /// the kernel's network work, other processes); not pinned and with a 5 µs spin when
+    /// the CPUs take every core. Then the cores are shared: a pinned CPU thread that is
+    /// preempted cannot move to a free core, and a long spin takes the time the clients and
+    /// the kernel need (on 2 cores, 2 CPUs with a client: about 1.5× the CPU per operation
+    /// and half the throughput at pipeline depth 8, see BENCHMARKS.md). An explicit `pin`
+    /// or `spinMicroseconds` wins.
+    public static func cpuPlacement(cpus: Int, cores: Int, pin: Bool?, spinMicroseconds: Int?)
+        -> (pin: Bool, spinMicroseconds: Int?) {
+        let shared = cpus >= cores
+        return (pin ?? !shared, spinMicroseconds ?? (shared && cpus == cores ? 5 : nil))
+    }
+}

@@ -13,9 +13,16 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
     var deadline: UInt64 = 0
     /// Whether the operation waiting now is a write.
     private var writing = false
-    /// Set after a write: a request-response peer cannot have answered yet, so the next
-    /// read waits for readiness before trying `recv` (saving a `recv` that would fail).
-    private var waitBeforeRead = false
+    /// The receive queue was seen empty (a `recv` failed with `EAGAIN`, or returned less
+    /// than it asked for) since the last readiness: the next read waits for readiness
+    /// before trying `recv`, saving a `recv` that would fail. Sound because the descriptor
+    /// is edge-triggered: data that arrives later raises a new edge, which the CPU's poller
+    /// keeps if nobody waits yet. A read that filled the buffer leaves it false, so the
+    /// rest is read before the connection waits.
+    private var receiveDrained = false
+    /// Whether the descriptor is registered edge-triggered (it is unless that failed; then
+    /// every wait re-arms it one-shot and `receiveDrained` is not trusted).
+    private let edgeTriggered: Bool
     /// A read ran out of time (the receive side is shut; writing still works).
     private(set) var readTimedOut = false
     /// A write ran out of time (the socket is shut both ways).
@@ -26,6 +33,8 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
         self.fd = fd
         self.peer = peer
         self.sockets = sockets
+        // Once per connection: no `epoll_ctl` per wait from now on.
+        edgeTriggered = (try? LWKT.registerEdgeTriggered(fd: fd)) != nil
     }
 
     deinit {
@@ -51,34 +60,28 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
     }
 
     @inline(__always)
-    private func await(_ events: IOEvents) async throws(SocketError) {
+    private nonisolated(nonsending) func await(_ events: IOEvents) async throws(SocketError) {
         do { _ = try await LWKT.wait(for: events, on: fd) } catch { throw .cancelled }
     }
 
     /// Reads what is available, waiting on this CPU's epoll; 0 at end of stream.
-    public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(SocketError) -> Int {
+    public nonisolated(nonsending) func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(SocketError) -> Int {
         if closed { throw .closed }
         if timedOut || readTimedOut { throw .timedOut }
         deadline = 0
         writing = false
-        if waitBeforeRead {
-            // Let the CPU's other ready threads run first: under load the peer's next
-            // request has often arrived by the time this thread runs again, and a `recv`
-            // that succeeds saves the epoll round trip. With nothing else ready the yield
-            // returns at once and the read waits for readiness, as after any write.
-            waitBeforeRead = false
-            await LWKT.yield()
-            let n = recv(fd, buffer.baseAddress, buffer.count, 0)
-            if n > 0 { return n }
-            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
-                deadline = MonotonicClock.deadline(after: timeout)
-                try await self.await(.readable)
-            }
+        if receiveDrained && edgeTriggered {
+            // Nothing to read until the next edge: wait first (usually after a response,
+            // for the peer's next request).
+            receiveDrained = false
+            deadline = MonotonicClock.deadline(after: timeout)
+            try await self.await(.readable)
         }
         while true {
             let n = recv(fd, buffer.baseAddress, buffer.count, 0)
             if n > 0 {
                 deadline = 0
+                receiveDrained = n < buffer.count
                 return n
             }
             if n == 0 {
@@ -104,7 +107,7 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
     }
 
     /// Sends every byte, waiting for room while the socket buffer is full.
-    public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration) async throws(SocketError) {
+    public nonisolated(nonsending) func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration) async throws(SocketError) {
         if closed { throw .closed }
         if timedOut { throw .timedOut }
         guard let base = bytes.baseAddress else { return }
@@ -119,7 +122,6 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
             let n = send(fd, base + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
             if n >= 0 {
                 offset += n
-                if offset == bytes.count { waitBeforeRead = true }
                 continue
             }
             try await writeFailed(errno, call: "send", timeout: timeout)
@@ -129,7 +131,7 @@ public final class HostConnection: StreamConnection, @unchecked Sendable {
     /// What a failed `send` or `sendfile` does next: waits for room when the socket buffer
     /// is full (back-pressure, bounded by `timeout`), returns to retry after a signal, or
     /// throws the error the caller should see.
-    fileprivate func writeFailed(_ e: Int32, call: String, timeout: Duration) async throws(SocketError) {
+    fileprivate nonisolated(nonsending) func writeFailed(_ e: Int32, call: String, timeout: Duration) async throws(SocketError) {
         switch e {
         case EAGAIN, EWOULDBLOCK:
             if deadline == 0 { deadline = MonotonicClock.deadline(after: timeout) }
@@ -219,6 +221,5 @@ extension HostConnection: FileSendingConnection {
             if n == 0 { throw .reset }  // end of file before `count` bytes
             try await writeFailed(errno, call: "sendfile", timeout: timeout)
         }
-        waitBeforeRead = true
     }
 }

@@ -6,6 +6,9 @@ public final class HostListener: StreamListener, @unchecked Sendable {
     let fd: Int32
     let sockets: HostCPUSockets
     private var closed = false
+    /// Registered with the CPU's epoll, edge-triggered (done by the first accept, on the
+    /// listener's CPU; `accept` tries the socket before every wait, as that mode needs).
+    private var registered = false
     /// The bound address (every CPU's listener has the same one).
     public let address: SocketAddress
     /// The CPU whose epoll the listener is waited on.
@@ -22,6 +25,10 @@ public final class HostListener: StreamListener, @unchecked Sendable {
     /// Accepts the next connection the kernel hashed to this listener; the connection is
     /// non-blocking, has `TCP_NODELAY`, and belongs to this CPU.
     public func accept() async throws(SocketError) -> HostConnection {
+        if !registered {
+            registered = true
+            try? LWKT.registerEdgeTriggered(fd: fd)
+        }
         while true {
             if closed { throw .closed }
             var peer = sockaddr_storage()

@@ -40,14 +40,14 @@ public final class NetStackSocketStack: StreamSocketStack, @unchecked Sendable {
     }
 
     /// Per CPU: listening replicas, accepts, passive opens, established connections, and
-    /// packets forwarded to (and from) other CPUs.
+    /// packets forwarded to (and from) other CPUs; and the TAP's flow steering.
     public func statistics() -> SocketStackStatistics? {
         let c = stack.counters
         return SocketStackStatistics(backend: name, cpus: (0..<stack.system.cpuCount).map { i in
             .init(listeners: counts[i].listeners.load(ordering: .relaxed), accepted: counts[i].accepted.load(ordering: .relaxed),
                   passiveOpens: c.value(.tcpPassiveOpens, cpu: i), established: c.value(.tcpEstablished, cpu: i),
                   forwarded: c.value(.forwarded, cpu: i), forwardedIn: c.value(.forwardedIn, cpu: i))
-        })
+        }, flowSteering: (stack.interface as? TAPInterface)?.flowSteering.description)
     }
 
     /// Opens the port on every CPU of the stack (one ``NetStackListener`` each). `address`

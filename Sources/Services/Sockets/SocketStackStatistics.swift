@@ -7,6 +7,9 @@ public struct SocketStackStatistics: Codable, Sendable, Equatable {
     public var backend: String
     /// One entry per CPU, index = CPU.
     public var cpus: [CPU]
+    /// How frames reach their owner CPU's queue (the own stack on a TAP): the eBPF steering
+    /// program, or why there is none; nil for host sockets.
+    public var flowSteering: String?
 
     /// One CPU's share.
     public struct CPU: Codable, Sendable, Equatable {
@@ -33,9 +36,10 @@ public struct SocketStackStatistics: Codable, Sendable, Equatable {
         }
     }
 
-    public init(backend: String, cpus: [CPU]) {
+    public init(backend: String, cpus: [CPU], flowSteering: String? = nil) {
         self.backend = backend
         self.cpus = cpus
+        self.flowSteering = flowSteering
     }
 }
 

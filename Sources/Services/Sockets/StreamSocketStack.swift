@@ -14,10 +14,10 @@ public protocol StreamConnection: AnyObject, SendableMetatype {
     /// Reads what is available (at least one byte, waiting for it on the owning CPU);
     /// returns 0 at end of stream. Throws ``SocketError/timedOut`` when nothing came
     /// within `timeout`.
-    func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(SocketError) -> Int
+    nonisolated(nonsending) func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(SocketError) -> Int
     /// Writes every byte, waiting while the send buffer is full (back-pressure). Throws
     /// ``SocketError/timedOut`` when the peer does not take them within `timeout`.
-    func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration) async throws(SocketError)
+    nonisolated(nonsending) func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration) async throws(SocketError)
     /// Closes gracefully: sends FIN, then for up to `linger` discards what the peer still
     /// sends until it closes too (so a response is not destroyed by a reset), then releases
     /// the socket. Safe to call more than once.

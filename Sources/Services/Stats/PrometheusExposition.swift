@@ -119,6 +119,8 @@ enum PrometheusExposition {
         // Stalls.
         w.family(p + "stalls_total", "counter", "Jobs that ran longer than the stall threshold on one CPU.")
         w.sample(p + "stalls_total", [], s.stalls.detected)
+        w.family(p + "stalled_cpus", "gauge", "CPUs running one job longer than the stall threshold right now (as of the watchdog's last look).")
+        w.sample(p + "stalled_cpus", [], Set(s.stalls.recent.filter(\.ongoing).map(\.cpu)).count)
         w.family(p + "stall_threshold_seconds", "gauge", "The stall watchdog's threshold (0: no watchdog).")
         w.sample(p + "stall_threshold_seconds", [], Double(s.stalls.thresholdNanos) / 1e9)
         if s.stalls.thresholdNanos > 0 {
@@ -126,6 +128,12 @@ enum PrometheusExposition {
             w.sample(p + "stall_watchdog_cpu_seconds_total", [], s.stalls.watchdogCPUSeconds)
             w.family(p + "stall_watchdog_polls_total", "counter", "Looks the stall watchdog has taken at the CPUs.")
             w.sample(p + "stall_watchdog_polls_total", [], s.stalls.polls)
+            w.family(p + "stall_watchdog_looks_per_second", "gauge", "The stall watchdog's wakeup rate over its last second.")
+            w.sample(p + "stall_watchdog_looks_per_second", [], s.stalls.looksPerSecond)
+            w.family(p + "stall_watchdog_parks_total", "counter", "Times the stall watchdog parked because every CPU slept.")
+            w.sample(p + "stall_watchdog_parks_total", [], s.stalls.parks)
+            w.family(p + "stall_watchdog_late_looks_total", "counter", "Stall watchdog wakeups more than its 50 us margin late (detection bound not kept for those).")
+            w.sample(p + "stall_watchdog_late_looks_total", [], s.stalls.lateLooks)
         }
 
         // Slab.
@@ -201,6 +209,10 @@ enum PrometheusExposition {
             for (name, help, f) in fields {
                 w.family(p + name, name.hasSuffix("_total") ? "counter" : "gauge", help)
                 for (cpu, c) in net.cpus.enumerated() { w.sample(p + name, [("cpu", "\(cpu)"), ("backend", net.backend)], f(c)) }
+            }
+            if let steering = net.flowSteering {
+                w.family(p + "net_flow_steering", "gauge", "1 when the TAP's eBPF program queues every frame on its owner CPU, 0 when the kernel picks queues.")
+                w.sample(p + "net_flow_steering", [("backend", net.backend)], steering.hasPrefix("eBPF") ? 1 : 0)
             }
         }
         ModuleCounters.prometheus(s.lwkt.sections, into: &w)

@@ -102,7 +102,7 @@ enum StatsPage {
         }
         if let net = s.network, !net.cpus.isEmpty {
             let netCPUs = net.cpus.indices.map { "cpu\($0)" }
-            h += "</div><h2>Network: \(esc(net.backend))</h2><div class=grid>"
+            h += "</div><h2>Network: \(esc(net.backend))</h2>\(net.flowSteering.map { "<p>Flow steering: \(esc($0))</p>" } ?? "")<div class=grid>"
             h += bars("Listeners and accepts per CPU", netCPUs, [("listen replicas", net.cpus.map { Double($0.listeners) }),
                                                                   ("accepted", net.cpus.map { Double($0.accepted) }),
                                                                   ("established now", net.cpus.map { Double($0.established) })])
@@ -268,11 +268,20 @@ extension StatsPage {
 
 extension StatsPage {
     /// `/_health`: answered by the CPU that accepted the connection, so an answer means
-    /// that CPU runs; reports the schema version, a timestamp, uptime and CPU count.
+    /// that CPU runs; reports the schema version, a timestamp, uptime, CPU count and the
+    /// CPUs the stall watchdog sees stalled right now (status `stalled` while any is: the
+    /// server answers, but requests steered to those CPUs wait).
     static func health(_ system: LWKTSystem) -> [UInt8] {
-        let up = Double(system.snapshotUptimeNanos) / 1e9
-        let ts = Date().timeIntervalSince1970
-        return Array("{\"cpus\":\(system.cpuCount),\"schema_version\":\(ServerStatistics.currentSchemaVersion),\"status\":\"ok\",\"timestamp\":\(ts),\"uptime_seconds\":\(up)}\n".utf8)
+        health(cpus: system.cpuCount, uptimeNanos: system.snapshotUptimeNanos, stalls: system.stallStatistics,
+               now: Date().timeIntervalSince1970)
+    }
+
+    static func health(cpus: Int, uptimeNanos: UInt64, stalls: StallStatistics, now: Double) -> [UInt8] {
+        let stalled = Set(stalls.recent.filter(\.ongoing).map(\.cpu)).sorted()
+        let status = stalled.isEmpty ? "ok" : "stalled"
+        let list = stalled.map(String.init).joined(separator: ",")
+        let up = Double(uptimeNanos) / 1e9
+        return Array("{\"cpus\":\(cpus),\"schema_version\":\(ServerStatistics.currentSchemaVersion),\"stalled_cpus\":[\(list)],\"status\":\"\(status)\",\"timestamp\":\(now),\"uptime_seconds\":\(up)}\n".utf8)
     }
 }
 
@@ -323,7 +332,7 @@ extension StatsPage {
     static func stallSection(_ st: StallStatistics) -> String {
         var h = "<h2>Stalls</h2>"
         guard st.thresholdNanos > 0 else { return h + "<p>No stall watchdog runs (serve --stall-ms 0).</p>" }
-        h += "<p>Threshold \(ms(st.thresholdNanos)): \(st.detected) detected, \(st.reported) reported, \(st.suppressed) rate-limited. The watchdog has looked \(st.polls) times using \(String(format: "%.3f", st.watchdogCPUSeconds)) s of CPU.</p>"
+        h += "<p>Threshold \(ms(st.thresholdNanos)): \(st.detected) detected, \(st.reported) reported, \(st.suppressed) rate-limited. The watchdog has looked \(st.polls) times (\(String(format: "%.0f", st.looksPerSecond))/s over its last second, \(st.lateLooks) late, parked \(st.parks) times while every CPU slept) using \(String(format: "%.3f", st.watchdogCPUSeconds)) s of CPU.</p>"
         for r in st.recent.reversed().prefix(5) {
             h += "<details><summary>cpu\(r.cpu) · \(esc(r.thread)) (\(esc(r.priority))) · \(ms(r.durationNanos))\(r.ongoing ? " and running" : "")</summary><pre>"
             h += r.backtrace.prefix(24).map(esc).joined(separator: "\n") + "</pre></details>"

@@ -117,6 +117,27 @@ public final class Namecache: @unchecked Sendable {
     }
 
     deinit {
+        // Records hold their parents and their children, and a covered record holds its
+        // mount, which holds the covered record: cycles that would keep every record, its
+        // node and (on HostFS) the node's host descriptor and the watcher's inotify instance
+        // alive after the namespace is gone. Nothing can reach the records now (processes
+        // and servers hold the namespace, which holds this cache): break the cycles. The
+        // records are gathered first, so none is freed while its chain is walked.
+        var records: [NCRecord] = []
+        records.reserveCapacity(recordCount.load(ordering: .relaxed))
+        for i in 0...table.pointee.mask {
+            var cursor = table.pointee.buckets[i]
+            while let h = cursor {
+                if let o = h.pointee.owner { records.append(Unmanaged<NCRecord>.fromOpaque(o).takeUnretainedValue()) }
+                cursor = h.pointee.hashNext
+            }
+        }
+        for r in records {
+            r.children.removeAll()
+            r.parent = nil
+            r.mountedHere = nil
+        }
+        records.removeAll()
         table.pointee.buckets.deinitialize(count: table.pointee.mask + 1)
         table.pointee.buckets.deallocate()
         table.deinitialize(count: 1)

@@ -26,11 +26,12 @@ struct MemcachedCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Stop after this many seconds (default: run until SIGINT or SIGTERM).")
     var seconds: Double?
 
-    @Option(parsing: .unconditional, help: "Idle spin window in microseconds before a CPU sleeps (default: 50, or 2 when CPUs outnumber cores).")
+    @Option(parsing: .unconditional, help: "Idle spin window in microseconds before a CPU sleeps (default: 50 with spare cores, 5 when the CPUs take every core, 2 when they outnumber the cores).")
     var spinMicroseconds: Int?
 
-    @Flag(help: "Do not pin each CPU's thread to a core (let the host scheduler place them, as memcached's threads are).")
-    var noPin = false
+    @Flag(inversion: .prefixedNo,
+          help: "Pin each CPU's thread to a core, or not (let the host scheduler place them, as memcached's threads are). Default: pin only when the machine has cores to spare for clients and the kernel.")
+    var pin: Bool?
 
     @Flag(help: "Measure the cost of a cross-CPU GET against a local one (needs --cpus 2 or more), then exit.")
     var measureHop = false
@@ -51,7 +52,9 @@ struct MemcachedCommand: AsyncParsableCommand {
         let signals = SignalWaiter()
         let address = try parseAddress(memcached, option: "--memcached")
         let system: LWKTSystem
-        let configuration = LWKTConfiguration(idleSpin: spinMicroseconds.map { .microseconds($0) }, pin: !noPin)
+        let placement = MemcachedService.cpuPlacement(cpus: cpuOptions.cpus ?? LWKT.onlineCores, cores: LWKT.onlineCores,
+                                                      pin: pin, spinMicroseconds: spinMicroseconds)
+        let configuration = LWKTConfiguration(idleSpin: placement.spinMicroseconds.map { .microseconds($0) }, pin: placement.pin)
         do { system = try LWKT.boot(cpus: cpuOptions.cpus, configuration: configuration) } catch {
             throw runtimeFailure(ExitStatus.osError, "cannot boot the CPUs: \(error)")
         }
@@ -74,7 +77,8 @@ struct MemcachedCommand: AsyncParsableCommand {
             try await system.shutdown()
             return
         }
-        print("libellula memcached: \(system.cpuCount) CPUs, listening on \(address.host):\(service.port), \(memory) MiB")
+        let spin = placement.spinMicroseconds.map { "\($0) µs" } ?? "LWKT default"
+        print("libellula memcached: \(system.cpuCount) CPUs (\(placement.pin ? "pinned" : "not pinned"), idle spin \(spin)), listening on \(address.host):\(service.port), \(memory) MiB")
         fflush(nil)
         if let seconds {
             DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { signals.fire(0) }

@@ -25,7 +25,7 @@ struct ServeCommand: AsyncParsableCommand {
 
     @OptionGroup var cpuOptions: CPUOptions
 
-    @Option(help: ArgumentHelp("Network: host (the host kernel's sockets) or tap:NAME[,address=A/P][,gateway=G] (Libellula's own TCP/IP stack on TAP device NAME, one queue per CPU; address defaults to \(NetBackend.rigAddress)/24 and gateway to \(NetBackend.rigGateway), as Scripts/netrig.sh sets them up; gateway=none for none).", valueName: "net"))
+    @Option(help: ArgumentHelp("Network: host (the host kernel's sockets) or tap:NAME[,address=A/P][,gateway=G][,steering=ebpf|off] (Libellula's own TCP/IP stack on TAP device NAME, one queue per CPU; address defaults to \(NetBackend.rigAddress)/24 and gateway to \(NetBackend.rigGateway), as Scripts/netrig.sh sets them up; gateway=none for none; steering=ebpf, the default, has the kernel queue each flow on the CPU that owns it, off leaves the queue choice to the kernel).", valueName: "net"))
     var net = "host"
 
     @Option(help: "HTTP address (default: 127.0.0.1:8080; with --net tap 0.0.0.0:8080, the stack's address): ADDR:PORT, [IPV6]:PORT, or [::]:PORT for IPv6 and IPv4.")
@@ -89,7 +89,7 @@ struct ServeCommand: AsyncParsableCommand {
         let backend = try NetBackend(parsing: net)
         var addresses = [("--http", try parseAddress(httpText, option: "--http"))]
         if !noMemcached { addresses.append(("--memcached", try parseAddress(memcachedText, option: "--memcached"))) }
-        if case .tap(_, let own, _, _) = backend {
+        if case .tap(_, let own, _, _, _) = backend {
             for (option, a) in addresses where a.isIPv6 || (a.ipv4 != 0 && a.ipv4 != own.value) {
                 throw ValidationError("\(option) \(a) is not an address of the own stack: with --net tap use 0.0.0.0:PORT or \(own):PORT")
             }
@@ -153,7 +153,7 @@ struct ServeCommand: AsyncParsableCommand {
         case .host:
             try await serve(on: HostSocketStack(system: system), shownHost: nil, system: system, slab: slab, vfs: vfs,
                             config: config, signals: signals, logger: logger, stopNetwork: {})
-        case .tap(let name, let address, let prefix, let gateway):
+        case .tap(let name, let address, let prefix, let gateway, let steering):
             // Opening a device that does not exist creates it here, down and without an
             // address: say what to do, since nothing could reach the server then.
             let existed = FileManager.default.fileExists(atPath: "/sys/class/net/\(name)")
@@ -163,6 +163,9 @@ struct ServeCommand: AsyncParsableCommand {
                 let hint = system.cpuCount == 1 ? " (a multi-queue TAP, as the rig makes, needs 2 or more CPUs)" : ""
                 throw runtimeFailure(ExitStatus.osError, "cannot open TAP device \(name) (--net): \(error)\(hint)")
             }
+            // Flow steering: the kernel queues each frame on its owner CPU (needs root for
+            // bpf()); without it first packets of flows are forwarded between CPUs.
+            let steered = steering ? device.installFlowSteering(cpus: system.cpuCount) : { device.removeFlowSteering(); return device.flowSteering }()
             let own: NetStack
             do {
                 own = try NetStack(system: system, allocator: slab, interface: device,
@@ -175,6 +178,11 @@ struct ServeCommand: AsyncParsableCommand {
             }
             if !existed {
                 logger.warning("TAP \(name) did not exist and was created down, without an address: give the host side one and bring it up (ip addr add \(gateway.map { "\($0)" } ?? "ADDRESS")/\(prefix) dev \(name); ip link set \(name) up), or start from Scripts/netrig.sh up")
+            }
+            if case .unavailable = steered {
+                logger.warning("flow steering \(steered)")
+            } else {
+                logger.notice("flow steering: \(steered)")
             }
             logger.notice("network: \(backend), \(system.cpuCount) queue\(system.cpuCount == 1 ? "" : "s"), offloads \(device.offloads.contains(.segmentation) ? "checksum+TSO" : device.offloads.contains(.checksum) ? "checksum" : "none")")
             try await serve(on: NetStackSocketStack(stack: own), shownHost: "\(address)", system: system, slab: slab, vfs: vfs,

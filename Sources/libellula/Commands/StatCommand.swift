@@ -101,13 +101,13 @@ struct StatCommand: AsyncParsableCommand {
             Self.table(columns: mc.indices.map { "cpu\($0)" }, rows: keys.map { k in (k, mc.map { $0[k] ?? 0 }) })
         }
         print("")
-        print("Latency (since start)        count        p50        p99      p99.9        max")
+        print("Latency (since start)        count        p50        p90        p99      p99.9        max")
         for (key, h) in stats.latency.sorted(by: { $0.key < $1.key }) {
             print(key.padding(toLength: 22, withPad: " ", startingAt: 0) + String(h.count).leftPad(12)
-                  + StatWatch.ms(h.p50Nanos).leftPad(11) + StatWatch.ms(h.p99Nanos).leftPad(11)
+                  + StatWatch.ms(h.p50Nanos).leftPad(11) + StatWatch.ms(h.p90Nanos).leftPad(11) + StatWatch.ms(h.p99Nanos).leftPad(11)
                   + StatWatch.ms(h.p999Nanos).leftPad(11) + StatWatch.ms(h.maxNanos).leftPad(11))
         }
-        print("Stalls: \(stats.stalls.detected) over \(stats.stalls.thresholdNanos / 1_000_000) ms (\(stats.stalls.reported) reported)")
+        print("Stalls: \(stats.stalls.detected) over \(stats.stalls.thresholdNanos / 1_000_000) ms (\(stats.stalls.reported) reported; watchdog \(String(format: "%.0f", stats.stalls.looksPerSecond)) looks/s, \(stats.stalls.parks) parks)")
     }
 
     private static func table(columns: [String], rows: [(String, [Int])]) {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FUSE
 import Foundation
+import LWKT
 import Services
 
 /// `libellula stat --watch`: a top-like terminal view of a running server, redrawn every
@@ -50,6 +51,12 @@ struct StatWatch {
         nanos >= 1_000_000 ? String(format: "%.1f ms", Double(nanos) / 1e6) : String(format: "%.0f µs", Double(nanos) / 1e3)
     }
 
+    /// " (cpu1, cpu3 stalled now)" while the watchdog sees stalls in progress, else "".
+    static func stalledNow(_ s: StallStatistics) -> String {
+        let cpus = Set(s.recent.filter(\.ongoing).map(\.cpu)).sorted()
+        return cpus.isEmpty ? "" : " (" + cpus.map { "cpu\($0)" }.joined(separator: ", ") + " stalled now)"
+    }
+
     /// One screen.
     static func render(previous a: ServerStatistics, now b: ServerStatistics, width: Int) -> String {
         let r = RateSample.between(a, b)
@@ -58,7 +65,7 @@ struct StatWatch {
         let up = b.lwkt.uptimeNanos / 1_000_000_000
         line("libellula \(b.address) — \(b.lwkt.cpuCount) CPUs, up \(up / 3600)h\(up / 60 % 60)m\(up % 60)s, rates over \(String(format: "%.1f", r.seconds)) s, \(Date())")
         line("")
-        line("HTTP  \(rate(r.requests.reduce(0, +))) req/s   \(rate(r.bytes.reduce(0, +) / 1_048_576)) MiB/s   \(rate(r.errors.reduce(0, +))) errors/s   \(r.openConnections) open   RSS \(b.process.residentBytes / 1_048_576) MiB   stalls \(b.stalls.detected)")
+        line("HTTP  \(rate(r.requests.reduce(0, +))) req/s   \(rate(r.bytes.reduce(0, +) / 1_048_576)) MiB/s   \(rate(r.errors.reduce(0, +))) errors/s   \(r.openConnections) open   RSS \(b.process.residentBytes / 1_048_576) MiB   stalls \(b.stalls.detected)\(stalledNow(b.stalls))")
         line("")
         let barWidth = max(10, min(40, width - 60))
         line("CPU    busy" + String(repeating: " ", count: barWidth - 1) + "     req/s    IPIs/s  threads  ready")
@@ -74,11 +81,11 @@ struct StatWatch {
                  + rate(req).leftPad(10) + rate(ipi).leftPad(10) + String(threads).leftPad(9) + ready.leftPad(7))
         }
         line("")
-        line("latency        count        p50        p99      p99.9        max")
+        line("latency        count        p50        p90        p99      p99.9        max")
         for (key, label) in [("http_service", "http"), ("memcached_command", "memcached"), ("domsg_round_trip", "doMsg"), ("ipi_delivery", "IPI"), ("fuse_request", "FUSE")] {
             guard let l = b.latency[key] else { continue }
             line(label.padding(toLength: 10, withPad: " ", startingAt: 0) + String(l.count).leftPad(10)
-                 + ms(l.p50Nanos).leftPad(11) + ms(l.p99Nanos).leftPad(11) + ms(l.p999Nanos).leftPad(11) + ms(l.maxNanos).leftPad(11))
+                 + ms(l.p50Nanos).leftPad(11) + ms(l.p90Nanos).leftPad(11) + ms(l.p99Nanos).leftPad(11) + ms(l.p999Nanos).leftPad(11) + ms(l.maxNanos).leftPad(11))
         }
         line("")
         if let mc = b.memcached {

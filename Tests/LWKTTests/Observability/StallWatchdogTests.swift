@@ -13,7 +13,7 @@ func spinForStallTest(milliseconds: UInt64) -> Int {
 }
 
 @Suite(.serialized) struct StallWatchdogTests {
-    /// A job that spins 200 ms on CPU 1 is reported with its CPU, its thread's name and
+    /// A job that spins 20 ms on CPU 1 is reported with its CPU, its thread's name and
     /// priority, a duration of at least the threshold, and a frame of the spinning function.
     /// (On a heavily loaded host the CPU thread itself can be descheduled around the
     /// capture; the spin is tried up to ten times and one complete report is required.)
@@ -26,7 +26,7 @@ func spinForStallTest(milliseconds: UInt64) -> Int {
         for attempt in 0..<10 where found == nil {
             let name = "stall-spinner\(attempt)"
             let spinner = LWKTThread.spawn(on: system.cpus[1], priority: .user, name: name) {
-                _ = spinForStallTest(milliseconds: 200)
+                _ = spinForStallTest(milliseconds: 20)
             }
             await spinner.join()
             // The report is closed (duration final) at the watchdog's next look.
@@ -52,6 +52,39 @@ func spinForStallTest(milliseconds: UInt64) -> Int {
         #expect(r.priority == "\(LWKTPriority.user)")
         #expect(r.durationNanos >= 5_000_000 && r.durationNanos < 2_000_000_000, "duration \(r.durationNanos)")
         #expect(seen.count >= 1)
+    }
+
+    /// With every CPU in its idle sleep the watchdog parks (no timer wakeups); the first CPU
+    /// to leave its sleep for a job wakes it, so a 20 ms stall that starts while it is parked
+    /// is still caught (the parking timeout is 1 s: without the wake it would be missed).
+    @Test func parkedWatchdogIsWokenByTheStallingCPU() async throws {
+        let system = try LWKT.boot(cpus: 2, configuration: LWKTConfiguration(idleSpin: .microseconds(20)))
+        let dog = StallWatchdog(system: system, threshold: .milliseconds(5), poll: .milliseconds(1), minimumInterval: .zero)
+        var caught = false
+        var parkedSeen = 0
+        for attempt in 0..<10 where !caught {
+            // Wait (bounded) until the watchdog has parked.
+            let deadline = ContinuousClock.now + .seconds(3)
+            while lb_u32_load_seq(system.latencies.watchdogParked) == 0 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(2))
+            }
+            guard lb_u32_load_seq(system.latencies.watchdogParked) != 0 else { continue }
+            parkedSeen += 1
+            let name = "parked-spinner\(attempt)"
+            let t = LWKTThread.spawn(on: system.cpus[1], name: name) { _ = spinForStallTest(milliseconds: 20) }
+            await t.join()
+            let until = ContinuousClock.now + .seconds(2)
+            while !dog.statistics.recent.contains(where: { $0.thread == name }) && ContinuousClock.now < until {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            caught = dog.statistics.recent.contains { $0.thread == name }
+        }
+        dog.stop()
+        try await system.shutdown()
+        let s = dog.statistics
+        #expect(parkedSeen >= 1, "the watchdog never parked: \(s)")
+        #expect(s.parks >= 1)
+        #expect(caught, "no report for a stall that started while the watchdog was parked: \(s)")
     }
 
     /// Short jobs are never reported; the rate limit counts what it suppresses.

@@ -18,6 +18,7 @@ import Testing
             (["--net", "tap:t0,address=10.0.0.1/33"], "the prefix length must be 1 to 32"),
             (["--net", "tap:t0,gateway=10.9.9.9"], "gateway 10.9.9.9 is not on 10.200.2.1/24"),
             (["--net", "tap:t0,mtu=9000"], "unknown setting 'mtu'"),
+            (["--net", "tap:t0,steering=rss"], "steering wants ebpf or off"),
             (["--net", "tap:t0", "--http", "127.0.0.1:8080"], "is not an address of the own stack"),
             (["--net", "tap:t0,address=10.1.0.5/16,gateway=none", "--memcached", "[::1]:11211"], "is not an address of the own stack"),
         ]

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LibellulaTestSupport
 import Synchronization
 
 /// A rig from `Scripts/netrig.sh` for `serve` tests: a peer namespace, a router namespace
@@ -89,19 +90,12 @@ final class ServeRig: @unchecked Sendable {
     /// Runs a program, waiting at most `timeout` seconds (then kills it); status and output.
     @discardableResult
     static func run(_ exe: String, _ args: [String], timeout: TimeInterval = 90) -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        p.standardInput = FileHandle.nullDevice
-        do { try p.run() } catch { return (-1, "\(error)") }
-        let killer = DispatchWorkItem { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        killer.cancel()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        // posix_spawn (LibellulaTestSupport), not Foundation's Process.
+        do {
+            let r = try Subprocess.run(exe, args, timeout: timeout)
+            return (r.status, r.output)
+        } catch {
+            return (-1, "\(error)")
+        }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LibellulaTestSupport
 import Testing
 @testable import Services
 
@@ -15,12 +16,8 @@ import Testing
     func sameResponsesAsMemcached() async throws {
         guard let mc = which("memcached"), let py = which("python3") else { return }
         let port = freePort()
-        let oracle = Process()
-        oracle.executableURL = URL(fileURLWithPath: mc)
-        oracle.arguments = ["-l", "127.0.0.1", "-p", "\(port)", "-U", "0", "-t", "2", "-m", "64"] + (getuid() == 0 ? ["-u", "root"] : [])
-        oracle.standardOutput = FileHandle.nullDevice
-        oracle.standardError = FileHandle.nullDevice
-        try oracle.run()
+        let oracle = try Subprocess(mc, ["-l", "127.0.0.1", "-p", "\(port)", "-U", "0", "-t", "2", "-m", "64"] + (getuid() == 0 ? ["-u", "root"] : []),
+                                    output: .discarded)
         defer { kill(oracle.processIdentifier, SIGKILL); oracle.waitUntilExit() }
         // Wait (bounded) until the oracle accepts connections.
         var up = false
@@ -67,13 +64,10 @@ import Testing
     }
 
     /// Starts Debian's memcached (2 threads, -I 1m) and waits until it accepts.
-    func startOracle(_ mc: String, port: UInt16, megabytes: Int = 64) throws -> Process {
-        let oracle = Process()
-        oracle.executableURL = URL(fileURLWithPath: mc)
-        oracle.arguments = ["-l", "127.0.0.1", "-p", "\(port)", "-U", "0", "-t", "2", "-m", "\(megabytes)"] + (getuid() == 0 ? ["-u", "root"] : [])
-        oracle.standardOutput = FileHandle.nullDevice
-        oracle.standardError = FileHandle.nullDevice
-        try oracle.run()
+    func startOracle(_ mc: String, port: UInt16, megabytes: Int = 64) throws -> Subprocess {
+        // posix_spawn (LibellulaTestSupport), not Foundation's Process.
+        let oracle = try Subprocess(mc, ["-l", "127.0.0.1", "-p", "\(port)", "-U", "0", "-t", "2", "-m", "\(megabytes)"] + (getuid() == 0 ? ["-u", "root"] : []),
+                                    output: .discarded)
         var up = false
         for _ in 0..<100 where !up {
             if (try? TestClient(port: port)) != nil { up = true } else { usleep(20_000) }

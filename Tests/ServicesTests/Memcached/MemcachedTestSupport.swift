@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LibellulaTestSupport
 import LWKT
 @testable import Services
 
@@ -110,35 +111,20 @@ func which(_ name: String) -> String? {
 /// Whether python3 can import `module`.
 func pythonHas(_ module: String) -> Bool {
     guard let py = which("python3") else { return false }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: py)
-    p.arguments = ["-c", "import \(module)"]
-    p.standardOutput = FileHandle.nullDevice
-    p.standardError = FileHandle.nullDevice
-    do { try p.run() } catch { return false }
-    p.waitUntilExit()
-    return p.terminationStatus == 0
+    return (try? Subprocess.run(py, ["-c", "import \(module)"], output: .discarded, timeout: 60))?.status == 0
 }
 
 /// Runs a command to completion (bounded by `timeout` seconds) and returns status and
 /// output. Output goes to a temporary file, so nothing blocks a cooperative thread.
 func runProcess(_ path: String, _ args: [String], timeout: Double = 120) async throws -> (Int32, String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = args
     let file = FileManager.default.temporaryDirectory.appendingPathComponent("libellula-mc-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).log")
-    _ = FileManager.default.createFile(atPath: file.path, contents: nil)
     defer { try? FileManager.default.removeItem(at: file) }
-    let handle = try FileHandle(forWritingTo: file)
-    p.standardOutput = handle
-    p.standardError = handle
-    p.standardInput = FileHandle.nullDevice
-    try p.run()
+    // posix_spawn (LibellulaTestSupport), not Foundation's Process.
+    let p = try Subprocess(path, args, output: .file(file.path))
     let deadline = Date().addingTimeInterval(timeout)
     while p.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
     if p.isRunning { p.terminate() }
     while p.isRunning { try? await Task.sleep(for: .milliseconds(5)) }
-    try? handle.close()
     let text = (try? String(contentsOf: file, encoding: .utf8)) ?? ""
     return (p.terminationStatus, text)
 }

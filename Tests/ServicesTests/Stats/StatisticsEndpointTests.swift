@@ -58,6 +58,26 @@ import Testing
         #expect(doc?["status"] as? String == "ok")
         #expect(doc?["schema_version"] as? Int == ServerStatistics.currentSchemaVersion)
         #expect((doc?["timestamp"] as? Double ?? 0) > 1_600_000_000)
+        #expect((doc?["stalled_cpus"] as? [Int]) == [])
+    }
+
+    /// `/_health` names the CPUs with a stall in progress (status `stalled`), not those whose
+    /// reported stall has ended.
+    @Test func healthNamesStalledCPUs() throws {
+        var st = StallStatistics()
+        st.thresholdNanos = 5_000_000
+        func report(_ cpu: Int, ongoing: Bool) -> StallReport {
+            StallReport(cpu: cpu, thread: "t", priority: "user", durationNanos: 6_000_000, ongoing: ongoing, backtrace: [], timestamp: 0)
+        }
+        st.recent = [report(1, ongoing: false), report(3, ongoing: true), report(2, ongoing: true), report(3, ongoing: true)]
+        let doc = try JSONSerialization.jsonObject(with: Data(StatsPage.health(cpus: 4, uptimeNanos: 2_000_000_000, stalls: st, now: 1_800_000_000))) as? [String: Any]
+        #expect(doc?["status"] as? String == "stalled")
+        #expect(doc?["stalled_cpus"] as? [Int] == [2, 3])
+        #expect(doc?["uptime_seconds"] as? Double == 2)
+        st.recent = [report(1, ongoing: false)]
+        let ok = try JSONSerialization.jsonObject(with: Data(StatsPage.health(cpus: 4, uptimeNanos: 0, stalls: st, now: 1_800_000_000))) as? [String: Any]
+        #expect(ok?["status"] as? String == "ok")
+        #expect(ok?["stalled_cpus"] as? [Int] == [])
     }
 
     /// `/_stats.json` uses one key style (snake_case, memcached's names included), carries a

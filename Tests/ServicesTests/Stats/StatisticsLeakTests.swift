@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LibellulaTestSupport
 import LWKT
 @testable import Services
 import Testing
@@ -53,23 +54,16 @@ import Testing
             print("skipping: \(Self.binary) not built")
             return
         }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
         // No stall watchdog: naming a stall's frames maps the binary's symbol table, file pages
         // that would count in RSS once; the leak under test is anonymous memory anyway.
-        p.arguments = ["serve", "--cpus", "2", "--http", "127.0.0.1:0", "--memcached", "127.0.0.1:0", "--stall-ms", "0"]
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
-        let handle = err.fileHandleForReading
+        // posix_spawn (LibellulaTestSupport), not Foundation's Process; killed when dropped.
+        let p = try Subprocess(Self.binary, ["serve", "--cpus", "2", "--http", "127.0.0.1:0", "--memcached", "127.0.0.1:0", "--stall-ms", "0"],
+                               output: .stderrOnly)
         let port: UInt16? = try await blocking {
             var text = ""
             for _ in 0..<200 {
-                let d = handle.availableData
-                if d.isEmpty { break }
-                text += String(decoding: d, as: UTF8.self)
+                guard let d = p.readAvailable(timeout: 60) else { break }
+                text += d
                 if let r = text.range(of: "on http://127.0.0.1:"), let end = text[r.upperBound...].firstIndex(of: "/") {
                     return UInt16(text[r.upperBound..<end])
                 }

@@ -56,7 +56,7 @@ import Testing
         let screen = try await blocking { runTool("/bin/sh", ["-c", script], timeout: 30)?.1 ?? "" }
         try await s.shutdown()
         print("stat --watch screen:\n\(screen)")
-        for needle in ["req/s", "IPIs/s", "cpu0", "cpu1", "[", "latency", "http", "memcached", "hit ratio", "of 64 MiB"] {
+        for needle in ["req/s", "IPIs/s", "cpu0", "cpu1", "[", "latency", "p90", "p99.9", "http", "memcached", "hit ratio", "of 64 MiB"] {
             #expect(screen.contains(needle), "screen lacks \(needle)")
         }
     }

@@ -5,9 +5,9 @@ import LWKT
 protocol MemcachedTransport {
     /// Reads up to `buffer.count` bytes, waiting without blocking the CPU; 0 means the
     /// peer closed. Throws when the connection fails or the thread is cancelled.
-    mutating func read(into buffer: UnsafeMutableRawBufferPointer) async throws -> Int
+    nonisolated(nonsending) mutating func read(into buffer: UnsafeMutableRawBufferPointer) async throws -> Int
     /// Writes all of `buffer`, waiting without blocking the CPU while the peer is slow.
-    mutating func write(_ buffer: UnsafeRawBufferPointer) async throws
+    nonisolated(nonsending) mutating func write(_ buffer: UnsafeRawBufferPointer) async throws
 }
 
 /// A connection of the shared socket layer as a memcached transport. memcached keeps idle
@@ -16,11 +16,11 @@ protocol MemcachedTransport {
 struct ConnectionStream<C: StreamConnection>: MemcachedTransport {
     let connection: C
 
-    mutating func read(into buffer: UnsafeMutableRawBufferPointer) async throws -> Int {
+    nonisolated(nonsending) mutating func read(into buffer: UnsafeMutableRawBufferPointer) async throws -> Int {
         try await connection.read(into: buffer, timeout: .seconds(86_400))
     }
 
-    mutating func write(_ buffer: UnsafeRawBufferPointer) async throws {
+    nonisolated(nonsending) mutating func write(_ buffer: UnsafeRawBufferPointer) async throws {
         try await connection.write(buffer, timeout: .seconds(60))
     }
 }

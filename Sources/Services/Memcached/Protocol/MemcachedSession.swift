@@ -55,7 +55,7 @@ final class MemcachedSession {
 
     /// Serves the connection until the peer closes, sends `quit`, fails, or the thread is
     /// cancelled.
-    func serve<T: MemcachedTransport>(_ t: inout T) async {
+    nonisolated(nonsending) func serve<T: MemcachedTransport>(_ t: inout T) async {
         store.connections[id] = ConnectionInfo(peer: peer, lastCommand: Int64(time(nil)))
         defer { store.connections[id] = nil }
         while true {
@@ -97,7 +97,7 @@ final class MemcachedSession {
     /// (a mutex in `swift_task_switch`), so the loop awaits only to flush a window that
     /// holds remote operations and for the few commands that must wait (`flush_all`,
     /// `stats`).
-    func processInput(now: Int64) async -> Bool {
+    nonisolated(nonsending) func processInput(now: Int64) async -> Bool {
         while true {
             if swallow > 0 {
                 let k = min(swallow, input.readableBytes)
@@ -178,7 +178,7 @@ final class MemcachedSession {
 
     /// Runs one parsed command, waiting where it must (a whole-cache command flushes the
     /// window first). Returns false for `quit`.
-    func execute(_ command: MemcachedCommand, now: Int64) async -> Bool {
+    nonisolated(nonsending) func execute(_ command: MemcachedCommand, now: Int64) async -> Bool {
         switch command {
         case .flushAll(let delay, let noreply):
             await router.flush()
@@ -197,7 +197,7 @@ final class MemcachedSession {
 
     /// `stats` and its sub-commands: gathered from every CPU, written by
     /// ``MemcachedStatsWriter``.
-    func stats(_ words: [String], now: Int64) async {
+    nonisolated(nonsending) func stats(_ words: [String], now: Int64) async {
         let writer = MemcachedStatsWriter(service: service, out: out)
         switch words.first ?? "" {
         case "":

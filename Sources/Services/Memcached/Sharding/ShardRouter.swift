@@ -117,7 +117,7 @@ final class ShardRouter {
 
     /// Sends the window's remote operations (one message per owner, all in flight at
     /// once), waits for them, and writes every queued reply to the output in order.
-    func flush() async {
+    nonisolated(nonsending) func flush() async {
         assert(CPU.current?.id == cpu, "a ShardRouter runs only on its connection's CPU")
         guard staging else { return }
         let ports = service.ports
@@ -165,7 +165,7 @@ final class ShardRouter {
     // MARK: - Whole-cache operations (the window is flushed first by the caller)
 
     /// Runs `flush_all` on every CPU.
-    func flushAll(delay: Int64, now: Int64) async {
+    nonisolated(nonsending) func flushAll(delay: Int64, now: Int64) async {
         for o in 0..<requests.count {
             if o == cpu {
                 store.flush(delay: delay, now: now)
@@ -180,7 +180,7 @@ final class ShardRouter {
     }
 
     /// Zeroes every CPU's counters (`stats reset`).
-    func resetStats() async {
+    nonisolated(nonsending) func resetStats() async {
         for o in 0..<requests.count {
             let r = requests[o]
             r.kind = .resetStats
@@ -189,7 +189,7 @@ final class ShardRouter {
     }
 
     /// Every CPU's counters and tables, each copied on its own CPU.
-    func gather(now: Int64) async -> [ShardRequest] {
+    nonisolated(nonsending) func gather(now: Int64) async -> [ShardRequest] {
         var all: [ShardRequest] = []
         for o in 0..<requests.count {
             let r = ShardRequest()
