@@ -15,7 +15,8 @@
 # BEFORE_BIN=path/to/older/libellula adds that binary, hot cache off, to the same run (a
 # before/after comparison of the same rows). ROUNDS=N repeats every row N times (the servers
 # stay up, so later rounds are warm) and reports medians. ROWS="304 4KiB" measures only the
-# rows named (default: all of them).
+# rows named (default: all of them). SERVE_ARGS="--stall-ms 0" adds arguments to every
+# `libellula serve` started (here: without the stall watchdog's 1 kHz wakeups).
 # Needs: wrk, nginx, bc, curl, gcc (Debian: apt-get install wrk nginx bc curl gcc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -176,9 +177,10 @@ SERVER_PIDS=$!
 declare -A PORT_OF PID_OF
 PORT_OF[nginx]=$PORT; PID_OF[nginx]=$!
 start_libellula() { # label binary hot-cache port
+  # shellcheck disable=SC2086  # SERVE_ARGS splits into words on purpose
   MALLOC_COUNT_LIVE="$WORK/mallocs.$1" LD_PRELOAD="$WORK/malloc-count.so" \
     taskset -c "$SERVER_SET" "$2" serve --cpus "$CPUS" --http "127.0.0.1:$4" --root "$WWW" --no-memcached \
-    --hot-cache "$3" --log-level warning 2> "$WORK/libellula-$1.log" &
+    --hot-cache "$3" --log-level warning ${SERVE_ARGS:-} 2> "$WORK/libellula-$1.log" &
   PID_OF[$1]=$!
   PORT_OF[$1]=$4
   SERVER_PIDS="$SERVER_PIDS $!"

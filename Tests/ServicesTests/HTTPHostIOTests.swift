@@ -172,6 +172,60 @@ import VFS
     /// and keeps to what is left, closing what it dropped. (Before, the budget was fixed at
     /// half the limit while each cached host file holds two descriptors, so a 10,000-file
     /// tree under a 20,000 limit starved every later open: 500s for plain misses.)
+    /// Four keys whose slots fall in one group of the table all stay cached (the table is
+    /// four-way set associative); a fifth replaces the least recently used of them.
+    @Test func openFileCacheKeepsFourCollidingKeys() throws {
+        let root = Self.makeRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fd = open(root + "/a.txt", O_RDONLY)
+        defer { close(fd) }
+        let attrs = FileAttributes(type: .regular, mode: 0o644, uid: 0, gid: 0, nlink: 1, size: 8, device: 1, inode: 1,
+                                   atime: .init(seconds: 0, nanoseconds: 0), mtime: .init(seconds: 0, nanoseconds: 0),
+                                   ctime: .init(seconds: 0, nanoseconds: 0))
+        let cache = OpenFileCache(budget: 1000, validity: .seconds(60))
+        // Five keys of one group of four slots, the first three with the same first slot
+        // pair (so a two-way table could not keep them all).
+        var slotOf: [[UInt8]: Int] = [:]
+        var byPair: [Int: [[UInt8]]] = [:]
+        var group: [[UInt8]] = []
+        for k in 0..<200_000 {
+            let key = Array("/collide/\(k)".utf8)
+            let s = key.withUnsafeBytes { cache.slot($0) }
+            slotOf[key] = s
+            byPair[s & ~1, default: []].append(key)
+            if byPair[s & ~1]!.count == 3 { group = byPair[s & ~1]!; break }
+        }
+        try #require(group.count == 3)
+        let g = slotOf[group[0]]! & ~3
+        for k in 0..<400_000 where group.count < 5 {
+            let key = Array("/collide/more/\(k)".utf8)
+            if key.withUnsafeBytes({ cache.slot($0) }) & ~3 == g { group.append(key) }
+        }
+        try #require(group.count == 5)
+        let process = VirtualFileSystem(rootFileSystem: MemFS()).makeProcess()
+        for key in group.prefix(4) {
+            let e = key.withUnsafeBytes { cache.insert(key: $0, path: "/a.txt", hostFD: fd, attrs: attrs, etag: "\"e\"", contentType: "text/plain") }
+            #expect(e != nil)
+        }
+        for key in group.prefix(4) {
+            guard case .hit = key.withUnsafeBytes({ cache.lookup($0, process: process) }) else {
+                Issue.record("a key of a full group of four was evicted")
+                continue
+            }
+        }
+        // The first key is now the least recently used: the fifth replaces it.
+        for key in group[1..<4] { _ = key.withUnsafeBytes { cache.lookup($0, process: process) } }
+        _ = group[4].withUnsafeBytes { cache.insert(key: $0, path: "/a.txt", hostFD: fd, attrs: attrs, etag: "\"e\"", contentType: "text/plain") }
+        if case .hit = group[0].withUnsafeBytes({ cache.lookup($0, process: process) }) { Issue.record("the least recently used key stayed") }
+        for key in group[1...] {
+            guard case .hit = key.withUnsafeBytes({ cache.lookup($0, process: process) }) else {
+                Issue.record("a recently used key was evicted")
+                continue
+            }
+        }
+        #expect(cache.live == 4)
+    }
+
     @Test func openFileCacheShedsWhenDescriptorsRunOut() throws {
         let root = Self.makeRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -180,7 +234,12 @@ import VFS
         let attrs = FileAttributes(type: .regular, mode: 0o644, uid: 0, gid: 0, nlink: 1, size: 8, device: 1, inode: 1,
                                    atime: .init(seconds: 0, nanoseconds: 0), mtime: .init(seconds: 0, nanoseconds: 0),
                                    ctime: .init(seconds: 0, nanoseconds: 0))
-        let countOpen = { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0 }
+        // Only descriptors of this file count: suites running in parallel open their own.
+        let file = URL(fileURLWithPath: root + "/a.txt").resolvingSymlinksInPath().path
+        let countOpen = { () -> Int in
+            let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+            return fds.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) == file }.count
+        }
         let cache = OpenFileCache(budget: 200, validity: .seconds(60))
         for k in 0..<200 {
             let key = Array("/f\(k)".utf8)

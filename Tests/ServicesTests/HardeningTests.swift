@@ -160,7 +160,12 @@ import VFS
         let attrs = FileAttributes(type: .regular, mode: 0o644, uid: 0, gid: 0, nlink: 1, size: 8, device: 1, inode: UInt64(st.st_ino),
                                    atime: .init(seconds: 0, nanoseconds: 0), mtime: .init(seconds: 0, nanoseconds: 0),
                                    ctime: .init(seconds: 0, nanoseconds: 0))
-        let countOpen = { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0 }
+        // Only descriptors of this file count: suites running in parallel open their own.
+        let file = URL(fileURLWithPath: root + "/a.txt").resolvingSymlinksInPath().path
+        let countOpen = { () -> Int in
+            let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+            return fds.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) == file }.count
+        }
         let before = countOpen()
         do {
             let cache = OpenFileCache(budget: 3, validity: .seconds(60))

@@ -37,7 +37,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     public var rootRecord: NCRecord { rootMount.root }
 
     /// Drops every cached name that nothing holds: the positive entries below the root, with
-    /// their file-system nodes (on HostFS each holds a host descriptor). For a program that is
+    /// their file-system nodes (on HostFS each directory node holds a host descriptor). For a program that is
     /// done with this namespace or wants its host descriptors back; later lookups ask the file
     /// systems afresh. Returns the number of positive entries dropped.
     @discardableResult

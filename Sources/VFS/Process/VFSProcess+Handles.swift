@@ -44,8 +44,7 @@ extension VFSProcess {
             }
             try VFSAttempt.hostCall()
             let stamp = h.parentGeneration
-            var st = Glibc.stat()
-            if Glibc.fstat(h.fd, &st) != 0 { throw .current }
+            let st = try HostFS.hostStat(h)
             let a = HostFS.attributes(st, device: record.mount.deviceID)
             h.remember(a, blocks: Int64(st.st_blocks), stamp: stamp)
             return (a, Int64(st.st_blocks))
@@ -200,6 +199,8 @@ extension VFSProcess {
                     guard dst.state == .positive else { throw .noent }
                     if dst.isDirectory && isAncestor(dst, of: directory) { throw .inval }
                     try mount.fileSystem.exchange(name, in: sdNode, with: newName, in: ddNode)
+                    mount.fileSystem.nodeMoved(srcNode, to: newName, in: ddNode)
+                    if let dstNode = dst.node { mount.fileSystem.nodeMoved(dstNode, to: name, in: sdNode) }
                     namecache.exchange(src, dst)
                     return
                 case .noReplace:
@@ -213,6 +214,7 @@ extension VFSProcess {
                     }
                 }
                 try mount.fileSystem.rename(name, in: sdNode, to: newName, in: ddNode)
+                mount.fileSystem.nodeMoved(srcNode, to: newName, in: ddNode)
                 namecache.move(src, over: dst)
             }
             if done != nil { return }
@@ -299,6 +301,12 @@ extension VFSProcess {
 }
 
 extension FileSystem {
+    /// Tells a file system whose nodes remember their name (HostFS) that a rename or an
+    /// exchange moved `node` to `name` in `directory`.
+    func nodeMoved(_ node: any FSNode, to name: [UInt8], in directory: any FSNode) {
+        (self as? HostFS)?.moved(node, to: name, in: directory)
+    }
+
     /// Swaps two names (`RENAME_EXCHANGE`). File systems that cannot do it atomically throw EINVAL.
     public func exchange(_ name: [UInt8], in directory: any FSNode, with otherName: [UInt8], in otherDirectory: any FSNode) throws(VFSError) {
         if let h = self as? HostFS { return try h.exchangeNames(name, in: directory, with: otherName, in: otherDirectory) }

@@ -168,6 +168,7 @@ extension VFSProcess {
                 }
                 if src.mountedHere != nil { throw .busy }
                 try mount.fileSystem.rename(src.name, in: sdNode, to: dst.name, in: ddNode)
+                mount.fileSystem.nodeMoved(srcNode, to: dst.name, in: ddNode)
                 namecache.move(src, over: dst)
             }
             if done != nil { return }

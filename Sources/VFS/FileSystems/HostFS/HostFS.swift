@@ -2,8 +2,11 @@ import Glibc
 import Synchronization
 
 /// A pass-through file system over a host directory, built on the `openat` family. Every
-/// node holds an `O_PATH` descriptor, so operations address the host object itself rather
-/// than a path that could change.
+/// directory node holds an `O_PATH` descriptor and names are always resolved one component
+/// at a time relative to one (never through a host path), so nothing escapes the root. Other
+/// nodes hold no descriptor: they are reached by their directory's descriptor and their name
+/// and checked by device, inode and type on every use (`HostFSNode`, rules 1–4), so the
+/// descriptors HostFS holds grow with the number of directories, not of cached names.
 ///
 /// The host directory may change behind the VFS (`changesBehindCache` is true). Every
 /// directory HostFS hands out is watched with inotify (`HostFSWatcher`): a cached name is
@@ -50,7 +53,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
         var st = stat()
         if fstat(fd, &st) != 0 { let e = VFSError.current; Glibc.close(fd); throw e }
         watcher = watch ? HostFSWatcher(validity: unwatchedValidity) : nil
-        root = HostFSNode(fd: fd, st: st, watcher: watcher, parent: nil)
+        root = HostFSNode(directoryFD: fd, st: st, watcher: watcher, parent: nil)
         deviceID = Self.deviceCounter.wrappingAdd(1, ordering: .relaxed).newValue
     }
 
@@ -101,16 +104,103 @@ public final class HostFS: FileSystem, @unchecked Sendable {
         name.map { CChar(bitPattern: $0) } + [0]
     }
 
+    /// `name` as a C string, refused unless it is one component that stays in its directory
+    /// (not empty, no `/`, not `.` or `..`): HostFSNode rule 2.
+    private func component(_ name: [UInt8]) throws(VFSError) -> [CChar] {
+        if name.isEmpty || name.contains(UInt8(ascii: "/")) || name == [0x2E] || name == [0x2E, 0x2E] || name.contains(0) {
+            throw .inval
+        }
+        return cName(name)
+    }
+
+    /// The node for `name` in `dir`, or nil when the name does not exist. A directory gets
+    /// its `O_PATH` descriptor; anything else only its place and identity (one `fstatat`).
     private func openNode(_ name: [UInt8], in dir: HostFSNode) throws(VFSError) -> HostFSNode? {
-        let fd = openat(dir.fd, cName(name), O_PATH | O_NOFOLLOW | O_CLOEXEC)
+        let c = try component(name)
+        var st = stat()
+        if fstatat(dir.fd, c, &st, AT_SYMLINK_NOFOLLOW) != 0 {
+            let e = VFSError.current
+            if e == .noent { return nil }
+            throw e
+        }
+        if Self.fileType(st.st_mode) != .directory { return HostFSNode(name: name, in: dir, st: st) }
+        let fd = openat(dir.fd, c, O_PATH | O_NOFOLLOW | O_CLOEXEC)
         if fd < 0 {
             let e = VFSError.current
             if e == .noent { return nil }
             throw e
         }
+        // The name may have changed between the two calls: describe what was opened.
+        if fstat(fd, &st) != 0 { let e = VFSError.current; Glibc.close(fd); throw e }
+        if Self.fileType(st.st_mode) != .directory {
+            Glibc.close(fd)
+            return HostFSNode(name: name, in: dir, st: st)
+        }
+        return HostFSNode(directoryFD: fd, st: st, watcher: watcher, parent: dir)
+    }
+
+    /// Opens a checked `O_PATH` descriptor on a non-directory node's object from its place
+    /// (HostFSNode rule 2); the caller closes it. ESTALE when the name no longer leads there.
+    private func openPlace(_ n: HostFSNode) throws(VFSError) -> Int32 {
+        guard let (d, name) = n.currentPlace else { throw .stale }
+        let fd = openat(d.fd, try component(name), O_PATH | O_NOFOLLOW | O_CLOEXEC)
+        if fd < 0 {
+            let e = VFSError.current
+            throw e == .noent || e == .notdir ? .stale : e
+        }
         var st = stat()
         if fstat(fd, &st) != 0 { let e = VFSError.current; Glibc.close(fd); throw e }
-        return HostFSNode(fd: fd, st: st, watcher: watcher, parent: dir)
+        guard n.isSameObject(st) else { Glibc.close(fd); throw .stale }
+        return fd
+    }
+
+    /// Runs `body` with a descriptor on `n`'s object: a directory's own, a pinned one, or a
+    /// checked temporary one opened from the node's place (closed afterwards).
+    private func withHandle<R>(_ n: HostFSNode, _ body: (Int32) throws(VFSError) -> R) throws(VFSError) -> R {
+        if n.fd >= 0 { return try body(n.fd) }
+        var p = n.pinnedDescriptor
+        if p >= 0 { return try body(p) }
+        let fd: Int32
+        do { fd = try openPlace(n) } catch {
+            // Pinned meanwhile (an unlink): use that.
+            p = n.pinnedDescriptor
+            if p >= 0 { return try body(p) }
+            throw error
+        }
+        defer { Glibc.close(fd) }
+        return try body(fd)
+    }
+
+    /// The host's `stat` of `n`'s object, checked to be that object (HostFSNode rule 2).
+    static func hostStat(_ n: HostFSNode) throws(VFSError) -> stat {
+        var st = stat()
+        if n.fd >= 0 {
+            if fstat(n.fd, &st) != 0 { throw .current }
+            return st
+        }
+        if let (d, name) = n.currentPlace, !name.isEmpty, !name.contains(UInt8(ascii: "/")) {
+            if fstatat(d.fd, name.map { CChar(bitPattern: $0) } + [0], &st, AT_SYMLINK_NOFOLLOW) == 0 {
+                if n.isSameObject(st) { return st }
+            } else {
+                // A missing name is the node's object gone from its place (pinned, or stale);
+                // any other failure is the host's answer.
+                let e = VFSError.current
+                if e != .noent && e != .notdir && n.pinnedDescriptor < 0 { throw e }
+            }
+        }
+        let p = n.pinnedDescriptor
+        if p >= 0 {
+            if fstat(p, &st) != 0 { throw .current }
+            return st
+        }
+        throw .stale
+    }
+
+    /// After the VFS renamed or exchanged names: `node` is now `name` in `directory`
+    /// (HostFSNode rule 3). Called under the mount's rename lock.
+    func moved(_ node: any FSNode, to name: [UInt8], in directory: any FSNode) {
+        guard let n = node as? HostFSNode, n.fd < 0, let d = directory as? HostFSNode else { return }
+        n.move(to: name, in: d)
     }
 
     /// After HostFS itself changed `nodes` and the names in `directories`: their cached
@@ -140,8 +230,7 @@ public final class HostFS: FileSystem, @unchecked Sendable {
         if let cached = n.currentAttributes() { return cached }
         try VFSAttempt.hostCall()
         let stamp = n.parentGeneration
-        var st = stat()
-        if fstat(n.fd, &st) != 0 { throw .current }
+        let st = try Self.hostStat(n)
         let a = Self.attributes(st, device: deviceID)
         n.remember(a, blocks: Int64(st.st_blocks), stamp: stamp)
         return a
@@ -158,25 +247,28 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     public func setAttributes(of node: any FSNode, _ change: AttributeChange) throws(VFSError) {
         try VFSAttempt.hostCall()
         let n = try host(node)
-        defer { changed(n, n.parent) }
-        if let size = change.size {
-            if n.type == .directory { throw .isdir }
-            if Glibc.truncate(n.procPath, off_t(size)) != 0 { throw .current }
-        }
-        if change.uid != nil || change.gid != nil {
-            if fchownat(n.fd, "", change.uid ?? UInt32.max, change.gid ?? UInt32.max, AT_EMPTY_PATH) != 0 { throw .current }
-        }
-        if let mode = change.mode {
-            if n.type == .symlink { throw .other }
-            if fchmodat(AT_FDCWD, n.procPath, mode_t(mode & 0o7777), 0) != 0 { throw .current }
-        }
-        if change.atime != nil || change.mtime != nil {
-            func ts(_ t: Timespec?) -> timespec {
-                guard let t else { return timespec(tv_sec: 0, tv_nsec: UTIME_OMIT) }
-                return timespec(tv_sec: Int(t.seconds), tv_nsec: Int(t.nanoseconds))
+        defer { changed(n, n.currentDirectory) }
+        if change.size != nil && n.type == .directory { throw .isdir }
+        if change.mode != nil && n.type == .symlink { throw .other }
+        try withHandle(n) { (h) throws(VFSError) in
+            let path = HostFSNode.procPath(h)
+            if let size = change.size {
+                if Glibc.truncate(path, off_t(size)) != 0 { throw .current }
             }
-            var times = [ts(change.atime), ts(change.mtime)]
-            if utimensat(AT_FDCWD, n.procPath, &times, 0) != 0 { throw .current }
+            if change.uid != nil || change.gid != nil {
+                if fchownat(h, "", change.uid ?? UInt32.max, change.gid ?? UInt32.max, AT_EMPTY_PATH) != 0 { throw .current }
+            }
+            if let mode = change.mode {
+                if fchmodat(AT_FDCWD, path, mode_t(mode & 0o7777), 0) != 0 { throw .current }
+            }
+            if change.atime != nil || change.mtime != nil {
+                func ts(_ t: Timespec?) -> timespec {
+                    guard let t else { return timespec(tv_sec: 0, tv_nsec: UTIME_OMIT) }
+                    return timespec(tv_sec: Int(t.seconds), tv_nsec: Int(t.nanoseconds))
+                }
+                var times = [ts(change.atime), ts(change.mtime)]
+                if utimensat(AT_FDCWD, path, &times, 0) != 0 { throw .current }
+            }
         }
     }
 
@@ -217,15 +309,30 @@ public final class HostFS: FileSystem, @unchecked Sendable {
         try VFSAttempt.hostCall()
         let n = try host(node), d = try host(directory)
         defer { changed(n, directories: [d]) }
-        if linkat(n.fd, "", d.fd, cName(name), AT_EMPTY_PATH) == 0 { return }
-        if linkat(AT_FDCWD, n.procPath, d.fd, cName(name), AT_SYMLINK_FOLLOW) != 0 { throw .current }
+        let c = cName(name)
+        // HostFSNode rule 4: the VFS gives the new name the same node, so the node now has
+        // two names, and its place may be renamed over or removed while the other remains.
+        if n.fd < 0 && n.pinnedDescriptor < 0 { n.pin(try openPlace(n)) }
+        try withHandle(n) { (h) throws(VFSError) in
+            if linkat(h, "", d.fd, c, AT_EMPTY_PATH) == 0 { return }
+            if linkat(AT_FDCWD, HostFSNode.procPath(h), d.fd, c, AT_SYMLINK_FOLLOW) != 0 { throw .current }
+        }
     }
 
     public func unlink(_ name: [UInt8], in directory: any FSNode, node: any FSNode) throws(VFSError) {
         try VFSAttempt.hostCall()
         let d = try host(directory)
-        defer { changed(node as? HostFSNode, directories: [d]) }
-        if unlinkat(d.fd, cName(name), 0) != 0 { throw .current }
+        let n = node as? HostFSNode
+        defer { changed(n, directories: [d]) }
+        // HostFSNode rule 4: a descriptor on the object, kept by the node once the name is gone.
+        var pin: Int32 = -1
+        if let n, n.fd < 0, n.pinnedDescriptor < 0 { pin = (try? openPlace(n)) ?? -1 }
+        if unlinkat(d.fd, cName(name), 0) != 0 {
+            let e = VFSError.current
+            if pin >= 0 { Glibc.close(pin) }
+            throw e
+        }
+        if pin >= 0, let n { n.pin(pin) }
     }
 
     public func removeDirectory(_ name: [UInt8], in directory: any FSNode, node: any FSNode) throws(VFSError) {
@@ -251,13 +358,15 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     public func readSymlink(_ node: any FSNode) throws(VFSError) -> [UInt8] {
         try VFSAttempt.hostCall()
         let n = try host(node)
-        var buf = [UInt8](repeating: 0, count: PathLimits.pathMax)
-        let len = buf.withUnsafeMutableBytes { b -> Int in
-            guard let base = b.baseAddress else { return -1 }
-            return readlinkat(n.fd, "", base.assumingMemoryBound(to: CChar.self), b.count)
+        return try withHandle(n) { (h) throws(VFSError) -> [UInt8] in
+            var buf = [UInt8](repeating: 0, count: PathLimits.pathMax)
+            let len = buf.withUnsafeMutableBytes { b -> Int in
+                guard let base = b.baseAddress else { return -1 }
+                return readlinkat(h, "", base.assumingMemoryBound(to: CChar.self), b.count)
+            }
+            if len < 0 { throw .current }
+            return Array(buf[0..<len])
         }
-        if len < 0 { throw .current }
-        return Array(buf[0..<len])
     }
 
     public func open(_ node: any FSNode, name: [UInt8], in directory: (any FSNode)?, read: Bool, write: Bool) throws(VFSError) -> any FSOpenFile {
@@ -268,8 +377,39 @@ public final class HostFS: FileSystem, @unchecked Sendable {
         // open or a later read wait for a peer.
         var flags: Int32 = O_CLOEXEC | O_NONBLOCK
         if n.type == .directory { flags |= O_RDONLY | O_DIRECTORY } else if read && write { flags |= O_RDWR } else if write { flags |= O_WRONLY } else { flags |= O_RDONLY }
-        let fd = Glibc.open(n.procPath, flags)
-        if fd < 0 { throw .current }
+        if n.fd >= 0 {
+            let fd = Glibc.open(n.procPath, flags)
+            if fd < 0 { throw .current }
+            return HostFSOpenFile(fd: fd, device: deviceID, node: n)
+        }
+        let pinned = n.pinnedDescriptor
+        if pinned >= 0 {
+            let fd = Glibc.open(HostFSNode.procPath(pinned), flags)
+            if fd < 0 { throw .current }
+            return HostFSOpenFile(fd: fd, device: deviceID, node: n)
+        }
+        // HostFSNode rule 2: by name in the directory (where the VFS found it, which is the
+        // node's place), not following a link, then checked to be the node's object.
+        let dirNode: HostFSNode, c: [CChar]
+        if let d = directory as? HostFSNode {
+            dirNode = d
+            c = try component(name)
+        } else {
+            guard let (d, placeName) = n.currentPlace else { throw .stale }
+            dirNode = d
+            c = try component(placeName)
+        }
+        let stamp = n.parentGeneration
+        let fd = openat(dirNode.fd, c, flags | O_NOFOLLOW)
+        if fd < 0 {
+            let e = VFSError.current
+            throw e == .noent || e == .loop ? .stale : e
+        }
+        var st = stat()
+        if fstat(fd, &st) != 0 { let e = VFSError.current; Glibc.close(fd); throw e }
+        guard n.isSameObject(st) else { Glibc.close(fd); throw .stale }
+        // The open's own `fstat` leaves the attributes cached (unless a write follows).
+        if !write { n.remember(Self.attributes(st, device: deviceID), blocks: Int64(st.st_blocks), stamp: stamp) }
         return HostFSOpenFile(fd: fd, device: deviceID, node: n)
     }
 
