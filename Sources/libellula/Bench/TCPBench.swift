@@ -125,6 +125,9 @@ enum TCPBench {
         let system = try LWKT.boot(cpus: cpus, configuration: .init(warnings: false))
         let slab = SlabAllocator(system: system, configuration: .init(debug: false))
         let tap = try TAPInterface(name: "\(prefix)t", queues: cpus)
+        // As `serve --net tap` does: each flow's packets reach its owner CPU's queue.
+        let steering = tap.installFlowSteering(cpus: cpus)
+        if verbose { print("tcp TAP: flow steering \(steering)") }
         _ = NetBench.sh("/bin/bash", [script, "attach", prefix, "\(prefix)t"])
         var c = NetStackConfiguration(address: IPv4Address(10, 200, 2, 1), gateway: IPv4Address(10, 200, 2, 254))
         c.tcp.receiveBufferSize = 4 << 20
