@@ -17,7 +17,7 @@ extension HTTPConnectionHandler {
         }
     }
 
-    func serveFile(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool,
+    nonisolated(nonsending) func serveFile(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool,
                    cacheKey: UnsafeRawBufferPointer?, openFileKey: UnsafeRawBufferPointer? = nil) async throws(SocketError) -> Bool {
         // A name the namecache knows to be missing (a negative entry on the path, kept valid
         // by HostFS's inotify watch) is answered here, without leaving the CPU.
@@ -132,12 +132,24 @@ extension HTTPConnectionHandler {
     /// bytes that are in the page cache are copied right here (`preadv2` with `RWF_NOWAIT`,
     /// which refuses with `EAGAIN` instead of waiting for the disk), and a refusal goes to the
     /// host-I/O pool; any other file is read through the VFS's parking API.
-    func readBody(_ body: FileBody, into p: UnsafeMutableRawPointer, count: Int, at offset: Int64) async throws(VFSError) -> Int {
+    nonisolated(nonsending) func readBody(_ body: FileBody, into p: UnsafeMutableRawPointer, count: Int, at offset: Int64) async throws(VFSError) -> Int {
         if let fd = hostDescriptor(body) {
             let n = lb_pread_nowait(fd, p, count, offset)
             if n >= 0 { return n }
             let e = Int32(-n)
             if e != EAGAIN && e != EOPNOTSUPP && e != EINTR { throw VFSError(errno: e) }
+        }
+        // The destination travels as an address: it is this thread's output buffer, which
+        // stays put while the thread waits for the read.
+        return try await readBodyOffCPU(body, into: UInt(bitPattern: p), count: count, at: offset)
+    }
+
+    /// The part of ``readBody(_:into:count:at:)`` that leaves the CPU: a host file's bytes
+    /// that are not in the page cache (on the host-I/O pool), any other file's through the
+    /// parking API.
+    func readBodyOffCPU(_ body: FileBody, into address: UInt, count: Int, at offset: Int64) async throws(VFSError) -> Int {
+        guard let p = UnsafeMutableRawPointer(bitPattern: address) else { return 0 }
+        if let fd = hostDescriptor(body) {
             return try await process.offCPU {
                 let n = Glibc.pread(fd, p, count, off_t(offset))
                 if n < 0 { throw VFSError.current }
@@ -151,7 +163,7 @@ extension HTTPConnectionHandler {
     /// Answers for a regular file: validators, conditional and range requests, the head,
     /// and the body (by sendfile when it is larger than the output buffer and the socket
     /// and file allow).
-    func serveRegular(_ attrs: FileAttributes, validators: FileValidators, contentType: String, body: FileBody, path: String,
+    nonisolated(nonsending) func serveRegular(_ attrs: FileAttributes, validators: FileValidators, contentType: String, body: FileBody, path: String,
                       head: HTTPRequestHead, keepAlive: Bool, cacheKey: UnsafeRawBufferPointer?) async throws(SocketError) -> Bool {
         let size = attrs.size
         let mtime = attrs.mtime.seconds
@@ -333,7 +345,7 @@ extension HTTPConnectionHandler {
 
     // MARK: Directories
 
-    func serveDirectory(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool,
+    nonisolated(nonsending) func serveDirectory(_ decoded: RequestPath.Decoded, head: HTTPRequestHead, keepAlive: Bool,
                         cacheKey: UnsafeRawBufferPointer?) async throws(SocketError) -> Bool {
         if !decoded.trailingSlash {
             try await reserve(decoded.path.utf8.count * 3 + 1024)
@@ -399,7 +411,7 @@ extension HTTPConnectionHandler {
 
     // MARK: Statistics
 
-    func serveStatistics(_ document: StatisticsDocument, head: HTTPRequestHead, keepAlive: Bool) async throws(SocketError) -> Bool {
+    nonisolated(nonsending) func serveStatistics(_ document: StatisticsDocument, head: HTTPRequestHead, keepAlive: Bool) async throws(SocketError) -> Bool {
         guard let source = core.statistics else {
             try await sendError(.notFound, head: head, keepAlive: keepAlive)
             return keepAlive

@@ -6,7 +6,13 @@ import VFS
 /// Serves one connection on the CPU that accepted it: reads requests into a slab buffer,
 /// answers pipelined requests in order, batching their responses in a second slab buffer
 /// that also carries file data, and closes on errors, timeouts and `Connection: close`.
-final class HTTPConnectionHandler<C: StreamConnection> {
+///
+/// Confined to the one LWKT thread that serves its connection (it is never shared, and
+/// work it hands to the host-I/O pool runs while that thread waits for it), hence
+/// `@unchecked Sendable`: its methods are `nonisolated(nonsending)`, so the per-request path
+/// runs on the connection's CPU without an executor switch per call, and the few methods
+/// that leave the CPU (opens and reads on the host-I/O pool) may take `self` along.
+final class HTTPConnectionHandler<C: StreamConnection>: @unchecked Sendable {
     let conn: C
     let core: HTTPServerCore
     let counters: HTTPCounters
@@ -65,7 +71,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     }
 
     /// Serves requests until the connection should close; returns whether to linger.
-    private func serve() async throws(SocketError) -> Bool {
+    private nonisolated(nonsending) func serve() async throws(SocketError) -> Bool {
         let limits = config.limits
         while true {
             var consumed = 0
@@ -143,7 +149,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     }
 
     /// A request did not arrive in time: answer 408 if the socket still takes it, and close.
-    private func timedOut() async throws(SocketError) -> Bool {
+    private nonisolated(nonsending) func timedOut() async throws(SocketError) -> Bool {
         HTTPCounters.add(counters.timeouts)
         try await sendError(.requestTimeout, head: nil, keepAlive: false)
         try await flush()
@@ -151,7 +157,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     }
 
     /// Answers one parsed request; returns whether the connection stays open.
-    private func respond(_ head: inout HTTPRequestHead, target: UnsafeRawBufferPointer) async throws(SocketError) -> Bool {
+    private nonisolated(nonsending) func respond(_ head: inout HTTPRequestHead, target: UnsafeRawBufferPointer) async throws(SocketError) -> Bool {
         var keep = head.keepAlive
         let cacheable = config.hotCacheEnabled && head.method != .other && head.isPlain
         if cacheable, let hit = cache.lookup(target, process: process) {
@@ -212,7 +218,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     // MARK: Output
 
     /// Writes the buffered output to the socket.
-    func flush() async throws(SocketError) {
+    nonisolated(nonsending) func flush() async throws(SocketError) {
         // A response part that did not fit was refused, not cut: never send the rest.
         if output.failed { throw .closed }
         guard outCount > 0 else { return }
@@ -224,7 +230,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
 
     /// Makes room for `n` bytes (at most the buffer's capacity) in the output buffer.
     @inline(__always)
-    func reserve(_ n: Int) async throws(SocketError) {
+    nonisolated(nonsending) func reserve(_ n: Int) async throws(SocketError) {
         if outCount + n > core.outputCapacity { try await flush() }
     }
 
@@ -240,7 +246,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     func append(_ v: Int) { output.append(signed: Int64(v)) }
 
     /// Appends body bytes, flushing as often as needed.
-    func appendBody(_ bytes: [UInt8]) async throws(SocketError) {
+    nonisolated(nonsending) func appendBody(_ bytes: [UInt8]) async throws(SocketError) {
         var off = 0
         while off < bytes.count {
             if outCount == core.outputCapacity { try await flush() }
@@ -273,7 +279,7 @@ final class HTTPConnectionHandler<C: StreamConnection> {
     }
 
     /// A complete error response with a short HTML body (none for HEAD).
-    func sendError(_ status: HTTPStatus, head: HTTPRequestHead?, keepAlive: Bool, contentRange size: Int64? = nil) async throws(SocketError) {
+    nonisolated(nonsending) func sendError(_ status: HTTPStatus, head: HTTPRequestHead?, keepAlive: Bool, contentRange size: Int64? = nil) async throws(SocketError) {
         try await reserve(1024)
         beginHead(status)
         let code = status.rawValue

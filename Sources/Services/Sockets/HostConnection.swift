@@ -184,12 +184,12 @@ public protocol FileSendingConnection: StreamConnection {
     /// the file ends early (it shrank), since the bytes promised cannot be sent. `head` (a
     /// response head, possibly empty) goes first, held back by the kernel until the file's
     /// bytes join it (`MSG_MORE`), so a head never travels in a packet of its own.
-    func sendFile(_ hostFD: Int32, offset: Int64, count: Int64, head: UnsafeRawBufferPointer, timeout: Duration) async throws(SocketError)
+    nonisolated(nonsending) func sendFile(_ hostFD: Int32, offset: Int64, count: Int64, head: UnsafeRawBufferPointer, timeout: Duration) async throws(SocketError)
 }
 
 extension HostConnection: FileSendingConnection {
     /// `send(2)` of `head` with `MSG_MORE`, then `sendfile(2)` from `hostFD` into this socket.
-    public func sendFile(_ hostFD: Int32, offset: Int64, count: Int64, head: UnsafeRawBufferPointer,
+    public nonisolated(nonsending) func sendFile(_ hostFD: Int32, offset: Int64, count: Int64, head: UnsafeRawBufferPointer,
                          timeout: Duration) async throws(SocketError) {
         if closed { throw .closed }
         if timedOut { throw .timedOut }
