@@ -26,6 +26,51 @@ struct EdgeTriggeredEventTests {
         return condition()
     }
 
+    /// The poller's per-descriptor table: reads past the end see the empty value, writes
+    /// grow it, `take` empties a slot, negative descriptors are never stored.
+    @Test func descriptorTableGrowsAndTakes() {
+        var t = DescriptorTable<UInt64>(empty: 0)
+        #expect(t[5] == 0 && t[-1] == 0)
+        t[3] = 7
+        t[900] = 9
+        t[-4] = 1
+        #expect(t[3] == 7 && t[900] == 9 && t[899] == 0 && t[-4] == 0)
+        #expect(t.indices(where: { $0 != 0 }) == [3, 900])
+        #expect(t.take(900) == 9 && t[900] == 0 && t.take(5000) == 0)
+    }
+
+    /// A descriptor numbered far above the others (the table grows to reach it) is waited
+    /// on, woken and unregistered like any other.
+    @Test func highNumberedDescriptorWaitsAndWakes() async throws {
+        try await withSystem(cpus: 1) { system in
+            let (a0, b) = socketPair()
+            let a = dup2(a0, 3000)
+            close(a0)
+            #expect(a == 3000)
+            defer { close(a); close(b) }
+            let res = Results()
+            let t = LWKTThread.spawn(on: system.cpus[0], name: "edge-high") {
+                do {
+                    try LWKT.registerEdgeTriggered(fd: a)
+                    res.items.store(1, ordering: .releasing)
+                    let ev = try await LWKT.wait(for: .readable, on: a)
+                    if ev.contains(.readable) { res.ready.add(1, ordering: .relaxed) }
+                    try LWKT.unregister(fd: a)
+                } catch is CancellationError {
+                    res.cancelled.add(1, ordering: .relaxed)
+                } catch {}
+            }
+            #expect(try await eventually { res.items.load(ordering: .acquiring) == 1 })
+            let msg: [UInt8] = [7]
+            #expect(write(b, msg, 1) == 1)
+            let woke = try await eventually { res.ready.load(ordering: .relaxed) == 1 }
+            if !woke { t.cancel() }
+            await t.join()
+            #expect(woke)
+            #expect(res.cancelled.load(ordering: .relaxed) == 0)
+        }
+    }
+
     @Test func readinessThatCameWhileNobodyWaitedIsKeptForTheNextWait() async throws {
         try await withSystem(cpus: 1) { system in
             let (a, b) = socketPair()

@@ -21,12 +21,16 @@ final class EventPoller {
     let epollFD: Int32
     /// The eventfd that wakes the CPU from `epoll_wait` (registered with data `UInt64.max`).
     let eventFD: Int32
-    var ioWaiters: [Int32: IOWaiter] = [:]
+    /// The waiters of each descriptor (a linked list), indexed by descriptor number:
+    /// descriptors are small integers, so the per-event lookups hash nothing.
+    var ioWaiters = DescriptorTable<IOWaiter?>(empty: nil)
     var ioPool: [IOWaiter] = []
     var registeredFDs: Set<Int32> = []
     /// Edge-triggered descriptors, each with the readiness (epoll bits) reported while no
-    /// waiter wanted it.
-    var edgePending: [Int32: UInt32] = [:]
+    /// waiter wanted it, plus `EventPoller.edgeTriggered`; 0 for other descriptors.
+    var edgePending = DescriptorTable<UInt64>(empty: 0)
+    /// The mark of an edge-triggered descriptor in `edgePending` (above every epoll bit).
+    static let edgeTriggered: UInt64 = 1 << 32
     let eventBits = UnsafeMutablePointer<UInt32>.allocate(capacity: 64)
     let eventData = UnsafeMutablePointer<UInt64>.allocate(capacity: 64)
 
@@ -71,7 +75,7 @@ final class EventPoller {
         if rc == -EEXIST { rc = lb_epoll_ctl(epollFD, 3, fd, interest, data) }
         if rc != 0 { throw LWKTError.systemCall("epoll_ctl", -rc) }
         registeredFDs.insert(fd)
-        edgePending[fd] = 0
+        edgePending[fd] = Self.edgeTriggered
     }
 
     /// The events a waiter with `interest` is woken by: its interest, errors and hang-ups,
@@ -89,10 +93,12 @@ final class EventPoller {
     /// edge-triggered or nothing kept matches.
     @inline(__always)
     func takeEdgeReadiness(fd: Int32, interest: IOEvents) -> IOEvents? {
-        guard let kept = edgePending[fd] else { return nil }
+        let entry = edgePending[fd]
+        if entry == 0 { return nil }
+        let kept = UInt32(truncatingIfNeeded: entry)
         let match = kept & Self.wakingEvents(interest)
         if match == 0 { return nil }
-        edgePending[fd] = kept & ~Self.consumedEvents(interest)
+        edgePending[fd] = Self.edgeTriggered | UInt64(kept & ~Self.consumedEvents(interest))
         return IOEvents(rawValue: kept)
     }
 
@@ -109,7 +115,7 @@ final class EventPoller {
         assertOwner(owner, "EventPoller.register")
         w.next = ioWaiters[w.fd]
         ioWaiters[w.fd] = w
-        if edgePending[w.fd] != nil { return }
+        if edgePending[w.fd] != 0 { return }
         do {
             try arm(fd: w.fd, cpu: cpu)
         } catch {
@@ -121,7 +127,7 @@ final class EventPoller {
     private func unlink(_ w: IOWaiter) {
         guard var cur = ioWaiters[w.fd] else { return }
         if cur === w {
-            if let n = w.next { ioWaiters[w.fd] = n } else { ioWaiters.removeValue(forKey: w.fd) }
+            ioWaiters[w.fd] = w.next
             w.next = nil
             return
         }
@@ -161,8 +167,8 @@ final class EventPoller {
         if registeredFDs.remove(fd) != nil {
             _ = lb_epoll_ctl(epollFD, 2, fd, 0, 0)
         }
-        edgePending.removeValue(forKey: fd)
-        var w = ioWaiters.removeValue(forKey: fd)
+        edgePending[fd] = 0
+        var w = ioWaiters.take(fd)
         while let cur = w {
             w = cur.next
             cur.next = nil
@@ -200,12 +206,13 @@ final class EventPoller {
             let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
             let ready = IOEvents(rawValue: eventBits[i])
             delivered += 1
-            if let kept = edgePending[fd] {
+            let entry = edgePending[fd]
+            if entry != 0 {
                 // Edge-triggered: wake the waiters the events concern, keep the rest of the
                 // readiness for later waits; nothing to re-arm.
                 var unclaimed = ready.rawValue
                 var keep: IOWaiter? = nil
-                var w = ioWaiters.removeValue(forKey: fd)
+                var w = ioWaiters.take(fd)
                 while let cur = w {
                     w = cur.next
                     cur.next = nil
@@ -222,10 +229,10 @@ final class EventPoller {
                     }
                 }
                 if let keep { ioWaiters[fd] = keep }
-                edgePending[fd] = kept | unclaimed
+                edgePending[fd] = entry | UInt64(unclaimed)
                 continue
             }
-            guard let head = ioWaiters.removeValue(forKey: fd) else { continue }
+            guard let head = ioWaiters.take(fd) else { continue }
             let failing = !ready.intersection([.error, .hangup]).isEmpty
             var keep: IOWaiter? = nil
             var w: IOWaiter? = head
@@ -246,7 +253,7 @@ final class EventPoller {
                 ioWaiters[fd] = keep
                 do { try arm(fd: fd, cpu: cpu) } catch {
                     // The descriptor went bad under its waiters: tell them.
-                    var k: IOWaiter? = ioWaiters.removeValue(forKey: fd)
+                    var k: IOWaiter? = ioWaiters.take(fd)
                     while let cur = k {
                         k = cur.next
                         cur.next = nil
@@ -264,10 +271,51 @@ final class EventPoller {
 
     /// Ends every descriptor wait at shutdown.
     func cancelEverything(cpu: CPU) {
-        for fd in Array(ioWaiters.keys) { unregister(fd: fd, cpu: cpu) }
+        for fd in ioWaiters.indices(where: { $0 != nil }) { unregister(fd: fd, cpu: cpu) }
     }
 }
 
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// Per-descriptor values indexed by descriptor number (the kernel hands out the lowest free
+/// number, so the table stays about as long as the most descriptors open at once). Reads
+/// past the end see `empty`; a write past the end grows the table, the only time it
+/// allocates. Negative descriptors are never stored (reads see `empty`, writes are dropped).
+struct DescriptorTable<Value> {
+    private var values: [Value] = []
+    private let empty: Value
+
+    init(empty: Value) { self.empty = empty }
+
+    subscript(fd: Int32) -> Value {
+        @inline(__always) get {
+            let i = Int(fd)
+            return i >= 0 && i < values.count ? values[i] : empty
+        }
+        @inline(__always) set {
+            let i = Int(fd)
+            if i < 0 { return }
+            if i >= values.count {
+                values.reserveCapacity(max(i + 1, values.count * 2, 64))
+                values.append(contentsOf: repeatElement(empty, count: i + 1 - values.count))
+            }
+            values[i] = newValue
+        }
+    }
+
+    /// Takes the descriptor's value out, leaving `empty`.
+    @inline(__always)
+    mutating func take(_ fd: Int32) -> Value {
+        let v = self[fd]
+        let i = Int(fd)
+        if i >= 0 && i < values.count { values[i] = empty }
+        return v
+    }
+
+    /// The descriptors whose values pass `test`.
+    func indices(where test: (Value) -> Bool) -> [Int32] {
+        values.indices.filter { test(values[$0]) }.map { Int32($0) }
+    }
+}
