@@ -291,4 +291,40 @@ import LWKT
             l.close()
         }
     }
+    /// RFC 6191: in TIME-WAIT, a SYN with a newer timestamp opens a new connection even
+    /// when its sequence number lies below the old connection's; one with an older
+    /// timestamp does not.
+    @Test(.timeLimit(.minutes(1))) func timeWaitAcceptsSYNWithNewerTimestamp() async throws {
+        try await withRawPeer(configure: { $0.tcp.msl = .seconds(5) }) { (a: NetStack, peer: RawPeer) async throws in
+            let l = try a.listen(port: 84)[0]
+            let (iss, c) = try await Self.open(a, peer, l, sport: 4320, port: 84)
+            try await peer.flush()
+            // The stack closes first; the peer acknowledges its FIN with its own (TS 102).
+            await c.close(linger: .zero)
+            let fin = try #require(try await peer.expect { h, _ in h.flags.contains(.fin) })
+            #expect(fin.0.sequence == iss &+ 1)
+            peer.send(sport: 4320, dport: 84, seq: 1001, ack: iss &+ 2, flags: [.fin, .ack],
+                      options: Self.tsOption(102, fin.0.options.timestamp?.value ?? 0))
+            #expect(try await peer.expect { h, _ in h.flags == .ack && h.acknowledgment == 1002 } != nil)
+            #expect(c.state == .timeWait)
+            // Below the old sequence space (500 < 1002), older timestamp: no new connection.
+            peer.send(sport: 4320, dport: 84, seq: 500, ack: 0, flags: .syn, options: Self.synOptions(ts: 90))
+            #expect(try await peer.expect(timeout: .milliseconds(200)) { h, _ in h.flags == [.syn, .ack] } == nil,
+                    "an old-timestamp SYN does not reopen a TIME-WAIT connection")
+            // Same sequence number, newer timestamp: a new incarnation (RFC 6191).
+            peer.send(sport: 4320, dport: 84, seq: 500, ack: 0, flags: .syn, options: Self.synOptions(ts: 200))
+            let synack = try await peer.expect { h, _ in h.flags == [.syn, .ack] }
+            #expect(synack?.0.acknowledgment == 501, "a newer-timestamp SYN opens a new connection")
+            if let synack {
+                // Its ISN lies above the old connection's sequence space.
+                #expect(TCPSequence.gt(synack.0.sequence, iss &+ 2))
+                peer.send(sport: 4320, dport: 84, seq: 501, ack: synack.0.sequence &+ 1, flags: .ack,
+                          options: Self.tsOption(201, synack.0.options.timestamp?.value ?? 0))
+                let c2 = try #require(try await l.accept(timeout: .seconds(2)))
+                #expect(c2.state == .established)
+                c2.abort()
+            }
+            l.close()
+        }
+    }
 }
