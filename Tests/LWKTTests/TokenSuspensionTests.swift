@@ -2,6 +2,7 @@ import Testing
 import Synchronization
 import CLibellula
 @testable import LWKT
+import LibellulaTestSupport
 
 /// An actor pinned to a CPU that waits (suspending, bounded) until `flag` is set.
 actor TokenProbe {
@@ -185,7 +186,7 @@ struct TokenSuspensionTests {
                                 return Int(rng % UInt64(n))
                             }
                             for _ in 0..<rounds {
-                                var gen = SplitMix(seed: rng)
+                                var gen = SeededRandom(seed: rng)
                                 var order = Array(0..<4).shuffled(using: &gen)
                                 order = Array(order.prefix(1 + next(3)))
                                 for i in order { await tokens[i].acquire() }
@@ -228,18 +229,6 @@ struct TokenSuspensionTests {
     }
 }
 
-/// SplitMix64, for shuffles that reproduce.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 extension Token {
     /// Whether the token is held exclusively by someone (read from its word).

@@ -2,6 +2,7 @@ import Testing
 import LWKT
 import Slab
 @testable import NetStack
+import LibellulaTestSupport
 
 /// One stack on one CPU behind a simulated wire whose other end the test drives by hand.
 struct Lone: @unchecked Sendable {
@@ -135,7 +136,7 @@ func withLoneStack(configure: (inout NetStackConfiguration) -> Void = { _ in },
                 F.ethernet(to: mac, type: 0x0800, F.ipv4(proto: 17, to: me, id: 7, flagsAndOffset: IPv4Header.moreFragments, Array(repeating: 3, count: 48))),
                 F.ethernet(to: mac, type: 0x0800, F.ipv4(proto: 17, to: me, id: 7, flagsAndOffset: 6, Array(repeating: 3, count: 20))),
             ]
-            var rng = TestRandom(seed: 0x5eed)
+            var rng = SeededRandom(seed: 0x5eed)
             let rounds = 30_000
             var maxOutstanding = 0
             for i in 0..<rounds {

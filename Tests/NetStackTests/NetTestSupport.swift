@@ -3,6 +3,7 @@ import Synchronization
 import LWKT
 import Slab
 @testable import NetStack
+import LibellulaTestSupport
 
 /// Two stacks joined by a simulated wire on one LWKT system.
 struct SimPair: @unchecked Sendable {
@@ -39,18 +40,6 @@ func withSimPair(cpus: Int = 2, aToB: LinkFaults = .none, bToA: LinkFaults = .no
     return try result.get()
 }
 
-/// SplitMix64 for reproducible test data.
-struct TestRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// A payload whose bytes derive from `tag`, to check integrity.
 func pattern(_ count: Int, tag: Int) -> [UInt8] {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import LWKT
 @testable import NetStack
+import LibellulaTestSupport
 
 /// A small interpreter for the eBPF subset ``TAPSteeringProgram`` emits, with the kernel's
 /// semantics for socket filters: `LD_ABS`/`LD_IND` read big-endian packet bytes (and end
@@ -119,7 +120,7 @@ struct BPFInterpreter {
 
 /// Random frames of every shape the classifier tells apart.
 enum SteeringFrames {
-    static func make(_ rng: inout TestRandom) -> [UInt8] {
+    static func make(_ rng: inout SeededRandom) -> [UInt8] {
         var f = (0..<12).map { _ in UInt8.random(in: 0...255, using: &rng) }
         let kind = Int.random(in: 0..<12, using: &rng)
         switch kind {
@@ -162,7 +163,7 @@ enum SteeringFrames {
         #expect(program.count < 200, "\(program.count) instructions")
         let vm = BPFInterpreter(program: program)
         try await withSimPair(cpus: cpus) { pair in
-            var rng = TestRandom(seed: 0x5eed_0000 &+ UInt64(cpus))
+            var rng = SeededRandom(seed: 0x5eed_0000 &+ UInt64(cpus))
             var shapes = Set<Int>()
             for _ in 0..<3000 {
                 let frame = SteeringFrames.make(&rng)
@@ -184,7 +185,7 @@ enum SteeringFrames {
     /// A key whose windows do not repeat every 16 bits takes the bit-by-bit form; it must
     /// equal ``ToeplitzHash`` with that key.
     @Test func unfoldedFormMatchesTheTables() throws {
-        var rng = TestRandom(seed: 77)
+        var rng = SeededRandom(seed: 77)
         let key = (0..<40).map { _ in UInt8.random(in: 0...255, using: &rng) }
         let hasher = ToeplitzHash(key: key)
         let program = TAPSteeringProgram.instructions(cpus: 4, key: key)

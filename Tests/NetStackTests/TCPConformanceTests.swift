@@ -223,6 +223,48 @@ import LWKT
     /// batch or not (fast retransmit needs its duplicate ACK). The raw peer runs on the
     /// stack's only CPU, so the receive thread cannot poll until it has put all eight on
     /// the wire.
+    /// A receive batch of more than 64 KB of in-order data is not acknowledged by one
+    /// stretch ACK at its end: an ACK goes out once 64 KB wait, like GRO's aggregate limit.
+    @Test(.timeLimit(.minutes(1))) func batchACKsCoverAtMost64KB() async throws {
+        try await withRawPeer(configure: { $0.tcp.initialReceiveBufferSize = 256 << 10 }) { (a: NetStack, peer: RawPeer) async throws in
+            let l = try a.listen(port: 83)[0]
+            let (iss, c) = try await Self.open(a, peer, l, sport: 4310, port: 83)
+            let una = iss &+ 1
+            try await peer.flush()
+            let size = 1_400, count = 60
+            let payload = [UInt8](repeating: 9, count: size)
+            for k in 0..<count {
+                peer.send(sport: 4310, dport: 83, seq: 1001 &+ UInt32(k * size), ack: una, flags: .ack,
+                          options: Self.tsOption(600 &+ UInt32(k), 0), payload: payload)
+            }
+            let end = 1001 &+ UInt32(count * size)
+            var seen: [UInt32] = []
+            let deadline = ContinuousClock.now + .seconds(2)
+            while seen.last != end, ContinuousClock.now < deadline {
+                peer.pump()
+                seen += peer.inbox.filter { $0.0.flags == .ack && $0.1.isEmpty }.map { $0.0.acknowledgment }
+                peer.inbox.removeAll()
+                try await LWKT.sleep(for: .milliseconds(1))
+            }
+            #expect(seen.last == end, "all \(count * size) bytes acknowledged")
+            #expect(seen.count >= 2, "an ACK before 64 KB of the batch had gone unacknowledged: \(seen)")
+            var previous: UInt32 = 1001
+            for ack in seen {
+                #expect(TCPSequence.distance(previous, ack) <= 65_535 + size, "one ACK covered \(TCPSequence.distance(previous, ack)) bytes")
+                previous = ack
+            }
+            var total = 0
+            while total < count * size {
+                let got = try await c.read(max: 1 << 20, timeout: .seconds(2))
+                if got.isEmpty { break }
+                total += got.count
+            }
+            #expect(total == count * size)
+            c.abort()
+            l.close()
+        }
+    }
+
     @Test(.timeLimit(.minutes(1))) func oneACKPerReceiveBatch() async throws {
         try await withRawPeer { (a: NetStack, peer: RawPeer) async throws in
             let l = try a.listen(port: 82)[0]

@@ -1,6 +1,7 @@
 import Testing
 import LWKT
 @testable import NetStack
+import LibellulaTestSupport
 
 /// Random and mutated segments against connections in every state, checking the PCB
 /// invariants and bounded memory as it goes, and that everything is released at the end.
@@ -68,7 +69,7 @@ import LWKT
                 #expect(states.contains(s), "state \(s) present before fuzzing")
             }
 
-            var r = TestRandom(seed: seed)
+            var r = SeededRandom(seed: seed)
             let rounds = 4000
             for i in 0..<rounds {
                 let port = Int(r.next() % 10) < 9 ? Self.ports[Int(r.next() % UInt64(Self.ports.count))] : UInt16(truncatingIfNeeded: r.next())

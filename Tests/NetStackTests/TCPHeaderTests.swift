@@ -1,5 +1,6 @@
 import Testing
 @testable import NetStack
+import LibellulaTestSupport
 
 @Suite struct TCPHeaderTests {
     func bytes(_ h: TCPHeader) -> [UInt8] {
@@ -91,7 +92,7 @@ import Testing
     }
 
     @Test func randomBytesNeverCrashTheParser() {
-        var r = TestRandom(seed: 7)
+        var r = SeededRandom(seed: 7)
         for _ in 0..<20000 {
             let n = Int(r.next() % 64)
             let b = (0..<n).map { _ in UInt8(truncatingIfNeeded: r.next()) }

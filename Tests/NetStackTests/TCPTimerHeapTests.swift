@@ -1,10 +1,11 @@
 import Testing
 @testable import NetStack
+import LibellulaTestSupport
 
 /// The per-CPU TCP timer heap pops entries in deadline order, whatever the order of pushes.
 @Suite struct TCPTimerHeapTests {
     @Test func popsInDeadlineOrder() {
-        var rng = TestRandom(seed: 99)
+        var rng = SeededRandom(seed: 99)
         var heap = TCPTimerHeap<Int>()
         var pushed: [UInt64] = []
         for round in 0..<4 {

@@ -2,6 +2,7 @@ import Testing
 import Synchronization
 import LWKT
 @testable import Slab
+import LibellulaTestSupport
 
 @Suite("Cross-CPU frees on a running LWKT system")
 struct CrossCPUTests {
@@ -28,7 +29,7 @@ struct CrossCPUTests {
                         let q = queues[k]
                         group.addTask {
                             try await system.run(on: a, name: "producer\(k)") {
-                                var rng = TestRandom(seed: UInt64(k + 1))
+                                var rng = SeededRandom(seed: UInt64(k + 1))
                                 var batch: [UnsafeMutableRawPointer] = []
                                 for i in 0..<perPair {
                                     let size = Int(rng.next() % 2048) + 1

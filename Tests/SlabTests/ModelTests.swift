@@ -1,5 +1,6 @@
 import Testing
 @testable import Slab
+import LibellulaTestSupport
 
 @Suite("Random allocate/free sequences against a model")
 struct ModelTests {
@@ -7,7 +8,7 @@ struct ModelTests {
 
     @Test(arguments: [1 as UInt64, 2, 3, 4])
     func randomSequenceMatchesModel(seed: UInt64) throws {
-        var rng = TestRandom(seed: seed)
+        var rng = SeededRandom(seed: seed)
         let debug = seed % 2 == 0
         let slab = SlabAllocator(cpuCount: 2, configuration: .init(freeZoneThreshold: 2, zoneRegionBytes: 256 << 20, debug: debug))
         let packets = slab.makeType(name: "packets")

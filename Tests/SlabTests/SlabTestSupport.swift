@@ -2,6 +2,7 @@ import Testing
 import Synchronization
 import LWKT
 @testable import Slab
+import LibellulaTestSupport
 
 /// Boots an LWKT system for one test and shuts it down afterwards.
 func withSlabSystem<R>(cpus: Int, _ body: (LWKTSystem) async throws -> R) async throws -> R {
@@ -16,18 +17,6 @@ func withSlabSystem<R>(cpus: Int, _ body: (LWKTSystem) async throws -> R) async 
     }
 }
 
-/// A small deterministic generator (SplitMix64), so failures reproduce.
-struct TestRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Fills `bytes` bytes at `p` with a pattern derived from `tag`.
 func fill(_ p: UnsafeMutableRawPointer, bytes: Int, tag: UInt8) {

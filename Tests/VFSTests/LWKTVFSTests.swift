@@ -4,6 +4,7 @@ import LWKT
 import Synchronization
 import Testing
 @testable import VFS
+import LibellulaTestSupport
 
 /// The VFS called from LWKT threads (issue 15): the differential runs against the host
 /// kernel and the namecache properties under concurrent change, on 2 and 8 CPUs sharing one

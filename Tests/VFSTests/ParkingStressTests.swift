@@ -4,6 +4,7 @@ import LWKT
 import Synchronization
 import Testing
 @testable import VFS
+import LibellulaTestSupport
 
 /// The parking API under contention (bounded): two LWKT threads per CPU on 2 and 8 CPUs
 /// create, rename, link and remove a handful of shared names in a MemFS directory and in a

@@ -420,9 +420,14 @@ extension NetStack {
                     tp.rcvNxt = tp.rcvNxt &+ UInt32(n)
                     if n < len { flags.remove(.fin); tp.ackNow = true }
                     tp.unackedSegments += 1
-                    // Every second segment is acknowledged (RFC 9293 §3.8.6.3); inside a
-                    // receive batch the ACK goes out once, at the batch's end.
-                    if tp.unackedSegments >= 2, !st.tcp.batching { tp.ackNow = true }
+                    // Every second segment is acknowledged (RFC 9293 §3.8.6.3). Inside a
+                    // receive batch the ACK goes out once, at the batch's end, as a receiver
+                    // with GRO acknowledges a coalesced segment once; like GRO's 64 KB
+                    // aggregate, no ACK covers more than `stretchACKLimit` bytes.
+                    if tp.unackedSegments >= 2,
+                       !st.tcp.batching || TCPSequence.distance(tp.lastAckSent, tp.rcvNxt) >= Self.stretchACKLimit {
+                        tp.ackNow = true
+                    }
                     tp.wake()
                 } else {
                     // Out of order, or it fills a hole: queue and acknowledge at once.
@@ -459,6 +464,10 @@ extension NetStack {
             tcpOutput(tp, st)
         }
     }
+
+    /// The most new data, in bytes, that one ACK of a receive batch may acknowledge (the
+    /// size of a GRO aggregate): past it the ACK goes out at once, mid-batch.
+    static let stretchACKLimit = 65_535
 
     /// Starts a receive batch on this CPU (see ``TCPTable/batching``).
     @inline(__always) func tcpBeginBatch(_ st: NetCPU) { st.tcp.batching = true }

@@ -40,6 +40,23 @@ enum PortsBench {
         box.continuation = nil
     }
 
+    /// Keeps `window` messages in flight from the current CPU to `target`, each reply sent
+    /// out again, until `total` replies have come back to `replies`.
+    static func sendWindowed(to target: LWKTPort, replies: LWKTPort, window: Int, total: Int) async throws {
+        let msgs = (0..<window).map { IntMessage($0, replyPort: replies) }
+        for m in msgs { try LWKT.sendMsg(m, to: target) }
+        var sent = window
+        var got = 0
+        while got < total {
+            let r = try await LWKT.waitPort(replies)
+            got += 1
+            if sent < total {
+                try LWKT.sendMsg(r, to: target)
+                sent += 1
+            }
+        }
+    }
+
     static func ports(reporter: BenchReporter, quick: Bool) async throws {
         let n = quick ? 200_000 : 2_000_000
         let rt = quick ? 20_000 : 200_000
@@ -154,19 +171,8 @@ enum PortsBench {
         let total = quick ? 200_000 : 2_000_000
         let sendRate = try await system.run(on: 0) { () -> Double in
             let mine = try LWKTPort.forCurrentCPU(name: "bench-replies")
-            let msgs = (0..<window).map { IntMessage($0, replyPort: mine) }
             let t0 = lb_now_ns()
-            for m in msgs { try LWKT.sendMsg(m, to: served) }
-            var sent = window
-            var got = 0
-            while got < total {
-                let r = try await LWKT.waitPort(mine)
-                got += 1
-                if sent < total {
-                    try LWKT.sendMsg(r, to: served)
-                    sent += 1
-                }
-            }
+            try await sendWindowed(to: served, replies: mine, window: window, total: total)
             return Double(total) / (Double(lb_now_ns() - t0) / 1e9)
         }
         let actorRate = 1e9 / actorOther

@@ -109,18 +109,7 @@ enum ScalingBench {
         let windowNanos = try await onEveryCPU(system) { i in
             let to = targets[(i + 1) % cpus]
             let mine = try LWKTPort.forCurrentCPU(name: "scale-replies\(i)")
-            let msgs = (0..<window).map { IntMessage($0, replyPort: mine) }
-            for m in msgs { try LWKT.sendMsg(m, to: to) }
-            var sent = window
-            var got = 0
-            while got < total {
-                let r = try await LWKT.waitPort(mine)
-                got += 1
-                if sent < total {
-                    try LWKT.sendMsg(r, to: to)
-                    sent += 1
-                }
-            }
+            try await PortsBench.sendWindowed(to: to, replies: mine, window: window, total: total)
         }
         let rtNanos = try await onEveryCPU(system) { i in
             let to = targets[(i + 1) % cpus]

@@ -1,5 +1,6 @@
 @testable import LWKT
 import Testing
+import LibellulaTestSupport
 
 /// The stall watchdog's schedule on a simulated clock: no thread, no real time, so the
 /// detection bound (threshold + resolution from a job's start) is checked exactly.
@@ -106,7 +107,7 @@ struct StallSimulation {
         var missed: [String] = []
     }
 
-    var rng: SplitMix64
+    var rng: SeededRandom
     let cpus: Int
     let threshold: UInt64
     let resolution: UInt64
@@ -115,7 +116,7 @@ struct StallSimulation {
     let spin: UInt64 = 50_000, wakeLead: UInt64 = 2_000
 
     init(seed: UInt64, cpus: Int, threshold: UInt64, resolution: UInt64, lateness: UInt64) {
-        rng = SplitMix64(seed: seed)
+        rng = SeededRandom(seed: seed)
         self.cpus = cpus
         self.threshold = threshold
         self.resolution = resolution
@@ -227,16 +228,3 @@ struct StallSimulation {
     }
 }
 
-/// A small deterministic generator (SplitMix64).
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: UInt64) -> UInt64 { n == 0 ? 0 : next() % n }
-}

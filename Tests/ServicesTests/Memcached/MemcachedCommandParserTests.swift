@@ -1,5 +1,6 @@
 import Testing
 @testable import Services
+import LibellulaTestSupport
 
 /// The parser alone: bytes in, a command, an error or "incomplete" out, with the consumed
 /// count covering every data block.
@@ -88,7 +89,7 @@ import Testing
     /// Any input fed in any split gives the same commands as fed whole, never consumes
     /// past what a command covers, and never traps.
     @Test func fuzzSplitsAgreeWithWhole() {
-        var rng = SplitMix(seed: 0x5EED)
+        var rng = SeededRandom(seed: 0x5EED)
         let pieces = ["set k 0 0 3\r\nabc\r\n", "get a b c\r\n", "ms k 2 T1 b\r\nhi\r\n", "ms Zm9v 2 b k\r\nhi\r\n",
                       "mg k v c O123\r\n", "ms k 9 E999\r\nflush_all\r\n", "cas k 0 0 1 5\r\nx\r\n", "incr k 1\r\n",
                       "ms k 3 MX\r\nabc\r\n", "delete k noreply\r\n", "ma k N0 J5 v\r\n", "me k\r\n", "set k 0 0 2\r\nabcd\r\n",
@@ -138,15 +139,3 @@ import Testing
     }
 }
 
-/// A small deterministic generator for the fuzz tests.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
