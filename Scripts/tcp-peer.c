@@ -10,6 +10,8 @@
 //                                       prints Gbit/s
 //   tcp-peer connect HOST PORT SECS N   N processes open, send 32 B, read the echo, close,
 //                                       for SECS seconds; prints connections per second
+//                                       (with TCP_PEER_LATENCY=FILE each process appends its
+//                                       per-connection latency percentiles to FILE)
 //   tcp-peer verify HOST PORT MB        send MB megabytes of a seeded pseudo-random stream to
 //                                       an echo while reading it back; prints "ok SECONDS"
 //                                       when every byte came back in order, else "bad ..."
