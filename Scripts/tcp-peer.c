@@ -10,6 +10,8 @@
 //                                       prints Gbit/s
 //   tcp-peer connect HOST PORT SECS N   N processes open, send 32 B, read the echo, close,
 //                                       for SECS seconds; prints connections per second
+//                                       (with TCP_PEER_LATENCY=FILE each process appends its
+//                                       per-connection latency percentiles to FILE)
 //   tcp-peer verify HOST PORT MB        send MB megabytes of a seeded pseudo-random stream to
 //                                       an echo while reading it back; prints "ok SECONDS"
 //                                       when every byte came back in order, else "bad ..."
@@ -141,6 +143,23 @@ static int run_source(const char *host, int port, long mib) {
     return 0;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void report_latency(const char *path, double *lat, size_t n, size_t failed, size_t noport) {
+    qsort(lat, n, sizeof *lat, cmp_double);
+    size_t slow = 0;
+    for (size_t i = 0; i < n; i++) slow += lat[i] > 0.1;
+    FILE *f = fopen(path, "a");
+    if (!f) return;
+    fprintf(f, "n %zu (connect failed %zu, %zu of them out of local ports) p50 %.0f p90 %.0f p99 %.0f p99.9 %.0f max %.0f us; over 100 ms: %zu\n", n, failed, noport,
+            lat[n / 2] * 1e6, lat[n * 9 / 10] * 1e6, lat[n * 99 / 100] * 1e6, lat[n * 999 / 1000] * 1e6,
+            lat[n - 1] * 1e6, slow);
+    fclose(f);
+}
+
 static int run_connect(const char *host, int port, double secs, int procs) {
     int pipes[64][2];
     if (procs < 1) procs = 1;
@@ -153,17 +172,30 @@ static int run_connect(const char *host, int port, double secs, int procs) {
             long n = 0;
             char req[32], got[64];
             memset(req, 'x', sizeof req);
+            // With TCP_PEER_LATENCY=FILE each process appends its per-connection latency
+            // percentiles (microseconds) to FILE, to tell steady latency from stalls.
+            static double lat[1 << 17];
+            size_t nlat = 0, failed = 0, noport = 0;
             while (now_s() < start + secs) {
+                double t0 = now_s();
                 int fd = connect_to(host, port, 5);
-                if (fd < 0) continue;
+                if (fd < 0) {
+                    failed++;
+                    if (errno == EADDRNOTAVAIL) noport++;
+                    if (nlat < sizeof lat / sizeof lat[0]) lat[nlat++] = now_s() - t0;
+                    continue;
+                }
                 size_t have = 0;
                 if (write_all(fd, req, sizeof req) == 0) {
                     ssize_t k;
                     while (have < sizeof req && (k = read(fd, got + have, sizeof got - have)) > 0) have += (size_t)k;
                 }
                 close(fd);
+                if (nlat < sizeof lat / sizeof lat[0]) lat[nlat++] = now_s() - t0;
                 if (have == sizeof req && memcmp(got, req, sizeof req) == 0) n++;
             }
+            const char *path = getenv("TCP_PEER_LATENCY");
+            if (path && nlat > 0) report_latency(path, lat, nlat, failed, noport);
             if (write(pipes[p][1], &n, sizeof n) != sizeof n) _exit(1);
             _exit(0);
         }

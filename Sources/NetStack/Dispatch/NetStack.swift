@@ -154,7 +154,7 @@ public final class NetStack: @unchecked Sendable {
             if st.now >= st.tcp.nextTimer {
                 crossbar.batch { tcpTimers(st) }
             }
-            if st.backlogHead == nil {
+            if st.backlogHead == nil, st.tcp.deferred.isEmpty {
                 st.sleeping = true
                 // Sleep until the next TCP timer (bounded, so timers armed by socket calls on
                 // this CPU while it sleeps are at most 5 ms late).
@@ -162,7 +162,7 @@ public final class NetStack: @unchecked Sendable {
                 if !st.tcp.connections.isEmpty { wait = 5_000_000 }
                 let now = lb_now_ns()
                 if st.tcp.nextTimer != .max { wait = min(wait, st.tcp.nextTimer > now ? max(st.tcp.nextTimer - now, 200_000) : 200_000) }
-                let r = try? await LWKT.tsleep(on: st.channel, timeout: .nanoseconds(Int64(wait)), until: { st.backlogHead != nil })
+                let r = try? await LWKT.tsleep(on: st.channel, timeout: .nanoseconds(Int64(wait)), until: { st.backlogHead != nil || !st.tcp.deferred.isEmpty })
                 st.sleeping = false
                 if r == nil { return }
             }

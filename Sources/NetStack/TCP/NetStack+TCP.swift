@@ -103,6 +103,8 @@ extension NetStack {
             tp.orphaned = true
             tcpDetach(tp, st)
         }
+        for tp in st.tcp.deferred { tp.outputDeferred = false }
+        st.tcp.deferred.removeAll()
         for l in st.tcp.listeners.values { l.pending.removeAll() }
         st.tcp.listeners.removeAll()
         st.tcp.timers.removeAll()

@@ -37,9 +37,9 @@ extension NetStack {
             // Unretained: the table holds the PCB, or `detached` does once it leaves it.
             return u._withUnsafeGuaranteedRef { tp in
                 if tp.state == .timeWait, th.flags.contains(.syn), !th.flags.contains(.ack), !th.flags.contains(.rst),
-                   TCPSequence.gt(th.sequence, tp.rcvNxt), let l = st.tcp.listeners[key.localPort] {
-                    // A new incarnation of a connection in TIME-WAIT (RFC 9293 §3.6.1): its
-                    // ISN must be above the old sequence space.
+                   tcpTimeWaitAcceptsSYN(tp, th), let l = st.tcp.listeners[key.localPort] {
+                    // A new incarnation of a connection in TIME-WAIT (RFC 9293 §3.6.1,
+                    // RFC 6191).
                     let floor = tp.sndMax &+ 250_000
                     tcpDetach(tp, st)
                     return tcpListenInput(l, key, th, m, st, issFloor: floor)
@@ -52,6 +52,20 @@ extension NetStack {
         }
         tcpRespondWithoutConnection(key, th, length: m.length, st)
         drop(m, .dropNoSocket, st)
+    }
+
+    /// Whether a SYN may open a new incarnation of a connection in TIME-WAIT. With
+    /// timestamps on the old connection and in the SYN, a newer timestamp than the last
+    /// one seen (or an equal one with a higher sequence number) proves the SYN is no old
+    /// duplicate (RFC 6191 §2), whatever its ISN; otherwise its sequence number must lie
+    /// above the old connection's (RFC 9293 §3.6.1, the BSD rule).
+    func tcpTimeWaitAcceptsSYN(_ tp: TCPControlBlock, _ th: TCPHeader) -> Bool {
+        if tp.tsEnabled, configuration.tcp.timestamps, let ts = th.options.timestamp {
+            if TCPSequence.gt(ts.value, tp.tsRecent) { return true }
+            if ts.value == tp.tsRecent { return TCPSequence.gt(th.sequence, tp.rcvNxt) }
+            return false
+        }
+        return TCPSequence.gt(th.sequence, tp.rcvNxt)
     }
 
     /// A one-buffer copy of a chained packet (the chain is freed), or nil (counted) when
@@ -457,6 +471,20 @@ extension NetStack {
 
     /// Starts a receive batch on this CPU (see ``TCPTable/batching``).
     @inline(__always) func tcpBeginBatch(_ st: NetCPU) { st.tcp.batching = true }
+
+    /// Output a socket call asked for, sent by the protocol thread's next batch (it runs
+    /// once the calling thread sleeps or yields): whatever the caller does before that
+    /// (a close's FIN, more small writes) leaves in the same segment.
+    func tcpDeferOutput(_ tp: TCPControlBlock, _ st: NetCPU) {
+        if !tp.outputDeferred {
+            tp.outputDeferred = true
+            st.tcp.deferred.append(tp)
+        }
+        if st.sleeping {
+            st.sleeping = false
+            LWKT.wakeup(st.channel, in: system)
+        }
+    }
 
     /// Ends a receive batch: the deferred output of each connection, with an ACK where two
     /// or more segments wait for one (the delayed-ACK timer covers a single one).

@@ -220,7 +220,7 @@ public final class TCPConnection: @unchecked Sendable {
     }
 
     /// Reads into a new array of at most `max` bytes ([] at end of stream).
-    public func read(max: Int, timeout: Duration? = nil) async throws(TCPError) -> [UInt8] {
+    nonisolated(nonsending) public func read(max: Int, timeout: Duration? = nil) async throws(TCPError) -> [UInt8] {
         let b = UnsafeMutableRawBufferPointer.allocate(byteCount: Swift.max(1, max), alignment: 16)
         defer { b.deallocate() }
         let n = try await read(into: UnsafeMutableRawBufferPointer(rebasing: b[0..<max]), timeout: timeout)
@@ -254,7 +254,14 @@ public final class TCPConnection: @unchecked Sendable {
                 done += n
                 if n > 0, unsent < tp.mss || tp.sndNxt != tp.sndMax {
                     tick()
-                    stack.tcpOutput(tp, net)
+                    if tp.sendBuffer.count - TCPSequence.distance(tp.sndBase, tp.sndNxt) < tp.mss, tp.sndNxt == tp.sndMax {
+                        // Less than a segment: it leaves when this thread next gives up the
+                        // CPU (the protocol thread sends it), so a close() or another write
+                        // right after joins it: a reply and its FIN leave as one segment.
+                        stack.tcpDeferOutput(tp, net)
+                    } else {
+                        stack.tcpOutput(tp, net)
+                    }
                 }
                 if done == bytes.count { return }
                 if tp.autotuneSendBuffer() { continue }
@@ -267,7 +274,7 @@ public final class TCPConnection: @unchecked Sendable {
     }
 
     /// Writes an array.
-    public func write(_ bytes: [UInt8], timeout: Duration? = nil) async throws(TCPError) {
+    nonisolated(nonsending) public func write(_ bytes: [UInt8], timeout: Duration? = nil) async throws(TCPError) {
         let b = UnsafeMutableRawBufferPointer.allocate(byteCount: Swift.max(1, bytes.count), alignment: 16)
         defer { b.deallocate() }
         bytes.withUnsafeBytes { src in if let s = src.baseAddress { b.baseAddress?.copyMemory(from: s, byteCount: src.count) } }
@@ -312,7 +319,7 @@ public final class TCPConnection: @unchecked Sendable {
     /// Closes gracefully: sends FIN, then for up to `linger` discards what the peer still
     /// sends until it closes too, then lets the stack finish the connection on its own
     /// (TIME-WAIT, or a bounded FIN-WAIT-2). Safe to call more than once.
-    public func close(linger: Duration = .seconds(2)) async {
+    nonisolated(nonsending) public func close(linger: Duration = .seconds(2)) async {
         guard !closed, let st = try? ownerState() else { return }
         try? shutdown(.write)
         closed = true

@@ -41,7 +41,7 @@ public final class TCPListener: @unchecked Sendable {
 
     /// Waits for the next connection made on this CPU (the shape of Services'
     /// `StreamListener.accept()`); throws ``TCPError/closed`` once the listener is closed.
-    public func accept() async throws(TCPError) -> TCPConnection {
+    nonisolated(nonsending) public func accept() async throws(TCPError) -> TCPConnection {
         while true {
             if let c = try await accept(timeout: nil) { return c }
         }
@@ -49,7 +49,7 @@ public final class TCPListener: @unchecked Sendable {
 
     /// Waits for the next connection made on this CPU; nil when `timeout` (nil: none)
     /// passes first.
-    public func accept(timeout: Duration?) async throws(TCPError) -> TCPConnection? {
+    nonisolated(nonsending) public func accept(timeout: Duration?) async throws(TCPError) -> TCPConnection? {
         guard CPU.current?.id == cpuID else { throw .invalidArgument("accept() off the listener's CPU \(cpuID)") }
         let deadline = timeout.map { lb_now_ns_swift() &+ $0.ns }
         while true {

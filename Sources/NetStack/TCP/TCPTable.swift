@@ -34,7 +34,8 @@ final class TCPTable {
     /// runs the output once per connection (one ACK for the batch's in-order segments,
     /// data sent once for all the ACKs that arrived).
     var batching = false
-    /// Connections whose output waits for the end of the batch (each at most once).
+    /// Connections whose output waits for the end of the batch (each at most once), or,
+    /// for a small socket write, for the protocol thread's next batch.
     var deferred: [TCPControlBlock] = []
 
     init(cpu: Int) {

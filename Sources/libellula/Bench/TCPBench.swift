@@ -122,7 +122,9 @@ enum TCPBench {
         for s in servers { kill(s.processIdentifier, SIGKILL); s.waitUntilExit() }
         // Linux ↔ Libellula over the TAP.
         let cpus = min(2, max(1, LWKT.onlineCores))
-        let system = try LWKT.boot(cpus: cpus, configuration: .init(warnings: false))
+        // LIBELLULA_BENCH_IDLE_SPIN_US sets the CPUs' idle spin window (default: LWKT's).
+        let spin = ProcessInfo.processInfo.environment["LIBELLULA_BENCH_IDLE_SPIN_US"].flatMap { Int($0) }
+        let system = try LWKT.boot(cpus: cpus, configuration: .init(idleSpin: spin.map { .microseconds($0) }, warnings: false))
         let slab = SlabAllocator(system: system, configuration: .init(debug: false))
         let tap = try TAPInterface(name: "\(prefix)t", queues: cpus)
         // As `serve --net tap` does: each flow's packets reach its owner CPU's queue.
