@@ -145,6 +145,23 @@ import Testing
         #expect(errno { try p.stat("/gone") } == .noent)
     }
 
+    /// A held file whose name a rename gives to another file keeps answering for its own
+    /// attributes (HostFSNode rule 4), not ESTALE: a thread that resolved the name just
+    /// before a concurrent rename still reaches the object it found.
+    @Test func heldNodeRenamedOverKeepsItsAttributes() throws {
+        let (dir, vfs, p, _) = try setUp()
+        defer { removeTree(dir) }
+        #expect(writeHostFile(dir + "/old", "12345678"))
+        #expect(writeHostFile(dir + "/new", "abc"))
+        let r = try #require(try p.lookup(Array("old".utf8), in: vfs.rootRecord))
+        p.hold(r)
+        defer { p.release(r) }
+        try p.rename("/new", "/old")
+        let a = try p.attributes(of: r)
+        #expect(a.size == 8 && a.nlink == 0)
+        #expect(try p.stat("/old").size == 3)
+    }
+
     func writeHostFile(_ path: String, _ text: String) -> Bool {
         let fd = Glibc.open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return false }

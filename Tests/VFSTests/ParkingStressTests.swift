@@ -42,8 +42,9 @@ import LibellulaTestSupport
                                 let base = rng.next() % 2 == 0 ? "/m" : "/h"
                                 let a = "\(base)/n\(rng.next() % 4)", b = "\(base)/n\(rng.next() % 4)"
                                 let w = me.parking
+                                let op = rng.next() % 6
                                 do {
-                                    switch rng.next() % 6 {
+                                    switch op {
                                     case 0:
                                         let fd = try await w.open(a, [.create, .writeOnly])
                                         try await w.write(fd, Array("x".utf8))
@@ -56,7 +57,7 @@ import LibellulaTestSupport
                                     }
                                 } catch {
                                     if !((error as? VFSError).map { allowed.contains($0) } ?? false) {
-                                        tally.unexpected.withLock { $0.append("thread \(t) step \(i): \(error)") }
+                                        tally.unexpected.withLock { $0.append("thread \(t) step \(i) op \(op) (\(a), \(b)): \(error)") }
                                     }
                                 }
                                 tally.ops.wrappingAdd(1, ordering: .relaxed)

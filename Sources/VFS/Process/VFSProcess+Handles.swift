@@ -198,9 +198,11 @@ extension VFSProcess {
                 case .exchange:
                     guard dst.state == .positive else { throw .noent }
                     if dst.isDirectory && isAncestor(dst, of: directory) { throw .inval }
-                    try mount.fileSystem.exchange(name, in: sdNode, with: newName, in: ddNode)
-                    mount.fileSystem.nodeMoved(srcNode, to: newName, in: ddNode)
-                    if let dstNode = dst.node { mount.fileSystem.nodeMoved(dstNode, to: name, in: sdNode) }
+                    try mount.fileSystem.moving { () throws(VFSError) in
+                        try mount.fileSystem.exchange(name, in: sdNode, with: newName, in: ddNode)
+                        mount.fileSystem.nodeMoved(srcNode, to: newName, in: ddNode)
+                        if let dstNode = dst.node { mount.fileSystem.nodeMoved(dstNode, to: name, in: sdNode) }
+                    }
                     namecache.exchange(src, dst)
                     return
                 case .noReplace:
@@ -213,8 +215,11 @@ extension VFSProcess {
                         if !src.isDirectory && dst.isDirectory { throw .isdir }
                     }
                 }
-                try mount.fileSystem.rename(name, in: sdNode, to: newName, in: ddNode)
-                mount.fileSystem.nodeMoved(srcNode, to: newName, in: ddNode)
+                if dst.state == .positive, let dn = dst.node { try mount.fileSystem.nodeWillBeReplaced(dn) }
+                try mount.fileSystem.moving { () throws(VFSError) in
+                    try mount.fileSystem.rename(name, in: sdNode, to: newName, in: ddNode)
+                    mount.fileSystem.nodeMoved(srcNode, to: newName, in: ddNode)
+                }
                 namecache.move(src, over: dst)
             }
             if done != nil { return }
@@ -301,6 +306,21 @@ extension VFSProcess {
 }
 
 extension FileSystem {
+    /// Runs a move of names (`body`: the rename or exchange and the nodes' new places) so
+    /// that HostFS's lookups by place can tell it is in flight (`HostFS.moves`).
+    func moving(_ body: () throws(VFSError) -> Void) throws(VFSError) {
+        guard let h = self as? HostFS else { return try body() }
+        h.moves.add(1, ordering: .sequentiallyConsistent)
+        defer { h.moves.add(1, ordering: .sequentiallyConsistent) }
+        try body()
+    }
+
+    /// Tells a file system whose nodes remember their name (HostFS) that a rename is about
+    /// to give `node`'s name to another object, so a holder of `node` keeps reaching it.
+    func nodeWillBeReplaced(_ node: any FSNode) throws(VFSError) {
+        try (self as? HostFS)?.willLoseName(node)
+    }
+
     /// Tells a file system whose nodes remember their name (HostFS) that a rename or an
     /// exchange moved `node` to `name` in `directory`.
     func nodeMoved(_ node: any FSNode, to name: [UInt8], in directory: any FSNode) {

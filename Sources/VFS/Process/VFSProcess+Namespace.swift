@@ -167,8 +167,11 @@ extension VFSProcess {
                     try checkAccess(dstDir, [.write, .execute])
                 }
                 if src.mountedHere != nil { throw .busy }
-                try mount.fileSystem.rename(src.name, in: sdNode, to: dst.name, in: ddNode)
-                mount.fileSystem.nodeMoved(srcNode, to: dst.name, in: ddNode)
+                if dst.state == .positive, let dn = dst.node { try mount.fileSystem.nodeWillBeReplaced(dn) }
+                try mount.fileSystem.moving { () throws(VFSError) in
+                    try mount.fileSystem.rename(src.name, in: sdNode, to: dst.name, in: ddNode)
+                    mount.fileSystem.nodeMoved(srcNode, to: dst.name, in: ddNode)
+                }
                 namecache.move(src, over: dst)
             }
             if done != nil { return }

@@ -33,6 +33,11 @@ public final class HostFS: FileSystem, @unchecked Sendable {
     public var callsMayBlock: Bool { true }
     private let hostIsRoot = geteuid() == 0
     let watcher: HostFSWatcher?
+    /// Odd while the VFS moves names on this file system (a rename or an exchange and the
+    /// nodes' new places, `FileSystem.moving`); bumped again when it is done. A lookup by a
+    /// node's place that finds the wrong object reads it to tell a move in flight (look
+    /// again) from a name that really lost the node (`ESTALE`).
+    let moves = Atomic<UInt64>(0)
     /// Every path operation first applies the changes the kernel has reported so far (one
     /// non-blocking `read` of the inotify descriptor), so a change completed before the
     /// operation began is always seen by it.
@@ -345,6 +350,15 @@ public final class HostFS: FileSystem, @unchecked Sendable {
         }
     }
 
+    /// Before a rename gives `node`'s name to another object (HostFSNode rule 4): the node
+    /// keeps a descriptor on its object, as after an unlink, so a thread that resolved the
+    /// name just before the rename still reaches the object it found instead of `ESTALE`.
+    func willLoseName(_ node: any FSNode) throws(VFSError) {
+        try VFSAttempt.hostCall()
+        guard let n = node as? HostFSNode, n.fd < 0, n.pinnedDescriptor < 0 else { return }
+        if let fd = try? openPlace(n) { n.pin(fd) }
+    }
+
     public func rename(_ name: [UInt8], in directory: any FSNode, to newName: [UInt8], in newDirectory: any FSNode) throws(VFSError) {
         try VFSAttempt.hostCall()
         let d = try host(directory), nd = try host(newDirectory)
@@ -400,17 +414,59 @@ public final class HostFS: FileSystem, @unchecked Sendable {
             c = try component(placeName)
         }
         let stamp = n.parentGeneration
-        let fd = openat(dirNode.fd, c, flags | O_NOFOLLOW)
+        if let fd = try openChecked(n, in: dirNode, c, flags) {
+            if !write {
+                // The open's own `fstat` leaves the attributes cached (unless a write follows).
+                var st = stat()
+                if fstat(fd, &st) == 0 { n.remember(Self.attributes(st, device: deviceID), blocks: Int64(st.st_blocks), stamp: stamp) }
+            }
+            return HostFSOpenFile(fd: fd, device: deviceID, node: n)
+        }
+        // The name no longer leads to the node's object. A rename over it or an unlink through
+        // the VFS pinned the node before changing the name (rule 4), and a rename that moved
+        // the node updated its place (rule 3): a thread that found the node just before either
+        // still opens the object it found.
+        let found = try acrossMoves { () throws(VFSError) -> Int32? in
+            let late = n.pinnedDescriptor
+            if late >= 0 {
+                let fd = Glibc.open(HostFSNode.procPath(late), flags)
+                if fd < 0 { throw .current }
+                return fd
+            }
+            guard let (d, placeName) = n.currentPlace, let pc = try? component(placeName) else { return nil }
+            return try openChecked(n, in: d, pc, flags)
+        }
+        guard let fd = found else { throw .stale }
+        return HostFSOpenFile(fd: fd, device: deviceID, node: n)
+    }
+
+    /// Runs `find` again while a move runs on this file system, until it answers or a pass
+    /// saw no move; nil when the object is not where the node says. Host-I/O threads only
+    /// (every caller made a host call first), and bounded: a move is one host call.
+    func acrossMoves<R>(_ find: () throws(VFSError) -> R?) throws(VFSError) -> R? {
+        for _ in 0..<100_000 {
+            let before = moves.load(ordering: .sequentiallyConsistent)
+            if before & 1 == 0 {
+                if let r = try find() { return r }
+                if moves.load(ordering: .sequentiallyConsistent) == before { return nil }
+            }
+        }
+        return nil
+    }
+
+    /// Opens `name` in `directory` without following a link and checks that it is `n`'s
+    /// object; nil when the name is missing or leads to another object.
+    private func openChecked(_ n: HostFSNode, in directory: HostFSNode, _ name: [CChar], _ flags: Int32) throws(VFSError) -> Int32? {
+        let fd = openat(directory.fd, name, flags | O_NOFOLLOW)
         if fd < 0 {
             let e = VFSError.current
-            throw e == .noent || e == .loop ? .stale : e
+            if e == .noent || e == .loop { return nil }
+            throw e
         }
         var st = stat()
         if fstat(fd, &st) != 0 { let e = VFSError.current; Glibc.close(fd); throw e }
-        guard n.isSameObject(st) else { Glibc.close(fd); throw .stale }
-        // The open's own `fstat` leaves the attributes cached (unless a write follows).
-        if !write { n.remember(Self.attributes(st, device: deviceID), blocks: Int64(st.st_blocks), stamp: stamp) }
-        return HostFSOpenFile(fd: fd, device: deviceID, node: n)
+        guard n.isSameObject(st) else { Glibc.close(fd); return nil }
+        return fd
     }
 
     /// Swaps two names on the host (`renameat2` with `RENAME_EXCHANGE`).

@@ -20,7 +20,7 @@ import Synchronization
 ///    rename or exchange); it is read and written under `placeLock`. Directories a node
 ///    has been in stay retained for the node's life (the attribute cache's stamp word may
 ///    still point into one of them).
-/// 4. Before HostFS removes a non-directory's name (unlink), or gives it a second name
+/// 4. Before HostFS removes a non-directory's name (unlink, or a rename over it), or gives it a second name
 ///    (link: the VFS then attaches the same node to both names), it *pins* the node: it
 ///    opens and checks an `O_PATH` descriptor (`pinned`), which the node keeps until it is
 ///    freed and uses before its place. So a record still held (a FUSE inode, an open
