@@ -472,20 +472,6 @@ extension NetStack {
     /// Starts a receive batch on this CPU (see ``TCPTable/batching``).
     @inline(__always) func tcpBeginBatch(_ st: NetCPU) { st.tcp.batching = true }
 
-    /// Output a socket call asked for, sent by the protocol thread's next batch (it runs
-    /// once the calling thread sleeps or yields): whatever the caller does before that
-    /// (a close's FIN, more small writes) leaves in the same segment.
-    func tcpDeferOutput(_ tp: TCPControlBlock, _ st: NetCPU) {
-        if !tp.outputDeferred {
-            tp.outputDeferred = true
-            st.tcp.deferred.append(tp)
-        }
-        if st.sleeping {
-            st.sleeping = false
-            LWKT.wakeup(st.channel, in: system)
-        }
-    }
-
     /// Ends a receive batch: the deferred output of each connection, with an ACK where two
     /// or more segments wait for one (the delayed-ACK timer covers a single one).
     func tcpEndBatch(_ st: NetCPU) {

@@ -254,14 +254,7 @@ public final class TCPConnection: @unchecked Sendable {
                 done += n
                 if n > 0, unsent < tp.mss || tp.sndNxt != tp.sndMax {
                     tick()
-                    if tp.sendBuffer.count - TCPSequence.distance(tp.sndBase, tp.sndNxt) < tp.mss, tp.sndNxt == tp.sndMax {
-                        // Less than a segment: it leaves when this thread next gives up the
-                        // CPU (the protocol thread sends it), so a close() or another write
-                        // right after joins it: a reply and its FIN leave as one segment.
-                        stack.tcpDeferOutput(tp, net)
-                    } else {
-                        stack.tcpOutput(tp, net)
-                    }
+                    stack.tcpOutput(tp, net)
                 }
                 if done == bytes.count { return }
                 if tp.autotuneSendBuffer() { continue }
