@@ -89,7 +89,8 @@ public final class CPU: @unchecked Sendable {
         precondition(pthread == nil, "CPU descriptors closed while its thread runs")
         let s = signals
         guard s.pointee.descriptorsClosed.exchange(1, ordering: .sequentiallyConsistent) == 0 else { return }
-        // A waker that incremented before the flag was set may still write: let it finish.
+        // A waker that incremented before the flag was set may still write: let it finish
+        // (a few instructions; the caller is the shutdown, off every CPU of this system).
         while s.pointee.wakers.load(ordering: .sequentiallyConsistent) != 0 { usleep(10) }
         close(epollFD)
         close(eventFD)

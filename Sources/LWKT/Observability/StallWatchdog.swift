@@ -158,8 +158,10 @@ public final class StallWatchdog: @unchecked Sendable {
         system.latencies.watchdog.withLock { if $0 == nil { $0 = dog } }
     }
 
-    /// Stops the watchdog thread and waits for it.
+    /// Stops the watchdog thread and waits for it (about a millisecond at most). Call it off
+    /// the LWKT CPUs: the wait sleeps the calling OS thread.
     public func stop() {
+        assert(CPU.current == nil, "StallWatchdog.stop() waits for a thread: call it off the LWKT CPUs")
         guard running.exchange(false, ordering: .sequentiallyConsistent), let t = thread else { return }
         // Wake it if it is parked. The word stays as it is (another watchdog of the system may
         // be parked on it); one that was about to park when `running` dropped is woken by
