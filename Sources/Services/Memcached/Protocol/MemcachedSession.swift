@@ -23,8 +23,14 @@ final class MemcachedSession {
 
     /// Unread input in `readIndex..<writeIndex`; parsed commands point into it.
     let input: IOBuffer
-    /// The two per-command counters, behind a pointer (no run-time exclusivity checks).
-    private let progress = UnsafeMutablePointer<(needTotal: Int, swallow: Int)>.allocate(capacity: 1)
+    /// The per-command counters and the time of the last read, behind a pointer (no
+    /// run-time exclusivity checks; the store's `stats conns` entry points at `lastCommand`).
+    private let progress = UnsafeMutablePointer<Progress>.allocate(capacity: 1)
+    struct Progress {
+        var needTotal = 0
+        var swallow = 0
+        var lastCommand: Int64 = 0
+    }
     /// Bytes from `rpos` the current command needs before it can run (0: a line).
     var needTotal: Int {
         @inline(__always) get { progress.pointee.needTotal }
@@ -46,17 +52,26 @@ final class MemcachedSession {
         out = IOBuffer(capacity: 16 * 1024, allocator: service.slab, type: service.bufferType)
         parser = MemcachedCommandParser(maxItemSize: service.maxValueSize)
         router = ShardRouter(service: service, cpu: cpu, out: out)
-        progress.initialize(to: (0, 0))
+        progress.initialize(to: Progress())
     }
 
     deinit { progress.deallocate() }
+
+    /// Where the time of the last command lives (for the store's ``ConnectionSlot``).
+    private var progressLastCommand: UnsafePointer<Int64> {
+        UnsafePointer(progress.pointer(to: \.lastCommand).unsafelyUnwrapped)
+    }
 
     // MARK: - The connection loop
 
     /// Serves the connection until the peer closes, sends `quit`, fails, or the thread is
     /// cancelled.
     nonisolated(nonsending) func serve<T: MemcachedTransport>(_ t: inout T) async {
-        store.connections[id] = ConnectionInfo(peer: peer, lastCommand: Int64(time(nil)))
+        // Registered once; each read updates `lastCommand` through the pointer, so no
+        // dictionary is modified per request (a modify of a dictionary entry allocated the
+        // accessor coroutines' frames: three mallocs a read).
+        progress.pointee.lastCommand = Int64(time(nil))
+        store.connections[id] = ConnectionSlot(peer: peer, lastCommand: progressLastCommand)
         defer { store.connections[id] = nil }
         while true {
             // Room for the rest of the command being received (or at least one byte).
@@ -72,7 +87,7 @@ final class MemcachedSession {
             input.didWrite(n)
             store.counters.bytesRead += n
             let now = Int64(time(nil))
-            store.connections[id]?.lastCommand = now
+            progress.pointee.lastCommand = now
             let started = MonotonicClock.now()
             let keepOpen = await processInput(now: now)
             service.system.latencies.memcachedCommand.recordSince(started, cpu: cpu)
@@ -229,8 +244,19 @@ final class MemcachedSession {
     }
 }
 
-/// What `stats conns` reports of one connection (kept by the connection's CPU).
+/// What `stats conns` reports of one connection (a snapshot taken on the connection's CPU).
 struct ConnectionInfo {
     var peer: String
     var lastCommand: Int64
+}
+
+/// A connection as its CPU's store lists it for `stats conns`: the peer, and where the
+/// session keeps the time of its last command (valid while the entry is listed; the session
+/// removes it before it ends). Read only on the connection's CPU.
+struct ConnectionSlot {
+    let peer: String
+    let lastCommand: UnsafePointer<Int64>
+
+    /// The entry as `stats conns` reports it.
+    var snapshot: ConnectionInfo { ConnectionInfo(peer: peer, lastCommand: lastCommand.pointee) }
 }

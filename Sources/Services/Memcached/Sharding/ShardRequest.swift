@@ -166,7 +166,7 @@ final class ShardRequest: Message, @unchecked Sendable {
             classItems = store.classItems
             classBytes = store.classBytes
             classEvictions = store.classEvictions
-            connections = store.connections
+            connections = store.connections.mapValues(\.snapshot)
             prefixes = store.prefixes
         case .flush:
             store.flush(delay: delay, now: now)

@@ -76,11 +76,16 @@ final class ItemStore: @unchecked Sendable {
     }
     /// Items and charged bytes per slab size class (the last slot: directly mapped items).
     /// Items, charged bytes and evictions per memcached slab class (``MemcachedSlabClasses``).
-    var classItems = [Int](repeating: 0, count: MemcachedSlabClasses.sizes.count)
-    var classBytes = [Int](repeating: 0, count: MemcachedSlabClasses.sizes.count)
-    var classEvictions = [Int](repeating: 0, count: MemcachedSlabClasses.sizes.count)
+    /// Kept in one table behind a pointer (items, then bytes, then evictions, `classCount`
+    /// slots each): every store and removal updates two of them, and as arrays in stored
+    /// properties each update paid an exclusivity check and a uniqueness check.
+    private let classTable: UnsafeMutablePointer<Int>
+    let classCount = MemcachedSlabClasses.sizes.count
+    var classItems: [Int] { Array(UnsafeBufferPointer(start: classTable, count: classCount)) }
+    var classBytes: [Int] { Array(UnsafeBufferPointer(start: classTable + classCount, count: classCount)) }
+    var classEvictions: [Int] { Array(UnsafeBufferPointer(start: classTable + 2 * classCount, count: classCount)) }
     /// Open connections of this CPU (`stats conns`), by connection id.
-    var connections: [Int: ConnectionInfo] = [:]
+    var connections: [Int: ConnectionSlot] = [:]
     /// `stats detail` counters of the keys this CPU owns, by prefix.
     var prefixes: [String: PrefixCounters] = [:]
     /// Whether `stats detail on` is in force (shared by every CPU of the service).
@@ -100,12 +105,15 @@ final class ItemStore: @unchecked Sendable {
         table.initialize(repeating: nil, count: n)
         hot = .allocate(capacity: 1)
         hot.initialize(to: HotState(buckets: table, mask: n - 1))
+        classTable = .allocate(capacity: 3 * MemcachedSlabClasses.sizes.count)
+        classTable.initialize(repeating: 0, count: 3 * MemcachedSlabClasses.sizes.count)
     }
 
     deinit {
         var p = head
         while let r = p { let it = Item(r); p = it.next; slab.free(r, type: slabType) }
         buckets.deallocate()
+        classTable.deallocate()
         hot.deinitialize(count: 1)
         hot.deallocate()
     }
@@ -207,8 +215,8 @@ final class ItemStore: @unchecked Sendable {
         counters.bytes -= it.memcachedSize
         counters.chargedBytes -= it.charged
         let c = ItemStore.sizeClass(of: it)
-        classItems[c] -= 1
-        classBytes[c] -= it.charged
+        classTable[c] -= 1
+        classTable[classCount &+ c] -= it.charged
         slab.free(it.raw, type: slabType)
     }
 
@@ -223,7 +231,7 @@ final class ItemStore: @unchecked Sendable {
             let e = victim.expiry
             if e != 0 && e <= Int64(victim.lastAccess) { counters.reclaimed += 1 } else {
                 counters.evictions += 1
-                classEvictions[ItemStore.sizeClass(of: victim)] += 1
+                classTable[2 &* classCount &+ ItemStore.sizeClass(of: victim)] += 1
             }
             remove(victim)
         }
@@ -256,8 +264,8 @@ final class ItemStore: @unchecked Sendable {
         counters.bytes += it.memcachedSize
         counters.chargedBytes += it.charged
         let c = ItemStore.sizeClass(of: it)
-        classItems[c] += 1
-        classBytes[c] += it.charged
+        classTable[c] += 1
+        classTable[classCount &+ c] += it.charged
         if counters.currItems > (mask + 1) + (mask + 1) / 2 { grow() }
     }
 
