@@ -48,8 +48,121 @@ struct EventTests {
             }
             try await Task.sleep(for: .milliseconds(10))
             t.cancel()
+            // Bounded (10 s); a lost cancellation is reported, then the reader woken by data.
+            for _ in 0..<1_000 where !t.isFinished { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(t.isFinished, "the cancelled wait did not end")
+            if !t.isFinished { _ = write(wfd, "x", 1) }
             await t.join()
             #expect(res.cancelled.load(ordering: .relaxed) == 1)
+        }
+    }
+
+    /// A thread's descriptor wait carries no runtime cancellation handler; `cancel()` ends
+    /// it by IPI. From a thread on the same CPU the IPI runs inside `cancel()`, while the
+    /// waiter is suspended; from another CPU it travels there.
+    @Test(arguments: [0, 1])
+    func cancelReachesAWaitFromEitherCPU(cancellerCPU: Int) async throws {
+        try await withSystem(cpus: 2) { system in
+            var fds: [Int32] = [0, 0]
+            #expect(pipe(&fds) == 0)
+            let rfd = fds[0], wfd = fds[1]
+            defer { close(rfd); close(wfd) }
+            let res = Results()
+            let t = LWKTThread.spawn(on: system.cpus[0], name: "reader") {
+                res.ready.store(1, ordering: .releasing)
+                do { _ = try await LWKT.wait(for: .readable, on: rfd) } catch is CancellationError {
+                    res.cancelled.add(1, ordering: .relaxed)
+                } catch {}
+            }
+            // Bounded: the reader announces itself within the first job.
+            for _ in 0..<2_000 where res.ready.load(ordering: .acquiring) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+            try await Task.sleep(for: .milliseconds(5))
+            let canceller = LWKTThread.spawn(on: system.cpus[cancellerCPU], name: "canceller") { t.cancel() }
+            await canceller.join()
+            // Bounded (10 s); a lost cancellation is reported, then the reader woken by data.
+            for _ in 0..<1_000 where !t.isFinished { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(t.isFinished, "the cancelled wait did not end")
+            if !t.isFinished { _ = write(wfd, "x", 1) }
+            await t.join()
+            #expect(res.cancelled.load(ordering: .relaxed) == 1)
+        }
+    }
+
+    /// A task that is not an LWKT thread's own (here a child task inside a thread) keeps the
+    /// runtime cancellation handler: cancelling its task ends its descriptor wait.
+    @Test func cancellingAChildTaskEndsItsWait() async throws {
+        try await withSystem(cpus: 1) { system in
+            var fds: [Int32] = [0, 0]
+            #expect(pipe(&fds) == 0)
+            let rfd = fds[0], wfd = fds[1]
+            defer { close(rfd); close(wfd) }
+            let res = Results()
+            let executor = system.cpus[0].taskExecutor
+            let t = LWKTThread.spawn(on: system.cpus[0], name: "parent") {
+                let child = Task(executorPreference: executor) { () -> Bool in
+                    do { _ = try await LWKT.wait(for: .readable, on: rfd); return false } catch is CancellationError {
+                        return true
+                    } catch { return false }
+                }
+                try? await LWKT.sleep(for: .milliseconds(10))
+                child.cancel()
+                if await child.value { res.cancelled.add(1, ordering: .relaxed) }
+            }
+            await t.join()
+            #expect(res.cancelled.load(ordering: .relaxed) == 1)
+        }
+    }
+
+    /// Bounded stress: threads on two CPUs wait on descriptors, are woken by data or
+    /// cancelled at random moments from both CPUs and from outside; every one ends, and
+    /// each ends exactly one way.
+    @Test func cancelAndReadinessRaceLosesNoWaiter() async throws {
+        try await withSystem(cpus: 2) { system in
+            var rng = SystemRandomNumberGenerator()
+            let n = 40
+            var pipes: [(Int32, Int32)] = []
+            for _ in 0..<n {
+                var fds: [Int32] = [0, 0]
+                #expect(pipe(&fds) == 0)
+                _ = fcntl(fds[0], F_SETFL, O_NONBLOCK)
+                pipes.append((fds[0], fds[1]))
+            }
+            defer { for (r, w) in pipes { close(r); close(w) } }
+            let res = Results()
+            var threads: [LWKTThread] = []
+            for i in 0..<n {
+                let r = pipes[i].0
+                threads.append(LWKTThread.spawn(on: system.cpus[i % 2], name: "waiter\(i)") {
+                    do {
+                        _ = try await LWKT.wait(for: .readable, on: r)
+                        res.ready.add(1, ordering: .relaxed)
+                    } catch is CancellationError {
+                        res.cancelled.add(1, ordering: .relaxed)
+                    } catch {}
+                    try? LWKT.unregister(fd: r)
+                })
+            }
+            try await Task.sleep(for: .milliseconds(2))
+            var cancellers: [LWKTThread] = []
+            for i in 0..<n {
+                switch Int.random(in: 0..<4, using: &rng) {
+                case 0: _ = write(pipes[i].1, "x", 1)
+                case 1: threads[i].cancel()
+                default:
+                    let t = threads[i]
+                    cancellers.append(LWKTThread.spawn(on: system.cpus[Int.random(in: 0..<2, using: &rng)], name: "c") { t.cancel() })
+                }
+                if i % 8 == 0 { try await Task.sleep(for: .microseconds(200)) }
+            }
+            for c in cancellers { await c.join() }
+            // Bounded (10 s): a lost cancellation would leave its waiter asleep; it is then
+            // reported and woken with data so the test ends.
+            for _ in 0..<1_000 where !threads.allSatisfy(\.isFinished) { try await Task.sleep(for: .milliseconds(10)) }
+            let stuck = threads.indices.filter { !threads[$0].isFinished }
+            #expect(stuck.isEmpty, "waiters never woken: \(stuck)")
+            for i in stuck { _ = write(pipes[i].1, "x", 1) }
+            for t in threads { await t.join() }
+            #expect(res.ready.load(ordering: .relaxed) + res.cancelled.load(ordering: .relaxed) == n)
         }
     }
 

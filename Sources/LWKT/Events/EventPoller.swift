@@ -21,14 +21,37 @@ final class EventPoller {
     let epollFD: Int32
     /// The eventfd that wakes the CPU from `epoll_wait` (registered with data `UInt64.max`).
     let eventFD: Int32
-    /// The waiters of each descriptor (a linked list), indexed by descriptor number:
-    /// descriptors are small integers, so the per-event lookups hash nothing.
-    var ioWaiters = DescriptorTable<IOWaiter?>(empty: nil)
-    var ioPool: [IOWaiter] = []
-    var registeredFDs: Set<Int32> = []
-    /// Edge-triggered descriptors, each with the readiness (epoll bits) reported while no
-    /// waiter wanted it, plus `EventPoller.edgeTriggered`; 0 for other descriptors.
-    var edgePending = DescriptorTable<UInt64>(empty: 0)
+    /// The poller's mutable tables, behind a pointer: as stored `var`s of this class every
+    /// access paid Swift's run-time exclusivity check (`swift_beginAccess`, about eight per
+    /// wait and wake-up of a connection); a pointer's pointee is not checked. Owner-only, like
+    /// the rest.
+    struct Tables {
+        /// The waiters of each descriptor (a linked list), indexed by descriptor number:
+        /// descriptors are small integers, so the per-event lookups hash nothing.
+        var ioWaiters = DescriptorTable<IOWaiter?>(empty: nil)
+        var ioPool: [IOWaiter] = []
+        var registeredFDs: Set<Int32> = []
+        /// Edge-triggered descriptors, each with the readiness (epoll bits) reported while no
+        /// waiter wanted it, plus `EventPoller.edgeTriggered`; 0 for other descriptors.
+        var edgePending = DescriptorTable<UInt64>(empty: 0)
+    }
+    private let tables: UnsafeMutablePointer<Tables>
+    var ioWaiters: DescriptorTable<IOWaiter?> {
+        @inline(__always) get { tables.pointee.ioWaiters }
+        @inline(__always) _modify { yield &tables.pointee.ioWaiters }
+    }
+    var ioPool: [IOWaiter] {
+        @inline(__always) get { tables.pointee.ioPool }
+        @inline(__always) _modify { yield &tables.pointee.ioPool }
+    }
+    var registeredFDs: Set<Int32> {
+        @inline(__always) get { tables.pointee.registeredFDs }
+        @inline(__always) _modify { yield &tables.pointee.registeredFDs }
+    }
+    var edgePending: DescriptorTable<UInt64> {
+        @inline(__always) get { tables.pointee.edgePending }
+        @inline(__always) _modify { yield &tables.pointee.edgePending }
+    }
     /// The mark of an edge-triggered descriptor in `edgePending` (above every epoll bit).
     static let edgeTriggered: UInt64 = 1 << 32
     let eventBits = UnsafeMutablePointer<UInt32>.allocate(capacity: 64)
@@ -38,9 +61,13 @@ final class EventPoller {
         self.owner = owner
         self.epollFD = epollFD
         self.eventFD = eventFD
+        tables = .allocate(capacity: 1)
+        tables.initialize(to: Tables())
     }
 
     deinit {
+        tables.deinitialize(count: 1)
+        tables.deallocate()
         eventBits.deallocate()
         eventData.deallocate()
     }
@@ -187,6 +214,20 @@ final class EventPoller {
         unlink(w)
         w.continuation = nil
         c.resume(throwing: CancellationError())
+    }
+
+    /// Ends with `CancellationError` the waits on `fd` of the LWKT thread whose stats words
+    /// are `thread` (its cancellation, by IPI: see ``LWKTThread/cancel()``).
+    func cancelWaits(of thread: UnsafeMutablePointer<Int64>, fd: Int32) {
+        assertOwner(owner, "EventPoller.cancelWaits")
+        var w = ioWaiters[fd]
+        while let cur = w {
+            w = cur.next
+            guard cur.thread == thread, let c = cur.continuation else { continue }
+            unlink(cur)
+            cur.continuation = nil
+            c.resume(throwing: CancellationError())
+        }
     }
 
     /// Polls the CPU's epoll once; `timeout` in nanoseconds (< 0 forever, 0 poll).

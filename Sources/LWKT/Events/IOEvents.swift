@@ -23,6 +23,9 @@ final class IOWaiter: @unchecked Sendable {
     var generation = 0
     /// The next waiter on the same descriptor.
     var next: IOWaiter?
+    /// The waiting LWKT thread's stats words (its identity), for a wait that
+    /// ``LWKTThread/cancel()`` ends by IPI; nil for waits with a runtime cancellation handler.
+    var thread: UnsafeMutablePointer<Int64>?
     init(fd: Int32, interest: IOEvents) {
         self.fd = fd
         self.interest = interest

@@ -114,8 +114,10 @@ extension LWKT {
             throw .notOwner
         }
         if f & MessageFlags.done.rawValue == 0 {
-            let held = LWKTThread.currentThread.map { Token.releaseAll(of: $0) } ?? false
-            await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
+            let holder = Token.releaseAllForWait()
+            // Inherits the caller's executor (no hop in and out around the suspension, each a
+            // status-record lock for a task with an executor preference).
+            await _unsafeInheritExecutor_withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
                 s.pointee.waiter = c
                 let old = s.pointee.flags.bitwiseOr(MessageFlags.waiting.rawValue, ordering: .acquiringAndReleasing).oldValue
                 if old & MessageFlags.done.rawValue != 0 {
@@ -124,7 +126,7 @@ extension LWKT {
                     c.resume()
                 }
             }
-            if held, let t = LWKTThread.currentThread { await Token.reacquireAll(of: t) }
+            if let holder { await Token.reacquireAll(of: holder) }
         }
         if s.pointee.flags.load(ordering: .acquiring) & MessageFlags.queued.rawValue != 0, let reply {
             _ = reply.unlink(msg, unlessReplied: false)

@@ -24,6 +24,9 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
     static let threadAddress = 5
     let task = Mutex<Task<Void, Never>?>(nil)
     let finished = Atomic<Bool>(false)
+    /// The descriptor wait the thread is in, announced for ``cancel()``: 0 when none, else
+    /// ``ioWaitWord(cpu:fd:)``. Written by the thread on its CPU; read by the cancel IPI.
+    let ioWait = Atomic<UInt64>(0)
     /// Tokens held, innermost last. Touched only on the CPU the thread runs on: by the
     /// thread itself, and by the run loop between its jobs.
     var tokens: [HeldToken] = []
@@ -118,7 +121,31 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// Requests cancellation; the LWKT wait it is in (or its next one) ends with `CancellationError`.
-    public func cancel() { task.withLock { $0 }?.cancel() }
+    ///
+    /// A descriptor wait of the thread carries no runtime cancellation handler (see
+    /// ``LWKT/wait(for:on:)``), so after cancelling the task this sends an IPI to the
+    /// thread's CPU, which ends the wait if one is announced. It is sent whether or not a
+    /// wait is announced now: one may be about to begin on that CPU, and the IPI runs there
+    /// only after the thread's current job, so it cannot miss it.
+    public func cancel() {
+        task.withLock { $0 }?.cancel()
+        let cpus = system.cpus
+        let c = cpuID
+        guard c >= 0 && c < cpus.count, !isFinished else { return }
+        cpus[c].sendIPI(cancelThreadIOIPI, Unmanaged.passRetained(self).toOpaque(), 0)
+    }
+
+    /// The ``ioWait`` word of a wait on `fd` on CPU `cpu`.
+    @inline(__always)
+    static func ioWaitWord(cpu: Int, fd: Int32) -> UInt64 {
+        (1 << 63) | (UInt64(UInt16(truncatingIfNeeded: cpu)) << 32) | UInt64(UInt32(bitPattern: fd))
+    }
+
+    /// The CPU and descriptor of an ``ioWait`` word.
+    @inline(__always)
+    static func ioWaitParts(_ word: UInt64) -> (cpu: Int, fd: Int32) {
+        (Int(UInt16(truncatingIfNeeded: word >> 32)), Int32(bitPattern: UInt32(truncatingIfNeeded: word)))
+    }
 
     /// Whether the body has returned.
     public var isFinished: Bool { finished.load(ordering: .acquiring) }

@@ -231,6 +231,23 @@ public final class Token: @unchecked Sendable, CustomStringConvertible {
         return true
     }
 
+    /// For a wait: releases the tokens of the LWKT thread running the caller, and returns
+    /// the thread if it held any (to take them back after the wait). In a thread's own task
+    /// it reads the run loop's record of the running thread, so a thread holding no tokens
+    /// (the common case) pays no task-local lookup.
+    @inline(__always)
+    static func releaseAllForWait() -> LWKTThread? {
+        if let l = CPU.currentLocal, let st = l.pointee.runningThreadStats {
+            if st[LWKTThread.physicalTokens] == 0 { return nil }
+            if let address = UnsafeRawPointer(bitPattern: Int(st[LWKTThread.threadAddress])) {
+                let t = Unmanaged<LWKTThread>.fromOpaque(address).takeUnretainedValue()
+                return releaseAll(of: t) ? t : nil
+            }
+        }
+        guard let t = LWKTThread.currentThread else { return nil }
+        return releaseAll(of: t) ? t : nil
+    }
+
     /// Takes back every token on `thread`'s stack, outermost first, all or nothing
     /// (DragonFly's `lwkt_getalltokens`). Returns false, holding none of them, if one is
     /// contended. A no-op when nothing was released.

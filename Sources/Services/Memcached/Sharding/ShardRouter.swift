@@ -19,11 +19,11 @@ final class ShardRouter {
     let cpu: Int
     /// How many CPUs own keys (the service's, kept here so routing reads no array).
     let cpuCount: Int
-    // The service keeps its stores and the session its output buffer for longer than the
-    // router lives, so the router holds them without reference counting (a retain and a
-    // release per operation otherwise).
-    unowned(unsafe) let store: ItemStore
-    unowned(unsafe) let out: OutputBuffer
+    // Strong `let`s: a use borrows them from the router without reference counting. (As
+    // `unowned(unsafe)` each use loaded a new strong reference: three retains and releases
+    // per operation.)
+    let store: ItemStore
+    let out: OutputBuffer
     let requests: [ShardRequest]
     /// The window's mutable state, behind a pointer so that no access to it pays Swift's
     /// run-time exclusivity check (see ``ItemStore/HotState``).
