@@ -25,6 +25,8 @@ final class ShardRouter {
     let store: ItemStore
     let out: OutputBuffer
     let requests: [ShardRequest]
+    /// The owner CPUs' shard ports (the service's, kept here: no array copy per flush).
+    let ports: [Port]
     /// The window's mutable state, behind a pointer so that no access to it pays Swift's
     /// run-time exclusivity check (see ``ItemStore/HotState``).
     struct Window {
@@ -63,6 +65,7 @@ final class ShardRouter {
         self.out = out
         cpuCount = service.stores.count
         requests = (0..<service.stores.count).map { _ in ShardRequest(slab: service.slab, type: service.bufferType) }
+        ports = service.ports
         window = .allocate(capacity: 1)
         window.initialize(to: Window(order: .allocate(capacity: 64)))
     }
@@ -120,7 +123,6 @@ final class ShardRouter {
     nonisolated(nonsending) func flush() async {
         assert(CPU.current?.id == cpu, "a ShardRouter runs only on its connection's CPU")
         guard staging else { return }
-        let ports = service.ports
         var pending = false
         for o in 0..<requests.count where o != cpu {
             let r = requests[o]
