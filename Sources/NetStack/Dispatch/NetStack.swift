@@ -62,6 +62,7 @@ public final class NetStack: @unchecked Sendable {
         reassemblyTimeoutNs = configuration.reassemblyTimeout.ns
         tcpSecrets = TCPSecrets(configuration.tcp.secret)
         guard interface.queueCount >= cpuCount else { throw NetError.queueMismatch(interface.queueCount, cpuCount) }
+        for st in cpus { st.heldOutput.context = opaque }
         try interface.attach(to: self)
     }
 
