@@ -367,6 +367,21 @@ import LWKT
         }
     }
 
+    /// With ``TCPConfiguration/holdSmallWrites`` off, a small write transmits at once.
+    @Test(.timeLimit(.minutes(1))) func smallWritesLeaveAtOnceWhenHoldingIsOff() async throws {
+        try await withRawPeer(configure: { $0.tcp.holdSmallWrites = false }) { (a: NetStack, peer: RawPeer) async throws in
+            let l = try a.listen(port: 85)[0]
+            let (iss, c) = try await Self.open(a, peer, l, sport: 4330, port: 85)
+            try await peer.flush()
+            try await c.write([UInt8](repeating: 4, count: 10), timeout: .seconds(1))
+            peer.pump()
+            let sent = peer.inbox.first { h, p in h.destinationPort == 4330 && !p.isEmpty }
+            #expect(sent?.0.sequence == iss &+ 1 && sent?.1.count == 10)
+            c.abort()
+            l.close()
+        }
+    }
+
     /// RFC 6191: in TIME-WAIT, a SYN with a newer timestamp opens a new connection even
     /// when its sequence number lies below the old connection's; one with an older
     /// timestamp does not.

@@ -257,7 +257,7 @@ public final class TCPConnection: @unchecked Sendable {
                     // until this thread gives up the CPU — no longer, and no timer or other
                     // thread is involved — so a close() or another write made before that
                     // leaves in the same segment (a reply and its FIN together).
-                    if tp.sndNxt == tp.sndMax, tp.inTable,
+                    if stack.tcpHoldSmallWrites, tp.sndNxt == tp.sndMax, tp.inTable,
                        tp.sendBuffer.count - TCPSequence.distance(tp.sndBase, tp.sndNxt) < tp.mss,
                        stack.tcpHoldOutput(tp, net) {
                         // Held.
