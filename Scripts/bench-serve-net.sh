@@ -35,7 +35,7 @@ CORES=$(nproc)
 [ "$CORES" -ge 2 ] || { echo "needs 2 or more cores (server on core 0, load on the rest)" >&2; exit 1; }
 LOAD_SET="1-$((CORES - 1))"
 LOAD_THREADS=$((CORES - 1))
-P=lbbench
+P=${RIG_PREFIX:-lbbench}   # RIG_PREFIX: another name, when two runs share the machine
 RTR=(ip netns exec "$P-rtr")
 PEER=(ip netns exec "$P-peer")
 HOST_IP=10.200.1.254
@@ -261,12 +261,17 @@ echo "| mallocs/request (keep-alive) | tap $(cat "$WORK/mallocs.tap") | host $(c
 if [ "${TAP_AB:-0}" = 1 ]; then
   echo
   echo "## own stack, small writes held to the writer's park (tap) vs sent at once (tapoff), same run"
-  echo "| row | tap req/s | tapoff req/s | tap / tapoff | tap / host | tapoff / host | CPU µs/req tap / tapoff |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "(best of $ROUNDS rounds; the median column pairs the two servers of each round, which ran back to back)"
+  echo "| row | tap req/s | tapoff req/s | tap / tapoff | median of per-round tap / tapoff | tap / host | tapoff / host | CPU µs/req tap / tapoff |"
+  echo "|---|---|---|---|---|---|---|---|"
   for row in 6B 4KiB close mc ms; do
     [ "$row" = ms ] && [ -z "$MEMASLAP" ] && continue
     t=$(cat "$WORK/tap.$row.rps"); f=$(cat "$WORK/tapoff.$row.rps"); h=$(cat "$WORK/host.$row.rps")
-    printf '| %s | %.0f | %.0f | %s | %s | %s | %s / %s |\n' "$row" "$t" "$f" "$(ratio "$t" "$f")" "$(ratio "$t" "$h")" "$(ratio "$f" "$h")" \
+    med=$(for n in $(seq 1 "$ROUNDS"); do
+            [ -f "$WORK/tap.$row.rps.$n" ] && [ -f "$WORK/tapoff.$row.rps.$n" ] || continue
+            echo "$(cat "$WORK/tap.$row.rps.$n") / $(cat "$WORK/tapoff.$row.rps.$n")" | bc -l
+          done | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) printf "%.2f×", v[(NR + 1) / 2]; else printf "%.2f×", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    printf '| %s | %.0f | %.0f | %s | %s | %s | %s | %s / %s |\n' "$row" "$t" "$f" "$(ratio "$t" "$f")" "$med" "$(ratio "$t" "$h")" "$(ratio "$f" "$h")" \
       "$(cat "$WORK/tap.$row.cpu")" "$(cat "$WORK/tapoff.$row.cpu")"
   done
   echo "| mallocs/request (keep-alive) | tap $(cat "$WORK/mallocs.tap") | tapoff $(cat "$WORK/mallocs.tapoff") | | | | |"
