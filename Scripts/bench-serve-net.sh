@@ -261,18 +261,21 @@ echo "| mallocs/request (keep-alive) | tap $(cat "$WORK/mallocs.tap") | host $(c
 if [ "${TAP_AB:-0}" = 1 ]; then
   echo
   echo "## own stack, small writes held to the writer's park (tap) vs sent at once (tapoff), same run"
-  echo "(best of $ROUNDS rounds; the median column pairs the two servers of each round, which ran back to back)"
-  echo "| row | tap req/s | tapoff req/s | tap / tapoff | median of per-round tap / tapoff | tap / host | tapoff / host | CPU µs/req tap / tapoff |"
+  paired_median() { # row kind(rps|cpu): median over the rounds of tap / tapoff
+    for n in $(seq 1 "$ROUNDS"); do
+      [ -f "$WORK/tap.$1.$2.$n" ] && [ -f "$WORK/tapoff.$1.$2.$n" ] || continue
+      [ "$(echo "$(cat "$WORK/tapoff.$1.$2.$n") > 0" | bc -l)" = 1 ] || continue
+      echo "$(cat "$WORK/tap.$1.$2.$n") / $(cat "$WORK/tapoff.$1.$2.$n")" | bc -l
+    done | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) printf "%.2f×", v[(NR + 1) / 2]; else printf "%.2f×", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+  }
+  echo "(best of $ROUNDS rounds; the median columns pair the two servers of each round, which ran back to back)"
+  echo "| row | tap req/s | tapoff req/s | tap / tapoff | median per-round req/s tap / tapoff | median per-round CPU/req tap / tapoff | tap / host | tapoff / host |"
   echo "|---|---|---|---|---|---|---|---|"
   for row in 6B 4KiB close mc ms; do
     [ "$row" = ms ] && [ -z "$MEMASLAP" ] && continue
     t=$(cat "$WORK/tap.$row.rps"); f=$(cat "$WORK/tapoff.$row.rps"); h=$(cat "$WORK/host.$row.rps")
-    med=$(for n in $(seq 1 "$ROUNDS"); do
-            [ -f "$WORK/tap.$row.rps.$n" ] && [ -f "$WORK/tapoff.$row.rps.$n" ] || continue
-            echo "$(cat "$WORK/tap.$row.rps.$n") / $(cat "$WORK/tapoff.$row.rps.$n")" | bc -l
-          done | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) printf "%.2f×", v[(NR + 1) / 2]; else printf "%.2f×", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
-    printf '| %s | %.0f | %.0f | %s | %s | %s | %s | %s / %s |\n' "$row" "$t" "$f" "$(ratio "$t" "$f")" "$med" "$(ratio "$t" "$h")" "$(ratio "$f" "$h")" \
-      "$(cat "$WORK/tap.$row.cpu")" "$(cat "$WORK/tapoff.$row.cpu")"
+    printf '| %s | %.0f | %.0f | %s | %s | %s | %s | %s |\n' "$row" "$t" "$f" "$(ratio "$t" "$f")" "$(paired_median "$row" rps)" \
+      "$(paired_median "$row" cpu)" "$(ratio "$t" "$h")" "$(ratio "$f" "$h")"
   done
   echo "| mallocs/request (keep-alive) | tap $(cat "$WORK/mallocs.tap") | tapoff $(cat "$WORK/mallocs.tapoff") | | | | |"
 fi
