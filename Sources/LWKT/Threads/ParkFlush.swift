@@ -14,8 +14,9 @@ import CLibellula
 //   runs before any other job of the CPU.
 // - Cost when nothing is armed: one load and a not-taken branch per job. Arming allocates
 //   nothing: the record is linked into the list.
-// - A record must not be deallocated while armed; a module that stops calls
-//   ``CPU/flushParkWork()`` on each CPU it used (or makes sure nothing can arm) first.
+// - A module that stops takes its records off their lists on their CPUs (`disarm()`, or
+//   runs them with `CPU.flushParkWork()`) and makes sure nothing arms them again before
+//   `deallocate()` (which disarms too when called on the record's CPU).
 //
 // It is the user-space analogue of the block layer's plug that Linux flushes when a task
 // sleeps: the first user is TCP, whose small socket writes wait here so that a close()
