@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLibellula
 import Dispatch
 import Foundation
 import Glibc
@@ -167,9 +168,11 @@ struct ServeCommand: AsyncParsableCommand {
             // bpf()); without it first packets of flows are forwarded between CPUs.
             let steered = steering ? device.installFlowSteering(cpus: system.cpuCount) : { device.removeFlowSteering(); return device.flowSteering }()
             let own: NetStack
+            var netConfig = NetStackConfiguration(address: address, prefixLength: prefix, gateway: gateway)
+            // A/B switch for measurements (Scripts/bench-serve-net.sh TAP_AB=1).
+            if ProcessInfo.processInfo.environment["LIBELLULA_TCP_HOLD_SMALL_WRITES"] == "0" { netConfig.tcp.holdSmallWrites = false }
             do {
-                own = try NetStack(system: system, allocator: slab, interface: device,
-                                   configuration: NetStackConfiguration(address: address, prefixLength: prefix, gateway: gateway))
+                own = try NetStack(system: system, allocator: slab, interface: device, configuration: netConfig)
                 try own.start()
             } catch {
                 device.close()
@@ -236,7 +239,7 @@ struct ServeCommand: AsyncParsableCommand {
             // A thread that blocks its CPU in a host call (what a FIFO open once did).
             LWKTThread.spawn(on: last, priority: .user, name: "debug-block") {
                 var fds: [Int32] = [0, 0]
-                _ = pipe(&fds)
+                _ = lb_pipe_cloexec(&fds)
                 var byte: UInt8 = 0
                 _ = Glibc.read(fds[0], &byte, 1)
             }
