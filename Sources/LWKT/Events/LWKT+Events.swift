@@ -13,32 +13,53 @@ extension LWKT {
         let waiter = cpu.events.takeIOWaiter(fd: fd, interest: events)
         let generation = waiter.generation
         defer { cpu.events.returnIOWaiter(waiter) }
-        let held = LWKTThread.currentThread.map { Token.releaseAll(of: $0) } ?? false
+        let thread = LWKTThread.currentThread
+        let held = thread.map { Token.releaseAll(of: $0) } ?? false
         let ready: IOEvents
         do {
-            ready = try await withTaskCancellationHandler {
-                try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<IOEvents, any Error>) in
-                    if waiter.cancelled {
-                        c.resume(throwing: CancellationError())
-                        return
-                    }
-                    waiter.continuation = c
-                    do {
-                        try cpu.events.register(waiter, cpu: cpu)
-                    } catch {
-                        waiter.continuation = nil
-                        c.resume(throwing: error)
-                    }
+            if let thread, thread.isCurrentTask {
+                // An LWKT thread's own task: its thread-wide cancellation handler ends this
+                // wait (see `LWKTThread.ioWait`); a cancel that came before the check above
+                // made it throw. (A task that only inherited the task-local, such as one
+                // created inside the thread, has a handler of its own below.)
+                thread.ioWait = waiter
+                thread.ioWaitGeneration = generation
+                defer { thread.ioWait = nil }
+                ready = try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<IOEvents, any Error>) in
+                    suspend(waiter, c, cpu)
                 }
-            } onCancel: {
-                cpu.sendIPI(cancelIOIPI, Unmanaged.passRetained(waiter).toOpaque(), generation)
+            } else {
+                ready = try await withTaskCancellationHandler {
+                    try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<IOEvents, any Error>) in
+                        suspend(waiter, c, cpu)
+                    }
+                } onCancel: {
+                    cpu.sendIPI(cancelIOIPI, Unmanaged.passRetained(waiter).toOpaque(), generation)
+                }
             }
         } catch {
-            if held, let t = LWKTThread.currentThread { await Token.reacquireAll(of: t) }
+            if held, let t = thread { await Token.reacquireAll(of: t) }
             throw error
         }
-        if held, let t = LWKTThread.currentThread { await Token.reacquireAll(of: t) }
+        if held, let t = thread { await Token.reacquireAll(of: t) }
         return ready
+    }
+
+    /// Registers `waiter` (resumed through `c`) with the CPU's epoll, or ends it at once if
+    /// it was cancelled or the registration failed.
+    @inline(__always)
+    private static func suspend(_ waiter: IOWaiter, _ c: UnsafeContinuation<IOEvents, any Error>, _ cpu: CPU) {
+        if waiter.cancelled {
+            c.resume(throwing: CancellationError())
+            return
+        }
+        waiter.continuation = c
+        do {
+            try cpu.events.register(waiter, cpu: cpu)
+        } catch {
+            waiter.continuation = nil
+            c.resume(throwing: error)
+        }
     }
 
     /// Registers `fd` with the current CPU's epoll once, edge-triggered, for reading,

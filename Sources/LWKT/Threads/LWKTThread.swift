@@ -28,6 +28,14 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
     /// thread itself, and by the run loop between its jobs.
     var tokens: [HeldToken] = []
     var taskKey: UInt = 0
+    /// The I/O wait (``LWKT/wait(for:on:)``) the thread is suspended in, and its record's
+    /// generation: set and cleared by the thread on its CPU, read by ``cancelIOWaitIPI`` on
+    /// the same CPU, so no lock. The thread-wide cancellation handler (installed once by
+    /// ``spawn(on:priority:name:_:)``) ends this wait, so that a wait does not install and
+    /// remove a handler of its own (a status record under the task's lock, and an executor
+    /// switch into and out of the handler's operation) every time.
+    var ioWait: IOWaiter?
+    var ioWaitGeneration = 0
 
     @TaskLocal static var currentThread: LWKTThread?
 
@@ -59,10 +67,14 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
         let t = LWKTThread(name: name, priority: priority, system: cpu.system, home: cpu.id)
         cpu.system.register(t)
         let task = Task(executorPreference: cpu.taskExecutor, priority: priority.taskPriority) {
-            await LWKTThread.$currentThread.withValue(t) {
-                t.attach()
-                if t.system.isRunning { await body() }
-                t.detach()
+            await withTaskCancellationHandler {
+                await LWKTThread.$currentThread.withValue(t) {
+                    t.attach()
+                    if t.system.isRunning { await body() }
+                    t.detach()
+                }
+            } onCancel: {
+                t.cancelIOWait()
             }
             t.finished.store(true, ordering: .releasing)
             t.task.withLock { $0 = nil }
@@ -89,6 +101,12 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
         let id = l.pointee.cpu._withUnsafeGuaranteedRef { $0.id }
         currentCPU.store(id, ordering: .relaxed)
         l.pointee.cpu._withUnsafeGuaranteedRef { $0.counters.add(.threadsSpawned) }
+    }
+
+    /// Whether the running task is this thread's own (not one that only inherited
+    /// ``currentThread``, such as a task created inside it).
+    var isCurrentTask: Bool {
+        taskKey != 0 && withUnsafeCurrentTask { ut in ut.map { unsafeBitCast($0, to: UInt.self) } == taskKey }
     }
 
     /// Removes the running task from the current CPU's thread table.
@@ -120,6 +138,15 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
     /// Requests cancellation; the LWKT wait it is in (or its next one) ends with `CancellationError`.
     public func cancel() { task.withLock { $0 }?.cancel() }
 
+    /// The thread's task was cancelled (any thread may call this, after the task's cancelled
+    /// flag is set): ends the I/O wait it is suspended in, on its CPU. A wait that begins
+    /// after the flag was set sees it and throws at once, so only a wait the thread was
+    /// already in needs ending; the thread cannot migrate while in it, so the CPU read here
+    /// is the wait's.
+    func cancelIOWait() {
+        system.cpuUnchecked(cpuID).sendIPI(cancelIOWaitIPI, Unmanaged.passRetained(self).toOpaque(), 0)
+    }
+
     /// Whether the body has returned.
     public var isFinished: Bool { finished.load(ordering: .acquiring) }
 
@@ -136,4 +163,15 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
     public var migrations: Int64 { lb_counter_load(stats + 2) }
 
     public var description: String { "LWKTThread(\(name) on cpu\(cpuID), \(priority))" }
+}
+
+/// Ends the I/O wait of the thread passed (retained) as the argument, if it is in one on this
+/// CPU (see ``LWKTThread/cancelIOWait()``).
+let cancelIOWaitIPI: IPIFunction = { arg, _ in
+    guard let arg, let l = CPU.currentLocal else { return }
+    let t = Unmanaged<LWKTThread>.fromOpaque(arg).takeRetainedValue()
+    l.pointee.cpu._withUnsafeGuaranteedRef { cpu in
+        guard t.currentCPU.load(ordering: .relaxed) == cpu.id, let w = t.ioWait else { return }
+        cpu.events.cancelIO(w, generation: t.ioWaitGeneration, cpu: cpu)
+    }
 }
