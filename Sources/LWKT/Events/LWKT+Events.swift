@@ -13,16 +13,19 @@ extension LWKT {
         let waiter = cpu.events.takeIOWaiter(fd: fd, interest: events)
         let generation = waiter.generation
         defer { cpu.events.returnIOWaiter(waiter) }
-        let thread = LWKTThread.currentThread
+        // The LWKT thread whose own task runs this job (the run loop's per-job pointer, no
+        // task-local lookup), else the one the task inherited, if any.
+        let own = cpu.local.pointee.runningThreadStats
+        let thread = own.map { LWKTThread.unretained($0) } ?? LWKTThread.currentThread
         let held = thread.map { Token.releaseAll(of: $0) } ?? false
         let ready: IOEvents
         do {
-            if let thread, thread.isCurrentTask {
+            if own != nil, let thread {
                 // An LWKT thread's own task: its thread-wide cancellation handler ends this
                 // wait (see `LWKTThread.ioWait`); a cancel that came before the check above
-                // made it throw. (A task that only inherited the task-local, such as one
-                // created inside the thread, has a handler of its own below.)
-                thread.ioWait = waiter
+                // made it throw. (A task that only inherited the thread, such as a child
+                // task, has a handler of its own below.)
+                thread.ioWait = Unmanaged.passUnretained(waiter)
                 thread.ioWaitGeneration = generation
                 defer { thread.ioWait = nil }
                 ready = try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<IOEvents, any Error>) in

@@ -34,7 +34,8 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
     /// ``spawn(on:priority:name:_:)``) ends this wait, so that a wait does not install and
     /// remove a handler of its own (a status record under the task's lock, and an executor
     /// switch into and out of the handler's operation) every time.
-    var ioWait: IOWaiter?
+    /// (Unretained: the waiting call holds the record for as long as this is set.)
+    var ioWait: Unmanaged<IOWaiter>?
     var ioWaitGeneration = 0
 
     @TaskLocal static var currentThread: LWKTThread?
@@ -103,10 +104,10 @@ public final class LWKTThread: @unchecked Sendable, CustomStringConvertible {
         l.pointee.cpu._withUnsafeGuaranteedRef { $0.counters.add(.threadsSpawned) }
     }
 
-    /// Whether the running task is this thread's own (not one that only inherited
-    /// ``currentThread``, such as a task created inside it).
-    var isCurrentTask: Bool {
-        taskKey != 0 && withUnsafeCurrentTask { ut in ut.map { unsafeBitCast($0, to: UInt.self) } == taskKey }
+    /// The thread whose ``stats`` words are `stats` (they hold its address).
+    @inline(__always)
+    static func unretained(_ stats: UnsafeMutablePointer<Int64>) -> LWKTThread {
+        Unmanaged<LWKTThread>.fromOpaque(UnsafeRawPointer(bitPattern: Int(stats[threadAddress]))!).takeUnretainedValue()
     }
 
     /// Removes the running task from the current CPU's thread table.
@@ -172,6 +173,6 @@ let cancelIOWaitIPI: IPIFunction = { arg, _ in
     let t = Unmanaged<LWKTThread>.fromOpaque(arg).takeRetainedValue()
     l.pointee.cpu._withUnsafeGuaranteedRef { cpu in
         guard t.currentCPU.load(ordering: .relaxed) == cpu.id, let w = t.ioWait else { return }
-        cpu.events.cancelIO(w, generation: t.ioWaitGeneration, cpu: cpu)
+        cpu.events.cancelIO(w.takeUnretainedValue(), generation: t.ioWaitGeneration, cpu: cpu)
     }
 }
