@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "CLibellula"),
         .target(name: "LWKT", dependencies: ["CLibellula"]),
         .target(name: "Slab", dependencies: ["LWKT", "CLibellula"]),
-        .target(name: "VFS", dependencies: ["LWKT"]),
+        .target(name: "VFS", dependencies: ["LWKT", "CLibellula"]),
         .target(name: "NetStack", dependencies: ["LWKT", "Slab", "CLibellula"]),
         // FUSE speaks the kernel protocol on /dev/fuse itself (no libfuse at build or run time).
         .target(name: "CFUSE"),

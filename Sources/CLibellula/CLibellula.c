@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CLibellula.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
@@ -64,6 +65,7 @@ uint64_t lb_eventfd_drain(int fd) {
 }
 
 int lb_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+int lb_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int lb_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
     struct epoll_event ev;

@@ -218,3 +218,23 @@ import Testing
         #expect(seen, "an unwatched directory's change must be seen within the validity")
     }
 }
+
+/// Descriptors the library opens for itself are close-on-exec, so a server that links it
+/// and spawns a child never hands the child its watcher's pipe or a fetch socket.
+@Suite struct CloseOnExecTests {
+    func isCloseOnExec(_ fd: Int32) -> Bool {
+        let flags = fcntl(fd, F_GETFD)
+        return flags >= 0 && flags & FD_CLOEXEC != 0
+    }
+
+    /// Failed before the fix: the watcher's stop pipe came from plain `pipe(2)`.
+    @Test func watcherDescriptorsAreCloseOnExec() throws {
+        let dir = makeTempDir("hostfs-cloexec")
+        defer { removeTree(dir) }
+        let fs = try HostFS(hostPath: dir, watch: true)
+        let watcher = try #require(fs.watcher)
+        #expect(isCloseOnExec(watcher.fd))
+        #expect(isCloseOnExec(watcher.stopPipe.read))
+        #expect(isCloseOnExec(watcher.stopPipe.write))
+    }
+}

@@ -35,6 +35,10 @@ uint64_t lb_eventfd_drain(int fd);
 
 /// epoll_create1(EPOLL_CLOEXEC).
 int lb_epoll_create(void);
+
+/// pipe2(fds, O_CLOEXEC): a pipe whose ends a spawned child never inherits (Glibc's Swift
+/// module has no pipe2). Returns 0, or -1 with errno set.
+int lb_pipe_cloexec(int fds[2]);
 /// epoll_ctl; op is 1 add, 2 delete, 3 modify. Returns 0 or -errno.
 int lb_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
 /// epoll_wait into parallel arrays of events and data, with a timeout in nanoseconds

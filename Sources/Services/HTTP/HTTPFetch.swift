@@ -25,7 +25,7 @@ public enum HTTPFetch {
         if let slash = hostPort.firstIndex(of: "/") { hostPort = String(hostPort[..<slash]) }
         if !hostPort.contains(":") { hostPort += ":80" }
         guard let addr = SocketAddress(parsing: hostPort) else { throw .badURL(url) }
-        let fd = socket(addr.family, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(addr.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw .connect(hostPort, errno) }
         defer { close(fd) }
         var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)

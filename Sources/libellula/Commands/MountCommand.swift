@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLibellula
 import FUSE
 import Foundation
 import LWKT
@@ -163,7 +164,7 @@ enum SignalPipe {
     /// Installs handlers for `signals`; `body` runs on a dedicated thread after each delivery.
     static func install(_ signals: [Int32], _ body: @escaping @Sendable () -> Void) throws -> Thread {
         var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw ValidationError("pipe failed: errno \(errno)") }
+        guard lb_pipe_cloexec(&fds) == 0 else { throw ValidationError("pipe failed: errno \(errno)") }
         _ = fcntl(fds[1], F_SETFL, O_NONBLOCK)
         writeEnd = fds[1]
         let readEnd = fds[0]

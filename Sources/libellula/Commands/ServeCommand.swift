@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLibellula
 import Dispatch
 import Foundation
 import Glibc
@@ -236,7 +237,7 @@ struct ServeCommand: AsyncParsableCommand {
             // A thread that blocks its CPU in a host call (what a FIFO open once did).
             LWKTThread.spawn(on: last, priority: .user, name: "debug-block") {
                 var fds: [Int32] = [0, 0]
-                _ = pipe(&fds)
+                _ = lb_pipe_cloexec(&fds)
                 var byte: UInt8 = 0
                 _ = Glibc.read(fds[0], &byte, 1)
             }

@@ -1,3 +1,4 @@
+import CLibellula
 import Glibc
 import Synchronization
 
@@ -30,7 +31,8 @@ final class HostFSWatcher: @unchecked Sendable {
                                    | IN_DELETE_SELF | IN_MOVE_SELF | IN_MODIFY | IN_CLOSE_WRITE)
 
     let fd: Int32
-    private let stopPipe: (read: Int32, write: Int32)
+    /// The pipe whose write end wakes the reader thread to stop (both ends close-on-exec).
+    let stopPipe: (read: Int32, write: Int32)
     private let lock = NamespaceLock()
     private var table: [Int32: [ObjectIdentifier: Unmanaged<HostFSNode>]] = [:]
     private static let bufferSize = 64 * 1024
@@ -70,7 +72,7 @@ final class HostFSWatcher: @unchecked Sendable {
         let ifd = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
         guard ifd >= 0 else { return nil }
         var p: [Int32] = [0, 0]
-        guard pipe(&p) == 0 else { Glibc.close(ifd); return nil }
+        guard lb_pipe_cloexec(&p) == 0 else { Glibc.close(ifd); return nil }
         fd = ifd
         stopPipe = (p[0], p[1])
         var tid = pthread_t()
