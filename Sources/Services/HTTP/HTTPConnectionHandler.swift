@@ -240,6 +240,9 @@ final class HTTPConnectionHandler<C: StreamConnection>: @unchecked Sendable {
     @inline(__always)
     func append(_ s: StaticString) { output.append(s) }
 
+    /// (Disfavoured, so that a literal argument takes the `StaticString` overload: a plain
+    /// copy of constant bytes, where the `String` one retains and releases the string.)
+    @_disfavoredOverload
     func append(_ s: String) { output.append(string: s) }
 
     func append(_ bytes: [UInt8]) { output.append(bytes) }
