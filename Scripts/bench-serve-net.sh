@@ -19,7 +19,11 @@
 # loaded machine a sleeping server loses more to neighbours than a spinning one); the rounds'
 # figures are printed too.
 #
-# Usage: [ROUNDS=2] [PERF=1] Scripts/bench-serve-net.sh [SECONDS] [CONNECTIONS]   (defaults: 5 64)
+# With TAP_AB=1 each round also runs serve --net tap with LIBELLULA_TCP_HOLD_SMALL_WRITES=0
+# (every small socket write transmits at once: the stack before the `tapflush` change), and a
+# last table compares the two own-stack servers row by row, mallocs per request included.
+#
+# Usage: [ROUNDS=2] [PERF=1] [TAP_AB=1] Scripts/bench-serve-net.sh [SECONDS] [CONNECTIONS]   (defaults: 5 64)
 # Needs root, wrk, nginx, memcached, curl, bc, gcc (and perf for PERF=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +35,7 @@ CORES=$(nproc)
 [ "$CORES" -ge 2 ] || { echo "needs 2 or more cores (server on core 0, load on the rest)" >&2; exit 1; }
 LOAD_SET="1-$((CORES - 1))"
 LOAD_THREADS=$((CORES - 1))
-P=lbbench
+P=${RIG_PREFIX:-lbbench}   # RIG_PREFIX: another name, when two runs share the machine
 RTR=(ip netns exec "$P-rtr")
 PEER=(ip netns exec "$P-peer")
 HOST_IP=10.200.1.254
@@ -149,6 +153,13 @@ round() { # n: every server once, in turn; files get the suffix .n
   "${PEER[@]}" curl -s "http://$OWN_IP:8080/_stats.json" > "$WORK/tap.stats.json"
   stop
 
+  if [ "${TAP_AB:-0}" = 1 ]; then
+    start tapoff env LIBELLULA_TCP_HOLD_SMALL_WRITES=0 "$BIN" serve --cpus 1 --net "tap:$P-tap" --root "$WORK/www" --log-level warning
+    wait_port $OWN_IP 8080; wait_port $OWN_IP 11211
+    http_rows "tapoff" $OWN_IP $n; memcached_row "tapoff" $OWN_IP $n; memaslap_row "tapoff" $OWN_IP $n
+    stop
+  fi
+
   start host "$BIN" serve --cpus 1 --http "$HOST_IP:8080" --memcached "$HOST_IP:11211" --root "$WORK/www" --log-level warning
   wait_port $HOST_IP 8080; wait_port $HOST_IP 11211
   http_rows "host" $HOST_IP $n; memcached_row "host" $HOST_IP $n; memaslap_row "host" $HOST_IP $n
@@ -168,7 +179,7 @@ round() { # n: every server once, in turn; files get the suffix .n
 for n in $(seq 1 "$ROUNDS"); do round "$n"; done
 
 # The better of the rounds, per server and row (with that round's CPU per request).
-for label in tap host nginx memcached; do
+for label in tap tapoff host nginx memcached; do
   for row in 6B 4KiB close mc ms; do
     best=0
     for n in $(seq 1 "$ROUNDS"); do
@@ -194,7 +205,7 @@ for row in 6B 4KiB close mc ms; do
   printf '| %s | %.0f | %.0f | %s | %.0f | %s | %s / %s / %s |\n' "$name" "$t" "$h" "$(ratio "$t" "$h")" "$o" "$(ratio "$t" "$o")" \
     "$(cat "$WORK/tap.$row.cpu")" "$(cat "$WORK/host.$row.cpu")" "$(cat "$WORK/$other.$row.cpu")"
 done
-for label in tap host nginx memcached; do
+for label in tap tapoff host nginx memcached; do
   for row in 6B 4KiB close mc ms; do
     [ -f "$WORK/$label.$row.all" ] && echo "# rounds, $label $row: $(tr '\n' ' ' < "$WORK/$label.$row.all")"
   done
@@ -210,9 +221,10 @@ PY
 # malloc calls per keep-alive request: a loaded run minus an idle run, per backend.
 mallocs() { # label ip serve-args...
   local label=$1 ip=$2; shift 2
-  local idle loaded reqs
+  local idle loaded reqs envs=()
+  [ "$label" = tapoff ] && envs=(LIBELLULA_TCP_HOLD_SMALL_WRITES=0)
   for mode in idle load; do
-    start "mc-$label" env MALLOC_COUNT_FILE="$WORK/mc.$label.$mode" LD_PRELOAD="$WORK/malloc-count.so" "$BIN" serve --cpus 1 --no-memcached \
+    start "mc-$label" env "${envs[@]}" MALLOC_COUNT_FILE="$WORK/mc.$label.$mode" LD_PRELOAD="$WORK/malloc-count.so" "$BIN" serve --cpus 1 --no-memcached \
       --root "$WORK/www" --log-level warning "$@"
     wait_port "$ip" 8080
     # Both runs warm up (ARP, first connections, caches); only the loaded one then counts.
@@ -225,6 +237,7 @@ mallocs() { # label ip serve-args...
   echo "# malloc calls per keep-alive request, serve --net $label: $(cat "$WORK/mallocs.$label") (($loaded - $idle) over $reqs requests on $CONNS new connections)"
 }
 mallocs tap $OWN_IP --net "tap:$P-tap"
+[ "${TAP_AB:-0}" = 1 ] && mallocs tapoff $OWN_IP --net "tap:$P-tap"
 mallocs host $HOST_IP --http "$HOST_IP:8080"
 
 # The compact summary: every ratio is own stack / baseline (req/s: above 1 is better for the
@@ -244,6 +257,28 @@ for row in 6B 4KiB close mc ms; do
 done
 echo "(rows: 6B and 4KiB keep-alive HTTP; close: 6B with a new connection per request; mc: mcload; ms: memaslap)"
 echo "| mallocs/request (keep-alive) | tap $(cat "$WORK/mallocs.tap") | host $(cat "$WORK/mallocs.host") | | | |"
+
+if [ "${TAP_AB:-0}" = 1 ]; then
+  echo
+  echo "## own stack, small writes held to the writer's park (tap) vs sent at once (tapoff), same run"
+  paired_median() { # row kind(rps|cpu): median over the rounds of tap / tapoff
+    for n in $(seq 1 "$ROUNDS"); do
+      [ -f "$WORK/tap.$1.$2.$n" ] && [ -f "$WORK/tapoff.$1.$2.$n" ] || continue
+      [ "$(echo "$(cat "$WORK/tapoff.$1.$2.$n") > 0" | bc -l)" = 1 ] || continue
+      echo "$(cat "$WORK/tap.$1.$2.$n") / $(cat "$WORK/tapoff.$1.$2.$n")" | bc -l
+    done | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) printf "%.2f×", v[(NR + 1) / 2]; else printf "%.2f×", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+  }
+  echo "(best of $ROUNDS rounds; the median columns pair the two servers of each round, which ran back to back)"
+  echo "| row | tap req/s | tapoff req/s | tap / tapoff | median per-round req/s tap / tapoff | median per-round CPU/req tap / tapoff | tap / host | tapoff / host |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for row in 6B 4KiB close mc ms; do
+    [ "$row" = ms ] && [ -z "$MEMASLAP" ] && continue
+    t=$(cat "$WORK/tap.$row.rps"); f=$(cat "$WORK/tapoff.$row.rps"); h=$(cat "$WORK/host.$row.rps")
+    printf '| %s | %.0f | %.0f | %s | %s | %s | %s | %s |\n' "$row" "$t" "$f" "$(ratio "$t" "$f")" "$(paired_median "$row" rps)" \
+      "$(paired_median "$row" cpu)" "$(ratio "$t" "$h")" "$(ratio "$f" "$h")"
+  done
+  echo "| mallocs/request (keep-alive) | tap $(cat "$WORK/mallocs.tap") | tapoff $(cat "$WORK/mallocs.tapoff") | | | | |"
+fi
 
 if [ "${PERF:-0}" = 1 ] && command -v perf >/dev/null; then
   start perf "$BIN" serve --cpus 1 --net "tap:$P-tap" --root "$WORK/www" --no-memcached --log-level warning

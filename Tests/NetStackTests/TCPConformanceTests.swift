@@ -307,6 +307,81 @@ import LWKT
             l.close()
         }
     }
+    /// A small reply written and closed at once leaves as one segment, data and FIN: the
+    /// client reads the reply and the end together, so the server is the side that closes
+    /// first and keeps the TIME-WAIT. (Sent apart, the client often read the reply and
+    /// closed before the FIN came: its TIME-WAITs then filled its ephemeral ports and a
+    /// connections-per-second run collapsed after about 28,000 connections.)
+    @Test(.timeLimit(.minutes(1))) func replyAndFINLeaveTogether() async throws {
+        try await withRawPeer { (a: NetStack, peer: RawPeer) async throws in
+            let l = try a.listen(port: 83)[0]
+            let (iss, c) = try await Self.open(a, peer, l, sport: 4310, port: 83)
+            try await peer.flush()
+            try await c.write([UInt8](repeating: 9, count: 32), timeout: .seconds(1))
+            await c.close(linger: .zero)
+            // The peer acknowledges nothing: both the reply and the FIN must arrive anyway.
+            let fin = try await peer.expect(timeout: .seconds(2)) { h, _ in h.flags.contains(.fin) }
+            #expect(fin != nil, "FIN sent without waiting for the reply's ACK")
+            #expect(fin?.0.sequence == iss &+ 1 && fin?.1.count == 32, "the reply and its FIN in one segment")
+            // Two small writes and a close before the thread parks: one segment too.
+            let (iss2, c2) = try await Self.open(a, peer, l, sport: 4311, port: 83)
+            try await peer.flush()
+            try await c2.write([UInt8](repeating: 8, count: 10), timeout: .seconds(1))
+            try await c2.write([UInt8](repeating: 7, count: 20), timeout: .seconds(1))
+            await c2.close(linger: .zero)
+            let fin2 = try await peer.expect(timeout: .seconds(2)) { h, _ in h.destinationPort == 4311 && h.flags.contains(.fin) }
+            #expect(fin2?.0.sequence == iss2 &+ 1 && fin2?.1 == [UInt8](repeating: 8, count: 10) + [UInt8](repeating: 7, count: 20))
+            l.close()
+        }
+    }
+
+    /// A small write held for coalescing leaves as soon as the writing thread parks, with
+    /// no close behind it: by the time any other thread of the CPU runs, it is on the
+    /// wire (it waits for no timer and no protocol-thread pass).
+    @Test(.timeLimit(.minutes(1))) func heldWriteLeavesWhenTheWriterParks() async throws {
+        try await withRawPeer { (a: NetStack, peer: RawPeer) async throws in
+            let l = try a.listen(port: 84)[0]
+            let (iss, c) = try await Self.open(a, peer, l, sport: 4320, port: 84)
+            try await peer.flush()
+            let seen = SeenSegments()
+            try await c.write([UInt8](repeating: 6, count: 10), timeout: .seconds(1))
+            // Still this thread's job: the write is held, nothing left yet.
+            peer.pump()
+            let early = peer.inbox.contains { h, p in h.destinationPort == 4320 && !p.isEmpty }
+            #expect(!early, "a small write waits for the writer to give up the CPU")
+            // Park (join a thread of the same CPU); that thread looks at the wire first thing.
+            let looker = LWKTThread.spawn(on: try a.system.cpu(c.cpuID), priority: .interrupt, name: "looker") {
+                peer.pump()
+                seen.segments = peer.inbox.filter { h, p in h.destinationPort == 4320 && !p.isEmpty }.map { ($0.0.sequence, $0.1) }
+            }
+            await looker.join()
+            #expect(seen.segments.count == 1)
+            #expect(seen.segments.first?.0 == iss &+ 1 && seen.segments.first?.1 == [UInt8](repeating: 6, count: 10))
+            // A write of a full segment or more is not held.
+            let big = [UInt8](repeating: 5, count: 3000)
+            try await c.write(big, timeout: .seconds(1))
+            peer.pump()
+            #expect(peer.inbox.contains { h, p in h.destinationPort == 4320 && p.first == 5 }, "a large write leaves at once")
+            c.abort()
+            l.close()
+        }
+    }
+
+    /// With ``TCPConfiguration/holdSmallWrites`` off, a small write transmits at once.
+    @Test(.timeLimit(.minutes(1))) func smallWritesLeaveAtOnceWhenHoldingIsOff() async throws {
+        try await withRawPeer(configure: { $0.tcp.holdSmallWrites = false }) { (a: NetStack, peer: RawPeer) async throws in
+            let l = try a.listen(port: 85)[0]
+            let (iss, c) = try await Self.open(a, peer, l, sport: 4330, port: 85)
+            try await peer.flush()
+            try await c.write([UInt8](repeating: 4, count: 10), timeout: .seconds(1))
+            peer.pump()
+            let sent = peer.inbox.first { h, p in h.destinationPort == 4330 && !p.isEmpty }
+            #expect(sent?.0.sequence == iss &+ 1 && sent?.1.count == 10)
+            c.abort()
+            l.close()
+        }
+    }
+
     /// RFC 6191: in TIME-WAIT, a SYN with a newer timestamp opens a new connection even
     /// when its sequence number lies below the old connection's; one with an older
     /// timestamp does not.
@@ -343,4 +418,9 @@ import LWKT
             l.close()
         }
     }
+}
+
+/// Segments a helper thread saw (written on the stack's CPU, read after joining it).
+final class SeenSegments: @unchecked Sendable {
+    var segments: [(UInt32, [UInt8])] = []
 }

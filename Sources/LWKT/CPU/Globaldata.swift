@@ -145,6 +145,8 @@ struct ThreadTable {
 //   currentBand,     CPU/         run queue (gd_tdrunq), yielded         owner only; other threads queue
 //     runq, yielders,             continuations, per-thread counters      jobs by IPI or the inbox
 //     threads, ...
+//   parkFlushes      Threads/     armed ParkFlush records: work run when  owner only
+//                                 the current job gives up the CPU
 //   ipi              IPI/         nesting depth, batch depth, dirty       owner only; the rings themselves
 //                                 targets, inbox spare buffer             are in the system's crossbar
 //                                                                         (writer: source, reader: target)
@@ -182,6 +184,8 @@ struct Globaldata {
     @usableFromInline var yielders = ContinuationBuffer()
     @usableFromInline var threads = ThreadTable()
     @usableFromInline var runningThreadStats: UnsafeMutablePointer<Int64>? = nil
+    /// Armed ``ParkFlush`` records, run when the current job returns (Threads/ParkFlush.swift).
+    @usableFromInline var parkFlushes: UnsafeMutablePointer<ParkFlushRecord>? = nil
 
     // MARK: IPI (IPI/)
     @usableFromInline var ipi: IPIGlobaldata

@@ -43,6 +43,9 @@ extension CPU {
             if let (job, band) = l.pointee.runq.pop() {
                 if _slowPath(wakeDog) { wakeDog = false; StallWatch.wakeWatchdog(dogParked) }
                 run(job, band: band)
+                // The job returned (its thread parked, yielded or ended): work it left for
+                // that moment runs before anything else (ParkFlush.swift).
+                if _slowPath(l.pointee.parkFlushes != nil) { CPU.runParkFlushes(l) }
                 if l.pointee.yielders.count > 0 { resumeYielders() }
                 // The slab's batch of remote frees goes out when the job that built it ends.
                 if _slowPath(l.pointee.slab.pending != 0) { CPU.runSlabFlush(l) }
@@ -55,7 +58,9 @@ extension CPU {
                 continue
             }
             jobsSincePoll = 0
-            // Nothing ready: timers and descriptors first.
+            // Nothing ready: park flushes armed outside a job (an IPI handler), then timers
+            // and descriptors.
+            if _slowPath(l.pointee.parkFlushes != nil) { CPU.runParkFlushes(l); continue }
             var now = lb_now_ns()
             if timers.fireDue(cpu: self, now: now) > 0 { continue }
             if events.hasDescriptors && events.poll(cpu: self, timeout: 0) > 0 { continue }

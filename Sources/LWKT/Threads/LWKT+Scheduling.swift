@@ -10,7 +10,8 @@ extension LWKT {
 
     /// Gives the CPU to another job of equal or higher priority, if one is ready; returns
     /// at once otherwise (DragonFly's `lwkt_yield`). Also a preemption point: pending
-    /// IPIs run first. Allocates nothing. Off a CPU it is `Task.yield()`.
+    /// IPIs run first, then armed ``ParkFlush`` work (even when the caller keeps the CPU).
+    /// Allocates nothing. Off a CPU it is `Task.yield()`.
     public static func yield() async {
         guard let l = CPU.currentLocal else {
             await Task.yield()
@@ -20,6 +21,7 @@ extension LWKT {
         if l.pointee.critCount == 0 {
             l.pointee.cpu._withUnsafeGuaranteedRef { $0.splz() }
         }
+        if _slowPath(l.pointee.parkFlushes != nil) { CPU.runParkFlushes(l) }
         let band = l.pointee.currentBand
         guard l.pointee.runq.hasReady(atLeast: band) else { return }
         l.pointee.cpu._withUnsafeGuaranteedRef { $0.counters.add(.yieldSwitches) }

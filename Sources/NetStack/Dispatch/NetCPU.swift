@@ -29,6 +29,9 @@ final class NetCPU: @unchecked Sendable {
     var lastHopExpires: UInt64 = 0
     var icmpErrorsLeft = 0
     var icmpBudgetReset: UInt64 = 0
+    /// Runs this CPU's held TCP output when the job that wrote it gives up the CPU (its
+    /// context, the stack, is set by the stack once it exists).
+    let heldOutput = ParkFlush(NetStack.flushHeldOutput)
 
     init(id: Int, configuration c: NetStackConfiguration) {
         self.id = id
@@ -37,6 +40,8 @@ final class NetCPU: @unchecked Sendable {
         reassembly = IPv4Reassembly(limit: c.reassemblyLimit, fragmentLimit: c.fragmentsPerDatagram)
         ipID = UInt16(truncatingIfNeeded: id &* 7919)
     }
+
+    deinit { heldOutput.deallocate() }
 
     var channel: WaitChannel { WaitChannel(self) }
 

@@ -29,6 +29,8 @@ public final class NetStack: @unchecked Sendable {
     let arpLifetimeNs: UInt64
     let arpRetryNs: UInt64
     let reassemblyTimeoutNs: UInt64
+    /// ``TCPConfiguration/holdSmallWrites``.
+    let tcpHoldSmallWrites: Bool
     private let threads = Mutex<[LWKTThread]>([])
     /// This stack's section in the system's snapshots (while started).
     private let statSection = Mutex<StatSectionRegistration?>(nil)
@@ -60,8 +62,10 @@ public final class NetStack: @unchecked Sendable {
         arpLifetimeNs = configuration.arpLifetime.ns
         arpRetryNs = configuration.arpRetryInterval.ns
         reassemblyTimeoutNs = configuration.reassemblyTimeout.ns
+        tcpHoldSmallWrites = configuration.tcp.holdSmallWrites
         tcpSecrets = TCPSecrets(configuration.tcp.secret)
         guard interface.queueCount >= cpuCount else { throw NetError.queueMismatch(interface.queueCount, cpuCount) }
+        for st in cpus { st.heldOutput.context = opaque }
         try interface.attach(to: self)
     }
 

@@ -105,6 +105,9 @@ extension NetStack {
         }
         for tp in st.tcp.deferred { tp.outputDeferred = false }
         st.tcp.deferred.removeAll()
+        for tp in st.tcp.held { tp.outputHeld = false }
+        st.tcp.held.removeAll()
+        st.heldOutput.disarm()
         for l in st.tcp.listeners.values { l.pending.removeAll() }
         st.tcp.listeners.removeAll()
         st.tcp.timers.removeAll()

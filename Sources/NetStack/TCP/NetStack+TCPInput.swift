@@ -1,3 +1,4 @@
+import CLibellula
 import LWKT
 
 /// TCP input (RFC 9293 §3.10.7 "SEGMENT ARRIVES") on the CPU that owns the segment's
@@ -471,6 +472,41 @@ extension NetStack {
 
     /// Starts a receive batch on this CPU (see ``TCPTable/batching``).
     @inline(__always) func tcpBeginBatch(_ st: NetCPU) { st.tcp.batching = true }
+
+    /// Holds a small socket write's output until the writing job gives up the CPU (see
+    /// ``TCPTable/held``). False when it cannot be held (not on a CPU): send it now.
+    @inline(__always)
+    func tcpHoldOutput(_ tp: TCPControlBlock, _ st: NetCPU) -> Bool {
+        guard st.heldOutput.arm() else { return false }
+        if !tp.outputHeld {
+            tp.outputHeld = true
+            st.tcp.held.append(tp)
+        }
+        return true
+    }
+
+    /// Sends the held output of CPU `st` (its park flush: the writing job has just given
+    /// up the CPU, and no other job has run since).
+    func tcpFlushHeld(_ st: NetCPU) {
+        let t = st.tcp
+        guard !t.held.isEmpty else { return }
+        let c = lb_now_coarse_ns()
+        if c > st.now { st.now = c }
+        for tp in t.held {
+            tp.outputHeld = false
+            if tp.inTable { tcpOutput(tp, st) }
+        }
+        t.held.removeAll(keepingCapacity: true)
+    }
+
+    /// The park flush of every CPU's ``NetCPU/heldOutput``: context is the stack.
+    static let flushHeldOutput: ParkFlushFunction = { ctx, cpu in
+        guard let ctx else { return }
+        Unmanaged<NetStack>.fromOpaque(ctx)._withUnsafeGuaranteedRef { stack in
+            guard cpu < stack.cpuCount else { return }
+            stack.tcpFlushHeld(stack.cpus[cpu])
+        }
+    }
 
     /// Ends a receive batch: the deferred output of each connection, with an ACK where two
     /// or more segments wait for one (the delayed-ACK timer covers a single one).

@@ -50,6 +50,13 @@ public struct TCPConfiguration: Sendable {
     public var challengeACKsPerSecond = 1000
     /// Initial congestion window in segments (RFC 6928).
     public var initialWindow = 10
+    /// Hold a socket write that leaves less than a segment unsent until the writing thread
+    /// gives up its CPU (parks, waits, yields or ends its job), so that a close() or more
+    /// writes made before then leave in the same segment: a reply and its FIN go together
+    /// (like Linux's `tcp_autocorking`, but bounded by the writer's own job, never by a
+    /// timer). Off: every write transmits at once. `serve` and `bench tcp` turn it off
+    /// when the environment has `LIBELLULA_TCP_HOLD_SMALL_WRITES=0` (for A/B measurement).
+    public var holdSmallWrites = true
     /// Secret for ISNs and SYN cookies (nil: random at start).
     public var secret: (UInt64, UInt64)? = nil
 

@@ -253,8 +253,18 @@ public final class TCPConnection: @unchecked Sendable {
                 let n = tp.sendBuffer.write(base + done, bytes.count - done)
                 done += n
                 if n > 0, unsent < tp.mss || tp.sndNxt != tp.sndMax {
-                    tick()
-                    stack.tcpOutput(tp, net)
+                    // Less than a segment unsent (and no retransmission under way): it waits
+                    // until this thread gives up the CPU — no longer, and no timer or other
+                    // thread is involved — so a close() or another write made before that
+                    // leaves in the same segment (a reply and its FIN together).
+                    if stack.tcpHoldSmallWrites, tp.sndNxt == tp.sndMax, tp.inTable,
+                       tp.sendBuffer.count - TCPSequence.distance(tp.sndBase, tp.sndNxt) < tp.mss,
+                       stack.tcpHoldOutput(tp, net) {
+                        // Held.
+                    } else {
+                        tick()
+                        stack.tcpOutput(tp, net)
+                    }
                 }
                 if done == bytes.count { return }
                 if tp.autotuneSendBuffer() { continue }

@@ -112,6 +112,9 @@ final class TCPControlBlock {
     var ackNow = false
     /// On its CPU's deferred-output list for the current receive batch.
     var outputDeferred = false
+    /// On its CPU's held-output list: a small socket write waits for the writing thread to
+    /// give up the CPU (``TCPTable/held``).
+    var outputHeld = false
     /// Full-sized segments received since the last ACK we sent.
     var unackedSegments = 0
     /// The next output sends one byte beyond a zero window (persist probe).

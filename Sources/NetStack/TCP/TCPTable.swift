@@ -34,14 +34,18 @@ final class TCPTable {
     /// runs the output once per connection (one ACK for the batch's in-order segments,
     /// data sent once for all the ACKs that arrived).
     var batching = false
-    /// Connections whose output waits for the end of the batch (each at most once), or,
-    /// for a small socket write, for the protocol thread's next batch.
+    /// Connections whose output waits for the end of the batch (each at most once).
     var deferred: [TCPControlBlock] = []
+    /// Connections with a small socket write not yet sent (each at most once): it goes out
+    /// when the writing job gives up the CPU (the CPU's ``NetCPU/heldOutput`` park flush),
+    /// so a close() or another write made before that leaves in the same segment.
+    var held: [TCPControlBlock] = []
 
     init(cpu: Int) {
         self.cpu = cpu
         due.reserveCapacity(64)
         deferred.reserveCapacity(64)
+        held.reserveCapacity(64)
         detached.reserveCapacity(16)
     }
 

@@ -134,6 +134,9 @@ enum TCPBench {
         var c = NetStackConfiguration(address: IPv4Address(10, 200, 2, 1), gateway: IPv4Address(10, 200, 2, 254))
         c.tcp.receiveBufferSize = 4 << 20
         c.tcp.msl = .seconds(1)
+        // LIBELLULA_TCP_HOLD_SMALL_WRITES=0: every socket write transmits at once (A/B).
+        if ProcessInfo.processInfo.environment["LIBELLULA_TCP_HOLD_SMALL_WRITES"] == "0" { c.tcp.holdSmallWrites = false }
+        if verbose { print("tcp TAP: hold small writes \(c.tcp.holdSmallWrites)") }
         let stack = try NetStack(system: system, allocator: slab, interface: tap, configuration: c)
         try stack.start()
         var listeners: [TCPListener] = []

@@ -168,9 +168,11 @@ struct ServeCommand: AsyncParsableCommand {
             // bpf()); without it first packets of flows are forwarded between CPUs.
             let steered = steering ? device.installFlowSteering(cpus: system.cpuCount) : { device.removeFlowSteering(); return device.flowSteering }()
             let own: NetStack
+            var netConfig = NetStackConfiguration(address: address, prefixLength: prefix, gateway: gateway)
+            // A/B switch for measurements (Scripts/bench-serve-net.sh TAP_AB=1).
+            if ProcessInfo.processInfo.environment["LIBELLULA_TCP_HOLD_SMALL_WRITES"] == "0" { netConfig.tcp.holdSmallWrites = false }
             do {
-                own = try NetStack(system: system, allocator: slab, interface: device,
-                                   configuration: NetStackConfiguration(address: address, prefixLength: prefix, gateway: gateway))
+                own = try NetStack(system: system, allocator: slab, interface: device, configuration: netConfig)
                 try own.start()
             } catch {
                 device.close()
