@@ -226,6 +226,58 @@ import VFS
         #expect(cache.live == 4)
     }
 
+    /// Keys are told apart by every byte whatever their length (inline up to 32 bytes,
+    /// out of line beyond), and a key inserted again replaces its entry instead of taking
+    /// a second way and a second descriptor (before, two requests for one target that both
+    /// missed left two entries, and two descriptors, for it).
+    @Test func openFileCacheTellsKeysApartAndKeepsOneEntryPerKey() throws {
+        let root = Self.makeRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fd = open(root + "/a.txt", O_RDONLY)
+        defer { close(fd) }
+        let attrs = FileAttributes(type: .regular, mode: 0o644, uid: 0, gid: 0, nlink: 1, size: 8, device: 1, inode: 1,
+                                   atime: .init(seconds: 0, nanoseconds: 0), mtime: .init(seconds: 0, nanoseconds: 0),
+                                   ctime: .init(seconds: 0, nanoseconds: 0))
+        let cache = OpenFileCache(budget: 1000, validity: .seconds(60))
+        let process = VirtualFileSystem(rootFileSystem: MemFS()).makeProcess()
+        var keys: [String] = []
+        for n in [1, 2, 15, 16, 31, 32, 33, 64, 200] {
+            let stem = String(repeating: "x", count: n - 1)
+            keys.append("/" + String(stem.dropFirst(0)))
+            keys.append("/" + String(stem.dropLast(stem.isEmpty ? 0 : 1)) + (stem.isEmpty ? "" : "y"))
+        }
+        keys = Array(Set(keys)).sorted()
+        for k in keys {
+            let e = Array(k.utf8).withUnsafeBytes {
+                cache.insert(key: $0, path: k, hostFD: fd, attrs: attrs, etag: "\"e\"", contentType: "text/plain")
+            }
+            #expect(e?.key == Array(k.utf8))
+        }
+        #expect(cache.live == keys.count)
+        for k in keys {
+            guard case .hit(let e) = Array(k.utf8).withUnsafeBytes({ cache.lookup($0, process: process) }) else {
+                Issue.record("\(k.count)-byte key missed")
+                continue
+            }
+            #expect(e.path == k, "a \(k.count)-byte key found another key's entry")
+        }
+        // A prefix or an extension of a cached key is another key.
+        for k in ["/", "/xx", String(repeating: "x", count: 40)] where !keys.contains(k) {
+            if case .hit = Array(k.utf8).withUnsafeBytes({ cache.lookup($0, process: process) }) { Issue.record("\(k) hit") }
+        }
+        // The same key again: one entry, the new one.
+        let again = Array(keys[0].utf8).withUnsafeBytes {
+            cache.insert(key: $0, path: "/again", hostFD: fd, attrs: attrs, etag: "\"e\"", contentType: "text/plain")
+        }
+        #expect(again != nil)
+        #expect(cache.live == keys.count, "a key inserted twice holds two entries")
+        guard case .hit(let e) = Array(keys[0].utf8).withUnsafeBytes({ cache.lookup($0, process: process) }) else {
+            Issue.record("the replaced key missed")
+            return
+        }
+        #expect(e.path == "/again")
+    }
+
     @Test func openFileCacheShedsWhenDescriptorsRunOut() throws {
         let root = Self.makeRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }

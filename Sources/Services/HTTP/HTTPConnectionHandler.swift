@@ -37,7 +37,8 @@ final class HTTPConnectionHandler<C: StreamConnection>: @unchecked Sendable {
     /// The bytes the request being answered was parsed from (the head's offsets point into
     /// them); valid until the next read into the input buffer.
     var request = UnsafeRawBufferPointer(start: nil, count: 0)
-    /// When the first byte of the request being received arrived (0: between requests).
+    /// When the first byte of the request being received arrived (0: between requests), on
+    /// the coarse monotonic clock (the request timeout is counted in seconds).
     var requestStart: UInt64 = 0
 
     init?(conn: C, core: HTTPServerCore) {
@@ -124,7 +125,7 @@ final class HTTPConnectionHandler<C: StreamConnection>: @unchecked Sendable {
             // byte at a time cannot hold the connection forever).
             var timeout = config.idleTimeout
             if inCount > 0 || bodyRemaining > 0 {
-                let now = MonotonicClock.now()
+                let now = MonotonicClock.coarseNow()
                 if requestStart == 0 { requestStart = now }
                 let (s, a) = config.requestTimeout.components
                 let limit = UInt64(max(0, s)) &* 1_000_000_000 &+ UInt64(max(0, a / 1_000_000_000))
@@ -143,7 +144,7 @@ final class HTTPConnectionHandler<C: StreamConnection>: @unchecked Sendable {
                 return false
             }
             if n == 0 { return false }
-            if inCount == 0 && requestStart == 0 { requestStart = MonotonicClock.now() }
+            if inCount == 0 && requestStart == 0 { requestStart = MonotonicClock.coarseNow() }
             inCount += n
         }
     }
@@ -239,6 +240,9 @@ final class HTTPConnectionHandler<C: StreamConnection>: @unchecked Sendable {
     @inline(__always)
     func append(_ s: StaticString) { output.append(s) }
 
+    /// (Disfavoured, so that a literal argument takes the `StaticString` overload: a plain
+    /// copy of constant bytes, where the `String` one retains and releases the string.)
+    @_disfavoredOverload
     func append(_ s: String) { output.append(string: s) }
 
     func append(_ bytes: [UInt8]) { output.append(bytes) }
