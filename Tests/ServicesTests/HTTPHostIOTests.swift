@@ -112,6 +112,41 @@ import VFS
         try await s.shutdown()
     }
 
+    /// Known-missing names are answered from the request's bytes when the target is plain;
+    /// that answer must never hide a statistics document (not a file) whose name has a
+    /// negative entry, nor differ from the decoding path's answer for the same name.
+    @Test func cachedMissingAnswersLeaveStatisticsAndEncodedTargetsAlone() async throws {
+        let root = Self.makeRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let pool = HostIOPool(threads: 1)
+        defer { pool.shutdown() }
+        let s = try Self.server(root, pool: pool)
+        let port = s.port
+        try await blocking { () throws in
+            let c = try RawClient(port: port)
+            // Negative entries for "metrics" and "_health", made by names under them.
+            for t in ["/metrics/x", "/_health/y", "/gone/a.txt"] {
+                c.send("GET \(t) HTTP/1.1\r\nHost: a\r\n\r\n")
+                #expect(c.response()?.status == 404, "\(t)")
+            }
+            for t in ["/metrics", "/_health"] {
+                c.send("GET \(t) HTTP/1.1\r\nHost: a\r\n\r\n")
+                #expect(c.response()?.status == 200, "\(t) is a statistics document, not a missing file")
+            }
+            // The same missing name, plain and percent-encoded: one answer, same body.
+            c.send("GET /gone/b.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+            let plain = c.response()
+            c.send("GET /%67one/b.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+            let encoded = c.response()
+            #expect(plain?.status == 404 && encoded?.status == 404)
+            #expect(plain?.text == encoded?.text)
+            // The connection stays usable after the answers.
+            c.send("GET /gone/c.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            #expect(c.response()?.status == 404)
+        }
+        try await s.shutdown()
+    }
+
     /// The open-file cache never asks the host on the CPU: an entry past its validity whose
     /// path the namecache cannot vouch for comes back `.stale` (the caller checks it off the
     /// CPU); once checked it is a hit; a changed file is dropped. Before, the cache called

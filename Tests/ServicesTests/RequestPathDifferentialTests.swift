@@ -68,4 +68,30 @@ struct RequestPathDifferentialTests {
             #expect(got == want, "\(t.debugDescription)")
         }
     }
+
+    /// A target that `isPlain` accepts is answered from its own bytes (the cached-missing
+    /// path of the handler), so it must decode to exactly itself, with no trailing slash.
+    @Test func plainTargetsDecodeToThemselves() {
+        let pieces = ["/", "/", "a", "bc", ".", "..", ".a", "a.", "...", "%2e", "%41", "%", "?", "#", "\\", "é", " ",
+                      "\u{7f}", "\u{01}", "~", "-_"]
+        let prefixes = ["", "/", "//", "http://h"]
+        var g = SystemRandomNumberGenerator()
+        var plain = 0
+        for _ in 0..<5000 {
+            var t = prefixes.randomElement(using: &g)!
+            for _ in 0..<Int.random(in: 0...8, using: &g) { t += pieces.randomElement(using: &g)! }
+            let bytes = Array(t.utf8)
+            let isPlain = bytes.withUnsafeBytes { RequestPath.isPlain($0) }
+            guard isPlain else { continue }
+            plain += 1
+            #expect(RequestPath.decode(t) == .success(.init(path: t, trailingSlash: false)), "\(t.debugDescription)")
+        }
+        #expect(plain > 100, "the generator makes plain targets too")
+        for t in ["/a/b.txt", "/missing/123456789.txt", "/.well-known/x"] {
+            #expect(Array(t.utf8).withUnsafeBytes { RequestPath.isPlain($0) }, "\(t)")
+        }
+        for t in ["/", "/a/", "/a//b", "/a/./b", "/a/../b", "/..", "/a%20b", "/a?b", "/a#b", "/a\\b", "/é", "a/b", "http://h/a"] {
+            #expect(!Array(t.utf8).withUnsafeBytes { RequestPath.isPlain($0) }, "\(t)")
+        }
+    }
 }

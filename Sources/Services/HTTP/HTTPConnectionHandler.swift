@@ -186,6 +186,13 @@ final class HTTPConnectionHandler<C: StreamConnection>: @unchecked Sendable {
                                               head: head, keepAlive: keep, cacheKey: cacheable ? target : nil)
             }
         }
+        // A plain target whose name the namecache knows to be missing (a storm of random
+        // missing names) is answered from the request's bytes: no String, no decoded copy.
+        if openable, let status = cachedMissingStatus(target) {
+            bodyRemaining = 0
+            try await sendError(status, head: head, keepAlive: keep)
+            return keep
+        }
         head.target = String(decoding: target, as: UTF8.self)
         if head.method == .other {
             // We do not read bodies of other methods: close after answering if one follows.
@@ -214,6 +221,20 @@ final class HTTPConnectionHandler<C: StreamConnection>: @unchecked Sendable {
         }
         return try await serveFile(decoded, head: head, keepAlive: keep, cacheKey: cacheable ? target : nil,
                                    openFileKey: openable ? target : nil)
+    }
+
+    /// The error status for `target` when it is plain (``RequestPath/isPlain(_:)``, so it is
+    /// its own decoded path), not a statistics document, and the namecache alone says it
+    /// cannot be opened: the answer `serveFile` would give, found without allocating.
+    private func cachedMissingStatus(_ target: UnsafeRawBufferPointer) -> HTTPStatus? {
+        guard RequestPath.isPlain(target) else { return nil }
+        if config.statisticsEnabled && StatisticsDocument.isDocument(target) { return nil }
+        do {
+            _ = try process.cachedStat(bytes: target.assumingMemoryBound(to: UInt8.self))
+            return nil
+        } catch {
+            return Self.status(for: error)
+        }
     }
 
     // MARK: Output

@@ -105,6 +105,29 @@ public enum RequestPath {
         return .success(Decoded(path: path, trailingSlash: endsInDirectory))
     }
 
+    /// Whether `target` decodes to itself: an origin-form path of printable ASCII with no
+    /// percent escape, query, fragment or backslash, no empty, `.` or `..` segment, and no
+    /// trailing slash. Such a target can be looked up as it stands, with no decoded copy.
+    static func isPlain(_ target: UnsafeRawBufferPointer) -> Bool {
+        let n = target.count
+        guard n >= 2, target[0] == 47, target[n - 1] != 47 else { return false }
+        var segmentStart = 1
+        var i = 1
+        while i <= n {
+            let c: UInt8 = i < n ? target[i] : 47
+            if c == 47 {
+                let length = i - segmentStart
+                if length == 0 { return false }
+                if target[segmentStart] == 46 && (length == 1 || (length == 2 && target[segmentStart + 1] == 46)) { return false }
+                segmentStart = i + 1
+            } else if c <= 0x20 || c >= 0x7f || c == 37 || c == 63 || c == 35 || c == 92 {
+                return false
+            }
+            i += 1
+        }
+        return true
+    }
+
     static func hex(_ c: UInt8) -> UInt8? {
         switch c {
         case 48...57: c - 48

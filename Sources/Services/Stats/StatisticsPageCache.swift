@@ -6,6 +6,14 @@ import LWKT
 enum StatisticsDocument: Int, CaseIterable {
     case html, json, metrics, health
 
+    /// Whether a request target given as bytes names one of the documents (compared without
+    /// making a `String`).
+    static func isDocument(_ target: UnsafeRawBufferPointer) -> Bool {
+        // The longest name is "/_stats.json" (12 bytes).
+        guard target.count <= 12 else { return false }
+        return StatisticsDocument(path: String(decoding: target, as: UTF8.self)) != nil
+    }
+
     /// The document served at `path`, if any.
     init?(path: String) {
         switch path {

@@ -30,6 +30,16 @@ extension VFSProcess {
         return outcome ?? .fallback
     }
 
+    /// ``fastLookup(_:follow:wantAttributes:)`` of a path given as bytes (no `String` made).
+    func fastLookup(bytes buf: UnsafeBufferPointer<UInt8>, follow: Bool, wantAttributes: Bool) -> FastOutcome {
+        vfs.settleStrictMounts()
+        guard let p = buf.baseAddress, buf.count > 0, buf.count < PathLimits.pathMax else { return .fallback }
+        let gate = gateView
+        let slot = gate.enterRead()
+        defer { gate.exitRead(slot) }
+        return fastWalk(p, buf.count, follow: follow, wantAttributes: wantAttributes, gate: gate, slot: slot)
+    }
+
     @inline(__always)
     private func fastWalk(_ p: UnsafePointer<UInt8>, _ n: Int, follow: Bool, wantAttributes: Bool,
                           gate: ReadGateView, slot: Int) -> FastOutcome {

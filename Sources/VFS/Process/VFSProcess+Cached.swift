@@ -11,4 +11,14 @@ extension VFSProcess {
         case .type, .fallback: return nil
         }
     }
+
+    /// ``cachedStat(_:)`` of a path given as bytes (a slice of a request, say): the same
+    /// answer, and no `String` is made, so it allocates nothing.
+    public func cachedStat(bytes path: UnsafeBufferPointer<UInt8>) throws(VFSError) -> FileAttributes? {
+        switch fastLookup(bytes: path, follow: true, wantAttributes: true) {
+        case .found(let a): return a
+        case .error(let e): throw e
+        case .type, .fallback: return nil
+        }
+    }
 }
