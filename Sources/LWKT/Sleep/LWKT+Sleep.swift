@@ -7,7 +7,7 @@ extension LWKT {
     /// queued on its own CPU; its CPU's bit in the channel's slot mask tells wakers which
     /// CPUs to send an IPI to. Tokens held are released while asleep. Without a timeout
     /// it allocates nothing (sleep records are pooled per CPU).
-    public static func tsleep(on channel: WaitChannel, timeout: Duration? = nil) async throws -> SleepResult {
+    public nonisolated(nonsending) static func tsleep(on channel: WaitChannel, timeout: Duration? = nil) async throws -> SleepResult {
         try await tsleep(on: channel, timeout: timeout, interlocked: false, until: { false })
     }
 
@@ -15,12 +15,12 @@ extension LWKT {
     /// `condition` is evaluated after the thread is queued and visible to wakers; if it is
     /// already true the call returns `.woken` at once, so a wakeup that raced with the
     /// decision to sleep is never lost. Allocates nothing without a timeout.
-    public static func tsleep(on channel: WaitChannel, timeout: Duration? = nil,
+    public nonisolated(nonsending) static func tsleep(on channel: WaitChannel, timeout: Duration? = nil,
                               until condition: () -> Bool) async throws -> SleepResult {
         try await tsleep(on: channel, timeout: timeout, interlocked: true, until: condition)
     }
 
-    static func tsleep(on channel: WaitChannel, timeout: Duration?, interlocked: Bool,
+    nonisolated(nonsending) static func tsleep(on channel: WaitChannel, timeout: Duration?, interlocked: Bool,
                        until condition: () -> Bool) async throws -> SleepResult {
         let cpu = try currentCPU("LWKT.tsleep")
         try Task.checkCancellation()

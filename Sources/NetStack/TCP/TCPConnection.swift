@@ -129,7 +129,7 @@ public final class TCPConnection: @unchecked Sendable {
     /// Sleeps until `condition` may hold; false when the deadline has passed and it does
     /// not. A true answer means "look again": callers loop. While the PCB is in its CPU's
     /// table the deadline is a PCB timer (no allocation); otherwise an LWKT timeout.
-    private func wait(until deadline: UInt64?, for c: Condition) async throws(TCPError) -> Bool {
+    private nonisolated(nonsending) func wait(until deadline: UInt64?, for c: Condition) async throws(TCPError) -> Bool {
         var left: Duration? = nil
         if let deadline {
             let now = lb_now_ns_swift()

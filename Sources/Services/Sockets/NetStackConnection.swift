@@ -27,12 +27,12 @@ public final class NetStackConnection: StreamConnection, @unchecked Sendable {
     deinit { if !finished { tcp.abort() } }
 
     /// Reads what has arrived (waiting for at least one byte); 0 at end of stream.
-    public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(SocketError) -> Int {
+    public nonisolated(nonsending) func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(SocketError) -> Int {
         do { return try await tcp.read(into: buffer, timeout: timeout) } catch { throw SocketError(error, call: "recv") }
     }
 
     /// Writes every byte into the send buffer, waiting while it is full.
-    public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration) async throws(SocketError) {
+    public nonisolated(nonsending) func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration) async throws(SocketError) {
         do { try await tcp.write(bytes, timeout: timeout) } catch { throw SocketError(error, call: "send") }
     }
 
