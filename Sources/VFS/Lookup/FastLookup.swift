@@ -19,18 +19,14 @@ extension VFSProcess {
     /// With `wantAttributes` the attributes of a MemFS result are read in the same section.
     @inline(__always)
     func fastLookup(_ path: String, follow: Bool, wantAttributes: Bool) -> FastOutcome {
-        vfs.settleStrictMounts()
-        let gate = gateView
-        let outcome: FastOutcome? = path.utf8.withContiguousStorageIfAvailable { buf -> FastOutcome in
-            guard let p = buf.baseAddress, buf.count > 0, buf.count < PathLimits.pathMax else { return .fallback }
-            let slot = gate.enterRead()
-            defer { gate.exitRead(slot) }
-            return fastWalk(p, buf.count, follow: follow, wantAttributes: wantAttributes, gate: gate, slot: slot)
+        let outcome: FastOutcome? = path.utf8.withContiguousStorageIfAvailable {
+            fastLookup(bytes: $0, follow: follow, wantAttributes: wantAttributes)
         }
         return outcome ?? .fallback
     }
 
     /// ``fastLookup(_:follow:wantAttributes:)`` of a path given as bytes (no `String` made).
+    @inline(__always)
     func fastLookup(bytes buf: UnsafeBufferPointer<UInt8>, follow: Bool, wantAttributes: Bool) -> FastOutcome {
         vfs.settleStrictMounts()
         guard let p = buf.baseAddress, buf.count > 0, buf.count < PathLimits.pathMax else { return .fallback }
